@@ -1,0 +1,41 @@
+# ioc — two commands do everything: `make run` and `make test` (see README).
+SHELL := /bin/bash
+VENV := .venv
+IOC := $(VENV)/bin/ioc
+PY := $(VENV)/bin/python
+
+# Real open data of the city, when the shared folder is beside the project (tests, benchmarks).
+IOC_DATA_DIR ?= $(if $(wildcard ../shared/data/hcmc/wards_2025.geojson.gz),$(abspath ../shared/data/hcmc),)
+export IOC_DATA_DIR
+
+.PHONY: setup run test bench lint db-start db-stop clean help
+
+help:
+	@echo "make run    set up (first time: installs PostGIS, .venv, demo city) and serve on :8000"
+	@echo "make test   the same set-up, then the whole test suite"
+	@echo "make setup  the idempotent set-up both use"
+	@echo "make bench  benchmarks against the peer servers (not part of the tests)"
+
+setup:
+	@scripts/setup.sh
+
+run: setup
+	$(IOC) serve
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint:
+	$(VENV)/bin/ruff check ioc layers tiles api tests
+
+db-start:
+	$(IOC) db start
+
+db-stop:
+	$(IOC) db stop
+
+clean:
+	rm -rf .venv .pytest_cache tiles/cache

@@ -1,0 +1,100 @@
+"""The FastAPI application factory; resources are owned by the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
+
+from api import errors
+from api.routers import catalog, health, landing
+from ioc import migrations
+from ioc.catalog import load_catalog
+from ioc.database import create_pool
+from ioc.errors import MigrationError, PostGISMissing
+from ioc.logs import configure_logging, request_id
+from ioc.settings import Settings, get_settings
+
+log = logging.getLogger("ioc.api")
+
+DESCRIPTION = """
+Máy chủ bản đồ của Trung tâm Điều hành Thông minh (IOC) TP. Hồ Chí Minh —
+map server of the Intelligent Operations Centre of Ho Chi Minh City.
+
+Layers of the city's GIS warehouse as GeoJSON and vector tiles, with access levels:
+send an API key as `Authorization: Bearer KEY`; without one you are an anonymous citizen
+and see public layers only.
+"""
+
+
+async def _check_database(pool) -> None:
+    """Refuse to serve without PostGIS or with a schema that is not exactly current."""
+    version = await pool.fetchval(migrations.POSTGIS_VERSION_SQL)
+    if version is None:
+        raise PostGISMissing("PostGIS is not installed in the database: run 'ioc db migrate'.")
+    state = await migrations.state_async(pool)
+    if state.ahead:
+        raise MigrationError(
+            f"The database is ahead of the code (migrations {state.ahead}): upgrade ioc."
+        )
+    if state.pending:
+        raise MigrationError("The database needs migrations: run 'ioc db migrate'.")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app (``uvicorn --factory api.app:create_app``)."""
+    settings = settings or get_settings()
+    configure_logging(settings.server.log_level, settings.server.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database)
+        try:
+            await _check_database(pool)
+            app.state.pool = pool
+            app.state.catalog = await load_catalog(pool)
+            log.info("ioc ready", extra={"layers": len(app.state.catalog)})
+            yield
+        finally:
+            await pool.close()
+            log.info("database connections closed")
+
+    app = FastAPI(
+        title="ioc — HCMC IOC map server",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "service", "description": "Health and readiness."},
+            {"name": "catalog", "description": "The city's layer catalog."},
+        ],
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            request_id.reset(token)
+        response.headers["X-Request-ID"] = rid
+        log.info("request", extra={
+            "request_id": rid, "method": request.method, "path": request.url.path,
+            "status": response.status_code,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        })
+        return response
+
+    for router in (landing.router, health.router, catalog.router):
+        app.include_router(router)
+    return app

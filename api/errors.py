@@ -1,0 +1,75 @@
+"""The one table from domain errors to HTTP statuses, and the JSON error body."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ioc import errors
+
+STATUS: dict[type[errors.IocError], int] = {
+    errors.InvalidParameter: 400,
+    errors.NotAuthenticated: 401,
+    errors.Forbidden: 403,
+    errors.LayerNotFound: 404,
+    errors.FeatureNotFound: 404,
+    errors.Conflict: 409,
+    errors.DatabaseUnavailable: 503,
+    errors.PostGISMissing: 503,
+    errors.MigrationError: 503,
+    errors.ClusterError: 503,
+}
+
+log = logging.getLogger("ioc.api")
+
+
+def status_of(exc: errors.IocError) -> int:
+    """The HTTP status of a domain error (most specific class wins)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(code: str, description: str, parameter: str | None = None) -> dict[str, str]:
+    """OGC API exception body (``code``, ``description``) plus the offending parameter."""
+    body = {"code": code, "description": description}
+    if parameter:
+        body["parameter"] = parameter
+    return body
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on the app."""
+
+    @app.exception_handler(errors.IocError)
+    async def _domain(request: Request, exc: errors.IocError) -> JSONResponse:
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(error_body(type(exc).__name__, exc.message, exc.parameter),
+                            status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
+        parameter = ".".join(loc) or None
+        message = f"Invalid value for '{parameter}': {first.get('msg', 'invalid')}." if parameter \
+            else f"Invalid request: {first.get('msg', 'invalid')}."
+        return JSONResponse(error_body("InvalidParameter", message, parameter), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "NotFound" if exc.status_code == 404 else "HTTPError"
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse(error_body("ServerError", "An unexpected error occurred; it has "
+                                       "been logged with the request id."), status_code=500)

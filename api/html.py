@@ -1,0 +1,33 @@
+"""HTML rendering (Jinja2, autoescaped) and ``?f=`` / ``Accept`` negotiation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+
+from ioc.errors import InvalidParameter
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+Format = Literal["json", "html"]
+
+
+def negotiate(request: Request, f: str | None, allowed: tuple[str, ...] = ("json", "html")) -> str:
+    """The output format: ``?f=`` wins, then the Accept header, then JSON."""
+    if f:
+        if f not in allowed:
+            raise InvalidParameter(f"Unknown format '{f}': use one of {', '.join(allowed)}.",
+                                   parameter="f")
+        return f
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept and "html" in allowed:
+        return "html"
+    return allowed[0]
+
+
+def render(request: Request, template: str, context: dict[str, Any], status_code: int = 200):
+    """A template response with the request in its context."""
+    return templates.TemplateResponse(request, template, context, status_code=status_code)

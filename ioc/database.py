@@ -1,0 +1,66 @@
+"""Connections: psycopg2 for commands and bulk loading, an asyncpg pool for the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import psycopg2
+
+from ioc.errors import DatabaseUnavailable
+from ioc.settings import DatabaseSettings
+
+
+def _unavailable(settings: DatabaseSettings, exc: Exception) -> DatabaseUnavailable:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if settings.managed:
+        return DatabaseUnavailable(
+            f"The database is not running ({detail}): start it with 'ioc db start' "
+            "or point DATABASE_URL at an existing PostGIS."
+        )
+    return DatabaseUnavailable(f"Cannot connect to DATABASE_URL: {detail}.")
+
+
+def connect(settings: DatabaseSettings, database: str | None = None):
+    """A psycopg2 connection, or DatabaseUnavailable with one clear sentence."""
+    try:
+        return psycopg2.connect(settings.dsn(database), connect_timeout=5,
+                                application_name="ioc-cli")
+    except psycopg2.OperationalError as exc:
+        raise _unavailable(settings, exc) from exc
+
+
+@contextmanager
+def connection(settings: DatabaseSettings) -> Iterator:
+    """psycopg2 connection closed on exit."""
+    conn = connect(settings)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads,
+                                  schema="pg_catalog")
+
+
+async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+    """The API's connection pool; statement timeout set per connection."""
+    try:
+        return await asyncpg.create_pool(
+            settings.dsn(),
+            min_size=settings.pool_min,
+            max_size=max(settings.pool_max, settings.pool_min),
+            init=_init_connection,
+            timeout=10,
+            server_settings={
+                "application_name": "ioc-api",
+                "statement_timeout": str(settings.statement_timeout_ms),
+            },
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise _unavailable(settings, exc) from exc

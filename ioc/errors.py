@@ -1,0 +1,52 @@
+"""Domain errors. Only ``api/errors.py`` maps them to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class IocError(Exception):
+    """Base of every error ioc reports to a user; the message is one clear sentence."""
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.parameter = parameter
+
+
+class DatabaseUnavailable(IocError):
+    """The database cannot be reached."""
+
+
+class PostGISMissing(IocError):
+    """PostGIS is absent or too old."""
+
+
+class MigrationError(IocError):
+    """Migrations cannot be applied, or the database is ahead of the code."""
+
+
+class ClusterError(IocError):
+    """The project-managed PostgreSQL cluster cannot be started or stopped."""
+
+
+class LayerNotFound(IocError):
+    """Unknown layer, or one the caller may not read (the same answer on purpose)."""
+
+
+class FeatureNotFound(IocError):
+    """Unknown feature id in a layer."""
+
+
+class InvalidParameter(IocError):
+    """A request parameter is malformed or out of range."""
+
+
+class NotAuthenticated(IocError):
+    """An API key was sent but is unknown or revoked."""
+
+
+class Forbidden(IocError):
+    """The caller may read the layer but not change it."""
+
+
+class Conflict(IocError):
+    """The request conflicts with what is stored (e.g. an existing id)."""

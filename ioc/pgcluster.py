@@ -1,0 +1,193 @@
+"""The project-managed PostgreSQL/PostGIS cluster under ``var/pg``.
+
+initdb + pg_ctl, its own port and a Unix socket only (no TCP), no system service. When ioc runs
+as root the cluster runs as the ``postgres`` system user, because PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql as pgsql
+
+from ioc.errors import ClusterError
+from ioc.settings import DatabaseSettings
+
+SERVER_CONFIG = """
+# Written by ioc (ioc/pgcluster.py). Unix socket only; the socket directory is private.
+listen_addresses = ''
+port = {port}
+unix_socket_directories = '{socket_dir}'
+unix_socket_permissions = 0700
+max_connections = 100
+shared_buffers = 256MB
+work_mem = 32MB
+maintenance_work_mem = 256MB
+max_wal_size = 2GB
+jit = off
+logging_collector = off
+"""
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What ``ioc db status`` shows."""
+
+    initialised: bool
+    running: bool
+    data_dir: Path
+    port: int
+    socket_dir: Path
+    version: str | None
+
+
+def find_bindir(settings: DatabaseSettings) -> Path:
+    """PostgreSQL server binaries: the setting, else the newest installed major version."""
+    if settings.pg_bindir:
+        return settings.pg_bindir
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    raise ClusterError(
+        "PostgreSQL server binaries were not found: run 'make setup' (installs "
+        "postgresql-15-postgis-3) or set IOC_PG_BINDIR."
+    )
+
+
+def _server_user() -> str | None:
+    """The system user that runs the cluster when we are root, else None (ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise ClusterError(
+            "Running as root needs the 'postgres' system user to own the cluster: "
+            "install the postgresql package."
+        ) from exc
+    return "postgres"
+
+
+def _run(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    user = _server_user()
+    command = ["runuser", "-u", user, "--", *args] if user else args
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise ClusterError(f"{Path(args[0]).name} failed: {detail[-1] if detail else 'no output'}")
+    return result
+
+
+def _data_dir(settings: DatabaseSettings) -> Path:
+    return settings.pg_dir / "data"
+
+
+def _prepare_dirs(settings: DatabaseSettings) -> None:
+    for sub in ("", "run", "log"):
+        (settings.pg_dir / sub).mkdir(parents=True, exist_ok=True)
+    user = _server_user()
+    if user:
+        entry = pwd.getpwnam(user)
+        for path in [settings.pg_dir, *settings.pg_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        probe = _run(["test", "-w", str(settings.pg_dir)], check=False)
+        if probe.returncode != 0:
+            raise ClusterError(
+                f"The 'postgres' user cannot reach {settings.pg_dir}: make its parent "
+                "folders traversable (chmod o+x) or set DATABASE_URL."
+            )
+
+
+def init_cluster(settings: DatabaseSettings) -> bool:
+    """Create the cluster if it does not exist; True when it was created now."""
+    data = _data_dir(settings)
+    if (data / "PG_VERSION").exists():
+        return False
+    _prepare_dirs(settings)
+    bindir = find_bindir(settings)
+    _run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
+          "--no-locale", "--auth-local=trust", "--auth-host=reject"])
+    config = SERVER_CONFIG.format(port=settings.pg_port, socket_dir=settings.socket_dir)
+    with open(data / "postgresql.conf", "a", encoding="utf-8") as handle:
+        handle.write(config)
+    return True
+
+
+def is_running(settings: DatabaseSettings) -> bool:
+    """True when the managed cluster's postmaster is up."""
+    data = _data_dir(settings)
+    if not (data / "PG_VERSION").exists():
+        return False
+    result = _run([str(find_bindir(settings) / "pg_ctl"), "-D", str(data), "status"], check=False)
+    return result.returncode == 0
+
+
+def start_cluster(settings: DatabaseSettings) -> bool:
+    """Initialise if needed, start, and create the database; True when it was started now."""
+    init_cluster(settings)
+    started = False
+    if not is_running(settings):
+        _prepare_dirs(settings)
+        log = settings.pg_dir / "log" / "postgres.log"
+        _run([str(find_bindir(settings) / "pg_ctl"), "-D", str(_data_dir(settings)),
+              "-l", str(log), "-w", "-t", "60", "start"])
+        started = True
+    ensure_database(settings)
+    return started
+
+
+def stop_cluster(settings: DatabaseSettings) -> bool:
+    """Stop the cluster (fast shutdown); True when it was running."""
+    if not is_running(settings):
+        return False
+    _run([str(find_bindir(settings) / "pg_ctl"), "-D", str(_data_dir(settings)),
+          "-m", "fast", "-w", "stop"])
+    return True
+
+
+def ensure_database(settings: DatabaseSettings) -> None:
+    """Create the ioc database in the running cluster if it is missing."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = psycopg2.connect(settings.dsn("postgres"))
+            break
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"The managed cluster does not accept connections: {exc}") from exc
+            time.sleep(0.3)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.db_name,))
+            if cur.fetchone() is None:
+                cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(settings.db_name)))
+    finally:
+        conn.close()
+
+
+def cluster_status(settings: DatabaseSettings) -> ClusterStatus:
+    """Whether the managed cluster exists and runs."""
+    data = _data_dir(settings)
+    version_file = data / "PG_VERSION"
+    return ClusterStatus(
+        initialised=version_file.exists(),
+        running=is_running(settings),
+        data_dir=data,
+        port=settings.pg_port,
+        socket_dir=settings.socket_dir,
+        version=version_file.read_text().strip() if version_file.exists() else None,
+    )

@@ -1,0 +1,163 @@
+"""Writing the layer registry: manifest sync, statistics, registering existing tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ioc.access import ACCESS_LEVELS
+from ioc.errors import Conflict, InvalidParameter, LayerNotFound
+from ioc.identifiers import qualified, quote_ident
+from layers.tables import DATA_SCHEMA, create_table_sql
+
+if TYPE_CHECKING:
+    from layers.manifest import LayerManifest
+
+UPSERT_SQL = """
+INSERT INTO ioc.layers (id, schema_name, table_name, geometry_column, id_column, geometry_type,
+    srid, title_vi, title_en, description_vi, description_en, domain, department, access, cadence,
+    origin, manifest)
+VALUES (%(id)s, %(schema)s, %(table)s, 'geom', 'fid', %(geometry_type)s, %(srid)s, %(title_vi)s,
+    %(title_en)s, %(description_vi)s, %(description_en)s, %(domain)s, %(department)s, %(access)s,
+    %(cadence)s, 'manifest', %(manifest)s)
+ON CONFLICT (id) DO UPDATE SET
+    geometry_type = EXCLUDED.geometry_type, srid = EXCLUDED.srid,
+    title_vi = EXCLUDED.title_vi, title_en = EXCLUDED.title_en,
+    description_vi = EXCLUDED.description_vi, description_en = EXCLUDED.description_en,
+    domain = EXCLUDED.domain, department = EXCLUDED.department, access = EXCLUDED.access,
+    cadence = EXCLUDED.cadence, manifest = EXCLUDED.manifest, updated_at = now(),
+    deleted_at = NULL
+WHERE ioc.layers.origin = 'manifest'
+"""
+
+
+def sync_manifests(conn, manifests: Iterable[LayerManifest],
+                   progress: Callable[[str], None] | None = None) -> int:
+    """Create missing layer tables and upsert registry rows; one transaction. Returns the count."""
+    count = 0
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(DATA_SCHEMA)}")
+        for manifest in manifests:
+            for statement in create_table_sql(manifest):
+                cur.execute(statement)
+            doc = manifest.model_dump(mode="json")
+            cur.execute(UPSERT_SQL, {
+                "id": manifest.id, "schema": DATA_SCHEMA, "table": manifest.id,
+                "geometry_type": manifest.geometry.type, "srid": manifest.geometry.srid,
+                "title_vi": manifest.title.vi, "title_en": manifest.title.en,
+                "description_vi": manifest.description.vi,
+                "description_en": manifest.description.en,
+                "domain": manifest.domain, "department": manifest.department,
+                "access": manifest.access, "cadence": manifest.cadence,
+                "manifest": json.dumps(doc, ensure_ascii=False),
+            })
+            count += 1
+            if progress:
+                progress(manifest.id)
+    conn.commit()
+    return count
+
+
+STATS_SQL = """
+WITH s AS (SELECT count(*) AS n, ST_SetSRID(ST_Extent({geom})::geometry, %s) AS e FROM {table})
+SELECT n, ST_XMin(t), ST_YMin(t), ST_XMax(t), ST_YMax(t)
+FROM s, LATERAL (SELECT ST_Transform(e, 4326) AS t) wgs84
+"""
+
+
+def refresh_stats(conn, layer_id: str, *, bump_version: bool = True,
+                  metadata: dict[str, Any] | None = None) -> int:
+    """Recount a layer, recompute its WGS 84 extent, stamp last_update; returns the count."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT schema_name, table_name, geometry_column, srid FROM ioc.layers WHERE id = %s",
+            (layer_id,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise LayerNotFound(f"There is no layer '{layer_id}'.")
+        schema, table, geom, srid = row
+        cur.execute(
+            STATS_SQL.format(table=qualified(schema, table), geom=quote_ident(geom)), (srid,)
+        )
+        stats = cur.fetchone()
+        count = stats[0] if stats else 0
+        extent = list(stats[1:]) if stats and stats[1] is not None else None
+        cur.execute(
+            "UPDATE ioc.layers SET feature_count = %s, extent = %s, last_update = now(),"
+            " version = version + %s, metadata = metadata || %s::jsonb WHERE id = %s",
+            (count, extent, 1 if bump_version else 0, json.dumps(metadata or {}, ensure_ascii=False),
+             layer_id),
+        )
+    conn.commit()
+    return count
+
+
+INTROSPECT_SQL = """
+SELECT f_geometry_column, type, srid FROM geometry_columns
+WHERE f_table_schema = %s AND f_table_name = %s
+"""
+COLUMNS_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a
+WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+PKEY_SQL = """
+SELECT a.attname FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
+"""
+_GEOMETRY_TYPES = {t.upper(): t for t in (
+    "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon")}
+_TYPE_MAP = {
+    "integer": "integer", "bigint": "integer", "smallint": "integer", "numeric": "number",
+    "double precision": "number", "real": "number", "boolean": "boolean", "date": "date",
+    "timestamp with time zone": "timestamp", "timestamp without time zone": "timestamp",
+}
+
+
+def add_table(conn, schema: str, table: str, *, layer_id: str, access: str = "internal",
+              department: str = "science_tech", domain: str = "registered",
+              title: str | None = None) -> None:
+    """Register an existing PostGIS table as a layer (origin 'registered')."""
+    if access not in ACCESS_LEVELS:
+        raise InvalidParameter(f"Unknown access level '{access}': use public, internal or restricted.")
+    regclass = qualified(schema, table)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM ioc.layers WHERE id = %s", (layer_id,))
+        if cur.fetchone():
+            raise Conflict(f"A layer with id '{layer_id}' already exists.")
+        cur.execute(INTROSPECT_SQL, (schema, table))
+        geoms = cur.fetchall()
+        if not geoms:
+            raise InvalidParameter(f"{schema}.{table} has no geometry column (or does not exist).")
+        geom_column, geom_type, srid = geoms[0]
+        cur.execute(PKEY_SQL, (regclass,))
+        pkey = [r[0] for r in cur.fetchall()]
+        if len(pkey) != 1:
+            raise InvalidParameter(f"{schema}.{table} needs a single-column primary key to be served.")
+        cur.execute(COLUMNS_SQL, (regclass,))
+        attributes = [
+            {"name": name, "type": _TYPE_MAP.get(pgtype, "text"), "label": {"vi": name, "en": name}}
+            for name, pgtype in cur.fetchall() if name not in (geom_column, pkey[0])
+        ]
+        manifest = {
+            "id": layer_id, "title": {"vi": title or table, "en": title or table},
+            "description": {"vi": "", "en": ""}, "domain": domain, "department": department,
+            "geometry": {"type": _GEOMETRY_TYPES.get(geom_type.upper(), "Geometry"), "srid": srid},
+            "access": access, "cadence": "static", "attributes": attributes,
+            "zoom": {"min": 0, "max": 22}, "style": {"color": "#3388ff", "legend": []},
+            "source": {"name": f"{schema}.{table}", "licence": "unknown"},
+        }
+        cur.execute(
+            "INSERT INTO ioc.layers (id, schema_name, table_name, geometry_column, id_column,"
+            " geometry_type, srid, title_vi, title_en, domain, department, access, origin, manifest)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'registered', %s)",
+            (layer_id, schema, table, geom_column, pkey[0], manifest["geometry"]["type"], srid,
+             manifest["title"]["vi"], manifest["title"]["en"], domain, department, access,
+             json.dumps(manifest, ensure_ascii=False)),
+        )
+    conn.commit()
+    refresh_stats(conn, layer_id, bump_version=False)

@@ -1,0 +1,106 @@
+"""Settings from the environment (``IOC_`` prefix), grouped by concern.
+
+Built once by :func:`get_settings` and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config() -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix="IOC_", env_file=".env", extra="ignore")
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the database is: an existing PostGIS (``DATABASE_URL``) or the managed cluster."""
+
+    model_config = _config()
+
+    url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "IOC_DATABASE_URL"),
+        description="PostgreSQL URL of an existing PostGIS; unset = the project-managed cluster.",
+    )
+    db_name: str = Field(default="ioc", description="Database name in the managed cluster.")
+    pg_dir: Path = Field(default=PROJECT_ROOT / "var" / "pg", description="Managed cluster home.")
+    pg_port: int = Field(default=54329, ge=1024, le=65535)
+    pg_bindir: Path | None = Field(default=None, description="PostgreSQL binaries (auto-detected).")
+    pool_min: int = Field(default=2, ge=1)
+    pool_max: int = Field(default=10, ge=1)
+    statement_timeout_ms: int = Field(default=30_000, ge=100)
+
+    @property
+    def managed(self) -> bool:
+        """True when ioc runs its own PostGIS cluster under ``var/``."""
+        return not self.url
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.pg_dir / "run"
+
+    def dsn(self, database: str | None = None) -> str:
+        """The libpq/asyncpg URL of the database (``database`` overrides the name)."""
+        if self.url:
+            if database is None:
+                return self.url
+            base, _, query = self.url.partition("?")
+            base = base.rsplit("/", 1)[0] + "/" + database
+            return f"{base}?{query}" if query else base
+        # Unix socket only: the managed cluster does not listen on TCP.
+        return (
+            f"postgresql://postgres@/{database or self.db_name}"
+            f"?host={self.socket_dir}&port={self.pg_port}"
+        )
+
+
+class ServerSettings(BaseSettings):
+    """HTTP server."""
+
+    model_config = _config()
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    public_url: str | None = Field(
+        default=None, description="Base URL used in links when behind a proxy."
+    )
+
+
+class DataSettings(BaseSettings):
+    """Real open data of the city used to build the demo city (optional)."""
+
+    model_config = _config()
+
+    data_dir: Path | None = Field(default=None, description="Folder of real city data files.")
+    seed_scale: Literal["demo", "city"] = "demo"
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+
+class Settings:
+    """All settings groups, built once."""
+
+    def __init__(self, database: DatabaseSettings | None = None,
+                 server: ServerSettings | None = None, data: DataSettings | None = None) -> None:
+        self.database = database or DatabaseSettings()
+        self.server = server or ServerSettings()
+        self.data = data or DataSettings()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (read from the environment on first use)."""
+    return Settings()

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Idempotent set-up used by `make run` and `make test`:
+#   1. system packages (PostGIS server, GDAL clients) when missing — installed with apt as root;
+#   2. the .venv with the pinned requirements (reinstalled only when they change);
+#   3. the project-managed PostGIS under var/pg (unless DATABASE_URL is set), migrations,
+#      and the demo city when the database is empty.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+APT_PACKAGES=()
+have_postgis_server() {
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 &&
+    ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1
+}
+if [ -z "${DATABASE_URL:-}" ] && ! have_postgis_server; then
+  APT_PACKAGES+=(postgresql-15-postgis-3 postgresql-15)
+fi
+command -v ogrinfo >/dev/null 2>&1 || APT_PACKAGES+=(gdal-bin)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
+
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; else
+      die "missing system packages: ${APT_PACKAGES[*]}. Run: sudo apt-get install -y ${APT_PACKAGES[*]}"
+    fi
+  else SUDO=""; fi
+  say "installing system packages: ${APT_PACKAGES[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  if ! $SUDO apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null; then
+    # Not Debian 12: fall back to the distribution's default PostgreSQL + PostGIS.
+    say "postgresql-15-postgis-3 unavailable; trying the distribution's PostGIS"
+    ALT=("${APT_PACKAGES[@]/postgresql-15-postgis-3/postgis}")
+    ALT=("${ALT[@]/postgresql-15/postgresql}")
+    $SUDO apt-get install -y -qq "${ALT[@]}" >/dev/null
+  fi
+fi
+
+# Python environment: reinstall only when the requirements change.
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  die "ioc needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version))."
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+STAMP=.venv/.ioc-requirements
+WANT=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  say "installing Python requirements into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt -e '.[dev]'
+  echo "$WANT" > "$STAMP"
+fi
+
+IOC=.venv/bin/ioc
+if [ -z "${DATABASE_URL:-}" ]; then
+  $IOC db start
+fi
+$IOC db migrate
+$IOC seed --if-empty

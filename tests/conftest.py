@@ -1,0 +1,145 @@
+"""Shared fixtures: a real PostGIS test database (migrated and seeded once), the app, keys,
+and a live server process for real clients (GDAL, Chromium)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+from fastapi.testclient import TestClient
+from psycopg2 import sql as pgsql
+
+from ioc import keys, migrations
+from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings, Settings
+
+TEST_DB = os.environ.get("IOC_TEST_DB_NAME", "ioc_test")
+VENV_BIN = Path(sys.executable).parent
+
+
+def _test_database_settings() -> DatabaseSettings:
+    base = DatabaseSettings()
+    if base.managed:
+        return DatabaseSettings(db_name=TEST_DB)
+    return DatabaseSettings(DATABASE_URL=base.dsn(TEST_DB))
+
+
+def _create_database(settings: DatabaseSettings) -> None:
+    conn = psycopg2.connect(DatabaseSettings().dsn("postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DB,))
+        if cur.fetchone() is None:
+            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(TEST_DB)))
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path | None:
+    """Real city data (IOC_DATA_DIR), or None when it is not available."""
+    return DataSettings().data_dir
+
+
+@pytest.fixture(scope="session")
+def db_settings(data_dir: Path | None) -> DatabaseSettings:
+    """The migrated, seeded test database (seeded once, kept between runs)."""
+    from layers.seeding import seed_database
+
+    settings = _test_database_settings()
+    _create_database(settings)
+    conn = psycopg2.connect(settings.dsn())
+    try:
+        migrations.migrate(conn)
+        seed_database(conn, scale="demo", data_dir=data_dir, only_if_empty=True)
+    finally:
+        conn.close()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def settings(db_settings: DatabaseSettings, data_dir: Path | None) -> Settings:
+    return Settings(database=db_settings)
+
+
+@pytest.fixture
+def db(db_settings: DatabaseSettings) -> Iterator:
+    """A psycopg2 connection to the test database."""
+    conn = psycopg2.connect(db_settings.dsn())
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app in-process, with its lifespan (pool, catalog) running."""
+    from api.app import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def make_key(db_settings: DatabaseSettings):
+    """Create an API key for a role (and department) in the test database."""
+
+    def make(role: str, department: str | None = None) -> str:
+        conn = psycopg2.connect(db_settings.dsn())
+        try:
+            return keys.create_key(conn, role, department, label="pytest")
+        finally:
+            conn.close()
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 60, path: str = "/readyz") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not become ready")
+
+
+def server_env(db_settings: DatabaseSettings, **extra: str) -> dict[str, str]:
+    """Environment for a child ioc process that uses the test database."""
+    env = dict(os.environ)
+    if db_settings.managed:
+        env["IOC_DB_NAME"] = db_settings.db_name
+    else:
+        env["DATABASE_URL"] = db_settings.dsn()
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def live_server(db_settings: DatabaseSettings) -> Iterator[str]:
+    """A real `ioc serve` process on a free port, for real HTTP clients."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "ioc"), "serve", "--port", str(port)], cwd=PROJECT_ROOT,
+        env=server_env(db_settings, IOC_LOG_LEVEL="warning"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -1,0 +1,66 @@
+"""Migrations: applied once each, in a transaction, recorded; a database ahead is refused."""
+
+import psycopg2
+import pytest
+from psycopg2 import sql as pgsql
+
+from ioc import migrations
+from ioc.errors import MigrationError
+from ioc.settings import DatabaseSettings
+
+SCRATCH = "ioc_test_migrations"
+
+
+@pytest.fixture
+def scratch(db_settings):
+    admin = psycopg2.connect(DatabaseSettings().dsn("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(SCRATCH)))
+        cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(SCRATCH)))
+    url = db_settings.dsn(SCRATCH)
+    conn = psycopg2.connect(url)
+    yield conn
+    conn.close()
+    with admin.cursor() as cur:
+        cur.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(SCRATCH)))
+    admin.close()
+
+
+def test_migrate_applies_each_once(scratch):
+    shipped = migrations.discover()
+    applied = migrations.migrate(scratch)
+    assert [m.version for m in applied] == [m.version for m in shipped]
+    assert migrations.migrate(scratch) == []
+    state = migrations.state(scratch)
+    assert state.current and state.version == shipped[-1].version
+    with scratch.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ioc.schema_migrations")
+        assert cur.fetchone()[0] == len(shipped)
+        cur.execute("SELECT proj4text FROM spatial_ref_sys WHERE srid = 9210")
+        assert "+towgs84=-191.90441429" in cur.fetchone()[0]
+
+
+def test_database_ahead_of_code_is_refused(scratch):
+    migrations.migrate(scratch)
+    with scratch.cursor() as cur:
+        cur.execute("INSERT INTO ioc.schema_migrations VALUES (9999, 'future', 'x')")
+    scratch.commit()
+    state = migrations.state(scratch)
+    assert state.ahead == [9999] and not state.current
+    with pytest.raises(MigrationError, match="ahead of the code"):
+        migrations.migrate(scratch)
+
+
+def test_failing_migration_rolls_back(scratch, tmp_path):
+    (tmp_path / "0001_ok.sql").write_text("CREATE EXTENSION IF NOT EXISTS postgis;"
+                                          "CREATE TABLE ioc.a (x int);")
+    (tmp_path / "0002_bad.sql").write_text("CREATE TABLE ioc.b (x int); SELECT no_such_function();")
+    shipped = migrations.discover(tmp_path)
+    with pytest.raises(MigrationError, match="0002_bad.sql failed"):
+        migrations.migrate(scratch, shipped)
+    with scratch.cursor() as cur:
+        cur.execute("SELECT to_regclass('ioc.a') IS NOT NULL, to_regclass('ioc.b') IS NOT NULL")
+        assert cur.fetchone() == (True, False)
+        cur.execute("SELECT array_agg(version) FROM ioc.schema_migrations")
+        assert cur.fetchone()[0] == [1]
