@@ -1,0 +1,1 @@
+"""The city's layer catalog and the way layer data comes in."""
