@@ -12,12 +12,14 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.gzip import GZipMiddleware
 
 from api import errors
-from api.routers import catalog, health, landing
+from api.routers import catalog, health, landing, tiles
+from api.routers import maps
 from ioc import migrations
 from ioc.catalog import load_catalog
 from ioc.database import create_pool
 from ioc.errors import MigrationError, PostGISMissing
 from ioc.logs import configure_logging, request_id
+from ioc.map_assets import static_files
 from ioc.settings import Settings, get_settings
 
 log = logging.getLogger("ioc.api")
@@ -72,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "service", "description": "Health and readiness."},
             {"name": "catalog", "description": "The city's layer catalog."},
+            {"name": "tiles", "description": "Vector tiles (MVT), TileJSON and MapLibre styles."},
+            {"name": "maps", "description": "Map pages (Folium): IOC wall, citizens' portal, "
+             "layer previews, embeds."},
         ],
     )
     app.state.settings = settings
@@ -95,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         })
         return response
 
-    for router in (landing.router, health.router, catalog.router):
+    for router in (landing.router, health.router, catalog.router, tiles.router, maps.router):
         app.include_router(router)
+    app.mount("/static", static_files(), name="static")  # map pages' scripts, styles (air-gapped)
     return app

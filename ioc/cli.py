@@ -20,6 +20,7 @@ from ioc.access import ADMIN, ROLES, Principal
 from ioc.catalog import load_catalog_sync
 from ioc.database import connection
 from ioc.errors import IocError
+from ioc.maps_cli import app as maps_app
 from ioc.settings import get_settings
 
 app = typer.Typer(help="ioc — map server of the HCMC Intelligent Operations Centre.",
@@ -31,6 +32,7 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(layers_app, name="layers")
 app.add_typer(keys_app, name="keys")
+app.add_typer(maps_app, name="maps")
 
 out = Console()
 err = Console(stderr=True)

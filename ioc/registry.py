@@ -41,7 +41,7 @@ def sync_manifests(conn, manifests: Iterable[LayerManifest],
         for manifest in manifests:
             for statement in create_table_sql(manifest):
                 cur.execute(statement)
-            doc = manifest.model_dump(mode="json")
+            doc = manifest.model_dump(mode="json", exclude_none=True)
             cur.execute(UPSERT_SQL, {
                 "id": manifest.id, "schema": DATA_SCHEMA, "table": manifest.id,
                 "geometry_type": manifest.geometry.type, "srid": manifest.geometry.srid,
