@@ -20,43 +20,73 @@ INSERT INTO ioc.layers (id, schema_name, table_name, geometry_column, id_column,
     origin, manifest)
 VALUES (%(id)s, %(schema)s, %(table)s, 'geom', 'fid', %(geometry_type)s, %(srid)s, %(title_vi)s,
     %(title_en)s, %(description_vi)s, %(description_en)s, %(domain)s, %(department)s, %(access)s,
-    %(cadence)s, 'manifest', %(manifest)s)
+    %(cadence)s, %(origin)s, %(manifest)s)
 ON CONFLICT (id) DO UPDATE SET
     geometry_type = EXCLUDED.geometry_type, srid = EXCLUDED.srid,
     title_vi = EXCLUDED.title_vi, title_en = EXCLUDED.title_en,
     description_vi = EXCLUDED.description_vi, description_en = EXCLUDED.description_en,
     domain = EXCLUDED.domain, department = EXCLUDED.department, access = EXCLUDED.access,
-    cadence = EXCLUDED.cadence, manifest = EXCLUDED.manifest, updated_at = now(),
-    deleted_at = NULL
+    cadence = EXCLUDED.cadence, manifest = EXCLUDED.manifest, updated_at = now()
 WHERE ioc.layers.origin = 'manifest'
 """
 
 
+def _upsert(cur, manifest: LayerManifest, origin: str) -> None:
+    for statement in create_table_sql(manifest):
+        cur.execute(statement)
+    doc = manifest.model_dump(mode="json", exclude_none=True)
+    cur.execute(UPSERT_SQL, {
+        "id": manifest.id, "schema": DATA_SCHEMA, "table": manifest.id,
+        "geometry_type": manifest.geometry.type, "srid": manifest.geometry.srid,
+        "title_vi": manifest.title.vi, "title_en": manifest.title.en,
+        "description_vi": manifest.description.vi, "description_en": manifest.description.en,
+        "domain": manifest.domain, "department": manifest.department,
+        "access": manifest.access, "cadence": manifest.cadence, "origin": origin,
+        "manifest": json.dumps(doc, ensure_ascii=False),
+    })
+
+
 def sync_manifests(conn, manifests: Iterable[LayerManifest],
                    progress: Callable[[str], None] | None = None) -> int:
-    """Create missing layer tables and upsert registry rows; one transaction. Returns the count."""
+    """Create missing layer tables and upsert registry rows; one transaction. Returns the count.
+
+    Only rows that came from manifests are updated: a published or registered layer with the
+    same id is left alone, and a soft-deleted layer stays deleted.
+    """
     count = 0
     with conn.cursor() as cur:
         cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(DATA_SCHEMA)}")
         for manifest in manifests:
-            for statement in create_table_sql(manifest):
-                cur.execute(statement)
-            doc = manifest.model_dump(mode="json", exclude_none=True)
-            cur.execute(UPSERT_SQL, {
-                "id": manifest.id, "schema": DATA_SCHEMA, "table": manifest.id,
-                "geometry_type": manifest.geometry.type, "srid": manifest.geometry.srid,
-                "title_vi": manifest.title.vi, "title_en": manifest.title.en,
-                "description_vi": manifest.description.vi,
-                "description_en": manifest.description.en,
-                "domain": manifest.domain, "department": manifest.department,
-                "access": manifest.access, "cadence": manifest.cadence,
-                "manifest": json.dumps(doc, ensure_ascii=False),
-            })
+            _upsert(cur, manifest, "manifest")
             count += 1
             if progress:
                 progress(manifest.id)
     conn.commit()
     return count
+
+
+def create_layer(conn, manifest: LayerManifest) -> None:
+    """Create a new published layer (table + registry row); Conflict when the id is taken."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM ioc.layers WHERE id = %s", (manifest.id,))
+        if cur.fetchone():
+            raise Conflict(f"A layer with id '{manifest.id}' already exists.", parameter="id")
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{DATA_SCHEMA}.{manifest.id}",))
+        if cur.fetchone()[0]:
+            raise Conflict(f"A table named '{manifest.id}' already exists; choose another id.",
+                           parameter="id")
+        _upsert(cur, manifest, "published")
+    conn.commit()
+
+
+def soft_delete(conn, layer_id: str) -> None:
+    """Hide a layer from the catalog; its table and versions are kept for restore by an admin."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ioc.layers SET deleted_at = now(), updated_at = now()"
+                    " WHERE id = %s AND deleted_at IS NULL", (layer_id,))
+        if cur.rowcount != 1:
+            raise LayerNotFound(f"There is no layer '{layer_id}'.")
+    conn.commit()
 
 
 STATS_SQL = """
@@ -66,30 +96,36 @@ FROM s, LATERAL (SELECT ST_Transform(e, 4326) AS t) wgs84
 """
 
 
+def update_stats(cur, layer_id: str, *, bump_version: bool = True,
+                 metadata: dict[str, Any] | None = None) -> int:
+    """Recount a layer and recompute its WGS 84 extent inside the caller's transaction."""
+    cur.execute(
+        "SELECT schema_name, table_name, geometry_column, srid FROM ioc.layers WHERE id = %s",
+        (layer_id,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        raise LayerNotFound(f"There is no layer '{layer_id}'.")
+    schema, table, geom, srid = row
+    cur.execute(STATS_SQL.format(table=qualified(schema, table), geom=quote_ident(geom)), (srid,))
+    stats = cur.fetchone()
+    count = stats[0] if stats else 0
+    extent = list(stats[1:]) if stats and stats[1] is not None else None
+    cur.execute(
+        "UPDATE ioc.layers SET feature_count = %s, extent = %s, last_update = now(),"
+        " updated_at = now(), version = version + %s, metadata = metadata || %s::jsonb"
+        " WHERE id = %s",
+        (count, extent, 1 if bump_version else 0,
+         json.dumps(metadata or {}, ensure_ascii=False), layer_id),
+    )
+    return count
+
+
 def refresh_stats(conn, layer_id: str, *, bump_version: bool = True,
                   metadata: dict[str, Any] | None = None) -> int:
-    """Recount a layer, recompute its WGS 84 extent, stamp last_update; returns the count."""
+    """Recount a layer, recompute its extent, stamp last_update (and bump its version); commit."""
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT schema_name, table_name, geometry_column, srid FROM ioc.layers WHERE id = %s",
-            (layer_id,),
-        )
-        row = cur.fetchone()
-        if row is None:
-            raise LayerNotFound(f"There is no layer '{layer_id}'.")
-        schema, table, geom, srid = row
-        cur.execute(
-            STATS_SQL.format(table=qualified(schema, table), geom=quote_ident(geom)), (srid,)
-        )
-        stats = cur.fetchone()
-        count = stats[0] if stats else 0
-        extent = list(stats[1:]) if stats and stats[1] is not None else None
-        cur.execute(
-            "UPDATE ioc.layers SET feature_count = %s, extent = %s, last_update = now(),"
-            " version = version + %s, metadata = metadata || %s::jsonb WHERE id = %s",
-            (count, extent, 1 if bump_version else 0, json.dumps(metadata or {}, ensure_ascii=False),
-             layer_id),
-        )
+        count = update_stats(cur, layer_id, bump_version=bump_version, metadata=metadata)
     conn.commit()
     return count
 

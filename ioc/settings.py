@@ -90,14 +90,28 @@ class DataSettings(BaseSettings):
         return None if value in ("", None) else value
 
 
+class PublishSettings(BaseSettings):
+    """Limits and policy for department uploads."""
+
+    model_config = _config()
+
+    upload_max_bytes: int = Field(default=1 << 30, ge=1024, description="Largest upload (bytes).")
+    upload_max_features: int = Field(default=2_000_000, ge=1)
+    upload_max_uncompressed: int = Field(default=4 << 30, ge=1024,
+                                         description="Largest total size inside a zip.")
+    keep_versions: int = Field(default=5, ge=1, description="Data versions kept per layer.")
+
+
 class Settings:
     """All settings groups, built once."""
 
     def __init__(self, database: DatabaseSettings | None = None,
-                 server: ServerSettings | None = None, data: DataSettings | None = None) -> None:
+                 server: ServerSettings | None = None, data: DataSettings | None = None,
+                 publish: PublishSettings | None = None) -> None:
         self.database = database or DatabaseSettings()
         self.server = server or ServerSettings()
         self.data = data or DataSettings()
+        self.publish = publish or PublishSettings()
 
 
 @lru_cache

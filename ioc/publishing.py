@@ -1,0 +1,125 @@
+"""Publishing as the API and the command line use it: access checks, limits, connections,
+and the hooks that follow a publish (catalog refresh is the caller's; tiles key on versions)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ioc import registry
+from ioc.access import Principal, can_create_in, can_write
+from ioc.catalog import Layer
+from ioc.database import connection
+from ioc.errors import Forbidden, InvalidParameter, NotAuthenticated
+from ioc.settings import Settings
+from layers import ingest
+from layers.publish import (
+    PublishOptions,
+    PublishReport,
+    list_versions,
+    publish_file,
+    restore_version,
+    write_audit,
+)
+
+log = logging.getLogger("ioc.publishing")
+
+
+def check_can_write(principal: Principal, layer: Layer) -> None:
+    """Forbidden unless the principal may change the layer (the caller can already read it)."""
+    if not principal.authenticated:
+        raise NotAuthenticated("Publishing needs an API key: send 'Authorization: Bearer KEY'.")
+    if not can_write(principal, layer):
+        raise Forbidden(f"You may not change layer '{layer.id}': it belongs to the "
+                        f"'{layer.department}' department.")
+
+
+def limits(settings: Settings) -> ingest.IngestLimits:
+    """Upload limits from the settings."""
+    return ingest.IngestLimits(max_bytes=settings.publish.upload_max_bytes,
+                               max_features=settings.publish.upload_max_features,
+                               max_uncompressed=settings.publish.upload_max_uncompressed)
+
+
+def publish_upload(settings: Settings, layer: Layer, path: Path, principal: Principal | str, *,
+                   mode: str = "replace", filename: str | None = None, fmt: str | None = None,
+                   crs: str | None = None, invalid: str = "reject", partial: bool = False,
+                   ignore_unknown: bool = False, progress=None) -> PublishReport:
+    """Publish one file to one layer (replace or append)."""
+    options = PublishOptions(mode=mode, crs=crs, format=fmt, invalid=invalid,  # type: ignore[arg-type]
+                             partial=partial, ignore_unknown=ignore_unknown)
+    with connection(settings.database) as conn:
+        report = publish_file(conn, layer, path, filename or path.name, principal, options,
+                              limits(settings), progress, settings.publish.keep_versions)
+        after_publish(conn, layer)
+    log.info("layer published", extra={"layer": layer.id, "version": report.version,
+                                       "accepted": report.accepted, "mode": mode})
+    return report
+
+
+def after_publish(conn, layer: Layer) -> None:
+    """Work that follows a change of a layer's data (digital-address links of point layers)."""
+    try:
+        from ioc import addresses
+    except ImportError:  # the address registry is optional for publishing
+        return
+    link = getattr(addresses, "link_layer", None)
+    if link is not None and layer.geometry_type in ("Point", "MultiPoint"):
+        link(conn, layer)
+
+
+def versions(settings: Settings, layer: Layer, principal: Principal) -> list[dict[str, Any]]:
+    """The layer's versions (anyone who may read the layer may see its history)."""
+    with connection(settings.database) as conn:
+        rows = list_versions(conn, layer)
+    for row in rows:
+        row["created_at"] = row["created_at"].isoformat()
+    return rows
+
+
+def restore(settings: Settings, layer: Layer, version: int, principal: Principal) -> PublishReport:
+    """Restore a kept version."""
+    check_can_write(principal, layer)
+    with connection(settings.database) as conn:
+        report = restore_version(conn, layer, version, principal)
+        after_publish(conn, layer)
+    return report
+
+
+def create(settings: Settings, document: dict[str, Any], principal: Principal) -> str:
+    """Create a layer from a manifest document; returns its id."""
+    from layers.manifest import LayerManifest
+
+    try:
+        manifest = LayerManifest.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise InvalidParameter(f"Invalid manifest at '{where}': {first['msg']}.",
+                               parameter=where) from exc
+    if not principal.authenticated:
+        raise NotAuthenticated("Creating layers needs an API key: send 'Authorization: Bearer KEY'.")
+    if not can_create_in(principal, manifest.department):
+        raise Forbidden(f"You may not create layers for the '{manifest.department}' department.")
+    with connection(settings.database) as conn:
+        registry.create_layer(conn, manifest)
+        _audit(conn, principal, "layer.create", manifest.id)
+    return manifest.id
+
+
+def delete(settings: Settings, layer: Layer, principal: Principal) -> None:
+    """Soft-delete a layer."""
+    check_can_write(principal, layer)
+    with connection(settings.database) as conn:
+        registry.soft_delete(conn, layer.id)
+        _audit(conn, principal, "layer.delete", layer.id)
+
+
+
+def _audit(conn, principal: Principal, action: str, layer_id: str) -> None:
+    with conn.cursor() as cur:
+        write_audit(cur, principal, action, layer_id, None, {})
+    conn.commit()
