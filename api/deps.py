@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Cookie, Depends, Header, Path, Request
 
 from ioc.access import ANONYMOUS, Principal
 from ioc.catalog import Catalog, Layer
 from ioc.errors import NotAuthenticated
-from ioc.keys import resolve_key
+from ioc.keys import KeyCache
 from ioc.settings import Settings
 
 
@@ -27,17 +27,37 @@ def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def _keys(request: Request) -> KeyCache:
+    cache = getattr(request.app.state, "keys", None)
+    if cache is None:
+        cache = request.app.state.keys = KeyCache()
+    return cache
+
+
+# The map pages' session cookie (POST /maps/session): an HttpOnly, SameSite=Strict cookie that
+# holds the API key, so that a browser on a wall screen (which cannot send a header) reads
+# internal layers. It counts on safe methods only: a forged cross-site request never writes.
+SESSION_COOKIE = "ioc_session"
+
+
 async def get_principal(
     request: Request,
     authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
+    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE, include_in_schema=False)] = None,
 ) -> Principal:
-    """Anonymous without a key; the key's principal with one; 401 for an unknown key."""
+    """Anonymous without a key; the key's principal with one; 401 for an unknown key.
+
+    Without a header, the map-session cookie stands for the key on GET and HEAD (an unknown or
+    revoked cookie is anonymous, so a stale cookie never breaks public pages).
+    """
     if not authorization:
+        if session and request.method in ("GET", "HEAD"):
+            return await _keys(request).resolve(request.app.state.pool, session) or ANONYMOUS
         return ANONYMOUS
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise NotAuthenticated("Send the API key as 'Authorization: Bearer KEY'.")
-    principal = await resolve_key(request.app.state.pool, key.strip())
+    principal = await _keys(request).resolve(request.app.state.pool, key.strip())
     if principal is None:
         raise NotAuthenticated("The API key is unknown or revoked.")
     return principal

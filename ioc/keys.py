@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -88,3 +89,26 @@ async def resolve_key(pool, key: str) -> Principal | None:
     if row is None:
         return None
     return Principal(role=row["role"], department=row["department"], key_id=row["id"])
+
+
+class KeyCache:
+    """Resolved keys remembered for a few seconds, so that a stream of tile requests from one
+    operator does not query the key table each time. A revoked key stops working within
+    ``ttl`` seconds."""
+
+    def __init__(self, ttl: float = 10.0, size: int = 1024) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+
+    async def resolve(self, pool, key: str) -> Principal | None:
+        """Like :func:`resolve_key`, cached."""
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = await resolve_key(pool, key)
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (now + self.ttl, principal)
+        return principal
