@@ -19,6 +19,9 @@ if [ -z "${DATABASE_URL:-}" ] && ! have_postgis_server; then
   APT_PACKAGES+=(postgresql-15-postgis-3 postgresql-15)
 fi
 command -v ogrinfo >/dev/null 2>&1 || APT_PACKAGES+=(gdal-bin)
+# Map pages (issue #7): npm installs their browser assets; Debian's chromium runs the browser tests.
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
+command -v chromium >/dev/null 2>&1 || APT_PACKAGES+=(chromium)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
 
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
@@ -54,6 +57,17 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt -e '.[dev]'
   echo "$WANT" > "$STAMP"
+fi
+
+# Map pages (issue #7): Leaflet and its plugins from the npm registry into node_modules/
+# (package.json + package-lock.json), served by ioc itself under /static/vendor so that the
+# pages work without internet. Reinstalled only when the lock file changes.
+NPM_STAMP=node_modules/.ioc-package-lock
+NPM_WANT=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -d node_modules ] || [ "$(cat "$NPM_STAMP" 2>/dev/null)" != "$NPM_WANT" ]; then
+  say "installing the map pages' browser assets (npm ci)"
+  npm ci --omit=dev --no-audit --no-fund --loglevel=error
+  echo "$NPM_WANT" > "$NPM_STAMP"
 fi
 
 IOC=.venv/bin/ioc

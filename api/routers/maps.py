@@ -1,0 +1,219 @@
+"""Map pages (Folium): the views of ``ioc/views``, layer previews, and the operators' session."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit
+
+from fastapi import APIRouter, Cookie, Depends, Form, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from api.deps import CatalogDep, get_principal
+from api.html import negotiate, render
+from ioc import maps
+from ioc.access import ANONYMOUS, Principal
+from ioc.errors import Forbidden, NotAuthenticated
+from ioc.keys import resolve_key
+
+router = APIRouter(prefix="/maps", tags=["maps"])
+
+# The operators' map session: an HttpOnly cookie that holds the API key itself, so that a wall
+# screen's browser (which cannot send an Authorization header) reads internal layers. See
+# docs/maps.md for why it is safe enough and how api/deps.py accepts it on GET requests.
+SESSION_COOKIE = "ioc_session"
+EmbedQuery = Annotated[bool, Query(description="1 = chrome-less page for an iframe")]
+RefreshQuery = Annotated[int | None, Query(ge=5, le=86_400,
+                                           description="Period of live layers, seconds")]
+LangQuery = Annotated[Literal["vi", "en"] | None, Query(description="Language (default: the view's)")]
+
+
+def get_maps_settings(request: Request) -> maps.MapsSettings:
+    """Map settings, built once per app (``settings.maps`` when the lead wires it there)."""
+    state = request.app.state
+    current = getattr(state, "maps_settings", None)
+    if current is None:
+        current = getattr(state.settings, "maps", None) or maps.MapsSettings()
+        state.maps_settings = current
+    return current
+
+
+MapsSettingsDep = Annotated[maps.MapsSettings, Depends(get_maps_settings)]
+
+
+def get_views(request: Request, settings: MapsSettingsDep) -> dict[str, maps.MapView]:
+    """The view files, read and validated on first use."""
+    views = getattr(request.app.state, "map_views", None)
+    if views is None:
+        views = maps.load_views(settings.views_dir)
+        request.app.state.map_views = views
+    return views
+
+
+ViewsDep = Annotated[dict[str, maps.MapView], Depends(get_views)]
+
+
+async def get_map_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
+    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE, include_in_schema=False)] = None,
+) -> Principal:
+    """The caller from ``Authorization``, else from the map-session cookie, else anonymous."""
+    principal = await get_principal(request, authorization)
+    if principal.authenticated or not session:
+        return principal
+    return await resolve_key(request.app.state.pool, session) or ANONYMOUS
+
+
+MapPrincipalDep = Annotated[Principal, Depends(get_map_principal)]
+
+
+def page_headers(settings: maps.MapsSettings, cacheable: bool) -> dict[str, str]:
+    """Security and caching headers of a map page; ``frame-ancestors`` says who may embed it."""
+    csp = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
+           "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+           "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
+           f"form-action 'self'; frame-ancestors {settings.frame_ancestors}")
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "public, max-age=60" if cacheable else "private, no-store",
+        "Vary": "Authorization, Cookie",
+    }
+
+
+def _view_doc(view: maps.MapView, base: str, readable: list[str]) -> dict:
+    return {"id": view.id, "title": view.title.model_dump(),
+            "description": view.description.model_dump(), "audience": view.audience,
+            "layout": view.layout, "language": view.language, "layers": readable,
+            "href": f"{base}/maps/{view.id}", "embed": f"{base}/maps/{view.id}?embed=1"}
+
+
+@router.get("", summary="Map views the caller may open")
+async def list_views(request: Request, views: ViewsDep, catalog: CatalogDep,
+                     principal: MapPrincipalDep, f: str | None = None):
+    """The views for this caller (public ones for everyone, internal ones for city users),
+    each with the layers the caller would see in it."""
+    base = str(request.base_url).rstrip("/")
+    visible = maps.visible_views(views, principal)
+    doc = {"views": [_view_doc(view, base, [item.layer.id for item in
+                                            maps.plan_view(view, catalog, principal).layers])
+                     for view in visible],
+           "numberOfViews": len(visible)}
+    if negotiate(request, f) == "html":
+        return render(request, "maps/index.html", {"doc": doc, "principal": principal})
+    return doc
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a map page of this server may follow a login (no open redirect)."""
+    if not target:
+        return "/maps/wall"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/maps") or "\\" in target:
+        return "/maps/wall"
+    return target
+
+
+def _login_page(request: Request, target: str, status_code: int = 200, error: str | None = None):
+    return render(request, "maps/session.html", {"next": _safe_next(target), "error": error},
+                  status_code=status_code)
+
+
+@router.get("/session", summary="Sign in to the map pages (operators)", response_class=HTMLResponse)
+async def session_form(request: Request, next: str | None = None):  # noqa: A002
+    """A form that trades an API key for the map-session cookie."""
+    return _login_page(request, next or "/maps/wall")
+
+
+@router.post("/session", summary="Trade an API key for an HttpOnly map-session cookie")
+async def open_session(
+    request: Request, settings: MapsSettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+    key: Annotated[str | None, Form(description="API key (form posts)")] = None,
+    next: Annotated[str | None, Form()] = None,  # noqa: A002
+):
+    """Sets ``ioc_session`` (HttpOnly, SameSite=Strict, Secure over HTTPS) for the key's owner.
+
+    Send the key as ``Authorization: Bearer KEY`` (JSON answer) or as the ``key`` field of the
+    sign-in form (redirect to ``next``). The key never appears in a URL.
+    """
+    origin = request.headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise Forbidden("Map sessions are opened from this server's own pages only.")
+    from_form = key is not None
+    if authorization:
+        scheme, _, secret = authorization.partition(" ")
+        secret = secret.strip() if scheme.lower() == "bearer" else ""
+    else:
+        secret = (key or "").strip()
+    principal = await resolve_key(request.app.state.pool, secret) if secret else None
+    if principal is None:
+        if from_form:
+            return _login_page(request, next or "", 401, "invalid")
+        raise NotAuthenticated("The API key is unknown or revoked.")
+    max_age = settings.session_hours * 3600
+    response: Response
+    if from_form:
+        response = RedirectResponse(_safe_next(next), status_code=303)
+    else:
+        response = JSONResponse({"role": principal.role, "department": principal.department,
+                                 "expires_in": max_age})
+    response.set_cookie(SESSION_COOKIE, secret, max_age=max_age, path="/", httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.delete("/session", summary="Close the map session", status_code=204)
+async def close_session(request: Request) -> Response:
+    """Deletes the cookie (the key itself stays valid: revoke it with `ioc keys revoke`)."""
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")
+    return response
+
+
+async def _page(plan: maps.ViewPlan, settings: maps.MapsSettings, *, lang: str | None,
+                embed: bool, page_path: str, cacheable: bool,
+                refresh: int | None = None) -> HTMLResponse:
+    html = await run_in_threadpool(maps.render_page, plan, lang=lang, embed=embed,  # type: ignore[arg-type]
+                                   page_path=page_path, refresh=refresh)
+    return HTMLResponse(html, headers=page_headers(settings, cacheable))
+
+
+@router.get("/preview/{layer_id}", summary="Preview of one layer with its legend and popups",
+            response_class=HTMLResponse)
+async def preview_layer(layer_id: str, catalog: CatalogDep, principal: MapPrincipalDep,
+                        settings: MapsSettingsDep, lang: LangQuery = None,
+                        embed: EmbedQuery = False):
+    """Any layer the caller may read (404 otherwise), over ioc's own basemap."""
+    layer = catalog.get(layer_id, principal)
+    plan = maps.plan_view(maps.preview_view(layer), catalog, principal)
+    return await _page(plan, settings, lang=lang, embed=embed,
+                       page_path=f"/maps/preview/{layer.id}",
+                       cacheable=not principal.authenticated)
+
+
+@router.get("/{view_id}", summary="A map view", response_class=HTMLResponse)
+async def view_page(request: Request, view_id: str, views: ViewsDep, catalog: CatalogDep,
+                    principal: MapPrincipalDep, settings: MapsSettingsDep,
+                    lang: LangQuery = None, embed: EmbedQuery = False,
+                    refresh: RefreshQuery = None):
+    """The view as this caller may see it: layers it may not read are left out."""
+    view = views.get(view_id)
+    if view is None:
+        raise maps.ViewNotFound(f"There is no map view '{view_id}'.", parameter="view")
+    if not maps.can_open(principal, view):
+        if "text/html" in request.headers.get("accept", ""):
+            # Browsers go to the sign-in form, which comes back here.
+            target = quote(_safe_next(str(request.url.path) + (
+                f"?{request.url.query}" if request.url.query else "")), safe="")
+            return RedirectResponse(f"/maps/session?next={target}", status_code=303)
+        raise NotAuthenticated(f"The map view '{view_id}' is for city users: send an API key "
+                               "or open a map session (POST /maps/session).")
+    plan = maps.plan_view(view, catalog, principal)
+    return await _page(plan, settings, lang=lang, embed=embed, page_path=f"/maps/{view.id}",
+                       cacheable=view.audience == "public" and not principal.authenticated,
+                       refresh=refresh)

@@ -1,0 +1,234 @@
+"""Vector tiles: OGC API - Tiles paths, short XYZ and composite tiles, TileJSON, MapLibre styles.
+
+Tile answers: 200 with an MVT (gzip-encoded when the client accepts it), or **204 No Content**
+when the tile has no feature — including every tile outside a layer's zoom range (OGC API -
+Tiles allows 204 for empty tiles; MapLibre treats it as an empty tile). 404 for a layer the
+caller may not read, or a tile outside the tile matrix.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+
+from api.deps import PrincipalDep
+from ioc.access import Principal
+from ioc.catalog import Catalog
+from ioc.errors import InvalidParameter
+from tiles import tilejson as tj
+from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers
+from tiles.settings import TileSettings
+from tiles.style import maplibre_style
+
+router = APIRouter(tags=["tiles"])
+MVT = tj.MVT_MEDIA_TYPE
+TMS = "WebMercatorQuad"
+Ids = Annotated[str, Path(description="Layer id, or several separated by commas")]
+TILE_RESPONSES = {200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
+                  204: {"description": "Empty tile (no feature, or outside the zoom range)"},
+                  304: {"description": "Not modified (ETag)"}}
+
+
+async def get_tile_service(request: Request) -> TileService:
+    """The process's tile service (created on first use from the app's settings).
+
+    Dependencies here are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
+    the thread pool, a hop that costs more than serving a cached tile."""
+    service = getattr(request.app.state, "tiles", None)
+    if service is None:
+        settings = getattr(request.app.state.settings, "tiles", None) or TileSettings()
+        service = request.app.state.tiles = TileService(settings)
+    return service
+
+
+TilesDep = Annotated[TileService, Depends(get_tile_service)]
+
+
+async def get_pool(request: Request):
+    """The app's asyncpg pool (an async twin of api.deps.get_pool, see get_tile_service)."""
+    return request.app.state.pool
+
+
+PoolDep = Annotated[object, Depends(get_pool)]
+
+
+async def fresh_catalog(request: Request, pool: PoolDep, tiles: TilesDep) -> Catalog:
+    """The catalog, reloaded first when another process changed layer versions."""
+    fresh = await tiles.refresh_catalog(pool, request.app.state.catalog)
+    if fresh is not None:
+        request.app.state.catalog = fresh
+    return request.app.state.catalog
+
+
+FreshCatalogDep = Annotated[Catalog, Depends(fresh_catalog)]
+
+
+@dataclass(frozen=True)
+class TileContext:
+    """Everything a tile handler needs, resolved by one dependency (each dependency costs
+    FastAPI tens of microseconds: a cached tile costs a few hundred in all)."""
+
+    request: Request
+    pool: Any
+    tiles: TileService
+    catalog: Catalog
+    principal: Principal
+
+
+async def tile_context(request: Request, principal: PrincipalDep) -> TileContext:
+    """The pool, the tile service, the fresh catalog and the caller."""
+    tiles = await get_tile_service(request)
+    pool = request.app.state.pool
+    catalog = await fresh_catalog(request, pool, tiles)
+    return TileContext(request, pool, tiles, catalog, principal)
+
+
+ContextDep = Annotated[TileContext, Depends(tile_context)]
+
+
+def base_url(request: Request) -> str:
+    public = request.app.state.settings.server.public_url
+    return (public or str(request.base_url)).rstrip("/")
+
+
+def tile_response(request: Request, tile: Tile, public: bool, max_age: int) -> Response:
+    """Headers by access level, ETag/304, 204 when empty, gzip passed through when accepted."""
+    headers = {"ETag": tile.etag, "X-Tile-Cache": tile.source}
+    if public:
+        headers["Cache-Control"] = f"public, max-age={max_age}"
+        headers["Vary"] = "Accept-Encoding"
+    else:
+        # Never stored by shared caches; the answer depends on who asks.
+        headers["Cache-Control"] = "private, no-store"
+        headers["Vary"] = "Authorization, Accept-Encoding"
+    if tile.truncated:
+        headers["X-Tile-Truncated"] = ",".join(tile.truncated)
+    if tile.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if tile.empty:
+        return Response(status_code=204, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(tile.data, media_type=MVT, headers=headers)
+    return Response(gzip.decompress(tile.data), media_type=MVT, headers=headers)
+
+
+async def serve_tile(ctx: TileContext, ids: str, z: int, x: int, y: int) -> Response:
+    """Resolve the readable layers, get the tile, format the answer."""
+    layers = resolve_layers(ctx.catalog, ctx.principal, ids)
+    tile = await ctx.tiles.get_tile(ctx.pool, layers, z, x, y)
+    public = all_public(ctx.catalog, ids)
+    return tile_response(ctx.request, tile, public, ctx.tiles.settings.max_age)
+
+
+def _parameters(*specs: tuple[str, str]) -> dict:
+    """OpenAPI path parameters of the tile handlers (which parse them by hand)."""
+    def schema(name: str) -> dict:
+        if name in ("layers", "collectionId"):
+            return {"type": "string"}
+        return {"type": "integer", "minimum": 0}
+
+    return {"parameters": [{"name": name, "in": "path", "required": True, "description": text,
+                            "schema": schema(name)} for name, text in specs]}
+
+
+def path_int(request: Request, name: str, high: int | None = None) -> int:
+    """An integer path parameter, or InvalidParameter (400)."""
+    text = request.path_params[name]
+    if not text.isdigit() or (high is not None and int(text) > high):
+        limit = f" from 0 to {high}" if high is not None else ""
+        raise InvalidParameter(f"'{name}' must be an integer{limit}.", parameter=name)
+    return int(text)
+
+
+@router.get("/collections/{collectionId}/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}",
+            summary="A vector tile of one layer (OGC API - Tiles)", responses=TILE_RESPONSES,
+            response_class=Response, openapi_extra=_parameters(
+                ("collectionId", "Layer id"), ("tileMatrix", "Zoom level 0-24"),
+                ("tileRow", "Row (y)"), ("tileCol", "Column (x)")))
+async def collection_tile(request: Request, principal: PrincipalDep) -> Response:
+    """One layer's tile; the path order is the standard's: tileMatrix/tileRow/tileCol = z/y/x.
+
+    Tile handlers take only the request and the caller: path parameters are parsed by hand
+    because FastAPI's per-parameter validation costs more than serving a cached tile."""
+    ctx = await tile_context(request, principal)
+    collection_id = request.path_params["collectionId"]
+    ctx.catalog.get(collection_id, ctx.principal)  # 404 naming the right parameter
+    z = path_int(request, "tileMatrix", MAX_ZOOM)
+    y, x = path_int(request, "tileRow"), path_int(request, "tileCol")
+    return await serve_tile(ctx, collection_id, z, x, y)
+
+
+@router.get("/tiles/{layers}/{z}/{x}/{y}.pbf", summary="A vector tile of one or several layers",
+            responses=TILE_RESPONSES, response_class=Response, openapi_extra=_parameters(
+                ("layers", "Layer id, or several separated by commas"), ("z", "Zoom level 0-24"),
+                ("x", "Column"), ("y", "Row")))
+async def xyz_tile(request: Request, principal: PrincipalDep) -> Response:
+    """Short XYZ path. With several ids (`roads,wards`) one MVT holds every layer the caller
+    may read, rendered in one database round trip; the others are silently left out."""
+    ctx = await tile_context(request, principal)
+    z, x, y = path_int(request, "z", MAX_ZOOM), path_int(request, "x"), path_int(request, "y")
+    return await serve_tile(ctx, request.path_params["layers"], z, x, y)
+
+
+@router.get("/collections/{collectionId}/tiles", summary="Tilesets of a layer")
+async def collection_tilesets(request: Request, catalog: FreshCatalogDep, principal: PrincipalDep,
+                              collection_id: Annotated[str, Path(alias="collectionId")]) -> dict:
+    """The layer's vector tileset in WebMercatorQuad, with its tile URL template."""
+    return tj.tileset_list(catalog.get(collection_id, principal), base_url(request))
+
+
+@router.get("/collections/{collectionId}/tiles/WebMercatorQuad", summary="Tileset metadata")
+async def collection_tileset(request: Request, catalog: FreshCatalogDep, principal: PrincipalDep,
+                             collection_id: Annotated[str, Path(alias="collectionId")]) -> dict:
+    """Tileset metadata with the tile matrix limits of the layer's zoom range."""
+    return tj.tileset(catalog.get(collection_id, principal), base_url(request))
+
+
+@router.get("/collections/{collectionId}/tiles/WebMercatorQuad/tilejson.json",
+            summary="TileJSON 3.0.0 of a layer")
+async def collection_tilejson(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
+                              principal: PrincipalDep,
+                              collection_id: Annotated[str, Path(alias="collectionId")]) -> dict:
+    """TileJSON whose tile URL is the OGC API path of the layer."""
+    layer = catalog.get(collection_id, principal)
+    url = f"{base_url(request)}/collections/{layer.id}/tiles/{TMS}/{{z}}/{{y}}/{{x}}"
+    return tj.tilejson([layer], url, tiles.settings)
+
+
+@router.get("/tiles/{layers}/tilejson.json", summary="TileJSON 3.0.0 of one or several layers")
+async def xyz_tilejson(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
+                       principal: PrincipalDep, layers: Ids) -> dict:
+    """TileJSON of the composite tiles of the readable layers among `layers`."""
+    found = resolve_layers(catalog, principal, layers)
+    ids = ",".join(la.id for la in found)
+    return tj.tilejson(found, f"{base_url(request)}/tiles/{ids}/{{z}}/{{x}}/{{y}}.pbf",
+                       tiles.settings)
+
+
+@router.get("/styles/{layers}.json", summary="MapLibre style (v8) of one or several layers")
+async def style(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
+                principal: PrincipalDep, layers: Ids) -> dict:
+    """A self-contained MapLibre style (no basemap, sprite or glyphs) from the catalog styles."""
+    found = resolve_layers(catalog, principal, layers)
+    ids = ",".join(la.id for la in found)
+    return maplibre_style(found, f"{base_url(request)}/tiles/{ids}/tilejson.json", tiles.settings)
+
+
+@router.get("/tileMatrixSets", summary="Tile matrix sets")
+async def tile_matrix_sets(request: Request) -> dict:
+    """The one tile matrix set served: WebMercatorQuad."""
+    base = base_url(request)
+    return {"tileMatrixSets": [{"id": TMS, "title": "Google Maps Compatible for the World",
+                                "uri": tj.WEB_MERCATOR_QUAD, "links": [
+                                    {"rel": "self", "type": "application/json",
+                                     "href": f"{base}/tileMatrixSets/{TMS}"}]}]}
+
+
+@router.get("/tileMatrixSets/WebMercatorQuad", summary="The WebMercatorQuad tile matrix set")
+async def web_mercator_quad(request: Request) -> dict:
+    """Its definition (OGC Two Dimensional Tile Matrix Set 2.0)."""
+    return tj.tile_matrix_set(base_url(request))

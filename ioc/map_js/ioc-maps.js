@@ -1,0 +1,492 @@
+/* ioc map pages: draw layers from ioc's public API (GeoJSON items, vector tiles) on a Folium map.
+ *
+ * The page holds no data. Every request goes to the page's own origin with same-origin
+ * credentials (an operator's HttpOnly session cookie, see docs/maps.md); nothing is loaded from
+ * elsewhere. Text from the data is put in the page with textContent only, never as HTML.
+ */
+(function () {
+  'use strict';
+
+  // Leaflet 1.8 removed L.DomEvent.fakeStop; Leaflet.VectorGrid 1.3 still calls it on clicks.
+  if (!L.DomEvent.fakeStop) { L.DomEvent.fakeStop = function () { return true; }; }
+
+  var PANES = {'ioc-base': 200, 'ioc-fill': 350, 'ioc-lines': 420, 'ioc-points': 450};
+  var HEAT_GRADIENT = {0.15: '#ffffb2', 0.35: '#fecc5c', 0.55: '#fd8d3c', 0.8: '#f03b20', 1.0: '#bd0026'};
+  var page = {lang: 'vi', base: '', strings: {}};
+  var status = {pending: 0, loaded: 0, errors: 0, tiles: 0, tileErrors: 0, features: {}, updated: null};
+  var lastFeatureClick = 0;
+
+  function str(key) { return page.strings[key] || key; }
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) { node.className = cls; }
+    if (text !== undefined && text !== null) { node.textContent = text; }
+    return node;
+  }
+  function locale() { return page.lang === 'vi' ? 'vi-VN' : 'en-GB'; }
+  function formatTime(date) {
+    return new Intl.DateTimeFormat(locale(), {
+      timeZone: 'Asia/Ho_Chi_Minh', hour: '2-digit', minute: '2-digit', second: '2-digit',
+      hour12: false}).format(date);
+  }
+  function formatValue(value) {
+    if (typeof value === 'number') {
+      return value.toLocaleString(locale(), {maximumFractionDigits: 2});
+    }
+    if (typeof value === 'boolean') { return value ? '✓' : '✗'; }
+    return String(value);
+  }
+  function toNumber(value) {
+    if (value === null || value === undefined || value === '') { return null; }
+    var n = Number(value);
+    return isFinite(n) ? n : null;
+  }
+
+  // --- requests: same origin only --------------------------------------------------------
+
+  function sameOrigin(href) {
+    // Paging links are absolute; keep only path and query so that a proxy's idea of the host
+    // never sends the page elsewhere.
+    if (page.base) { return href; }
+    var url = new URL(href, window.location.href);
+    return url.pathname + url.search;
+  }
+  function fetchJSON(url) {
+    return fetch(url, {credentials: 'same-origin', cache: 'no-cache',
+                      headers: {Accept: 'application/geo+json, application/json'}})
+      .then(function (response) {
+        if (!response.ok) { throw new Error('HTTP ' + response.status + ' ' + url); }
+        return response.json();
+      });
+  }
+  // OGC API Features items, following "next" links up to `max` features.
+  function fetchFeatures(url, max) {
+    var features = [];
+    function next(pageUrl) {
+      return fetchJSON(pageUrl).then(function (fc) {
+        features = features.concat(fc.features || []);
+        var link = (fc.links || []).filter(function (l) { return l.rel === 'next'; })[0];
+        if (link && features.length < max) { return next(sameOrigin(link.href)); }
+        return {type: 'FeatureCollection', features: features};
+      });
+    }
+    return next(url);
+  }
+
+  // --- the last-update stamp and loading state ---------------------------------------------
+
+  function stamp() {
+    status.updated = new Date();
+    var node = document.getElementById('ioc-updated');
+    if (node) {
+      node.textContent = formatTime(status.updated);
+      node.setAttribute('datetime', status.updated.toISOString());
+    }
+    document.body.classList.remove('ioc-failing');
+  }
+  // A layer's legend section is shown while the layer is on the map (layer switcher).
+  function legendFollows(layer, id) {
+    var show = function (visible) {
+      var section = document.querySelector('.ioc-legend section[data-layer="' + id + '"]');
+      if (section) { section.hidden = !visible; }
+    };
+    layer.on('add', function () { show(true); });
+    layer.on('remove', function () { show(false); });
+  }
+  function track(map, layer, cfg, load) {
+    legendFollows(layer, cfg.id);
+    var entry = {loaded: false, busy: false};
+    function run() {
+      if (entry.busy) { return; }
+      entry.busy = true;
+      status.pending += 1;
+      load().then(function (count) {
+        entry.loaded = true;
+        status.loaded += 1;
+        if (count !== undefined) { status.features[cfg.id] = count; }
+        stamp();
+      }).catch(function (error) {
+        status.errors += 1;
+        document.body.classList.add('ioc-failing');
+        console.warn('ioc: ' + cfg.id + ': ' + error.message);
+      }).then(function () {
+        entry.busy = false;
+        status.pending -= 1;
+      });
+    }
+    layer.on('add', function () { if (!entry.loaded) { run(); } });
+    if (cfg.refresh > 0) {
+      // Live layers re-fetch on their own; the page itself is never reloaded.
+      window.setInterval(function () { if (map.hasLayer(layer)) { run(); } }, cfg.refresh * 1000);
+    }
+    return run;
+  }
+
+  // --- styles -----------------------------------------------------------------------------
+
+  function categoryKey(value) {
+    if (typeof value === 'number' && Math.floor(value) === value) { return String(value); }
+    return String(value);
+  }
+  function colourOf(style, props) {
+    if (style.by && style.categories) {
+      var c = style.categories[categoryKey(props[style.by])];
+      if (c) { return c; }
+    }
+    return style.by ? (style.fill || style.color) : null;
+  }
+  function pathStyle(geometry, style, props) {
+    var category = colourOf(style, props);
+    var opacity = style.opacity !== undefined && style.opacity !== null ? style.opacity : 0.9;
+    if (geometry === 'polygon') {
+      return {color: category || style.color, weight: style.width || 1, opacity: opacity,
+              fill: true, fillColor: category || style.fill || style.color,
+              fillOpacity: style.fill === undefined && !category ? 0 : Math.min(opacity, 0.45)};
+    }
+    if (geometry === 'line') {
+      return {color: category || style.color, weight: style.width || 2, opacity: opacity};
+    }
+    var count = toNumber(props.count);
+    var radius = style.radius || 5;
+    if (count !== null && count > 1) { radius = Math.min(radius + 2 * Math.sqrt(count), 28); }
+    return {radius: radius, color: '#ffffff', weight: 1, opacity: 0.9, fill: true,
+            fillColor: category || style.fill || style.color, fillOpacity: opacity};
+  }
+  function paneFor(geometry) {
+    return geometry === 'polygon' ? 'ioc-fill' : geometry === 'line' ? 'ioc-lines' : 'ioc-points';
+  }
+  function ensurePanes(map) {
+    Object.keys(PANES).forEach(function (name) {
+      if (!map.getPane(name)) { map.createPane(name).style.zIndex = PANES[name]; }
+    });
+  }
+
+  // --- popups -----------------------------------------------------------------------------
+
+  function popupContent(cfg, props) {
+    var root = el('div', 'ioc-popup');
+    var name = props.name || props.ten || props.title;
+    root.appendChild(el('h3', null, name ? String(name) : cfg.title));
+    if (name) { root.appendChild(el('p', 'ioc-popup-layer', cfg.title)); }
+    var list = el('dl');
+    if (toNumber(props.count) !== null && (cfg.attributes || []).every(function (a) { return a.name !== 'count'; })) {
+      list.appendChild(el('dt', null, str('features')));
+      list.appendChild(el('dd', null, formatValue(Number(props.count))));
+    }
+    (cfg.attributes || []).forEach(function (a) {
+      var value = props[a.name];
+      if (value === undefined || value === null || value === '' || a.name === 'name') { return; }
+      list.appendChild(el('dt', null, a.label));
+      list.appendChild(el('dd', null, formatValue(value) + (a.unit ? ' ' + a.unit : '')));
+    });
+    root.appendChild(list);
+    return root;
+  }
+  function markFeatureClick() { lastFeatureClick = Date.now(); }
+
+  // --- layer factories (called by the Folium elements) -------------------------------------
+
+  var IocMaps = {};
+
+  IocMaps.features = function (map, cfg) {
+    ensurePanes(map);
+    var pane = paneFor(cfg.geometry);
+    var layer = L.geoJSON(null, {
+      pane: pane,
+      style: function (f) { return pathStyle(cfg.geometry, cfg.style, f.properties || {}); },
+      pointToLayer: function (f, latlng) {
+        var options = pathStyle('point', cfg.style, f.properties || {});
+        options.pane = pane;
+        return L.circleMarker(latlng, options);
+      },
+      onEachFeature: function (f, item) {
+        item.on('click', markFeatureClick);
+        item.bindPopup(function () { return popupContent(cfg, f.properties || {}); });
+      }
+    });
+    track(map, layer, cfg, function () {
+      return fetchFeatures(cfg.url, cfg.max || 10000).then(function (fc) {
+        layer.clearLayers();
+        layer.addData(fc);
+        return fc.features.length;
+      });
+    });
+    return layer;
+  };
+
+  IocMaps.tiles = function (map, cfg) {
+    ensurePanes(map);
+    var sublayers = cfg.layers || [{id: cfg.id, geometry: cfg.geometry, style: cfg.style}];
+    var styles = {};
+    sublayers.forEach(function (sub) {
+      styles[sub.id] = function (props) { return pathStyle(sub.geometry, sub.style, props || {}); };
+    });
+    var layer = L.vectorGrid.protobuf(cfg.url, {
+      vectorTileLayerStyles: styles,
+      rendererFactory: L.canvas.tile,
+      interactive: !!cfg.interactive,
+      pane: cfg.pane || paneFor(cfg.geometry),
+      maxNativeZoom: cfg.maxZoom !== undefined ? Math.min(cfg.maxZoom, 22) : 22,
+      maxZoom: 22,
+      attribution: cfg.attribution || '',
+      fetchOptions: {credentials: 'same-origin', cache: cfg.refresh > 0 ? 'no-cache' : 'default'}
+    });
+    legendFollows(layer, cfg.id);
+    layer.on('tileload', function () { status.tiles += 1; });
+    layer.on('tileerror', function () { status.tileErrors += 1; });
+    layer.on('load', stamp);
+    if (cfg.interactive) {
+      layer.on('click', function (e) {
+        markFeatureClick();
+        L.popup().setLatLng(e.latlng).setContent(popupContent(cfg, e.layer.properties || {}))
+          .openOn(map);
+      });
+    }
+    if (cfg.refresh > 0) {
+      window.setInterval(function () { if (map.hasLayer(layer)) { layer.redraw(); } },
+                         cfg.refresh * 1000);
+    }
+    return layer;
+  };
+
+  IocMaps.heatmap = function (map, cfg) {
+    ensurePanes(map);
+    var layer = L.heatLayer([], {radius: 14, blur: 18, maxZoom: 16, max: 1, minOpacity: 0.05,
+                                 gradient: HEAT_GRADIENT});
+    track(map, layer, cfg, function () {
+      return fetchFeatures(cfg.url, cfg.max || 10000).then(function (fc) {
+        var points = [];
+        fc.features.forEach(function (f) {
+          var g = f.geometry;
+          if (!g) { return; }
+          var coords = g.type === 'Point' ? [g.coordinates] : g.type === 'MultiPoint' ? g.coordinates : [];
+          var weight = cfg.property ? toNumber((f.properties || {})[cfg.property]) : 1;
+          coords.forEach(function (c) { points.push([c[1], c[0], weight === null ? 1 : weight]); });
+        });
+        // Scale the cell cap with the number of points so that a dense city does not saturate.
+        layer.setOptions({max: Math.max(1, points.length / 6000)});
+        layer.setLatLngs(points);
+        return points.length;
+      });
+    });
+    return layer;
+  };
+
+  function quantileBreaks(values, classes) {
+    var sorted = values.slice().sort(function (a, b) { return a - b; });
+    var breaks = [];
+    for (var i = 1; i < classes; i += 1) {
+      var b = sorted[Math.min(sorted.length - 1, Math.floor(i * sorted.length / classes))];
+      if (breaks.indexOf(b) < 0 && b > sorted[0]) { breaks.push(b); }
+    }
+    return breaks;
+  }
+  function classOf(value, breaks) {
+    var i = 0;
+    while (i < breaks.length && value >= breaks[i]) { i += 1; }
+    return i;
+  }
+  function drawChoroplethLegend(cfg, breaks, colors) {
+    var list = document.querySelector('[data-choropleth="' + cfg.id + '"]');
+    if (!list) { return; }
+    while (list.firstChild) { list.removeChild(list.firstChild); }
+    if (cfg.legendTitle) {
+      list.appendChild(el('li', 'ioc-classes-title',
+                          cfg.legendTitle + (cfg.unit ? ' (' + cfg.unit + ')' : '')));
+    }
+    for (var i = 0; i <= breaks.length; i += 1) {
+      var label = i === 0 ? '< ' + formatValue(breaks[0])
+        : i === breaks.length ? '≥ ' + formatValue(breaks[i - 1])
+          : formatValue(breaks[i - 1]) + ' – ' + formatValue(breaks[i]);
+      if (breaks.length === 0) { label = str('features'); }
+      var item = el('li');
+      var swatch = el('i', 'ioc-swatch ioc-swatch-polygon');
+      swatch.style.setProperty('--swatch', colors[i]);
+      item.appendChild(swatch);
+      item.appendChild(document.createTextNode(label));
+      list.appendChild(item);
+    }
+  }
+
+  IocMaps.choropleth = function (map, cfg) {
+    ensurePanes(map);
+    var colors = cfg.colors;
+    var breaks = cfg.breaks || [];
+    var layer = L.geoJSON(null, {
+      pane: 'ioc-fill',
+      style: function (f) {
+        var v = toNumber((f.properties || {})[cfg.property]);
+        return {color: cfg.outline || '#1b1f24', weight: 0.7, opacity: 0.7, fill: true, fillOpacity: 0.6,
+                fillColor: v === null ? '#8c8c8c' : colors[Math.min(classOf(v, breaks), colors.length - 1)]};
+      },
+      onEachFeature: function (f, item) {
+        item.on('click', markFeatureClick);
+        item.bindPopup(function () { return popupContent(cfg, f.properties || {}); });
+      }
+    });
+    track(map, layer, cfg, function () {
+      return fetchFeatures(cfg.url, cfg.max || 10000).then(function (fc) {
+        if (!cfg.breaks) {
+          var values = fc.features.map(function (f) { return toNumber((f.properties || {})[cfg.property]); })
+            .filter(function (v) { return v !== null; });
+          breaks = values.length ? quantileBreaks(values, colors.length) : [];
+          colors = cfg.colors.slice(cfg.colors.length - breaks.length - 1);
+        }
+        layer.clearLayers();
+        layer.addData(fc);
+        drawChoroplethLegend(cfg, breaks, colors);
+        return fc.features.length;
+      });
+    });
+    return layer;
+  };
+
+  // --- page behaviour: clock, search, "what is here" ---------------------------------------
+
+  function startClock() {
+    var node = document.getElementById('ioc-clock');
+    if (!node) { return; }
+    var tick = function () {
+      var now = new Date();
+      node.textContent = formatTime(now);
+      node.setAttribute('datetime', now.toISOString());
+    };
+    tick();
+    window.setInterval(tick, 1000);
+  }
+
+  function resultPoint(item) {
+    var g = item.geometry || (item.location && item.location.type ? item.location : null);
+    if (g && g.type === 'Point') { return [g.coordinates[1], g.coordinates[0]]; }
+    if (item.lat !== undefined && item.lon !== undefined) { return [Number(item.lat), Number(item.lon)]; }
+    if (Array.isArray(item.bbox) && item.bbox.length === 4) {
+      return [(item.bbox[1] + item.bbox[3]) / 2, (item.bbox[0] + item.bbox[2]) / 2];
+    }
+    return null;
+  }
+  function resultLabel(item) {
+    var p = item.properties || item;
+    return p.label || p.full_address || p.address || p.name || p.code || p.digital_address || '';
+  }
+
+  function setupSearch(map) {
+    var form = document.getElementById('ioc-search');
+    if (!form) { return; }
+    var input = document.getElementById('ioc-search-q');
+    var list = document.getElementById('ioc-search-results');
+    var marker = null;
+    form.addEventListener('submit', function (event) {
+      event.preventDefault();
+      var q = input.value.trim();
+      if (q.length < 2) { return; }
+      while (list.firstChild) { list.removeChild(list.firstChild); }
+      list.hidden = false;
+      list.appendChild(el('li', 'ioc-muted', str('loading')));
+      var centre = map.getCenter();
+      var url = page.base + '/addresses?limit=8&near=' + centre.lng.toFixed(5) + ',' +
+        centre.lat.toFixed(5) + '&q=' + encodeURIComponent(q);
+      fetchJSON(url).then(function (doc) {
+        var items = doc.features || doc.results || doc.addresses || (Array.isArray(doc) ? doc : []);
+        while (list.firstChild) { list.removeChild(list.firstChild); }
+        if (!items.length) { list.appendChild(el('li', 'ioc-muted', str('nothing'))); return; }
+        items.forEach(function (item) {
+          var point = resultPoint(item);
+          var li = el('li');
+          var button = el('button', null, resultLabel(item));
+          button.type = 'button';
+          button.addEventListener('click', function () {
+            list.hidden = true;
+            if (!point) { return; }
+            if (marker) { map.removeLayer(marker); }
+            marker = L.circleMarker(point, {radius: 9, color: '#ffffff', weight: 3, fillColor: '#d7191c',
+                                            fillOpacity: 1, pane: 'ioc-points'})
+              .addTo(map).bindPopup(el('strong', null, resultLabel(item))).openPopup();
+            map.setView(point, Math.max(map.getZoom(), 17));
+          });
+          li.appendChild(button);
+          list.appendChild(li);
+        });
+      }).catch(function (error) {
+        while (list.firstChild) { list.removeChild(list.firstChild); }
+        list.appendChild(el('li', 'ioc-muted', str('error')));
+        console.warn('ioc: search: ' + error.message);
+      });
+    });
+  }
+
+  function featureLabel(item) {
+    if (!item) { return ''; }
+    var p = item.properties || item;
+    return p.full_name || p.name || p.land_use_name || p.plan_name || p.address || p.label ||
+      p.risk_level || p.level || p.zone_code || p.code || '';
+  }
+  function distance(item) {
+    return item && item.distance_m !== undefined ? ' (' + formatValue(Math.round(item.distance_m)) + ' m)' : '';
+  }
+  // The answer of GET /whats-here: address, ward, flood, planning, nearest services, reports.
+  function whatsHereContent(doc) {
+    var root = el('div', 'ioc-popup ioc-whats-here');
+    root.appendChild(el('h3', null, str('whats_here')));
+    if (doc.address) { root.appendChild(el('p', 'ioc-address', resultLabel(doc.address))); }
+    if (doc.ward) { root.appendChild(el('p', 'ioc-ward', featureLabel(doc.ward))); }
+    var list = el('dl');
+    function row(label, value) {
+      if (value === '' || value === null || value === undefined) { return; }
+      list.appendChild(el('dt', null, label));
+      list.appendChild(el('dd', null, value));
+    }
+    var flood = doc.flood || {};
+    (flood.risk_zones || []).forEach(function (z) { row(str('flood_risk'), featureLabel(z)); });
+    if (flood.points) { row(str('flood_points_near'), formatValue(flood.points.count || 0)); }
+    var planning = doc.planning || {};
+    (planning.zoning || []).concat(planning.land_use || []).slice(0, 3).forEach(function (z) {
+      row(str('planning'), featureLabel(z));
+    });
+    var nearest = doc.nearest || {};
+    Object.keys(nearest).forEach(function (key) {
+      if (nearest[key]) { row(str('nearest_' + key), featureLabel(nearest[key]) + distance(nearest[key])); }
+    });
+    if (doc.reports && doc.reports.recent) { row(str('reports_near'), formatValue(doc.reports.recent.count || 0)); }
+    if (list.firstChild) { root.appendChild(list); }
+    if (!doc.address && !doc.ward && !list.firstChild) { root.appendChild(el('p', 'ioc-muted', str('nothing'))); }
+    return root;
+  }
+
+  function setupWhatsHere(map) {
+    map.on('click', function (e) {
+      if (Date.now() - lastFeatureClick < 400) { return; }
+      var ll = e.latlng.wrap();
+      var popup = L.popup().setLatLng(e.latlng).setContent(el('p', 'ioc-muted', str('loading'))).openOn(map);
+      var url = page.base + '/whats-here?lon=' + ll.lng.toFixed(6) + '&lat=' + ll.lat.toFixed(6);
+      fetchJSON(url).then(function (doc) { popup.setContent(whatsHereContent(doc)); })
+        .catch(function (error) {
+          popup.setContent(el('p', 'ioc-muted', str('error')));
+          console.warn('ioc: whats-here: ' + error.message);
+        });
+    });
+  }
+
+  IocMaps.page = function (map, cfg) {
+    page.lang = cfg.lang || 'vi';
+    page.base = cfg.base || '';
+    page.strings = cfg.strings || {};
+    ensurePanes(map);
+    if (cfg.background) { map.getContainer().style.background = cfg.background; }
+    map.attributionControl.setPrefix(false);
+    if (cfg.fitBounds) {
+      map.fitBounds(cfg.fitBounds, {padding: [24, 24], maxZoom: 16, animate: false});
+      if (cfg.fitMinZoom && map.getZoom() < cfg.fitMinZoom) { map.setZoom(cfg.fitMinZoom, {animate: false}); }
+    }
+    startClock();
+    if (cfg.search) { setupSearch(map); }
+    if (cfg.whatsHere) { setupWhatsHere(map); }
+    var legend = document.getElementById('ioc-legend');
+    if (legend && (cfg.embed || window.matchMedia('(max-width: 640px)').matches)) { legend.open = false; }
+    IocMaps.map = map;
+  };
+
+  // For people and tests: what the page has loaded so far.
+  IocMaps.status = function () { return JSON.parse(JSON.stringify(status)); };
+
+  window.IocMaps = IocMaps;
+}());

@@ -1,0 +1,198 @@
+"""Tile caches (an in-process LRU and a shared on-disk cache) and the layer-version watcher.
+
+Every key holds each layer's **version** (``ioc.layers.version``, bumped by every publish and
+``refresh_stats``), so a changed layer gets new keys: old tiles are never looked up again, and
+are dropped from memory at once and from disk by :meth:`DiskCache.prune`.
+
+Versions changed by *other* processes are noticed by :class:`VersionWatcher`, which re-reads
+``SELECT id, version FROM ioc.layers`` at most every ``version_check_seconds`` (default 2 s) and
+reloads the catalog when anything differs. Polling was chosen over LISTEN/NOTIFY because it
+needs no trigger or dedicated connection, and costs one ~200-row query per interval per
+process; the price is that a publish made elsewhere is seen up to that interval late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ioc.catalog import Catalog, load_catalog
+
+VERSIONS_SQL = "SELECT id, version FROM ioc.layers WHERE deleted_at IS NULL"
+# Longest directory name used as is; longer composite keys are hashed (filename limit 255).
+MAX_DIR_NAME = 200
+
+
+@dataclass(frozen=True)
+class CachedTile:
+    """A rendered tile: gzip-compressed MVT (b"" when empty) and the layers that hit the cap."""
+
+    data: bytes
+    truncated: tuple[str, ...] = ()
+
+
+def layers_key(pairs: Iterable[tuple[str, int]]) -> str:
+    """The cache key part for layers: ``id@version`` joined with ``+`` in tile order."""
+    return "+".join(f"{layer_id}@{version}" for layer_id, version in pairs)
+
+
+def parse_layers_key(key: str) -> list[tuple[str, int]]:
+    """Inverse of :func:`layers_key`."""
+    pairs = []
+    for part in key.split("+"):
+        layer_id, _, version = part.rpartition("@")
+        pairs.append((layer_id, int(version)))
+    return pairs
+
+
+class MemoryCache:
+    """An LRU of tiles bounded by the total size of their bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[tuple[str, int, int, int], CachedTile] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: tuple[str, int, int, int]) -> CachedTile | None:
+        """The tile, marked as recently used, or None."""
+        tile = self._items.get(key)
+        if tile is not None:
+            self._items.move_to_end(key)
+        return tile
+
+    def put(self, key: tuple[str, int, int, int], tile: CachedTile) -> None:
+        """Store a tile, evicting the least recently used ones beyond the size bound."""
+        cost = len(tile.data) + 64  # an empty tile still costs its entry
+        if cost > self.max_bytes:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old.data) + 64
+        self._items[key] = tile
+        self.size += cost
+        while self.size > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self.size -= len(evicted.data) + 64
+
+    def drop_layers(self, layer_ids: set[str]) -> int:
+        """Forget every tile that contains one of these layers; returns how many."""
+        stale = [k for k in self._items if {i for i, _ in parse_layers_key(k[0].split("/", 1)[1])}
+                 & layer_ids]
+        for key in stale:
+            self.size -= len(self._items.pop(key).data) + 64
+        return len(stale)
+
+
+class DiskCache:
+    """Tiles as files ``<dir>/<fingerprint>/<layers key>/<z>/<x>/<y>.mvt.gz``, shared by all
+    processes; writes are atomic (temporary file + rename), so readers never see half a tile.
+    A layer that hit the feature cap has a ``<y>.truncated`` file beside its tile.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, key: str) -> Path:
+        fingerprint, layers = key.split("/", 1)
+        if len(layers) > MAX_DIR_NAME:
+            layers = "h-" + hashlib.sha1(layers.encode()).hexdigest()
+        return self.root / fingerprint / layers
+
+    def path(self, key: str, z: int, x: int, y: int) -> Path:
+        """Where a tile lives."""
+        return self._dir(key) / str(z) / str(x) / f"{y}.mvt.gz"
+
+    def get(self, key: str, z: int, x: int, y: int) -> CachedTile | None:
+        """The cached tile or None. Reads are synchronous on purpose: a small file in the page
+        cache is read faster than a hop to a worker thread."""
+        path = self.path(key, z, x, y)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        truncated: tuple[str, ...] = ()
+        marker = path.with_name(f"{y}.truncated")
+        if marker.exists():
+            truncated = tuple(filter(None, marker.read_text().split(",")))
+        return CachedTile(data, truncated)
+
+    def put(self, key: str, z: int, x: int, y: int, tile: CachedTile) -> None:
+        """Store a tile atomically; a failure to write (disk full, read-only) is not an error
+        for the request that rendered it."""
+        path = self.path(key, z, x, y)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            keyfile = self._dir(key) / "key.txt"
+            if not keyfile.exists():
+                keyfile.write_text(key.split("/", 1)[1])
+            if tile.truncated:
+                _atomic_write(path.with_name(f"{y}.truncated"), ",".join(tile.truncated).encode())
+            _atomic_write(path, tile.data)
+        except OSError:
+            pass
+
+    def prune(self, versions: dict[str, int], fingerprint: str) -> int:
+        """Delete cached tiles of other fingerprints and of layer versions that are not current;
+        returns the number of directories removed."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for fp_dir in self.root.iterdir():
+            if not fp_dir.is_dir():
+                continue
+            if fp_dir.name != fingerprint:
+                shutil.rmtree(fp_dir, ignore_errors=True)
+                removed += 1
+                continue
+            for key_dir in fp_dir.iterdir():
+                try:
+                    pairs = parse_layers_key((key_dir / "key.txt").read_text())
+                except (OSError, ValueError):
+                    continue
+                if any(versions.get(i) != v for i, v in pairs):
+                    shutil.rmtree(key_dir, ignore_errors=True)
+                    removed += 1
+        return removed
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class VersionWatcher:
+    """Notices layer versions changed by other processes (see the module docstring)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._checked = float("-inf")  # the first call always checks
+        self._lock = asyncio.Lock()
+
+    def due(self) -> bool:
+        return time.monotonic() - self._checked >= self.interval
+
+    async def refresh(self, pool, catalog: Catalog) -> tuple[Catalog, set[str]] | None:
+        """A reloaded catalog and the ids that changed, or None when nothing changed or the
+        last check is recent. Concurrent callers do not queue up behind a running check."""
+        if not self.due() or self._lock.locked():
+            return None
+        async with self._lock:
+            rows = await pool.fetch(VERSIONS_SQL)
+            self._checked = time.monotonic()
+            current = {row["id"]: row["version"] for row in rows}
+            known = {layer.id: layer.version for layer in catalog}
+            if current == known:
+                return None
+            changed = {i for i in current.keys() | known.keys() if current.get(i) != known.get(i)}
+            return await load_catalog(pool), changed

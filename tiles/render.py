@@ -1,0 +1,205 @@
+"""Fetching and composing tiles: plan → cache → one SQL round trip → gzip → cache.
+
+:class:`TileService` is created once per process (app state, or a command) and holds the SQL
+texts, the caches and the version watcher. It never sees HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ioc.access import ANONYMOUS, Principal
+from ioc.catalog import Catalog, Layer
+from ioc.errors import InvalidParameter, LayerNotFound
+from tiles.cache import CachedTile, DiskCache, MemoryCache, VersionWatcher, layers_key
+from tiles.settings import TileSettings
+from tiles.sql import ID_TYPE_SQL, Plan, TileSQL, id_type_args, plan_tile
+
+log = logging.getLogger("ioc.tiles")
+MAX_ZOOM = 24
+BIG_TILE = 64 << 10
+
+
+class TileOutOfRange(LayerNotFound):
+    """The tile is outside the WebMercatorQuad matrix (OGC API - Tiles answers 404)."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile as served: gzip-compressed MVT (b"" when empty), its ETag, the layers that hit
+    the feature cap, and where it came from (memory, disk, database or none)."""
+
+    data: bytes
+    etag: str
+    truncated: tuple[str, ...] = ()
+    source: str = "database"
+
+    @property
+    def empty(self) -> bool:
+        return not self.data
+
+    def raw(self) -> bytes:
+        """The uncompressed MVT."""
+        return gzip.decompress(self.data) if self.data else b""
+
+
+def check_tile(z: int, x: int, y: int) -> None:
+    """Raise TileOutOfRange unless (z, x, y) is a tile of WebMercatorQuad."""
+    if not 0 <= z <= MAX_ZOOM or not (0 <= x < 1 << z and 0 <= y < 1 << z):
+        raise TileOutOfRange(f"Tile {z}/{x}/{y} is outside the WebMercatorQuad tile matrix set.",
+                             parameter="tile")
+
+
+class TileService:
+    """Renders and caches tiles of catalog layers."""
+
+    def __init__(self, settings: TileSettings) -> None:
+        self.settings = settings
+        self.fingerprint = settings.fingerprint()
+        self.sql = TileSQL(settings)
+        on = settings.enabled
+        self.memory = MemoryCache(settings.memory_mb << 20) if on and settings.memory_mb else None
+        self.disk = DiskCache(settings.cache_dir) if on and settings.disk_cache else None
+        self.watcher = VersionWatcher(settings.version_check_seconds)
+        self._inflight: dict[tuple, asyncio.Future[CachedTile]] = {}
+        self._integer_ids: dict[tuple[str, int], bool] = {}
+
+    def plan(self, layers: Sequence[Layer], z: int) -> list[Plan]:
+        """The layers that contribute at zoom z (others are outside their zoom range)."""
+        return plan_tile(layers, z, self.settings)
+
+    def cache_key(self, plans: Sequence[Plan]) -> str:
+        """``<settings fingerprint>/<id@version+...>``: a publish changes the key."""
+        return f"{self.fingerprint}/{layers_key((p.layer.id, p.layer.version) for p in plans)}"
+
+    def etag(self, key: str, z: int, x: int, y: int) -> str:
+        """A weak ETag (the bytes are gzip-encoded) derived from the key, known before
+        rendering, so a 304 costs no database work."""
+        digest = hashlib.blake2b(f"{key}/{z}/{x}/{y}".encode(), digest_size=10).hexdigest()
+        return f'W/"{digest}"'
+
+    async def refresh_catalog(self, pool, catalog: Catalog) -> Catalog | None:
+        """A new catalog when another process changed layer versions (else None); tiles of
+        the changed layers are dropped from memory and, in a worker thread, from disk."""
+        result = await self.watcher.refresh(pool, catalog)
+        if result is None:
+            return None
+        fresh, changed = result
+        log.info("layer versions changed", extra={"layers": sorted(changed)[:20]})
+        if self.memory is not None:
+            self.memory.drop_layers(changed)
+        if self.disk is not None:
+            versions = {layer.id: layer.version for layer in fresh}
+            task = asyncio.create_task(asyncio.to_thread(self.disk.prune, versions, self.fingerprint))
+            task.add_done_callback(lambda t: t.exception())  # pruning is best effort
+        return fresh
+
+    async def get_tile(self, pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
+        """The tile of these layers (already access-checked), from cache or rendered."""
+        check_tile(z, x, y)
+        plans = self.plan(layers, z)
+        if not plans:
+            return Tile(b"", self.etag(f"{self.fingerprint}/-", z, x, y), source="none")
+        key = self.cache_key(plans)
+        etag = self.etag(key, z, x, y)
+        mkey = (key, z, x, y)
+        if self.memory is not None and (hit := self.memory.get(mkey)) is not None:
+            return Tile(hit.data, etag, hit.truncated, "memory")
+        if self.disk is not None and (hit := self.disk.get(key, z, x, y)) is not None:
+            if self.memory is not None:
+                self.memory.put(mkey, hit)
+            return Tile(hit.data, etag, hit.truncated, "disk")
+        cached = await self._render_once(pool, await self.with_id_types(pool, plans), mkey)
+        return Tile(cached.data, etag, cached.truncated, "database")
+
+    async def with_id_types(self, pool, plans: Sequence[Plan]) -> list[Plan]:
+        """Plans with ``integer_id`` set from the id column's type (looked up once per layer
+        version: the catalog does not record it, and ST_AsMVT fails on a text feature id)."""
+        result = []
+        for plan in plans:
+            key = (plan.layer.id, plan.layer.version)
+            if key not in self._integer_ids:
+                found = await pool.fetchval(ID_TYPE_SQL, *id_type_args(plan.layer))
+                self._integer_ids[key] = bool(found)
+            result.append(replace(plan, integer_id=self._integer_ids[key]))
+        return result
+
+    async def _render_once(self, pool, plans: Sequence[Plan], mkey: tuple) -> CachedTile:
+        """Render, with concurrent requests for the same tile sharing one query."""
+        pending = self._inflight.get(mkey)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[CachedTile] = asyncio.get_running_loop().create_future()
+        self._inflight[mkey] = future
+        try:
+            tile = await self.render(pool, plans, *mkey[1:])
+            future.set_result(tile)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        finally:
+            del self._inflight[mkey]
+        if self.memory is not None:
+            self.memory.put(mkey, tile)
+        if self.disk is not None:
+            self.disk.put(mkey[0], *mkey[1:], tile)
+        return tile
+
+    async def render(self, pool, plans: Sequence[Plan], z: int, x: int, y: int) -> CachedTile:
+        """One round trip: the composite MVT and the truncation flags; gzip it."""
+        row = await pool.fetchrow(self.sql.get(plans), z, x, y)
+        mvt: bytes = row["mvt"] or b""
+        truncated = tuple(p.layer.id for p, hit in zip(plans, row["truncated"], strict=True) if hit)
+        if truncated:
+            log.warning("tile feature cap hit", extra={"tile": f"{z}/{x}/{y}",
+                                                       "layers": list(truncated)})
+        return CachedTile(await self.compress(mvt), truncated)
+
+    async def compress(self, mvt: bytes) -> bytes:
+        """gzip the tile once, for every later response; big tiles in a worker thread (zlib
+        releases the GIL) so the event loop keeps serving cached tiles meanwhile."""
+        if not mvt:
+            return b""
+        level = self.settings.gzip_level
+        if len(mvt) > BIG_TILE:
+            return await asyncio.to_thread(gzip.compress, mvt, level, mtime=0)
+        return gzip.compress(mvt, level, mtime=0)
+
+
+MAX_LAYERS = 64
+
+
+def resolve_layers(catalog: Catalog, principal: Principal, ids: str) -> list[Layer]:
+    """The readable layers among comma-separated ids, in order, without repeats.
+
+    A layer the caller may not read is left out exactly like an unknown id (it does not
+    exist for them); LayerNotFound when nothing is left.
+    """
+    names = list(dict.fromkeys(part.strip() for part in ids.split(",") if part.strip()))
+    if len(names) > MAX_LAYERS:
+        raise InvalidParameter(f"At most {MAX_LAYERS} layers fit in one tile.", parameter="layers")
+    layers = []
+    for name in names:
+        try:
+            layers.append(catalog.get(name, principal))
+        except LayerNotFound:
+            continue
+    if not layers:
+        raise LayerNotFound(f"There is no layer '{ids}'.", parameter="layers")
+    return layers
+
+
+def all_public(catalog: Catalog, ids: str) -> bool:
+    """True when every requested id is a public layer: the answer is then the same for every
+    caller and may be cached by shared caches."""
+    try:
+        resolved = [catalog.get(p.strip(), ANONYMOUS) for p in ids.split(",") if p.strip()]
+    except LayerNotFound:
+        return False
+    return bool(resolved)
