@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from ioc.errors import IocError
 
@@ -35,7 +42,7 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def progress_bar() -> Progress:
+def progress_bar(*extra: ProgressColumn) -> Progress:
     """A progress bar on stderr (plain when stderr is not a terminal)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=not sys.stderr.isatty())
+                    TimeElapsedColumn(), *extra, console=err, transient=not sys.stderr.isatty())

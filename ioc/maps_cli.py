@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ioc import maps
 from ioc.access import ADMIN, ANONYMOUS, ROLES, Principal
+from ioc.console import err, friendly, out
 from ioc.errors import IocError
 
 app = typer.Typer(help="Map views (Folium pages): list, check, render to a file.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(func: F) -> F:
-    """ioc's error reporting (imported late: ioc.cli imports this module)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ioc.cli import friendly as report
-
-        return report(func)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _views() -> dict[str, maps.MapView]:
     return maps.load_views(maps.MapsSettings().views_dir)
 

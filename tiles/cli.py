@@ -8,25 +8,19 @@ files and the archive are written to a temporary name, then renamed).
 from __future__ import annotations
 
 import asyncio
-import functools
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 from ioc.access import ADMIN
 from ioc.catalog import Layer, load_catalog
+from ioc.console import friendly, out, progress_bar
 from ioc.database import create_pool
 from ioc.errors import IocError
 from ioc.settings import get_settings
@@ -36,9 +30,6 @@ from tiles.settings import TileSettings
 from tiles.tilejson import tilejson, union_bounds
 
 tiles_app = typer.Typer(help="Vector tiles: seed the cache, export PMTiles.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 LayersOpt = Annotated[str, typer.Option("--layers", help="Layer ids, comma-separated.")]
 ZoomOpt = Annotated[str, typer.Option("--zoom", help="Zoom range, e.g. 10-14.")]
@@ -47,27 +38,8 @@ BboxOpt = Annotated[str | None, typer.Option(
 ConcurrencyOpt = Annotated[int, typer.Option(min=1, max=32, help="Tiles rendered at once.")]
 
 
-def friendly(func: F) -> F:
-    """Domain errors as one sentence and exit 1; Ctrl-C as exit 130."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except IocError as exc:
-            err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/yellow]: tiles written so far are kept")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err,
-                    transient=not sys.stderr.isatty())
+    return progress_bar(TimeRemainingColumn())
 
 
 async def _render_all(service: TileService, pool, groups: Sequence[list[Layer]],
