@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ioc import errors
+from ioc.addresses import TooManyRows
 
 STATUS: dict[type[errors.IocError], int] = {
     errors.InvalidParameter: 400,
@@ -22,6 +23,10 @@ STATUS: dict[type[errors.IocError], int] = {
     errors.PostGISMissing: 503,
     errors.MigrationError: 503,
     errors.ClusterError: 503,
+    errors.QueryTimeout: 503,
+    errors.UploadRejected: 422,
+    errors.UploadTooLarge: 413,
+    TooManyRows: 413,
 }
 
 log = logging.getLogger("ioc.api")
@@ -50,8 +55,10 @@ def install(app: FastAPI) -> None:
     async def _domain(request: Request, exc: errors.IocError) -> JSONResponse:
         status = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(error_body(type(exc).__name__, exc.message, exc.parameter),
-                            status_code=status, headers=headers)
+        body: dict = error_body(type(exc).__name__, exc.message, exc.parameter)
+        if isinstance(exc, errors.UploadRejected) and exc.report:
+            body["report"] = exc.report
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ioc import registry
 from ioc.access import Principal, can_create_in, can_write
+from ioc.addresses import link_layer, unlink_layer
 from ioc.catalog import Layer
 from ioc.database import connection
 from ioc.errors import Forbidden, InvalidParameter, NotAuthenticated
@@ -61,14 +62,11 @@ def publish_upload(settings: Settings, layer: Layer, path: Path, principal: Prin
 
 
 def after_publish(conn, layer: Layer) -> None:
-    """Work that follows a change of a layer's data (digital-address links of point layers)."""
-    try:
-        from ioc import addresses
-    except ImportError:  # the address registry is optional for publishing
-        return
-    link = getattr(addresses, "link_layer", None)
-    if link is not None and layer.geometry_type in ("Point", "MultiPoint"):
-        link(conn, layer)
+    """Work that follows a change of a layer's data: re-link point features to the digital
+    addresses they stand at (the links of a layer are rebuilt whole)."""
+    if layer.geometry_type in ("Point", "MultiPoint"):
+        link_layer(conn, layer)
+        conn.commit()
 
 
 def versions(settings: Settings, layer: Layer, principal: Principal) -> list[dict[str, Any]]:
@@ -115,6 +113,7 @@ def delete(settings: Settings, layer: Layer, principal: Principal) -> None:
     check_can_write(principal, layer)
     with connection(settings.database) as conn:
         registry.soft_delete(conn, layer.id)
+        unlink_layer(conn, layer.id)
         _audit(conn, principal, "layer.delete", layer.id)
 
 

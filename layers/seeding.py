@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ioc import registry
+from ioc.addresses import build_address_index
 from layers.manifest import load_catalog
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def seed_database(conn, *, scale: str = "demo", data_dir: Path | None = None,
             progress.advance(overall)
             if manifest.id in tasks:
                 progress.remove_task(tasks.pop(manifest.id))
+    build_address_index(conn)  # the address registry, search names and feature links
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO ioc.meta (key, value) VALUES (%s, %s) ON CONFLICT (key)"

@@ -1,0 +1,710 @@
+"""Digital addresses: the registry ``ioc.addresses``, its search vocabulary, lookups by code and
+by position, and the links from features of point layers to the address they belong to.
+
+Vietnam's national digital-address platform gives every address a code tied to a point and a
+ward. The registry keeps one row per code with both wards (since 1 July 2025 and before the
+2025 reorganisation), is filled from the demo city's ``digital_addresses`` layer or from an export
+of the national platform (``ioc.address_import``), and is the only table searched. Write-side
+functions take a psycopg2 connection (commands, seeding); read-side ones are ``async`` and take an
+asyncpg connection (the API). See docs/addresses.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ioc.access import ADMIN, Principal, can_read
+from ioc.catalog import Catalog, Layer, load_catalog_sync
+from ioc.errors import FeatureNotFound, InvalidParameter, LayerNotFound
+from ioc.identifiers import quote_ident
+
+CITY_VI = "Thành phố Hồ Chí Minh"
+META_KEY = "addresses"
+LAYER_SOURCE_PREFIX = "layer:"
+# Layers the registry and the ward names come from (catalog ids).
+WARDS_LAYER = "wards"
+WARDS_2019_LAYER = "wards_2019"
+# A generous box around the merged city (incl. Côn Đảo), used only when no ward layer exists.
+CITY_BBOX = (106.0, 8.5, 107.7, 11.6)
+
+
+class AddressSettings(BaseSettings):
+    """Digital addresses (``IOC_ADDRESS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IOC_ADDRESS_", env_file=".env", extra="ignore")
+
+    # Applied by Python (API, imports) and by PostgreSQL (loading the layer): keep to the
+    # syntax both share (classes such as \d, anchors, counts).
+    code_pattern: str = Field(default=r"^\d{10}$",
+                              description="Regular expression a digital address code must match.")
+    layer_id: str = Field(default="digital_addresses",
+                          description="Catalog layer the demo city's addresses are read from.")
+    link_distance_m: float = Field(default=50.0, gt=0, le=1000,
+                                   description="Features further than this from every address stay unlinked.")
+    reverse_radius_m: float = Field(default=1000.0, gt=0, le=50_000,
+                                    description="Reverse geocoding looks this far for an address.")
+    geocode_max_rows: int = Field(default=10_000, ge=1, le=1_000_000,
+                                  description="Largest CSV accepted by batch geocoding.")
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"IOC_ADDRESS_CODE_PATTERN is not a regular expression: {exc}") from exc
+        return value
+
+
+# --- errors (subclasses map to HTTP statuses through their base in api/errors.py) -----------
+
+
+class AddressNotFound(FeatureNotFound):
+    """No address has this code (or none is near enough)."""
+
+
+class OutsideCity(InvalidParameter):
+    """A position outside Ho Chi Minh City."""
+
+
+class TooManyRows(InvalidParameter):
+    """A batch is larger than the configured limit."""
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate_code(code: str, pattern: str, parameter: str = "code") -> str:
+    """The code stripped, or InvalidParameter when it does not match the configured pattern."""
+    code = (code or "").strip()
+    if not code:
+        raise InvalidParameter("Thiếu mã địa chỉ số / the digital address code is empty.",
+                               parameter=parameter)
+    if not re.search(pattern, code):
+        raise InvalidParameter(
+            f"Mã địa chỉ số '{code[:40]}' không hợp lệ / '{code[:40]}' is not a valid digital "
+            f"address code (expected pattern {pattern}).", parameter=parameter)
+    return code
+
+
+def parse_point(text: str, parameter: str) -> tuple[float, float]:
+    """'lon,lat' as two floats in WGS 84 range, or InvalidParameter."""
+    parts = [p.strip() for p in (text or "").split(",")]
+    try:
+        lon, lat = (float(p) for p in parts)
+    except ValueError:
+        raise InvalidParameter(f"'{parameter}' phải có dạng lon,lat / must be 'lon,lat' "
+                               "in WGS 84 degrees.", parameter=parameter) from None
+    check_lonlat(lon, lat, parameter)
+    return lon, lat
+
+
+def parse_bbox(text: str, parameter: str = "bbox") -> tuple[float, float, float, float]:
+    """'minlon,minlat,maxlon,maxlat' in WGS 84, or InvalidParameter."""
+    try:
+        x0, y0, x1, y1 = (float(p) for p in (text or "").split(","))
+    except ValueError:
+        raise InvalidParameter("bbox phải có dạng minLon,minLat,maxLon,maxLat / bbox must be "
+                               "'minLon,minLat,maxLon,maxLat'.", parameter=parameter) from None
+    check_lonlat(x0, y0, parameter)
+    check_lonlat(x1, y1, parameter)
+    if x0 > x1 or y0 > y1:
+        raise InvalidParameter("bbox: min must not exceed max.", parameter=parameter)
+    return x0, y0, x1, y1
+
+
+def check_lonlat(lon: float, lat: float, parameter: str = "lon,lat") -> None:
+    """InvalidParameter unless lon/lat are finite WGS 84 degrees."""
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise InvalidParameter(
+            f"Toạ độ ({lon}, {lat}) không hợp lệ / ({lon}, {lat}) is not a WGS 84 lon/lat.",
+            parameter=parameter)
+
+
+def _outside(lon: float, lat: float, parameter: str) -> OutsideCity:
+    return OutsideCity(
+        f"Vị trí ({lon:.6f}, {lat:.6f}) nằm ngoài TP. Hồ Chí Minh / the position is outside "
+        "Ho Chi Minh City.", parameter=parameter)
+
+
+def _layer(catalog: Catalog, layer_id: str) -> Layer | None:
+    """A layer by id whatever the caller (system use: checks and joins, never returned data)."""
+    try:
+        return catalog.get(layer_id, ADMIN)
+    except LayerNotFound:
+        return None
+
+
+def _point_sql(layer: Layer, lon: str, lat: str) -> str:
+    """The WGS 84 point given by two SQL expressions, in the layer's SRID."""
+    point = f"ST_SetSRID(ST_MakePoint({lon}, {lat}), 4326)"
+    return point if layer.srid == 4326 else f"ST_Transform({point}, {int(layer.srid)})"
+
+
+async def ward_at(conn, catalog: Catalog, lon: float, lat: float,
+                  layer_id: str = WARDS_LAYER) -> dict[str, Any] | None:
+    """Attributes of the ward polygon (of a ward layer) containing the point, or None."""
+    layer = _layer(catalog, layer_id)
+    if layer is None:
+        return None
+    columns = [a.name for a in layer.attributes]
+    select = ", ".join(quote_ident(c) for c in columns) or "1"
+    row = await conn.fetchrow(
+        f"SELECT {select} FROM {layer.table_sql} WHERE ST_Intersects({quote_ident(layer.geometry_column)},"
+        f" {_point_sql(layer, '$1', '$2')}) LIMIT 1", lon, lat)
+    return {c: _jsonable(row[c]) for c in columns} if row else None
+
+
+async def check_in_city(conn, catalog: Catalog, lon: float, lat: float,
+                        parameter: str = "lon,lat") -> None:
+    """OutsideCity unless the point lies in a ward of the city (the ``wards`` layer)."""
+    check_lonlat(lon, lat, parameter)
+    wards = _layer(catalog, WARDS_LAYER)
+    box = wards.extent if wards and wards.extent else CITY_BBOX
+    if not (box[0] <= lon <= box[2] and box[1] <= lat <= box[3]):
+        raise _outside(lon, lat, parameter)
+    if wards is not None and wards.feature_count > 0:
+        found = await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {wards.table_sql} WHERE ST_Intersects("
+            f"{quote_ident(wards.geometry_column)}, {_point_sql(wards, '$1', '$2')}))", lon, lat)
+        if not found:
+            raise _outside(lon, lat, parameter)
+
+
+def address_guard(catalog: Catalog, settings: AddressSettings) -> Any:
+    """What decides who reads the registry: the address layer of the catalog, public without one."""
+    layer = _layer(catalog, settings.layer_id)
+    return layer if layer is not None else _PublicRegistry()
+
+
+@dataclass(frozen=True)
+class _PublicRegistry:
+    access: str = "public"
+    department: str = "science_tech"
+
+
+def require_registry(catalog: Catalog, principal: Principal, settings: AddressSettings) -> None:
+    """LayerNotFound when the caller may not read the address layer (the same as a missing one)."""
+    if not can_read(principal, address_guard(catalog, settings)):
+        raise LayerNotFound(f"Không có lớp '{settings.layer_id}' / there is no layer "
+                            f"'{settings.layer_id}'.")
+
+
+# --- formatting ----------------------------------------------------------------------------
+
+# Columns every read query selects (``a`` = ioc.addresses, ``wn``/``wo`` = ward names).
+ADDRESS_COLUMNS = """a.code, a.house_number, a.street, a.ward_code, a.ward_code_2019, a.building_id,
+    a.parcel_id, a.source, a.valid_from, a.valid_to, a.house_key, ST_X(a.geom) AS lon,
+    ST_Y(a.geom) AS lat, wn.label AS ward_label, wn.name AS ward_name, wo.label AS ward_2019_label,
+    wo.name AS ward_2019_name, wo.district AS ward_2019_district"""
+ADDRESS_JOINS = """LEFT JOIN ioc.address_names wn ON wn.kind = 'ward' AND wn.key = a.ward_code
+    LEFT JOIN ioc.address_names wo ON wo.kind = 'ward_2019' AND wo.key = a.ward_code_2019"""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def full_address(house: str | None, street: str | None, *units: str | None) -> str:
+    """'12 Lê Lợi, Phường Bến Thành, Thành phố Hồ Chí Minh' (Vietnamese order: small to large)."""
+    first = " ".join(p for p in (house, street) if p)
+    return ", ".join(p for p in (first, *units, CITY_VI) if p)
+
+
+def address_properties(row: Any) -> dict[str, Any]:
+    """Properties of one address row (selected with ADDRESS_COLUMNS)."""
+    ward = row["ward_label"] or row["ward_code"]
+    ward_2019 = row["ward_2019_label"] or row["ward_code_2019"]
+    return {
+        "code": row["code"],
+        "house_number": row["house_number"],
+        "street": row["street"],
+        "address": full_address(row["house_number"], row["street"], ward),
+        "address_before_2025": full_address(row["house_number"], row["street"], ward_2019,
+                                            row["ward_2019_district"]) if row["ward_code_2019"] else None,
+        "ward": {"code": row["ward_code"], "name": row["ward_name"], "full_name": row["ward_label"]},
+        "ward_2019": {"code": row["ward_code_2019"], "name": row["ward_2019_name"],
+                      "full_name": row["ward_2019_label"], "district": row["ward_2019_district"]}
+        if row["ward_code_2019"] else None,
+        "building_id": row["building_id"],
+        "parcel_id": row["parcel_id"],
+        "source": row["source"],
+        "valid_from": _jsonable(row["valid_from"]),
+        "valid_to": _jsonable(row["valid_to"]),
+    }
+
+
+def address_feature(row: Any, base_url: str = "", **extra: Any) -> dict[str, Any]:
+    """A GeoJSON Feature for an address, with links to its features and what is here."""
+    props = address_properties(row) | extra
+    code = row["code"]
+    return {
+        "type": "Feature", "id": code,
+        "geometry": {"type": "Point", "coordinates": [round(row["lon"], 7), round(row["lat"], 7)]},
+        "properties": props,
+        "links": [
+            {"rel": "self", "type": "application/geo+json", "href": f"{base_url}/addresses/{code}"},
+            {"rel": "related", "type": "application/geo+json", "title": "Linked features",
+             "href": f"{base_url}/addresses/{code}/features"},
+            {"rel": "describedby", "type": "application/json", "title": "What is here",
+             "href": f"{base_url}/whats-here?address={code}"},
+        ],
+    }
+
+
+# --- lookups (asyncpg) ---------------------------------------------------------------------
+
+
+async def get_address(conn, code: str) -> Any:
+    """The address row for a code, or AddressNotFound."""
+    row = await conn.fetchrow(
+        f"SELECT {ADDRESS_COLUMNS} FROM ioc.addresses a {ADDRESS_JOINS} WHERE a.code = $1", code)
+    if row is None:
+        raise AddressNotFound(f"Không có địa chỉ số '{code}' / there is no digital address "
+                              f"'{code}'.", parameter="code")
+    return row
+
+
+REVERSE_SQL = f"""
+SELECT {ADDRESS_COLUMNS}, ST_Distance(a.geom::geography, p.g::geography) AS distance_m
+FROM (SELECT ST_SetSRID(ST_MakePoint($1, $2), 4326) AS g) p
+CROSS JOIN LATERAL (
+    SELECT * FROM ioc.addresses a
+    WHERE (a.valid_to IS NULL OR a.valid_to >= current_date)
+    ORDER BY a.geom <-> p.g LIMIT 8) a
+{ADDRESS_JOINS}
+ORDER BY distance_m, a.code LIMIT 1
+"""
+
+
+async def reverse_geocode(conn, catalog: Catalog, lon: float, lat: float,
+                          radius_m: float) -> tuple[Any, dict[str, Any] | None]:
+    """The nearest valid address (KNN on the point, then exact metres) and the ward polygon
+    containing the position; AddressNotFound beyond ``radius_m``."""
+    await check_in_city(conn, catalog, lon, lat)
+    # KNN '<->' on lon/lat degrees ranks by planar degrees; the 8 nearest are re-ranked in metres
+    # on the spheroid, which is exact at this latitude (a degree of lon is 0.98 of one of lat).
+    row = await conn.fetchrow(REVERSE_SQL, lon, lat)
+    if row is None or row["distance_m"] > radius_m:
+        raise AddressNotFound(f"Không có địa chỉ số trong bán kính {radius_m:g} m / no digital "
+                              f"address within {radius_m:g} m.", parameter="lon,lat")
+    return row, await ward_at(conn, catalog, lon, lat)
+
+
+async def linked_features(conn, catalog: Catalog, principal: Principal, code: str,
+                          base_url: str = "", limit: int = 500) -> list[dict[str, Any]]:
+    """GeoJSON features linked to an address, from the layers the caller may read only."""
+    rows = await conn.fetch(
+        "SELECT layer_id, fid, distance_m FROM ioc.address_links WHERE code = $1"
+        " ORDER BY layer_id, distance_m, fid LIMIT $2", code, limit)
+    by_layer: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by_layer.setdefault(r["layer_id"], {})[r["fid"]] = r["distance_m"]
+    visible = {layer.id: layer for layer in catalog.visible(principal)}
+    features = []
+    for layer_id, fids in by_layer.items():
+        layer = visible.get(layer_id)
+        if layer is None:  # a layer the caller may not read does not exist for it
+            continue
+        columns = [a.name for a in layer.attributes]
+        select = "".join(f", {quote_ident(c)}" for c in columns)
+        geom = quote_ident(layer.geometry_column)
+        found = await conn.fetch(
+            f"SELECT {quote_ident(layer.id_column)} AS fid{select},"
+            f" ST_AsGeoJSON(ST_Transform({geom}, 4326), 7) AS geometry FROM {layer.table_sql}"
+            f" WHERE {quote_ident(layer.id_column)} = ANY($1::bigint[])"
+            f" ORDER BY {quote_ident(layer.id_column)}", list(fids))
+        for f in found:
+            features.append({
+                "type": "Feature", "id": f"{layer_id}.{f['fid']}",
+                "geometry": json.loads(f["geometry"]),
+                "properties": {c: _jsonable(f[c]) for c in columns}
+                | {"layer": layer_id, "layer_title": {"vi": layer.title_vi, "en": layer.title_en},
+                   "distance_m": round(float(fids[f["fid"]]), 1)},
+                "links": [{"rel": "item", "type": "application/geo+json",
+                           "href": f"{base_url}/collections/{layer_id}/items/{f['fid']}"}],
+            })
+    return features
+
+
+def address_code_filter(layer: Layer, layer_param: str, code_param: str,
+                        alias: str | None = None) -> str:
+    """SQL condition keeping the features of ``layer`` linked to one address code.
+
+    For the items endpoint (``?address=CODE``): the caller binds the layer id and the code under
+    the given placeholders (e.g. ``binds.add(layer.id, "text")``); ``alias`` qualifies the id
+    column of the layer table.
+    """
+    ident = quote_ident(layer.id_column)
+    column = f"{quote_ident(alias)}.{ident}" if alias else ident
+    return (f"{column} IN (SELECT l.fid FROM ioc.address_links l"
+            f" WHERE l.layer_id = {layer_param} AND l.code = {code_param})")
+
+
+# --- the registry (psycopg2) ---------------------------------------------------------------
+
+# Registry field -> accepted attribute names in the address layer, first found wins.
+LAYER_FIELDS: dict[str, tuple[str, ...]] = {
+    "code": ("code", "address_code", "ma_dia_chi"),
+    "house_number": ("house_number", "so_nha"),
+    "street": ("street", "street_name", "ten_duong"),
+    "ward_code": ("ward_code", "ward_code_2025"),
+    "ward_code_2019": ("ward_code_2019", "old_ward_code"),
+    "building_id": ("building_id",),
+    "parcel_id": ("parcel_id",),
+    "valid_from": ("valid_from",),
+    "valid_to": ("valid_to",),
+}
+
+
+def _pick(layer: Layer, names: Iterable[str]) -> str | None:
+    return next((n for n in names if layer.attribute(n) is not None), None)
+
+
+def _text_expr(layer: Layer, field: str) -> str:
+    name = _pick(layer, LAYER_FIELDS[field])
+    if name is None:
+        return "NULL::date" if field in ("valid_from", "valid_to") else "NULL::text"
+    if field in ("valid_from", "valid_to"):
+        return f"t.{quote_ident(name)}::date"
+    return f"nullif(btrim(t.{quote_ident(name)}::text), '')"
+
+
+def ward_fill_sql(catalog: Catalog, target: str, column: str, layer_id: str) -> str | None:
+    """UPDATE filling ``column`` of ``target`` (ward code) from the ward polygon under each point."""
+    layer = _layer(catalog, layer_id)
+    if layer is None or layer.attribute("ward_code") is None:
+        return None
+    geom = quote_ident(layer.geometry_column)
+    point = "x.geom" if layer.srid == 4326 else f"ST_Transform(x.geom, {int(layer.srid)})"
+    return (f"UPDATE {target} x SET {quote_ident(column)} = (SELECT w.ward_code::text FROM "
+            f"{layer.table_sql} w WHERE ST_Intersects(w.{geom}, {point}) LIMIT 1)"
+            f" WHERE x.{quote_ident(column)} IS NULL")
+
+
+def sync_from_layer(conn, catalog: Catalog, settings: AddressSettings) -> dict[str, int]:
+    """Load the address layer (demo city) into the registry; returns counts.
+
+    Rows of other sources (an import from the national platform) are never overwritten: the
+    platform is the authority. Layer rows whose code does not match the pattern are skipped.
+    """
+    layer = _layer(catalog, settings.layer_id)
+    if layer is None or _pick(layer, LAYER_FIELDS["code"]) is None:
+        return {"loaded": 0, "skipped": 0, "removed": 0}
+    source = LAYER_SOURCE_PREFIX + layer.id
+    exprs = {f: _text_expr(layer, f) for f in LAYER_FIELDS}
+    geom = quote_ident(layer.geometry_column)
+    point = f"ST_PointOnSurface(t.{geom})" if layer.srid == 4326 else \
+        f"ST_Transform(ST_PointOnSurface(t.{geom}), 4326)"
+    with conn.cursor() as cur:
+        cur.execute(STAGE_DDL.format(stage="address_stage"))
+        cur.execute(
+            "INSERT INTO address_stage (code, house_number, street, ward_code, ward_code_2019,"
+            " building_id, parcel_id, source, valid_from, valid_to, geom)"
+            f" SELECT DISTINCT ON (1) {exprs['code']}, {exprs['house_number']}, {exprs['street']},"
+            f" {exprs['ward_code']}, {exprs['ward_code_2019']}, {exprs['building_id']},"
+            f" {exprs['parcel_id']}, %s, {exprs['valid_from']}, {exprs['valid_to']}, {point}"
+            f" FROM {layer.table_sql} t WHERE {exprs['code']} ~ %s ORDER BY 1",
+            (source, settings.code_pattern))
+        loaded = cur.rowcount
+        cur.execute(f"SELECT count(*) FROM {layer.table_sql}")
+        skipped = cur.fetchone()[0] - loaded
+        for column, layer_id in (("ward_code", WARDS_LAYER), ("ward_code_2019", WARDS_2019_LAYER)):
+            fill = ward_fill_sql(catalog, "address_stage", column, layer_id)
+            if fill:
+                cur.execute(fill)
+        cur.execute("DELETE FROM address_stage WHERE ward_code IS NULL")
+        skipped += cur.rowcount
+        loaded -= cur.rowcount
+        cur.execute(UPSERT_SQL.format(stage="address_stage"))
+        cur.execute("DELETE FROM ioc.addresses a WHERE a.source = %s AND NOT EXISTS"
+                    " (SELECT 1 FROM address_stage s WHERE s.code = a.code)", (source,))
+        removed = cur.rowcount
+    conn.commit()
+    return {"loaded": loaded, "skipped": skipped, "removed": removed}
+
+
+STAGE_DDL = """CREATE TEMP TABLE {stage} (code text, house_number text, street text, ward_code text,
+    ward_code_2019 text, building_id text, parcel_id text, source text, valid_from date,
+    valid_to date, geom geometry(Point, 4326)) ON COMMIT DROP"""
+# Authoritative rows (any source but a layer) are only replaced by rows of a non-layer source;
+# unchanged rows are not rewritten (a reload of a million rows stays cheap).
+UPSERT_SQL = """
+INSERT INTO ioc.addresses AS a (code, house_number, street, ward_code, ward_code_2019, building_id,
+    parcel_id, source, valid_from, valid_to, geom)
+SELECT code, house_number, street, ward_code, ward_code_2019, building_id, parcel_id, source,
+    valid_from, valid_to, geom FROM {stage}
+ON CONFLICT (code) DO UPDATE SET house_number = EXCLUDED.house_number, street = EXCLUDED.street,
+    ward_code = EXCLUDED.ward_code, ward_code_2019 = EXCLUDED.ward_code_2019,
+    building_id = EXCLUDED.building_id, parcel_id = EXCLUDED.parcel_id, source = EXCLUDED.source,
+    valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to, geom = EXCLUDED.geom,
+    updated_at = now()
+WHERE (starts_with(a.source, 'layer:') OR NOT starts_with(EXCLUDED.source, 'layer:'))
+    AND (a.house_number, a.street, a.ward_code, a.ward_code_2019, a.building_id, a.parcel_id,
+         a.source, a.valid_from, a.valid_to, a.geom)
+    IS DISTINCT FROM (EXCLUDED.house_number, EXCLUDED.street, EXCLUDED.ward_code,
+         EXCLUDED.ward_code_2019, EXCLUDED.building_id, EXCLUDED.parcel_id, EXCLUDED.source,
+         EXCLUDED.valid_from, EXCLUDED.valid_to, EXCLUDED.geom)
+"""
+
+
+@lru_cache(maxsize=1)
+def _package_units() -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str, str]]]:
+    """Official names of HCMC units from ``vietnamadminunits``: 2025 code -> (short, full) and
+    pre-2025 code -> (short, full, district). A fallback when no ward layer carries names."""
+    path = resources.files("vietnamadminunits") / "data" / "dataset.db"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        new = {r[0]: (r[1], r[2]) for r in db.execute(
+            "SELECT wardCode, wardShort, ward FROM admin_units WHERE provinceCode = '79'")}
+        old = {r[0]: (r[1], r[2], r[3]) for r in db.execute(
+            "SELECT wardCode, wardShort, ward, district FROM admin_units_legacy"
+            " WHERE provinceCode = '79'")}
+    return new, old
+
+
+def _fold(text: str) -> str:
+    from ioc.geocode import fold
+
+    return fold(text)
+
+
+_UNIT_TYPES = {"ward": "Phường", "commune": "Xã", "township": "Thị trấn"}
+
+
+def _ward_2019_names(code: str, attrs: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(name, full name, district) of a pre-2025 ward, Vietnamese where it can be trusted."""
+    ascii_name = attrs.get("ward_name_ascii") or attrs.get("ward_name") or attrs.get("name")
+    district = attrs.get("district_name") or attrs.get("district_name_ascii")
+    vi = _package_units()[1].get(code)
+    # The package knows the 2024 unit carrying this code: trust its Vietnamese name only when
+    # it is the same name without diacritics (codes were reused by merged wards).
+    if vi and (ascii_name is None or _fold(vi[0]) == _fold(str(ascii_name))):
+        return vi[0], vi[1], _district_vi(district, vi[2])
+    name = str(ascii_name or code)
+    numbered = re.fullmatch(r"(?:ward|phuong)\s*(\d+)", _fold(name))
+    if numbered:
+        name = f"Phường {numbered.group(1)}"
+        return name, name, _district_vi(district, None)
+    kind = _UNIT_TYPES.get(str(attrs.get("unit_level") or "ward").lower(), "Phường")
+    full = name if _fold(name).startswith(_fold(kind)) else f"{kind} {name}"
+    return name, full, _district_vi(district, None)
+
+
+def _district_vi(district: Any, package: str | None) -> str | None:
+    if package and (district is None or _fold(str(district)).replace("district", "quan")
+                    in _fold(package)):
+        return package
+    if district is None:
+        return package
+    numbered = re.fullmatch(r"district\s*(\d+)", _fold(str(district)))
+    return f"Quận {numbered.group(1)}" if numbered else str(district)
+
+
+def _ward_rows(conn, catalog: Catalog, layer_id: str, codes: list[str]) -> dict[str, dict[str, Any]]:
+    """Attributes of the given wards of a ward layer."""
+    layer = _layer(catalog, layer_id)
+    if layer is None or layer.attribute("ward_code") is None or not codes:
+        return {}
+    columns = [a.name for a in layer.attributes]
+    from psycopg2.extras import RealDictCursor
+
+    with conn.cursor(cursor_factory=RealDictCursor) as cur:
+        cur.execute(
+            f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {layer.table_sql}"
+            " WHERE ward_code::text = ANY(%s)", (codes,))
+        return {str(r["ward_code"]): dict(r) for r in cur.fetchall()}
+
+
+def refresh_names(conn, catalog: Catalog) -> dict[str, int]:
+    """Rebuild the search vocabulary (streets, 2025 wards, 2019 wards) from the registry."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM ioc.address_names")
+        cur.execute("""
+            INSERT INTO ioc.address_names (kind, key, name, label, n)
+            SELECT 'street', street_key, mode() WITHIN GROUP (ORDER BY street),
+                   mode() WITHIN GROUP (ORDER BY street), count(*)
+            FROM ioc.addresses WHERE street_key IS NOT NULL GROUP BY street_key""")
+        counts = {"street": cur.rowcount}
+        new_names, _ = _package_units()
+        for kind, column, layer_id in (("ward", "ward_code", WARDS_LAYER),
+                                       ("ward_2019", "ward_code_2019", WARDS_2019_LAYER)):
+            cur.execute(f"SELECT {column}, count(*) FROM ioc.addresses"
+                        f" WHERE {column} IS NOT NULL GROUP BY 1")
+            used = dict(cur.fetchall())
+            layer_rows = _ward_rows(conn, catalog, layer_id, list(used))
+            rows = []
+            for code, n in used.items():
+                attrs = layer_rows.get(code, {})
+                if kind == "ward":
+                    short, full = new_names.get(code, (None, None))
+                    name = attrs.get("name") or short or code
+                    label = attrs.get("full_name") or full or name
+                    district = None
+                else:
+                    name, label, district = _ward_2019_names(code, attrs)
+                rows.append((kind, code, str(name), str(label), district, n))
+            cur.executemany(
+                "INSERT INTO ioc.address_names (kind, key, name, label, district, n)"
+                " VALUES (%s, %s, %s, %s, %s, %s)", rows)
+            counts[kind] = len(rows)
+    conn.commit()
+    return counts
+
+
+BUMP_SQL = """
+WITH s AS (SELECT count(*) AS n, ST_Extent(geom) AS e FROM ioc.addresses)
+INSERT INTO ioc.meta AS m (key, value)
+SELECT %(key)s, jsonb_build_object('version', 1, 'count', s.n, 'bbox', CASE WHEN s.e IS NULL THEN NULL
+       ELSE jsonb_build_array(ST_XMin(s.e), ST_YMin(s.e), ST_XMax(s.e), ST_YMax(s.e)) END,
+       'refreshed_at', now())
+FROM s
+ON CONFLICT (key) DO UPDATE SET updated_at = now(), value = EXCLUDED.value
+    || jsonb_build_object('version', coalesce((m.value ->> 'version')::int, 0) + 1)
+RETURNING value
+"""
+
+
+def bump_version(conn) -> dict[str, Any]:
+    """Record that the registry changed: search vocabularies cached by servers are reloaded."""
+    with conn.cursor() as cur:
+        cur.execute(BUMP_SQL, {"key": META_KEY})
+        value = cur.fetchone()[0]
+    conn.commit()
+    return value
+
+
+# --- links from features to addresses ------------------------------------------------------
+
+INTEGER_TYPES = {"bigint", "integer", "smallint"}
+
+
+def point_layers(catalog: Catalog, settings: AddressSettings) -> list[Layer]:
+    """Layers whose features are linked to addresses: every point layer but the addresses."""
+    return [la for la in catalog if la.geometry_type in ("Point", "MultiPoint")
+            and la.id != settings.layer_id]
+
+
+def _id_is_integer(cur, layer: Layer) -> bool:
+    cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
+                " to_regclass(%s) AND attname = %s AND NOT attisdropped",
+                (layer.table_sql, layer.id_column))
+    row = cur.fetchone()
+    return row is not None and row[0] in INTEGER_TYPES
+
+
+# The bbox pre-filter (in degrees, generous: 1 m < 1e-5 degree here) keeps the KNN scan from
+# walking the whole index for a feature with no address nearby; the 3 nearest in degrees are
+# re-ranked in metres on the spheroid.
+LINK_SQL = """
+INSERT INTO ioc.address_links (layer_id, fid, code, distance_m)
+SELECT %(layer)s, t.fid, n.code, n.d
+FROM (SELECT {id}::bigint AS fid, {point} AS g FROM {table} {where}) t
+CROSS JOIN LATERAL (
+    SELECT c.code, ST_Distance(c.geom::geography, t.g::geography) AS d
+    FROM (SELECT a.code, a.geom FROM ioc.addresses a
+          WHERE a.geom && ST_Expand(t.g, %(deg)s)
+            AND (a.valid_to IS NULL OR a.valid_to >= current_date)
+          ORDER BY a.geom <-> t.g LIMIT 3) c
+    ORDER BY 2, 1 LIMIT 1) n
+WHERE n.d <= %(dist)s
+"""
+
+
+def link_layer(conn, layer: Layer, settings: AddressSettings | None = None,
+               fids: Iterable[int] | None = None) -> int:
+    """Link the features of a point layer to their nearest valid address within the link
+    distance; all of them, or only ``fids`` (features just changed). Returns the links made.
+
+    Runs in the caller's transaction (publishing commits once): the caller commits.
+    """
+    settings = settings or AddressSettings()
+    geom = quote_ident(layer.geometry_column)
+    point = f"ST_PointOnSurface({geom})"
+    point = point if layer.srid == 4326 else f"ST_Transform({point}, 4326)"
+    ident = quote_ident(layer.id_column)
+    params: dict[str, Any] = {"layer": layer.id, "dist": settings.link_distance_m,
+                              "deg": settings.link_distance_m / 100_000}
+    with conn.cursor() as cur:
+        if not _id_is_integer(cur, layer):
+            return 0
+        if fids is None:
+            cur.execute("DELETE FROM ioc.address_links WHERE layer_id = %s", (layer.id,))
+            where = f"WHERE {geom} IS NOT NULL"
+        else:
+            params["fids"] = [int(f) for f in fids]
+            cur.execute("DELETE FROM ioc.address_links WHERE layer_id = %s AND fid = ANY(%s)",
+                        (layer.id, params["fids"]))
+            where = f"WHERE {geom} IS NOT NULL AND {ident} = ANY(%(fids)s)"
+        cur.execute(LINK_SQL.format(id=ident, point=point, table=layer.table_sql, where=where),
+                    params)
+        return cur.rowcount
+
+
+def unlink_layer(conn, layer_id: str) -> int:
+    """Forget the links of a layer (deleted layer); in the caller's transaction."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM ioc.address_links WHERE layer_id = %s", (layer_id,))
+        return cur.rowcount
+
+
+def link_layers(conn, layers: Iterable[Layer], settings: AddressSettings | None = None,
+                progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
+    """Link several layers, committing after each (interrupting keeps the finished ones)."""
+    counts = {}
+    for layer in layers:
+        try:
+            counts[layer.id] = link_layer(conn, layer, settings)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        if progress:
+            progress(layer.id, counts[layer.id])
+    return counts
+
+
+@dataclass
+class IndexReport:
+    """What building the address index did."""
+
+    synced: dict[str, int]
+    names: dict[str, int]
+    links: dict[str, int]
+    version: int
+    count: int
+
+
+def build_address_index(conn, catalog: Catalog | None = None,
+                        settings: AddressSettings | None = None, *, link: bool = True,
+                        progress: Callable[[str, int], None] | None = None) -> IndexReport:
+    """After seeding: load the address layer into the registry, rebuild the search vocabulary,
+    record a new registry version and (``link``) link every point layer to its addresses."""
+    settings = settings or AddressSettings()
+    catalog = catalog if catalog is not None else load_catalog_sync(conn)
+    synced = sync_from_layer(conn, catalog, settings)
+    return finish_registry_change(conn, catalog, settings, synced, link=link, progress=progress)
+
+
+def finish_registry_change(conn, catalog: Catalog, settings: AddressSettings,
+                           synced: dict[str, int], *, link: bool,
+                           progress: Callable[[str, int], None] | None = None) -> IndexReport:
+    """Names, version and links after the registry changed (sync or import)."""
+    names = refresh_names(conn, catalog)
+    meta = bump_version(conn)
+    links = link_layers(conn, point_layers(catalog, settings), settings, progress) if link else {}
+    return IndexReport(synced, names, links, int(meta["version"]), int(meta["count"]))
