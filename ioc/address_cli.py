@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ioc.console import err, friendly, out
 from ioc.errors import IocError
 from ioc.settings import get_settings
 
 app = typer.Typer(help="Địa chỉ số — digital addresses: import, index, links, look-ups.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _friendly(func: F) -> F:
-    """Domain errors as one sentence on stderr, exit 1; Ctrl-C exits 130 (nothing half-written)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except IocError as exc:
-            err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted: the registry is unchanged by the unfinished step"
-                      "[/yellow]")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                     console=err, transient=not sys.stderr.isatty())
@@ -62,7 +38,7 @@ def _print_links(links: dict[str, int]) -> None:
 
 
 @app.command("import")
-@_friendly
+@friendly
 def import_command(
     file: Annotated[Path, typer.Argument(help="CSV or GeoJSON export (.gz accepted).")],
     source: Annotated[str | None, typer.Option(help="Source name stored with each address.")] = None,
@@ -104,7 +80,7 @@ def import_command(
 
 
 @app.command("index")
-@_friendly
+@friendly
 def index_command(
     link: Annotated[bool, typer.Option(help="Relink point layers afterwards.")] = True,
 ) -> None:
@@ -125,7 +101,7 @@ def index_command(
 
 
 @app.command("link")
-@_friendly
+@friendly
 def link_command(
     layers: Annotated[list[str] | None, typer.Argument(help="Layer ids (default: every point layer).")] = None,
 ) -> None:
@@ -165,7 +141,7 @@ async def _with_conn(work: Callable[[Any], Any]) -> Any:
 
 
 @app.command("show")
-@_friendly
+@friendly
 def show_command(code: Annotated[str, typer.Argument(help="Digital address code.")]) -> None:
     """Print one address as GeoJSON."""
     from ioc.addresses import address_feature, get_address, validate_code
@@ -179,7 +155,7 @@ def show_command(code: Annotated[str, typer.Argument(help="Digital address code.
 
 
 @app.command("search")
-@_friendly
+@friendly
 def search_command(
     text: Annotated[str, typer.Argument(help="Free text, with or without diacritics.")],
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
@@ -199,7 +175,7 @@ def search_command(
 
 
 @app.command("status")
-@_friendly
+@friendly
 def status_command() -> None:
     """Registry size, version and links."""
     from ioc.database import connection
