@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
 from api import errors
-from api.routers import catalog, health, landing, tiles
-from api.routers import maps
+from api.middleware import RequestContextMiddleware
+from api.routers import addresses, catalog, collections, health, landing, maps, publishing, tiles
+from api.routers import query, stats
 from ioc import migrations
 from ioc.catalog import load_catalog
 from ioc.database import create_pool
 from ioc.errors import MigrationError, PostGISMissing
-from ioc.logs import configure_logging, request_id
+from ioc.logs import configure_logging
 from ioc.map_assets import static_files
 from ioc.settings import Settings, get_settings
 
@@ -60,9 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await _check_database(pool)
             app.state.pool = pool
             app.state.catalog = await load_catalog(pool)
+            await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.jobs)
             log.info("ioc ready", extra={"layers": len(app.state.catalog)})
             yield
         finally:
+            await query.stop_runner(app)
             await pool.close()
             log.info("database connections closed")
 
@@ -74,33 +75,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "service", "description": "Health and readiness."},
             {"name": "catalog", "description": "The city's layer catalog."},
+            {"name": "features", "description": "OGC API – Features Parts 1 (core), 2 (CRS) "
+                                                "and 3 (CQL2 filtering) over the catalog."},
             {"name": "tiles", "description": "Vector tiles (MVT), TileJSON and MapLibre styles."},
             {"name": "maps", "description": "Map pages (Folium): IOC wall, citizens' portal, "
              "layer previews, embeds."},
+            {"name": "publishing", "description": "Departments publish their layers: uploads "
+             "(GeoJSON, Shapefile, GeoPackage, CSV, KML; VN-2000 aware), versions, restore."},
+            {"name": "addresses", "description": "Địa chỉ số — digital addresses: look-up, search, "
+             "reverse and batch geocoding, linked features, what is here."},
+            {"name": "queries", "description": "Truy vấn không gian — spatial queries for "
+             "analysts: predicates across layers, grouping by ward or district, aggregates; "
+             "GeoJSON, CSV, GeoPackage; jobs; saved queries as derived layers."},
+            {"name": "statistics", "description": "Thống kê theo phường — per-ward statistics "
+             "for choropleth maps."},
         ],
     )
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id.reset(token)
-        response.headers["X-Request-ID"] = rid
-        log.info("request", extra={
-            "request_id": rid, "method": request.method, "path": request.url.path,
-            "status": response.status_code,
-            "ms": round((time.perf_counter() - started) * 1000, 1),
-        })
-        return response
+    app.add_middleware(RequestContextMiddleware)
 
-    for router in (landing.router, health.router, catalog.router, tiles.router, maps.router):
+    for router in (landing.router, health.router, catalog.router, collections.router, tiles.router,
+                   maps.router, addresses.router, publishing.router, query.router,
+                   stats.router):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")  # map pages' scripts, styles (air-gapped)
     return app

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ioc import keys as keys_mod
-from ioc import migrations, pgcluster
+from ioc import migrations, pgcluster, publish_cli
 from ioc.access import ADMIN, ROLES, Principal
+from ioc.address_cli import app as addresses_app
 from ioc.catalog import load_catalog_sync
+from ioc.console import err, friendly, out, progress_bar
 from ioc.database import connection
 from ioc.errors import IocError
 from ioc.maps_cli import app as maps_app
 from ioc.settings import get_settings
+from tiles.cli import tiles_app
 
 app = typer.Typer(help="ioc — map server of the HCMC Intelligent Operations Centre.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -32,34 +30,11 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(layers_app, name="layers")
 app.add_typer(keys_app, name="keys")
+app.add_typer(addresses_app, name="addresses")
 app.add_typer(maps_app, name="maps")
-
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(func: F) -> F:
-    """Turn domain errors into one clear sentence on stderr and exit code 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except IocError as exc:
-            err.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/yellow]")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=not sys.stderr.isatty())
-
+app.add_typer(tiles_app, name="tiles")
+app.command("publish")(publish_cli.publish)
+app.command("import")(publish_cli.import_dir)
 
 # --- db ------------------------------------------------------------------------------------
 
@@ -148,7 +123,7 @@ def seed(
     data_dir = data_dir or settings.data.data_dir
     if data_dir is not None and not data_dir.is_dir():
         raise IocError(f"The data folder {data_dir} does not exist (IOC_DATA_DIR).")
-    with connection(settings.database) as conn, _progress() as progress:
+    with connection(settings.database) as conn, progress_bar() as progress:
         result = seed_database(conn, scale=scale, data_dir=data_dir, only_if_empty=if_empty,
                                progress=progress)
     if result is None:

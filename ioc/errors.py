@@ -50,3 +50,23 @@ class Forbidden(IocError):
 
 class Conflict(IocError):
     """The request conflicts with what is stored (e.g. an existing id)."""
+
+
+class QueryTimeout(IocError):
+    """A query ran past the statement timeout (too broad a request, or an overloaded server)."""
+
+
+class UploadRejected(IocError):
+    """An upload failed validation; ``report`` says which rows and why."""
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+class UploadTooLarge(IocError):
+    """An upload exceeds the size or feature limits."""
+
+
+class VersionNotFound(FeatureNotFound):
+    """A layer version that does not exist or is no longer kept."""

@@ -7,11 +7,11 @@ accurate to a few parts per thousand over the whole city.
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import pyproj
 import shapely
+
+from ioc.crs import transformer
 
 METRIC_EPSG = 32648  # WGS 84 / UTM zone 48N: the zone of Ho Chi Minh City
 M_PER_DEG_LAT = 110_574.0
@@ -22,10 +22,9 @@ LOCAL_LON0, LOCAL_LAT0 = (
 )  # origin of the affine local frame  # Bến Thành market, the conventional centre of the city
 
 
-@cache
 def _transformer(src: int, dst: int) -> pyproj.Transformer:
-    # always_xy: keep (lon, lat) order although EPSG:4326 declares lat/lon axes.
-    return pyproj.Transformer.from_crs(src, dst, always_xy=True)
+    # The same transformation PostGIS applies (official VN-2000 shift), in (lon, lat) order.
+    return transformer(src, dst)
 
 
 def reproject(geoms: np.ndarray, src: int, dst: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 import psycopg2
 import pytest
 from psycopg2 import sql as pgsql
+from pyproj.transformer import TransformerGroup
 
 from ioc import migrations
 from ioc.errors import MigrationError
@@ -39,6 +40,14 @@ def test_migrate_applies_each_once(scratch):
         assert cur.fetchone()[0] == len(shipped)
         cur.execute("SELECT proj4text FROM spatial_ref_sys WHERE srid = 9210")
         assert "+towgs84=-191.90441429" in cur.fetchone()[0]
+        # PostGIS applies the official shift, 'VN-2000 to WGS 84 (2)', not PROJ's default (1).
+        cur.execute("SELECT ST_X(p), ST_Y(p) FROM ST_Transform(ST_SetSRID("
+                    "ST_MakePoint(106.6990, 10.7798), 4326), 9210) AS p")
+        x, y = cur.fetchone()
+    official = next(t for t in TransformerGroup(4326, 9210, always_xy=True).transformers
+                    if "VN-2000 to WGS 84 (2)" in t.description)
+    ex, ey = official.transform(106.6990, 10.7798)
+    assert abs(x - ex) < 0.01 and abs(y - ey) < 0.01
 
 
 def test_database_ahead_of_code_is_refused(scratch):

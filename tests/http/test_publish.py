@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
+from ioc.crs import transformer
 from tests.fixtures import uploads
 
 SENSORS = {
@@ -125,9 +126,7 @@ def test_vn2000_shapefile_without_towgs84_lands_within_a_metre(client, layers, k
 
 
 def test_csv_with_vn2000_xy_columns(client, layers, keys):
-    from pyproj import Transformer
-
-    to_vn = Transformer.from_crs(4326, 9210, always_xy=True)
+    to_vn = transformer(4326, 9210)
     lines = ["sensor_id,depth_cm,X,Y"]
     for sid, lon, lat, depth in uploads.SENSORS:
         easting, northing = to_vn.transform(lon, lat)

@@ -1,0 +1,268 @@
+"""OGC API – Features Parts 1, 2 and 3: conformance, collections, items, queryables.
+
+Handlers parse through the typed dependencies below, call one domain function in
+``ioc.features`` / ``ioc.ogcapi`` and format: GeoJSON is streamed as PostgreSQL produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import PrincipalDep, get_catalog, get_pool
+from api.html import negotiate, render
+from ioc import cql2, features, ogcapi
+from ioc.access import Principal
+from ioc.catalog import Layer
+from ioc.crs import CRS84, parse_bbox, parse_crs
+from ioc.features import ItemsQuery, Page
+
+router = APIRouter(tags=["features"])
+
+MEDIA = {"json": ogcapi.GEOJSON, "html": ogcapi.HTML, "csv": ogcapi.CSV + "; charset=utf-8",
+         "geojsonseq": ogcapi.GEOJSON_SEQ}
+_ACCEPT = (("text/html", "html"), ("application/geo+json-seq", "geojsonseq"),
+           ("text/csv", "csv"))
+NUMBER_MATCHED = (
+    "`numberMatched` is exact when present: the registry's count (as of the last publish) when "
+    "the request has no bbox/datetime/filter and the layer is not realtime; otherwise a count "
+    f"when the layer has at most {features.EXACT_COUNT_MAX:,} features, and omitted on larger "
+    "layers (never an estimate). `next`/`prev` links page with `offset`.")
+ITEM_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
+    ogcapi.GEOJSON: {}, ogcapi.HTML: {}, ogcapi.CSV: {}, ogcapi.GEOJSON_SEQ: {}}}}
+
+
+def item_format(request: Request, f: str | None) -> str:
+    """``?f=json|geojson|html|csv|geojsonseq`` wins, then Accept, then GeoJSON."""
+    if f:
+        return "json" if f == "geojson" else negotiate(request, f, tuple(MEDIA))
+    accept = request.headers.get("accept", "")
+    return next((fmt for media, fmt in _ACCEPT if media in accept), "json")
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def cache_headers(principal: Principal, layer: Layer | None = None) -> dict[str, str]:
+    """Public data may be cached by anyone for a minute; anything else never leaves the
+    client's private cache (and responses vary with the API key)."""
+    public = layer.access == "public" if layer else not principal.authenticated
+    return {"Cache-Control": "public, max-age=60" if public else "private, no-store",
+            "Vary": "Accept, Authorization"}
+
+
+def not_modified(request: Request, tag: str) -> bool:
+    """If-None-Match (weak comparison, RFC 9110 13.1.2)."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or tag in tags
+
+
+async def readable_layer(
+    request: Request, principal: PrincipalDep,
+    collection_id: Annotated[str, Path(alias="collectionId", description="Layer id")],
+) -> Layer:
+    """``api.deps.get_layer`` as a coroutine: FastAPI runs plain-``def`` dependencies in a
+    thread pool, and that hand-off costs more than the lookup on every feature request."""
+    return get_catalog(request).get(collection_id, principal)
+
+
+LayerDep = Annotated[Layer, Depends(readable_layer)]
+
+
+async def items_query(
+    layer: LayerDep,
+    bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy (4 or 6 numbers) in "
+                                      "`bbox-crs` axis order (EPSG:4326 is lat,lon)")] = None,
+    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="CRS URI of `bbox` "
+                                          "(default CRS84)")] = None,
+    datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or "
+                                           "interval `start/end` (`..` = open)")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=features.MAX_LIMIT, description="Features per "
+                                       "page, default 10 (csv/geojsonseq: all)")] = None,
+    offset: Annotated[int, Query(ge=0, le=2**53, description="Features to skip")] = 0,
+    filter_: Annotated[str | None, Query(alias="filter", description="CQL2 filter")] = None,
+    filter_lang: Annotated[str | None, Query(alias="filter-lang",
+                                             description="cql2-text (default) or cql2-json")] = None,
+    filter_crs: Annotated[str | None, Query(alias="filter-crs", description="CRS URI of "
+                                            "geometries in `filter` (default CRS84)")] = None,
+    sortby: Annotated[str | None, Query(description="`+a,-b`: sort keys")] = None,
+    properties: Annotated[str | None, Query(description="`a,b`: properties to return")] = None,
+    crs: Annotated[str | None, Query(description="CRS URI of the response")] = None,
+) -> ItemsQuery:
+    """The items query parameters, validated against the layer (400 names the parameter)."""
+    storage = layer.srid
+    box_crs = parse_crs(bbox_crs, parameter="bbox-crs", storage_srid=storage)
+    return ItemsQuery(
+        bboxes=tuple(parse_bbox(bbox, box_crs)) if bbox is not None else (),
+        interval=features.parse_datetime(datetime_) if datetime_ is not None else None,
+        filter=cql2.parse_filter(filter_, filter_lang) if filter_ is not None else None,
+        filter_crs=parse_crs(filter_crs, parameter="filter-crs", storage_srid=storage),
+        limit=limit, offset=offset,
+        sortby=features.parse_sortby(sortby, layer) if sortby else (),
+        properties=features.parse_properties(properties, layer) if properties is not None else None,
+        crs=parse_crs(crs, parameter="crs", storage_srid=storage),
+    )
+
+
+ItemsQueryDep = Annotated[ItemsQuery, Depends(items_query)]
+CrsParam = Annotated[str | None, Query(description="CRS URI of the response")]
+FeatureIdPath = Annotated[str, Path(alias="featureId", description="Feature id")]
+
+
+@router.get("/conformance", summary="Conformance classes (only those that pass)")
+async def conformance(request: Request, principal: PrincipalDep, f: str | None = None):
+    """OGC API – Features Parts 1–3 and the CQL2 classes this server implements."""
+    doc = {"conformsTo": list(ogcapi.CONFORMANCE)}
+    if negotiate(request, f) == "html":
+        return render(request, "conformance.html", {"doc": doc})
+    return JSONResponse(doc, headers=cache_headers(principal))
+
+
+@router.get("/collections", summary="Collections the caller may read")
+async def list_collections(request: Request, principal: PrincipalDep, f: str | None = None):
+    """Every layer visible to the caller (internal/restricted ones only with a key)."""
+    doc = ogcapi.collections_doc(get_catalog(request).visible(principal), base_url(request))
+    headers = cache_headers(principal)
+    if negotiate(request, f) == "html":
+        response = render(request, "collections.html", {"doc": doc, "principal": principal})
+        response.headers.update(headers)
+        return response
+    return JSONResponse(doc, headers=headers)
+
+
+@router.get("/collections/{collectionId}", summary="One collection")
+async def get_collection(request: Request, layer: LayerDep, principal: PrincipalDep,
+                         f: str | None = None):
+    """Extent, CRSs (Part 2: `crs`, `storageCrs`) and links of a layer; 404 if hidden."""
+    doc = ogcapi.collection_doc(layer, base_url(request))
+    headers = cache_headers(principal, layer)
+    if negotiate(request, f) == "html":
+        response = render(request, "collection.html", {"doc": doc, "layer": layer,
+                                                       "queryables": ogcapi.queryables_doc(
+                                                           layer, base_url(request))})
+        response.headers.update(headers)
+        return response
+    return JSONResponse(doc, headers=headers)
+
+
+@router.get("/collections/{collectionId}/queryables", summary="Queryable properties")
+async def get_queryables(request: Request, layer: LayerDep, principal: PrincipalDep,
+                         f: str | None = None):
+    """JSON Schema of the properties usable in `filter`, `sortby` and `properties`."""
+    doc = ogcapi.queryables_doc(layer, base_url(request))
+    headers = cache_headers(principal, layer)
+    if negotiate(request, f) == "html":
+        response = render(request, "queryables.html", {"doc": doc, "layer": layer})
+        response.headers.update(headers)
+        return response
+    return JSONResponse(doc, media_type=ogcapi.SCHEMA_JSON, headers=headers)
+
+
+def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> list[dict]:
+    """self/alternate/collection links, and next/prev by offset."""
+    url = request.url.remove_query_params("f")
+    links = [ogcapi.link(str(url.include_query_params(f="json")), "self", ogcapi.GEOJSON,
+                         "Trang này / This page"),
+             ogcapi.link(str(url.include_query_params(f="html")), "alternate", ogcapi.HTML,
+                         "Trang HTML / HTML page"),
+             ogcapi.link(f"{base_url(request)}/collections/{layer.id}", "collection",
+                         ogcapi.JSON, "Lớp / Collection")]
+    limit = q.limit or features.DEFAULT_LIMIT
+    if page.has_next:
+        links.append(ogcapi.link(str(url.include_query_params(offset=q.offset + limit,
+                                                                limit=limit, f="json")),
+                                 "next", ogcapi.GEOJSON, "Trang sau / Next page"))
+    if q.offset > 0:
+        links.append(ogcapi.link(str(url.include_query_params(offset=max(0, q.offset - limit),
+                                                                limit=limit, f="json")),
+                                 "prev", ogcapi.GEOJSON, "Trang trước / Previous page"))
+    return links
+
+
+async def feature_collection(chunks: AsyncIterator[bytes], page: Page,
+                             links) -> AsyncIterator[bytes]:
+    """A FeatureCollection around the streamed features; counts and links come last, once
+    the stream has told whether there is a next page."""
+    yield b'{"type":"FeatureCollection","features":['
+    async for chunk in chunks:
+        yield chunk
+    tail: dict[str, Any] = {"numberReturned": page.returned}
+    if page.matched is not None:
+        tail["numberMatched"] = page.matched
+    tail["timeStamp"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    tail["links"] = links(page)
+    yield b"]," + orjson.dumps(tail)[1:]
+
+
+async def collect(chunks: AsyncIterator[bytes]) -> list[dict[str, Any]]:
+    """The features of a (small) page as dicts, for HTML."""
+    body = b"".join([chunk async for chunk in chunks])
+    return orjson.loads(b"[" + body + b"]")
+
+
+@router.get("/collections/{collectionId}/items", summary="Features of a collection",
+            description="bbox, datetime, CQL2 filter, sortby, properties, crs; GeoJSON, HTML, "
+                        "CSV or GeoJSON text sequence. " + NUMBER_MATCHED,
+            responses=ITEM_RESPONSES)
+async def get_items(request: Request, layer: LayerDep, principal: PrincipalDep,
+                    q: ItemsQueryDep, f: str | None = None):
+    """A page of features, streamed from PostgreSQL; 304 when If-None-Match matches."""
+    fmt = item_format(request, f)
+    if q.limit is None and fmt in ("json", "html"):
+        q = replace(q, limit=features.DEFAULT_LIMIT)
+    tag = features.etag(layer, fmt, request.query_params.multi_items())
+    headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{q.crs.uri}>"}
+    if not_modified(request, tag):
+        return Response(status_code=304, headers=headers)
+    domain_fmt = {"json": "geojson", "html": "geojson"}.get(fmt, fmt)
+    page, chunks = await features.stream_items(get_pool(request), layer, q, domain_fmt)
+    if fmt == "html":
+        context = {"layer": layer, "features": await collect(chunks), "page": page,
+                   "links": {x["rel"]: x["href"] for x in page_links(request, layer, q, page)},
+                   "q": q}
+        response = render(request, "items.html", context)
+        response.headers.update(headers)
+        return response
+    if fmt == "json":
+        chunks = feature_collection(chunks, page, lambda p: page_links(request, layer, q, p))
+    elif fmt == "csv":
+        headers["Content-Disposition"] = f'attachment; filename="{layer.id}.csv"'
+    return StreamingResponse(chunks, media_type=MEDIA[fmt], headers=headers)
+
+
+@router.get("/collections/{collectionId}/items/{featureId:path}", summary="One feature",
+            responses={200: {"content": {ogcapi.GEOJSON: {}, ogcapi.HTML: {}}}})
+async def get_item(request: Request, layer: LayerDep, principal: PrincipalDep,
+                   feature_id: FeatureIdPath, crs: CrsParam = None, f: str | None = None):
+    """A feature by id (404 when unknown), in CRS84 or the `crs` asked for."""
+    fmt = negotiate(request, f, ("json", "html"))
+    out_crs = parse_crs(crs, parameter="crs", storage_srid=layer.srid, default=CRS84)
+    tag = features.etag(layer, fmt, [("featureId", feature_id),
+                                     *request.query_params.multi_items()])
+    headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{out_crs.uri}>"}
+    if not_modified(request, tag):
+        return Response(status_code=304, headers=headers)
+    body = await features.get_feature(get_pool(request), layer, feature_id, out_crs)
+    href = f"{base_url(request)}/collections/{layer.id}"
+    links = [ogcapi.link(f"{href}/items/{quote(feature_id, safe='')}", "self", ogcapi.GEOJSON,
+                         "Đối tượng này / This feature"),
+             ogcapi.link(href, "collection", ogcapi.JSON, "Lớp / Collection")]
+    if fmt == "html":
+        response = render(request, "feature.html", {"layer": layer, "feature": orjson.loads(body),
+                                                    "links": links})
+        response.headers.update(headers)
+        return response
+    # Splice the links into the feature PostgreSQL wrote: drop its final '}'.
+    content = body[:-1] + b',"links":' + orjson.dumps(links) + b"}"
+    return Response(content, media_type=ogcapi.GEOJSON, headers=headers)

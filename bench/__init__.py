@@ -1,0 +1,1 @@
+"""Benchmarks against peer servers (``make bench``); not part of the test suite."""
