@@ -7,24 +7,47 @@ from typing import Annotated
 from fastapi import Cookie, Depends, Header, Path, Request
 
 from ioc.access import ANONYMOUS, Principal
+from ioc.addresses import AddressSettings
 from ioc.catalog import Catalog, Layer
 from ioc.errors import NotAuthenticated
 from ioc.keys import KeyCache
 from ioc.settings import Settings
 
+# Dependencies are coroutines on purpose: FastAPI runs plain functions in a thread pool,
+# which costs more than these attribute look-ups.
 
-def get_pool(request: Request):
+
+async def get_pool(request: Request):
     """The asyncpg pool owned by the app's lifespan."""
     return request.app.state.pool
 
 
-def get_catalog(request: Request) -> Catalog:
-    """The layer catalog loaded at start-up."""
-    return request.app.state.catalog
+async def get_catalog(request: Request) -> Catalog:
+    """The layer catalog: loaded at start-up, reloaded when another process changed the
+    registry (checked at most every IOC_CATALOG_CHECK_SECONDS); listeners (the tile cache)
+    hear which layers changed."""
+    state = request.app.state
+    watcher = state.catalog_watcher
+    if watcher.due():
+        result = await watcher.refresh(state.pool, state.catalog)
+        if result is not None:
+            state.catalog, changed = result
+            for listener in state.catalog_listeners:
+                listener(state.catalog, changed)
+    return state.catalog
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def get_address_settings(request: Request) -> AddressSettings:
+    """The address settings of the app (built once, on first use)."""
+    settings = request.app.state.settings
+    found = getattr(settings, "addresses", None)
+    if found is None:
+        found = settings.addresses = AddressSettings()
+    return found
 
 
 def _keys(request: Request) -> KeyCache:
@@ -67,9 +90,10 @@ PoolDep = Annotated[object, Depends(get_pool)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+AddressSettingsDep = Annotated[AddressSettings, Depends(get_address_settings)]
 
 
-def get_layer(
+async def get_layer(
     catalog: CatalogDep,
     principal: PrincipalDep,
     collection_id: Annotated[str, Path(alias="collectionId", description="Layer id")],

@@ -1,40 +1,40 @@
-"""``python -m bench [features|tiles|all] [options]``: run the benchmarks.
+"""``python -m bench [features|tiles|addresses|queries|all] [options]``: run the benchmarks.
 
-``features`` is ioc against tipg on OGC API – Features; ``tiles`` (when ``bench/tiles.py`` is
-present) is the vector-tile benchmark. Options after the name go to that benchmark.
+- ``features``: ioc against tipg on OGC API – Features (items with bbox, single features);
+- ``tiles``: ioc (uncached, warm cache) against tipg and PostGIS alone on vector tiles;
+- ``addresses``: look-up, search and reverse latency on the city-scale address registry;
+- ``queries``: per-ward statistics on one million citizen reports.
+
+Options after the name go to that benchmark. ``all`` runs features and tiles (the city-scale
+benchmarks seed their own database first, which takes minutes: run them by name).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 import sys
 
+BENCHMARKS = ("features", "tiles", "addresses", "queries")
+DEFAULT = ("features", "tiles")
 
-def _tiles(argv: list[str]) -> None:
-    if importlib.util.find_spec("bench.tiles") is None:
-        print("bench/tiles.py is not present: skipping the tile benchmark.")
-        return
-    from bench import tiles
 
-    if inspect.signature(tiles.main).parameters:
-        tiles.main(argv)
+def _run(name: str, argv: list[str]) -> None:
+    module = importlib.import_module(f"bench.{name}")
+    if inspect.signature(module.main).parameters:
+        module.main(argv)
     else:
-        tiles.main()
+        module.main()
 
 
 def main() -> None:
     args = sys.argv[1:]
     which = args[0] if args and not args[0].startswith("-") else "all"
     rest = args[1:] if args and not args[0].startswith("-") else args
-    if which not in ("features", "tiles", "all"):
-        sys.exit(f"unknown benchmark '{which}': use features, tiles or all")
-    if which in ("features", "all"):
-        from bench import features
-
-        features.main(rest if which == "features" else [])
-    if which in ("tiles", "all"):
-        _tiles(rest if which == "tiles" else [])
+    if which not in (*BENCHMARKS, "all"):
+        sys.exit(f"unknown benchmark '{which}': use {', '.join(BENCHMARKS)} or all")
+    for name in DEFAULT if which == "all" else (which,):
+        _run(name, rest if which != "all" else [])
 
 
 if __name__ == "__main__":

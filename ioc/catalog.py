@@ -6,7 +6,9 @@ are synced into it; tables registered by hand or created by publishing live ther
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,6 +80,7 @@ class Layer:
     extent: tuple[float, float, float, float] | None
     version: int
     last_update: datetime | None
+    updated_at: datetime | None = None
     manifest: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -97,7 +100,7 @@ class Layer:
 LOAD_SQL = (
     "SELECT id, schema_name, table_name, geometry_column, id_column, geometry_type, srid, title_vi,"
     " title_en, description_vi, description_en, domain, department, access, cadence, origin,"
-    " manifest, metadata, feature_count, extent, version, last_update"
+    " manifest, metadata, feature_count, extent, version, last_update, updated_at"
     " FROM ioc.layers WHERE deleted_at IS NULL ORDER BY domain, id"
 )
 
@@ -142,6 +145,7 @@ def layer_from_row(row: Any) -> Layer:
         extent=tuple(extent) if extent else None,  # type: ignore[arg-type]
         version=row["version"],
         last_update=row["last_update"],
+        updated_at=row.get("updated_at"),
         manifest=manifest,
     )
 
@@ -221,3 +225,44 @@ def get_layer_doc(layer: Layer) -> dict[str, Any]:
         "last_update": layer.last_update.isoformat() if layer.last_update else None,
         "metadata": layer.metadata,
     }
+
+
+WATCH_SQL = "SELECT id, version, updated_at FROM ioc.layers WHERE deleted_at IS NULL"
+
+
+class CatalogWatcher:
+    """Notices registry changes made by other processes (another worker's publish, a layer
+    registered from the command line, a sync of the manifests).
+
+    It re-reads ``id, version, updated_at`` of the registry at most every ``interval`` seconds
+    and reloads the catalog when anything differs. Polling was chosen over LISTEN/NOTIFY: no
+    trigger or dedicated connection, one ~200-row query per interval per process; the price is
+    that a change made elsewhere is seen up to ``interval`` seconds late.
+    """
+
+    def __init__(self, interval: float = 2.0) -> None:
+        self.interval = interval
+        self._checked = float("-inf")  # the first call always checks
+        self._lock = asyncio.Lock()
+
+    def due(self) -> bool:
+        return time.monotonic() - self._checked >= self.interval
+
+    def checked(self) -> None:
+        """Count the catalog as fresh now (the caller has just reloaded it)."""
+        self._checked = time.monotonic()
+
+    async def refresh(self, pool, catalog: Catalog) -> tuple[Catalog, set[str]] | None:
+        """A reloaded catalog and the ids that changed, or None when nothing changed or the
+        last check is recent. Concurrent callers do not queue up behind a running check."""
+        if not self.due() or self._lock.locked():
+            return None
+        async with self._lock:
+            rows = await pool.fetch(WATCH_SQL)
+            self._checked = time.monotonic()
+            current = {row["id"]: (row["version"], row["updated_at"]) for row in rows}
+            known = {layer.id: (layer.version, layer.updated_at) for layer in catalog}
+            if current == known:
+                return None
+            changed = {i for i in current.keys() | known.keys() if current.get(i) != known.get(i)}
+            return await load_catalog(pool), changed

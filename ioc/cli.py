@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -153,6 +154,10 @@ def serve(
         raise IocError(f"The database is ahead of the code (migrations {state.ahead}): upgrade ioc.")
     if state.pending:
         raise IocError("The database needs migrations: run 'ioc db migrate'.")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler that
+    # was installed before it started: with this no-op one, `ioc serve` exits 0 after a clean
+    # shutdown (what systemd and docker expect) instead of dying by the signal.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         "api.app:create_app", factory=True,
         host=host or settings.server.host, port=port or settings.server.port,

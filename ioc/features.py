@@ -29,6 +29,7 @@ from uuid import UUID
 import asyncpg
 
 from ioc import cql2
+from ioc.addresses import address_code_filter
 from ioc.binds import ALIAS, Binds, attribute_or_400, column
 from ioc.catalog import Layer
 from ioc.crs import CRS, CRS84, BBox, prefilter_bounds
@@ -57,10 +58,11 @@ class ItemsQuery:
     sortby: tuple[tuple[str, bool], ...] = ()  # (attribute, descending)
     properties: tuple[str, ...] | None = None  # None: every attribute
     crs: CRS = CRS84
+    address: str | None = None  # digital address code: only features linked to it
 
     @property
     def filtered(self) -> bool:
-        return bool(self.bboxes or self.interval or self.filter is not None)
+        return bool(self.bboxes or self.interval or self.filter is not None or self.address)
 
 
 @dataclass
@@ -186,6 +188,9 @@ def _where(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
         conditions.append(_interval_sql(layer, q.interval, binds))
     if q.filter is not None:
         conditions.append(cql2.compile_filter(q.filter, layer, binds, q.filter_crs))
+    if q.address:
+        conditions.append(address_code_filter(layer, binds.add(layer.id, "text"),
+                                              binds.add(q.address, "text"), ALIAS))
     return " AND ".join(conditions) or "TRUE"
 
 

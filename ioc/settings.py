@@ -71,6 +71,10 @@ class ServerSettings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+    catalog_check_seconds: float = Field(
+        default=2.0, ge=0, description="How often a process looks for registry changes made "
+        "by other processes (publishes, registrations)."
+    )
     public_url: str | None = Field(
         default=None, description="Base URL used in links when behind a proxy."
     )

@@ -4,28 +4,20 @@ Every key holds each layer's **version** (``ioc.layers.version``, bumped by ever
 ``refresh_stats``), so a changed layer gets new keys: old tiles are never looked up again, and
 are dropped from memory at once and from disk by :meth:`DiskCache.prune`.
 
-Versions changed by *other* processes are noticed by :class:`VersionWatcher`, which re-reads
-``SELECT id, version FROM ioc.layers`` at most every ``version_check_seconds`` (default 2 s) and
-reloads the catalog when anything differs. Polling was chosen over LISTEN/NOTIFY because it
-needs no trigger or dedicated connection, and costs one ~200-row query per interval per
-process; the price is that a publish made elsewhere is seen up to that interval late.
+Versions changed by *other* processes are noticed by :class:`ioc.catalog.CatalogWatcher`,
+which reloads the app's catalog and tells the tile service which layers changed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ioc.catalog import Catalog, load_catalog
-
-VERSIONS_SQL = "SELECT id, version FROM ioc.layers WHERE deleted_at IS NULL"
 # Longest directory name used as is; longer composite keys are hashed (filename limit 255).
 MAX_DIR_NAME = 200
 
@@ -171,28 +163,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class VersionWatcher:
-    """Notices layer versions changed by other processes (see the module docstring)."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._checked = float("-inf")  # the first call always checks
-        self._lock = asyncio.Lock()
-
-    def due(self) -> bool:
-        return time.monotonic() - self._checked >= self.interval
-
-    async def refresh(self, pool, catalog: Catalog) -> tuple[Catalog, set[str]] | None:
-        """A reloaded catalog and the ids that changed, or None when nothing changed or the
-        last check is recent. Concurrent callers do not queue up behind a running check."""
-        if not self.due() or self._lock.locked():
-            return None
-        async with self._lock:
-            rows = await pool.fetch(VERSIONS_SQL)
-            self._checked = time.monotonic()
-            current = {row["id"]: row["version"] for row in rows}
-            known = {layer.id: layer.version for layer in catalog}
-            if current == known:
-                return None
-            changed = {i for i in current.keys() | known.keys() if current.get(i) != known.get(i)}
-            return await load_catalog(pool), changed

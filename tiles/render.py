@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from ioc.access import ANONYMOUS, Principal
 from ioc.catalog import Catalog, Layer
 from ioc.errors import InvalidParameter, LayerNotFound
-from tiles.cache import CachedTile, DiskCache, MemoryCache, VersionWatcher, layers_key
+from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key
 from tiles.settings import TileSettings
 from tiles.sql import ID_TYPE_SQL, Plan, TileSQL, id_type_args, plan_tile
 
@@ -65,7 +65,6 @@ class TileService:
         on = settings.enabled
         self.memory = MemoryCache(settings.memory_mb << 20) if on and settings.memory_mb else None
         self.disk = DiskCache(settings.cache_dir) if on and settings.disk_cache else None
-        self.watcher = VersionWatcher(settings.version_check_seconds)
         self._inflight: dict[tuple, asyncio.Future[CachedTile]] = {}
         self._integer_ids: dict[tuple[str, int], bool] = {}
 
@@ -83,13 +82,9 @@ class TileService:
         digest = hashlib.blake2b(f"{key}/{z}/{x}/{y}".encode(), digest_size=10).hexdigest()
         return f'W/"{digest}"'
 
-    async def refresh_catalog(self, pool, catalog: Catalog) -> Catalog | None:
-        """A new catalog when another process changed layer versions (else None); tiles of
-        the changed layers are dropped from memory and, in a worker thread, from disk."""
-        result = await self.watcher.refresh(pool, catalog)
-        if result is None:
-            return None
-        fresh, changed = result
+    def forget(self, fresh: Catalog, changed: set[str]) -> None:
+        """Listener of the app's catalog watcher: tiles of layers changed by another process
+        are dropped from memory and, in a worker thread, from disk."""
         log.info("layer versions changed", extra={"layers": sorted(changed)[:20]})
         if self.memory is not None:
             self.memory.drop_layers(changed)
@@ -97,7 +92,6 @@ class TileService:
             versions = {layer.id: layer.version for layer in fresh}
             task = asyncio.create_task(asyncio.to_thread(self.disk.prune, versions, self.fingerprint))
             task.add_done_callback(lambda t: t.exception())  # pruning is best effort
-        return fresh
 
     async def get_tile(self, pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
         """The tile of these layers (already access-checked), from cache or rendered."""

@@ -53,10 +53,6 @@ class TileSettings(BaseSettings):
         description="gzip level of tiles (compressed once, when rendered). 3 is ~3x cheaper "
                     "than 6 for ~2 % more bytes; it matters when the cache is off.")
     max_age: int = Field(default=60, ge=0, description="Cache-Control max-age of public tiles.")
-    version_check_seconds: float = Field(
-        default=2.0, ge=0,
-        description="How often (at most) layer versions are re-read from ioc.layers, so that "
-                    "another process's publish is seen; 0 = on every tile request.")
 
     @field_validator("cluster_grid")
     @classmethod

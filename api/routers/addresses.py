@@ -5,28 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from api.deps import CatalogDep, PoolDep, PrincipalDep
+from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep
 from ioc import addresses, geocode
-from ioc.addresses import AddressSettings
 from ioc.whats_here import what_is_here
 
 router = APIRouter(tags=["addresses"])
 GEOJSON = "application/geo+json"
 
 
-def get_address_settings(request: Request) -> AddressSettings:
-    """The address settings of the app (built once, on first use, when Settings has none)."""
-    settings = request.app.state.settings
-    found = getattr(settings, "addresses", None)
-    if found is None:
-        found = settings.addresses = AddressSettings()
-    return found
-
-
-AddressSettingsDep = Annotated[AddressSettings, Depends(get_address_settings)]
 Lon = Annotated[float, Query(ge=-180, le=180, description="Longitude, WGS 84 degrees")]
 Lat = Annotated[float, Query(ge=-90, le=90, description="Latitude, WGS 84 degrees")]
 

@@ -16,10 +16,11 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import PrincipalDep, get_catalog, get_pool
+from api.deps import AddressSettingsDep, CatalogDep, LayerDep, PrincipalDep
 from api.html import negotiate, render
 from ioc import cql2, features, ogcapi
 from ioc.access import Principal
+from ioc.addresses import validate_code
 from ioc.catalog import Layer
 from ioc.crs import CRS84, parse_bbox, parse_crs
 from ioc.features import ItemsQuery, Page
@@ -68,20 +69,11 @@ def not_modified(request: Request, tag: str) -> bool:
     return "*" in tags or tag in tags
 
 
-async def readable_layer(
-    request: Request, principal: PrincipalDep,
-    collection_id: Annotated[str, Path(alias="collectionId", description="Layer id")],
-) -> Layer:
-    """``api.deps.get_layer`` as a coroutine: FastAPI runs plain-``def`` dependencies in a
-    thread pool, and that hand-off costs more than the lookup on every feature request."""
-    return get_catalog(request).get(collection_id, principal)
-
-
-LayerDep = Annotated[Layer, Depends(readable_layer)]
 
 
 async def items_query(
     layer: LayerDep,
+    address_settings: AddressSettingsDep,
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy (4 or 6 numbers) in "
                                       "`bbox-crs` axis order (EPSG:4326 is lat,lon)")] = None,
     bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="CRS URI of `bbox` "
@@ -99,6 +91,8 @@ async def items_query(
     sortby: Annotated[str | None, Query(description="`+a,-b`: sort keys")] = None,
     properties: Annotated[str | None, Query(description="`a,b`: properties to return")] = None,
     crs: Annotated[str | None, Query(description="CRS URI of the response")] = None,
+    address: Annotated[str | None, Query(description="Digital address code: only features "
+                                         "linked to that address")] = None,
 ) -> ItemsQuery:
     """The items query parameters, validated against the layer (400 names the parameter)."""
     storage = layer.srid
@@ -112,6 +106,8 @@ async def items_query(
         sortby=features.parse_sortby(sortby, layer) if sortby else (),
         properties=features.parse_properties(properties, layer) if properties is not None else None,
         crs=parse_crs(crs, parameter="crs", storage_srid=storage),
+        address=validate_code(address, address_settings.code_pattern, "address")
+        if address is not None else None,
     )
 
 
@@ -130,9 +126,10 @@ async def conformance(request: Request, principal: PrincipalDep, f: str | None =
 
 
 @router.get("/collections", summary="Collections the caller may read")
-async def list_collections(request: Request, principal: PrincipalDep, f: str | None = None):
+async def list_collections(request: Request, principal: PrincipalDep, catalog: CatalogDep,
+                           f: str | None = None):
     """Every layer visible to the caller (internal/restricted ones only with a key)."""
-    doc = ogcapi.collections_doc(get_catalog(request).visible(principal), base_url(request))
+    doc = ogcapi.collections_doc(catalog.visible(principal), base_url(request))
     headers = cache_headers(principal)
     if negotiate(request, f) == "html":
         response = render(request, "collections.html", {"doc": doc, "principal": principal})
@@ -226,7 +223,7 @@ async def get_items(request: Request, layer: LayerDep, principal: PrincipalDep,
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)
     domain_fmt = {"json": "geojson", "html": "geojson"}.get(fmt, fmt)
-    page, chunks = await features.stream_items(get_pool(request), layer, q, domain_fmt)
+    page, chunks = await features.stream_items(request.app.state.pool, layer, q, domain_fmt)
     if fmt == "html":
         context = {"layer": layer, "features": await collect(chunks), "page": page,
                    "links": {x["rel"]: x["href"] for x in page_links(request, layer, q, page)},
@@ -253,7 +250,7 @@ async def get_item(request: Request, layer: LayerDep, principal: PrincipalDep,
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{out_crs.uri}>"}
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)
-    body = await features.get_feature(get_pool(request), layer, feature_id, out_crs)
+    body = await features.get_feature(request.app.state.pool, layer, feature_id, out_crs)
     href = f"{base_url(request)}/collections/{layer.id}"
     links = [ogcapi.link(f"{href}/items/{quote(feature_id, safe='')}", "self", ogcapi.GEOJSON,
                          "Đối tượng này / This feature"),

@@ -22,7 +22,7 @@ def _links(request: Request) -> list[dict[str, str]]:
          "href": f"{base}/conformance"},
         {"rel": "data", "type": "application/json",
          "title": "Các lớp OGC API – Features / Collections", "href": f"{base}/collections"},
-        {"rel": "data", "type": "application/json", "title": "Danh mục lớp / Layer catalog",
+        {"rel": "describedby", "type": "application/json", "title": "Danh mục lớp / Layer catalog",
          "href": f"{base}/catalog/layers"},
         {"rel": "status", "type": "application/json", "title": "Readiness", "href": f"{base}/readyz"},
         {"rel": "status", "type": "application/json", "title": "Liveness", "href": f"{base}/healthz"},

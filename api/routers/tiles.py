@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from api.deps import PrincipalDep
+from api.deps import CatalogDep, PrincipalDep, get_catalog
 from ioc.access import Principal
 from ioc.catalog import Catalog
 from ioc.errors import InvalidParameter
@@ -41,26 +41,17 @@ async def get_tile_service(request: Request) -> TileService:
     if service is None:
         settings = getattr(request.app.state.settings, "tiles", None) or TileSettings()
         service = request.app.state.tiles = TileService(settings)
+        request.app.state.catalog_listeners.append(service.forget)
     return service
 
 
 TilesDep = Annotated[TileService, Depends(get_tile_service)]
 
 
-async def get_pool(request: Request):
-    """The app's asyncpg pool (an async twin of api.deps.get_pool, see get_tile_service)."""
-    return request.app.state.pool
-
-
-PoolDep = Annotated[object, Depends(get_pool)]
-
-
-async def fresh_catalog(request: Request, pool: PoolDep, tiles: TilesDep) -> Catalog:
-    """The catalog, reloaded first when another process changed layer versions."""
-    fresh = await tiles.refresh_catalog(pool, request.app.state.catalog)
-    if fresh is not None:
-        request.app.state.catalog = fresh
-    return request.app.state.catalog
+async def fresh_catalog(catalog: CatalogDep, tiles: TilesDep) -> Catalog:
+    """The catalog (reloaded by the app's watcher when another process changed the registry);
+    depending on the tile service registers it as a listener of those changes."""
+    return catalog
 
 
 FreshCatalogDep = Annotated[Catalog, Depends(fresh_catalog)]
@@ -78,12 +69,11 @@ class TileContext:
     principal: Principal
 
 
-async def tile_context(request: Request, principal: PrincipalDep) -> TileContext:
+async def tile_context(request: Request, principal: Principal) -> TileContext:
     """The pool, the tile service, the fresh catalog and the caller."""
     tiles = await get_tile_service(request)
-    pool = request.app.state.pool
-    catalog = await fresh_catalog(request, pool, tiles)
-    return TileContext(request, pool, tiles, catalog, principal)
+    catalog = await get_catalog(request)
+    return TileContext(request, request.app.state.pool, tiles, catalog, principal)
 
 
 ContextDep = Annotated[TileContext, Depends(tile_context)]

@@ -31,7 +31,7 @@ PHONE = {"width": 390, "height": 844}
 LOAD_TIMEOUT_MS = 90_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")

@@ -156,6 +156,8 @@ def tiles_client(client, tile_layers, cache_dir) -> Iterator:
     (its own disk cache folder, versions checked on every request)."""
     app = client.app
     app.state.catalog = client.portal.call(load_catalog, app.state.pool)
-    app.state.tiles = TileService(TileSettings(cache_dir=cache_dir, version_check_seconds=0))
+    app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
+    interval, app.state.catalog_watcher.interval = app.state.catalog_watcher.interval, 0
     yield client
     app.state.tiles = None
+    app.state.catalog_watcher.interval = interval

@@ -264,3 +264,20 @@ def test_batch_geocode_limits_and_errors(client, index):
     assert_error(upload(client, "address\n"), 400, "InvalidParameter", "file")
     bad = client.post("/addresses/geocode", files={"file": ("x.csv", b"address\n\xff\xfe", "text/csv")})
     assert_error(bad, 400, "InvalidParameter", "file")
+
+
+def test_items_filtered_by_address_code(client, db):
+    """`/collections/{id}/items?address=CODE` keeps exactly the features linked to that code."""
+    with db.cursor() as cur:
+        cur.execute("SELECT l.layer_id, l.code FROM ioc.address_links l JOIN ioc.layers y"
+                    " ON y.id = l.layer_id WHERE y.access = 'public' AND y.id_column = 'fid'"
+                    " GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1")
+        layer_id, code = cur.fetchone()
+        cur.execute("SELECT array_agg(fid ORDER BY fid) FROM ioc.address_links"
+                    " WHERE layer_id = %s AND code = %s", (layer_id, code))
+        expected = cur.fetchone()[0]
+    db.rollback()
+    doc = client.get(f"/collections/{layer_id}/items", params={"address": code, "limit": 10000}).json()
+    assert sorted(f["id"] for f in doc["features"]) == expected
+    response = client.get(f"/collections/{layer_id}/items", params={"address": "12"})
+    assert response.status_code == 400 and response.json()["parameter"] == "address"

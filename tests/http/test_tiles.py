@@ -261,7 +261,8 @@ def test_publish_bumps_version_and_no_cache_serves_stale_tiles(tiles_client, db,
     before = _mutable_names(tiles_client, z, x, y)
     assert tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "memory"
     # A second process (a fresh service on the same disk cache) finds it on disk.
-    app.state.tiles = TileService(TileSettings(cache_dir=cache_dir, version_check_seconds=0))
+    app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
+    app.state.catalog_watcher.interval = 0  # notice the other process's publish at once
     assert tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"
 
     with db.cursor() as cur:  # another process publishes: new data, then refresh_stats
@@ -274,7 +275,7 @@ def test_publish_bumps_version_and_no_cache_serves_stale_tiles(tiles_client, db,
     assert after.headers["x-tile-cache"] == "database"
     assert _mutable_names(tiles_client, z, x, y) == sorted([*before, "new"])
     # A process started now (empty memory) must not find the old tile on disk either.
-    app.state.tiles = TileService(TileSettings(cache_dir=cache_dir, version_check_seconds=0))
+    app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
     fresh = tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf")
     assert fresh.headers["x-tile-cache"] == "disk"  # the new version, written just above
     assert "new" in [f["properties"]["name"] for f in decode(fresh)["tf_mutable"]["features"]]
@@ -290,14 +291,17 @@ def test_cache_off_always_renders(tiles_client):
 
 
 def test_versions_changed_elsewhere_are_seen_within_the_interval(tiles_client, db):
-    tiles_client.app.state.tiles = TileService(TileSettings(cache="off", version_check_seconds=3600))
+    tiles_client.app.state.tiles = TileService(TileSettings(cache="off"))
+    watcher = tiles_client.app.state.catalog_watcher
+    watcher.interval = 0
     z, x, y = tile_of(106.7, 10.8, 12)
-    tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")  # first check happens now
+    tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")  # a check happens now
+    watcher.interval = 3600
     version = tiles_client.app.state.catalog.get("tf_province", registry_admin()).version
     registry.refresh_stats(db, "tf_province")
     tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
     assert tiles_client.app.state.catalog.get("tf_province", registry_admin()).version == version
-    tiles_client.app.state.tiles.watcher.interval = 0
+    watcher.interval = 0
     tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
     assert tiles_client.app.state.catalog.get("tf_province", registry_admin()).version == version + 1
 

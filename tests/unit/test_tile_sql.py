@@ -10,9 +10,9 @@ import mapbox_vector_tile
 import pytest
 
 from ioc.access import ANONYMOUS, Principal
-from ioc.catalog import Catalog, layer_from_row
+from ioc.catalog import Catalog, CatalogWatcher, layer_from_row
 from ioc.errors import InvalidParameter, LayerNotFound
-from tiles.cache import CachedTile, DiskCache, MemoryCache, VersionWatcher
+from tiles.cache import CachedTile, DiskCache, MemoryCache
 from tiles.pmtiles import count_tiles, parse_bbox, parse_zoom_range, tiles_in_bbox, write_pmtiles
 from tiles.render import TileOutOfRange, check_tile, resolve_layers
 from tiles.settings import TileSettings
@@ -220,14 +220,14 @@ class FakePool:
     async def fetch(self, sql, *args):
         self.calls += 1
         if "version" in sql and "ioc.layers" in sql and "manifest" not in sql:
-            return [{"id": k, "version": v} for k, v in self.versions.items()]
+            return [{"id": k, "version": v, "updated_at": None} for k, v in self.versions.items()]
         raise AssertionError("load_catalog is not expected here")
 
 
 def test_version_watcher_is_throttled():
     catalog = Catalog([make_layer("a")])
     pool = FakePool({"a": 1})
-    watcher = VersionWatcher(interval=3600)
+    watcher = CatalogWatcher(interval=3600)
 
     async def scenario():
         assert await watcher.refresh(pool, catalog) is None
