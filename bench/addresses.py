@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 import httpx
 import psycopg2
-from psycopg2 import sql as pgsql
 from rich.table import Table
 
 from bench.common import console, start_ioc
-from ioc import migrations
 from ioc.addresses import build_address_index
+from ioc.database import create_migrated
 from ioc.geocode import fold
 from ioc.settings import DatabaseSettings, DataSettings
 
@@ -53,19 +52,9 @@ class Result:
 
 def prepare_database() -> DatabaseSettings:
     """The city-scale database (seeded on the first run: several minutes) and its registry."""
-    base = DatabaseSettings()
-    settings = DatabaseSettings(db_name=BENCH_DB) if base.managed else \
-        DatabaseSettings(DATABASE_URL=base.dsn(BENCH_DB))
-    admin = psycopg2.connect(base.dsn("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,))
-        if cur.fetchone() is None:
-            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(BENCH_DB)))
-    admin.close()
+    settings = create_migrated(BENCH_DB)
     conn = psycopg2.connect(settings.dsn())
     try:
-        migrations.migrate(conn)
         from layers.seeding import seed_database
 
         with conn.cursor() as cur:

@@ -22,12 +22,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-import psycopg2
-from psycopg2 import sql as pgsql
 from rich.console import Console
 from rich.table import Table
 
-from ioc import migrations
+from ioc.database import create_migrated, sibling_settings
 from ioc.settings import PROJECT_ROOT, DatabaseSettings
 
 console = Console(width=None if sys.stdout.isatty() else 110)
@@ -43,28 +41,12 @@ LOOPBACK = "127.0.0.1"
 
 def bench_settings() -> DatabaseSettings:
     """The bench database: ``IOC_BENCH_DB`` in the managed cluster or beside DATABASE_URL."""
-    base = DatabaseSettings()
-    if base.managed:
-        return DatabaseSettings(db_name=BENCH_DB)
-    return DatabaseSettings(DATABASE_URL=base.dsn(BENCH_DB))
+    return sibling_settings(BENCH_DB)
 
 
-def prepare_database() -> DatabaseSettings:
-    """Create (if needed) and migrate the bench database."""
-    settings = bench_settings()
-    conn = psycopg2.connect(DatabaseSettings().dsn("postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,))
-        if cur.fetchone() is None:
-            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(BENCH_DB)))
-    conn.close()
-    conn = psycopg2.connect(settings.dsn())
-    try:
-        migrations.migrate(conn)
-    finally:
-        conn.close()
-    return settings
+def prepare_database(name: str = BENCH_DB) -> DatabaseSettings:
+    """Create (if needed) and migrate a bench database."""
+    return create_migrated(name)
 
 
 def libpq_url(settings: DatabaseSettings) -> str:

@@ -26,10 +26,10 @@ from psycopg2 import sql as pgsql
 from rich.console import Console
 from rich.table import Table
 
-from ioc import migrations, registry, stats, units
+from ioc import registry, stats, units
 from ioc.access import Principal
 from ioc.catalog import load_catalog
-from ioc.database import create_pool
+from ioc.database import create_migrated, create_pool, sibling_settings
 from ioc.query import run_query
 from ioc.query_model import QuerySettings, parse_query
 from ioc.settings import DatabaseSettings, DataSettings
@@ -45,24 +45,14 @@ ANALYST = Principal(role="analyst", key_id=None)
 
 
 def bench_settings() -> DatabaseSettings:
-    base = DatabaseSettings()
-    if base.managed:
-        return DatabaseSettings(db_name=BENCH_DB)
-    return DatabaseSettings(DATABASE_URL=base.dsn(BENCH_DB))
+    return sibling_settings(BENCH_DB)
 
 
 def prepare(settings: DatabaseSettings) -> None:
     """Create, migrate and seed the bench database once (a few minutes the first time)."""
-    admin = psycopg2.connect(DatabaseSettings().dsn("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,))
-        if cur.fetchone() is None:
-            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(BENCH_DB)))
-    admin.close()
+    create_migrated(BENCH_DB)
     conn = psycopg2.connect(settings.dsn())
     try:
-        migrations.migrate(conn)
         with conn.cursor() as cur:
             cur.execute("SELECT value FROM ioc.meta WHERE key = 'bench_queries'")
             row = cur.fetchone()

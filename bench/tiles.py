@@ -30,13 +30,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psycopg2
-from psycopg2 import sql as pgsql
 from rich.console import Console
 from rich.table import Table
 
-from ioc import migrations
 from ioc.access import ANONYMOUS
 from ioc.catalog import Layer, load_catalog
+from ioc.database import create_migrated
 from ioc.settings import PROJECT_ROOT, DatabaseSettings
 from tiles.pmtiles import lonlat_to_tile
 from tiles.render import TileService
@@ -78,19 +77,9 @@ class Result:
 
 def prepare_database() -> DatabaseSettings:
     """The benchmark database: migrated and seeded with the demo city (once)."""
-    base = DatabaseSettings()
-    settings = DatabaseSettings(db_name=BENCH_DB) if base.managed else \
-        DatabaseSettings(DATABASE_URL=base.dsn(BENCH_DB))
-    admin = psycopg2.connect(base.dsn("postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,))
-        if cur.fetchone() is None:
-            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(BENCH_DB)))
-    admin.close()
+    settings = create_migrated(BENCH_DB)
     conn = psycopg2.connect(settings.dsn())
     try:
-        migrations.migrate(conn)
         from layers.seeding import seed_database
 
         console.print("seeding the demo city (first run only)…")

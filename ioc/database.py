@@ -64,3 +64,34 @@ async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise _unavailable(settings, exc) from exc
+
+
+def sibling_settings(name: str, base: DatabaseSettings | None = None) -> DatabaseSettings:
+    """Settings of another database on the same server (tests, benchmarks)."""
+    base = base or DatabaseSettings()
+    if base.managed:
+        return base.model_copy(update={"db_name": name})
+    return DatabaseSettings(DATABASE_URL=base.dsn(name))
+
+
+def create_migrated(name: str, base: DatabaseSettings | None = None) -> DatabaseSettings:
+    """Create a database on the same server when it is missing, migrate it, and return its
+    settings (the server must be running)."""
+    from psycopg2 import sql as pgsql
+
+    from ioc import migrations
+
+    base = base or DatabaseSettings()
+    admin = connect(base, "postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    finally:
+        admin.close()
+    settings = sibling_settings(name, base)
+    with connection(settings) as conn:
+        migrations.migrate(conn)
+    return settings

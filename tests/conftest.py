@@ -15,9 +15,9 @@ import httpx
 import psycopg2
 import pytest
 from fastapi.testclient import TestClient
-from psycopg2 import sql as pgsql
 
-from ioc import keys, migrations
+from ioc import keys
+from ioc.database import create_migrated, sibling_settings
 from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings, Settings
 
 TEST_DB = os.environ.get("IOC_TEST_DB_NAME", "ioc_test")
@@ -25,20 +25,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _test_database_settings() -> DatabaseSettings:
-    base = DatabaseSettings()
-    if base.managed:
-        return DatabaseSettings(db_name=TEST_DB)
-    return DatabaseSettings(DATABASE_URL=base.dsn(TEST_DB))
-
-
-def _create_database(settings: DatabaseSettings) -> None:
-    conn = psycopg2.connect(DatabaseSettings().dsn("postgres"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TEST_DB,))
-        if cur.fetchone() is None:
-            cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(TEST_DB)))
-    conn.close()
+    return sibling_settings(TEST_DB)
 
 
 @pytest.fixture(scope="session")
@@ -52,11 +39,9 @@ def db_settings(data_dir: Path | None) -> DatabaseSettings:
     """The migrated, seeded test database (seeded once, kept between runs)."""
     from layers.seeding import seed_database
 
-    settings = _test_database_settings()
-    _create_database(settings)
+    settings = create_migrated(TEST_DB)
     conn = psycopg2.connect(settings.dsn())
     try:
-        migrations.migrate(conn)
         seed_database(conn, scale="demo", data_dir=data_dir, only_if_empty=True)
     finally:
         conn.close()

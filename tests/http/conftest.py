@@ -10,15 +10,12 @@ present; the suite stays green while it is not.
 
 from __future__ import annotations
 
-import warnings
-
 import psycopg2
 import pytest
 
-from ioc import migrations, registry
+from ioc import registry
 from ioc.identifiers import quote_ident
 from ioc.settings import DatabaseSettings
-from tests.conftest import _create_database, _test_database_settings
 
 FIXTURE_VERSION = 3
 SCHEMA = "fixtures"
@@ -131,29 +128,12 @@ def build_fixture_layers(conn) -> None:
     conn.commit()
 
 
-def _seed_demo_city(conn, data_dir) -> None:
-    """Seed the demo city when its generator works; the feature tests do not depend on it
-    (its own tests, in tests/domain, report its failures)."""
-    try:
-        from layers.seeding import seed_database
-
-        seed_database(conn, scale="demo", data_dir=data_dir, only_if_empty=True)
-    except Exception as exc:  # the generator is developed alongside and may be incomplete
-        conn.rollback()
-        warnings.warn(f"demo city not seeded ({type(exc).__name__}: {exc}); "
-                      "using fixture layers only", stacklevel=1)
-
-
 @pytest.fixture(scope="session")
-def db_settings(data_dir) -> DatabaseSettings:
-    """The migrated test database, with the demo city if available and our fixture layers."""
-    settings = _test_database_settings()
-    _create_database(settings)
-    conn = psycopg2.connect(settings.dsn())
+def db_settings(db_settings: DatabaseSettings) -> DatabaseSettings:
+    """The seeded test database (tests/conftest.py) plus our awkward fixture layers."""
+    conn = psycopg2.connect(db_settings.dsn())
     try:
-        migrations.migrate(conn)
-        _seed_demo_city(conn, data_dir)
         build_fixture_layers(conn)
     finally:
         conn.close()
-    return settings
+    return db_settings
