@@ -164,16 +164,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def start_ioc(settings: DatabaseSettings, cache: str, cache_dir: str,
-              lean: bool = False) -> tuple[subprocess.Popen, str]:
+def start_ioc(settings: DatabaseSettings, cache: str, cache_dir: str) -> tuple[subprocess.Popen, str]:
     env = {"IOC_DB_NAME": settings.db_name, "IOC_LOG_LEVEL": "warning", "IOC_WORKERS": "1",
            "IOC_TILE_CACHE": cache, "IOC_TILE_CACHE_DIR": cache_dir}
     if not settings.managed:
         env["DATABASE_URL"] = settings.dsn()
-    if lean:
-        command = [sys.executable, "-m", "uvicorn", "--factory", "bench.tiles:lean_app",
-                   "--workers", "1", "--log-level", "warning", "--host", "127.0.0.1"]
-        return start_server(command, env, "/readyz")
     return start_server([str(Path(sys.executable).parent / "ioc"), "serve"], env, "/readyz")
 
 
@@ -315,16 +310,6 @@ async def measure_server(name: str, base: str, paths: list[str]) -> Result:
     return await fetch_all(name, base, paths, passes=MEASURED_PASSES)
 
 
-def lean_app():
-    """What-if factory: ioc's app without its BaseHTTPMiddleware (request logging), to show
-    what a pure-ASGI version of that middleware would give (``uvicorn --factory``)."""
-    from api.app import create_app
-
-    app = create_app()
-    app.user_middleware = [m for m in app.user_middleware if "BaseHTTP" not in repr(m.cls)]
-    return app
-
-
 def report(results: dict[str, Result], layers: list[Layer], tiles: int) -> None:
     """Print the table and the ratios against the targets."""
     table = Table(title=f"{tiles} tiles × {len(layers)} layers "
@@ -341,11 +326,7 @@ def report(results: dict[str, Result], layers: list[Layer], tiles: int) -> None:
     floor, warm = results["floor"].rate, results["warm"].rate
     checks = [("uncached ioc / tipg", ioc / tipg, 1.5),
               ("uncached ioc / PostGIS alone", ioc / floor, 0.9),
-              ("warm-cache ioc / tipg", warm / tipg, 20.0),
-              ("what-if: uncached ioc without BaseHTTPMiddleware / PostGIS alone",
-               results["lean_off"].rate / floor, 0.9),
-              ("what-if: warm-cache ioc without BaseHTTPMiddleware / tipg",
-               results["lean"].rate / tipg, 20.0)]
+              ("warm-cache ioc / tipg", warm / tipg, 20.0)]
     for label, ratio, target in checks:
         mark = "[green]ok[/green]" if ratio >= target else "[red]below target[/red]"
         console.print(f"{label}: {ratio:.2f} (target ≥ {target}) {mark}")
@@ -363,18 +344,16 @@ async def run(settings: DatabaseSettings, layers: list[Layer], tiles: list[tuple
     finally:
         stop(proc)
     with tempfile.TemporaryDirectory() as cache_dir:
-        runs = (("ioc", "off", "ioc uncached", False), ("warm", "on", "ioc warm cache", False),
-                ("lean_off", "off", "ioc uncached, no BaseHTTPMiddleware (what-if)", True),
-                ("lean", "on", "ioc warm, no BaseHTTPMiddleware (what-if)", True))
-        for key, cache, name, lean in runs:
-            proc, url = start_ioc(settings, cache, cache_dir, lean)
+        runs = (("ioc", "off", "ioc uncached"), ("warm", "on", "ioc warm cache"))
+        for key, cache, name in runs:
+            proc, url = start_ioc(settings, cache, cache_dir)
             try:
                 paths = [f"/tiles/{la.id}/{z}/{x}/{y}.pbf" for la in layers for z, x, y in tiles]
                 results[key] = await measure_server(name, url, paths)
             finally:
                 stop(proc)
     results["floor"] = await postgis_floor(settings, layers, tiles)
-    return {k: results[k] for k in ("tipg", "ioc", "floor", "warm", "lean_off", "lean")}
+    return {k: results[k] for k in ("tipg", "ioc", "floor", "warm")}
 
 
 def main() -> None:
