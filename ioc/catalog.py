@@ -169,6 +169,10 @@ class Catalog:
             raise LayerNotFound(f"There is no layer '{layer_id}'.", parameter="collectionId")
         return layer
 
+    def find(self, layer_id: str) -> Layer | None:
+        """The layer whatever its access level (callers check access themselves), or None."""
+        return self._layers.get(layer_id)
+
     def visible(self, principal: Principal) -> list[Layer]:
         """Layers the principal may read."""
         return [layer for layer in self._layers.values() if can_read(principal, layer)]

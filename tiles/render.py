@@ -19,6 +19,7 @@ from ioc.errors import InvalidParameter, LayerNotFound
 from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key
 from tiles.settings import TileSettings
 from tiles.sql import ID_TYPE_SQL, Plan, TileSQL, id_type_args, plan_tile
+from tiles.tilejson import MVT_MEDIA_TYPE
 
 log = logging.getLogger("ioc.tiles")
 MAX_ZOOM = 24
@@ -92,6 +93,16 @@ class TileService:
             versions = {layer.id: layer.version for layer in fresh}
             task = asyncio.create_task(asyncio.to_thread(self.disk.prune, versions, self.fingerprint))
             task.add_done_callback(lambda t: t.exception())  # pruning is best effort
+
+    def memory_tile(self, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile | None:
+        """The tile when the in-process cache holds it (no I/O at all), else None."""
+        plans = self.plan(layers, z)
+        if not plans or self.memory is None:
+            return None
+        key = self.cache_key(plans)
+        hit = self.memory.get((key, z, x, y))
+        return None if hit is None else Tile(hit.data, self.etag(key, z, x, y), hit.truncated,
+                                             "memory")
 
     async def get_tile(self, pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
         """The tile of these layers (already access-checked), from cache or rendered."""
@@ -187,6 +198,30 @@ def resolve_layers(catalog: Catalog, principal: Principal, ids: str) -> list[Lay
     if not layers:
         raise LayerNotFound(f"There is no layer '{ids}'.", parameter="layers")
     return layers
+
+
+def tile_answer(tile: Tile, public: bool, max_age: int, if_none_match: str,
+                accept_encoding: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a tile: headers by access level, ETag/304, 204 when empty,
+    gzip passed through when the client accepts it."""
+    headers = {"ETag": tile.etag, "X-Tile-Cache": tile.source, "Content-Type": MVT_MEDIA_TYPE}
+    if public:
+        headers["Cache-Control"] = f"public, max-age={max_age}"
+        headers["Vary"] = "Accept-Encoding"
+    else:
+        # Never stored by shared caches; the answer depends on who asks.
+        headers["Cache-Control"] = "private, no-store"
+        headers["Vary"] = "Authorization, Accept-Encoding"
+    if tile.truncated:
+        headers["X-Tile-Truncated"] = ",".join(tile.truncated)
+    if tile.etag in if_none_match:
+        return 304, headers, b""
+    if tile.empty:
+        return 204, headers, b""
+    if "gzip" in accept_encoding:
+        headers["Content-Encoding"] = "gzip"
+        return 200, headers, tile.data
+    return 200, headers, gzip.decompress(tile.data)
 
 
 def all_public(catalog: Catalog, ids: str) -> bool:

@@ -8,7 +8,6 @@ caller may not read, or a tile outside the tile matrix.
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from ioc.access import Principal
 from ioc.catalog import Catalog
 from ioc.errors import InvalidParameter
 from tiles import tilejson as tj
-from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers
+from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers, tile_answer
 from tiles.settings import TileSettings
 from tiles.style import maplibre_style
 
@@ -85,25 +84,11 @@ def base_url(request: Request) -> str:
 
 
 def tile_response(request: Request, tile: Tile, public: bool, max_age: int) -> Response:
-    """Headers by access level, ETag/304, 204 when empty, gzip passed through when accepted."""
-    headers = {"ETag": tile.etag, "X-Tile-Cache": tile.source}
-    if public:
-        headers["Cache-Control"] = f"public, max-age={max_age}"
-        headers["Vary"] = "Accept-Encoding"
-    else:
-        # Never stored by shared caches; the answer depends on who asks.
-        headers["Cache-Control"] = "private, no-store"
-        headers["Vary"] = "Authorization, Accept-Encoding"
-    if tile.truncated:
-        headers["X-Tile-Truncated"] = ",".join(tile.truncated)
-    if tile.etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    if tile.empty:
-        return Response(status_code=204, headers=headers)
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return Response(tile.data, media_type=MVT, headers=headers)
-    return Response(gzip.decompress(tile.data), media_type=MVT, headers=headers)
+    """The HTTP answer of a tile (see tiles.render.tile_answer)."""
+    status, headers, body = tile_answer(tile, public, max_age,
+                                        request.headers.get("if-none-match", ""),
+                                        request.headers.get("accept-encoding", ""))
+    return Response(body, status_code=status, headers=headers)
 
 
 async def serve_tile(ctx: TileContext, ids: str, z: int, x: int, y: int) -> Response:

@@ -429,3 +429,37 @@ def test_shared_fixture_layers_empty_and_odd_names(tiles_client):
         "fx_odd_names"]["features"] if f["properties"].get("Feature ID") == "a/1"]
     # A text primary key cannot be an MVT id (unsigned integer): it is carried as a property.
     assert feature.get("id") in (None, 0)  # protobuf default: no id
+
+
+def test_cached_public_tiles_bypass_the_framework_with_the_same_answer(tiles_client, monkeypatch):
+    """Anonymous requests for public tiles in the memory cache are answered by the ASGI fast
+    path (the router is not reached) with the same bytes and headers as the app's answer."""
+    from api.routers import tiles as tiles_router
+
+    z, x, y = tile_of(106.7, 10.8, 12)
+    path = f"/tiles/tf_province/{z}/{x}/{y}.pbf"
+    first = tiles_client.get(path)
+    assert first.status_code == 200 and first.headers["x-tile-cache"] in ("database", "disk")
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("the router should not be reached for a cached public tile")
+
+    monkeypatch.setattr(tiles_router, "serve_tile", unreachable)
+    tiles_client.app.state.catalog_watcher.interval = 3600  # the catalog is fresh
+    second = tiles_client.get(path)
+    assert second.headers["x-tile-cache"] == "memory"
+    assert second.content == first.content and second.headers["etag"] == first.headers["etag"]
+    assert second.headers["cache-control"] == first.headers["cache-control"]
+    assert "x-request-id" in second.headers
+    assert decode(second)["tf_province"]["features"]
+    assert tiles_client.get(path, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    plain = tiles_client.get(path, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and decode(plain)["tf_province"]["features"]
+
+    # A key goes to the app (which refuses this unknown one); so do a non-public layer and a
+    # tile not in memory (they reach the unreachable router).
+    assert tiles_client.get(path, headers={"Authorization": "Bearer ioc_x"}).status_code == 401
+    for url in (f"/tiles/tf_province,tf_internal/{z}/{x}/{y}.pbf",
+                f"/tiles/tf_province/{z}/{x + 1}/{y}.pbf"):
+        with pytest.raises(AssertionError, match="should not be reached"):
+            tiles_client.get(url)
