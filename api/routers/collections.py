@@ -23,6 +23,7 @@ from ioc.access import Principal
 from ioc.addresses import validate_code
 from ioc.catalog import Layer
 from ioc.crs import CRS84, parse_bbox, parse_crs
+from ioc.errors import InvalidParameter
 from ioc.features import ItemsQuery, Page
 
 router = APIRouter(tags=["features"])
@@ -71,7 +72,13 @@ def not_modified(request: Request, tag: str) -> bool:
 
 
 
+ITEMS_PARAMETERS = frozenset({"bbox", "bbox-crs", "datetime", "limit", "offset", "filter",
+                              "filter-lang", "filter-crs", "sortby", "properties", "crs", "f",
+                              "address"})
+
+
 async def items_query(
+    request: Request,
     layer: LayerDep,
     address_settings: AddressSettingsDep,
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy (4 or 6 numbers) in "
@@ -95,6 +102,12 @@ async def items_query(
                                          "linked to that address")] = None,
 ) -> ItemsQuery:
     """The items query parameters, validated against the layer (400 names the parameter)."""
+    # OGC API – Features /req/core/query-param-unknown: an unknown parameter is a 400, so a
+    # misspelt filter never silently returns the whole collection.
+    unknown = sorted(set(request.query_params) - ITEMS_PARAMETERS)
+    if unknown:
+        raise InvalidParameter(f"Unknown query parameter '{unknown[0]}': this endpoint takes "
+                               f"{', '.join(sorted(ITEMS_PARAMETERS))}.", parameter=unknown[0])
     storage = layer.srid
     box_crs = parse_crs(bbox_crs, parameter="bbox-crs", storage_srid=storage)
     return ItemsQuery(

@@ -446,3 +446,10 @@ def test_demo_layers_when_seeded(client, layer_id):
     assert again.status_code == 200 and again.json()["id"] == first["id"]
     vn = items(client, layer_id, limit=5, crs=EPSG + "9210")
     assert len(vn["features"]) == len(doc["features"])
+
+
+def test_unknown_query_parameter_is_a_400_naming_it(client):
+    """/req/core/query-param-unknown: a misspelt parameter never returns the whole layer."""
+    response = client.get(ITEMS, params={"filtr": "n = 1"})
+    assert response.status_code == 400 and response.json()["parameter"] == "filtr"
+    assert client.get(ITEMS, params={"limit": 1, "f": "json"}).status_code == 200
