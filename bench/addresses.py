@@ -20,7 +20,7 @@ import httpx
 import psycopg2
 from rich.table import Table
 
-from bench.common import console, start_ioc
+from bench.common import console, percentile_ms, start_ioc
 from ioc.addresses import build_address_index
 from ioc.database import create_migrated
 from ioc.geocode import fold
@@ -43,8 +43,7 @@ class Result:
     empty: int = 0
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0.0
+        return percentile_ms(self.latencies, p)
 
 
 # --- database ------------------------------------------------------------------------------

@@ -148,6 +148,12 @@ def start_tipg(settings: DatabaseSettings, schemas: Sequence[str]) -> Server:
 # --- load --------------------------------------------------------------------------------------
 
 
+def percentile_ms(latencies: Sequence[float], fraction: float) -> float:
+    """The latency (seconds in, milliseconds out) below which ``fraction`` of requests fall."""
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else 0.0
+
+
 @dataclass
 class Result:
     """What one server did for one scenario."""

@@ -33,6 +33,7 @@ import psycopg2
 from rich.console import Console
 from rich.table import Table
 
+from bench.common import percentile_ms
 from ioc.access import ANONYMOUS
 from ioc.catalog import Layer, load_catalog
 from ioc.database import create_migrated
@@ -68,8 +69,7 @@ class Result:
         return self.count / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0.0
+        return percentile_ms(self.latencies, p)
 
 
 # --- database ----------------------------------------------------------------------------------

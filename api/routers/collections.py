@@ -61,6 +61,16 @@ def cache_headers(principal: Principal, layer: Layer | None = None) -> dict[str,
             "Vary": "Accept, Authorization"}
 
 
+def answer(request: Request, f: str | None, doc: dict, headers: dict[str, str], template: str,
+           context: dict | None = None, media_type: str | None = None):
+    """The document as HTML (``?f=html`` or a browser) or JSON, with the caching headers."""
+    if negotiate(request, f) == "html":
+        response = render(request, template, {"doc": doc, **(context or {})})
+        response.headers.update(headers)
+        return response
+    return JSONResponse(doc, media_type=media_type, headers=headers)
+
+
 def not_modified(request: Request, tag: str) -> bool:
     """If-None-Match (weak comparison, RFC 9110 13.1.2)."""
     header = request.headers.get("if-none-match")
@@ -133,9 +143,7 @@ FeatureIdPath = Annotated[str, Path(alias="featureId", description="Feature id")
 async def conformance(request: Request, principal: PrincipalDep, f: str | None = None):
     """OGC API – Features Parts 1–3 and the CQL2 classes this server implements."""
     doc = {"conformsTo": list(ogcapi.CONFORMANCE)}
-    if negotiate(request, f) == "html":
-        return render(request, "conformance.html", {"doc": doc})
-    return JSONResponse(doc, headers=cache_headers(principal))
+    return answer(request, f, doc, cache_headers(principal), "conformance.html")
 
 
 @router.get("/collections", summary="Collections the caller may read")
@@ -143,12 +151,8 @@ async def list_collections(request: Request, principal: PrincipalDep, catalog: C
                            f: str | None = None):
     """Every layer visible to the caller (internal/restricted ones only with a key)."""
     doc = ogcapi.collections_doc(catalog.visible(principal), base_url(request))
-    headers = cache_headers(principal)
-    if negotiate(request, f) == "html":
-        response = render(request, "collections.html", {"doc": doc, "principal": principal})
-        response.headers.update(headers)
-        return response
-    return JSONResponse(doc, headers=headers)
+    return answer(request, f, doc, cache_headers(principal), "collections.html",
+                  {"principal": principal})
 
 
 @router.get("/collections/{collectionId}", summary="One collection")
@@ -156,14 +160,8 @@ async def get_collection(request: Request, layer: LayerDep, principal: Principal
                          f: str | None = None):
     """Extent, CRSs (Part 2: `crs`, `storageCrs`) and links of a layer; 404 if hidden."""
     doc = ogcapi.collection_doc(layer, base_url(request))
-    headers = cache_headers(principal, layer)
-    if negotiate(request, f) == "html":
-        response = render(request, "collection.html", {"doc": doc, "layer": layer,
-                                                       "queryables": ogcapi.queryables_doc(
-                                                           layer, base_url(request))})
-        response.headers.update(headers)
-        return response
-    return JSONResponse(doc, headers=headers)
+    return answer(request, f, doc, cache_headers(principal, layer), "collection.html",
+                  {"layer": layer, "queryables": ogcapi.queryables_doc(layer, base_url(request))})
 
 
 @router.get("/collections/{collectionId}/queryables", summary="Queryable properties")
@@ -171,12 +169,8 @@ async def get_queryables(request: Request, layer: LayerDep, principal: Principal
                          f: str | None = None):
     """JSON Schema of the properties usable in `filter`, `sortby` and `properties`."""
     doc = ogcapi.queryables_doc(layer, base_url(request))
-    headers = cache_headers(principal, layer)
-    if negotiate(request, f) == "html":
-        response = render(request, "queryables.html", {"doc": doc, "layer": layer})
-        response.headers.update(headers)
-        return response
-    return JSONResponse(doc, media_type=ogcapi.SCHEMA_JSON, headers=headers)
+    return answer(request, f, doc, cache_headers(principal, layer), "queryables.html",
+                  {"layer": layer}, media_type=ogcapi.SCHEMA_JSON)
 
 
 def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> list[dict]:
