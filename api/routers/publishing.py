@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -67,28 +68,36 @@ Partial = Annotated[bool, Query(description="Publish the valid features even if 
 IgnoreUnknown = Annotated[bool, Query(description="Ignore fields the layer does not know.")]
 
 
+@dataclass
+class UploadParams:
+    """How to read and validate an upload (query parameters of PUT and POST …/data)."""
+
+    filename: Filename = None
+    fmt: Fmt = None
+    crs: Crs = None
+    invalid: Invalid = "reject"
+    partial: Partial = False
+    ignore_unknown: IgnoreUnknown = False
+
+
+UploadDep = Annotated[UploadParams, Depends()]
+RESPONSES = {413: {"description": "Too large"}, 422: {"description": "Rejected, with report"}}
+
+
 @router.put("/{collectionId}/data", summary="Replace a layer's data", description=UPLOAD_DOC,
-            responses={413: {"description": "Too large"}, 422: {"description": "Rejected, with report"}})
+            responses=RESPONSES)
 async def replace_data(request: Request, layer: LayerDep, principal: PrincipalDep,
-                       settings: SettingsDep, filename: Filename = None, fmt: Fmt = None,
-                       crs: Crs = None, invalid: Invalid = "reject", partial: Partial = False,
-                       ignore_unknown: IgnoreUnknown = False) -> dict[str, Any]:
+                       settings: SettingsDep, params: UploadDep) -> dict[str, Any]:
     """Validate the uploaded file and make it the layer's data in one transaction."""
-    return await _upload(request, layer, principal, settings, "replace", filename=filename,
-                         fmt=fmt, crs=crs, invalid=invalid, partial=partial,
-                         ignore_unknown=ignore_unknown)
+    return await _upload(request, layer, principal, settings, "replace", **asdict(params))
 
 
 @router.post("/{collectionId}/data", summary="Append to a layer's data", description=UPLOAD_DOC,
-             responses={413: {"description": "Too large"}, 422: {"description": "Rejected, with report"}})
+             responses=RESPONSES)
 async def append_data(request: Request, layer: LayerDep, principal: PrincipalDep,
-                      settings: SettingsDep, filename: Filename = None, fmt: Fmt = None,
-                      crs: Crs = None, invalid: Invalid = "reject", partial: Partial = False,
-                      ignore_unknown: IgnoreUnknown = False) -> dict[str, Any]:
+                      settings: SettingsDep, params: UploadDep) -> dict[str, Any]:
     """Validate the uploaded file and add its features to the layer in one transaction."""
-    return await _upload(request, layer, principal, settings, "append", filename=filename,
-                         fmt=fmt, crs=crs, invalid=invalid, partial=partial,
-                         ignore_unknown=ignore_unknown)
+    return await _upload(request, layer, principal, settings, "append", **asdict(params))
 
 
 @router.get("/{collectionId}/versions", summary="A layer's data versions")
