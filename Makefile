@@ -22,7 +22,8 @@ setup:
 run: setup
 	$(IOC) serve
 
-test: setup
+test:
+	@IOC_SETUP_FOR=test scripts/setup.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
