@@ -24,9 +24,12 @@ pytestmark = pytest.mark.skipif(not DatabaseSettings().managed,
 def cluster_env():
     # Under var/: the 'postgres' user (when tests run as root) must reach the folder.
     home = PROJECT_ROOT / "var" / "test-cluster"
-    shutil.rmtree(home, ignore_errors=True)
     env = dict(os.environ, IOC_PG_DIR=str(home), IOC_PG_PORT=str(free_port()), IOC_DB_NAME="ioc")
     env.pop("DATABASE_URL", None)
+    # A cluster left running by an interrupted run must stop before its folder goes: a
+    # postmaster whose files vanish shuts down and unlinks socket files by path.
+    subprocess.run([IOC, "db", "stop"], env=env, capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
     yield env
     subprocess.run([IOC, "db", "stop"], env=env, capture_output=True)
     shutil.rmtree(home, ignore_errors=True)
