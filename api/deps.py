@@ -12,6 +12,8 @@ from ioc.catalog import Catalog, Layer
 from ioc.errors import NotAuthenticated
 from ioc.keys import KeyCache
 from ioc.settings import Settings
+from tiles.render import TileService
+from tiles.settings import TileSettings
 
 # Dependencies are coroutines on purpose: FastAPI runs plain functions in a thread pool,
 # which costs more than these attribute look-ups.
@@ -22,11 +24,10 @@ async def get_pool(request: Request):
     return request.app.state.pool
 
 
-async def get_catalog(request: Request) -> Catalog:
-    """The layer catalog: loaded at start-up, reloaded when another process changed the
+async def current_catalog(state) -> Catalog:
+    """The app's layer catalog: loaded at start-up, reloaded when another process changed the
     registry (checked at most every IOC_CATALOG_CHECK_SECONDS); listeners (the tile cache)
-    hear which layers changed."""
-    state = request.app.state
+    hear which layers changed. Takes the app's state, so plain ASGI code can use it too."""
     watcher = state.catalog_watcher
     if watcher.due():
         result = await watcher.refresh(state.pool, state.catalog)
@@ -35,6 +36,22 @@ async def get_catalog(request: Request) -> Catalog:
             for listener in state.catalog_listeners:
                 listener(state.catalog, changed)
     return state.catalog
+
+
+async def get_catalog(request: Request) -> Catalog:
+    """The fresh layer catalog (see current_catalog)."""
+    return await current_catalog(request.app.state)
+
+
+def tile_service(state) -> TileService:
+    """The process's tile service, created on first use from the app's settings; it listens
+    to the catalog watcher so tiles of layers changed elsewhere are dropped from its caches."""
+    service = getattr(state, "tiles", None)
+    if service is None:
+        settings = getattr(state.settings, "tiles", None) or TileSettings()
+        service = state.tiles = TileService(settings)
+        state.catalog_listeners.append(service.forget)
+    return service
 
 
 async def get_settings_dep(request: Request) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -48,17 +49,49 @@ def error_body(code: str, description: str, parameter: str | None = None) -> dic
     return body
 
 
+# The database went away under a request (restart, failover, terminated backend): the caller
+# may retry, so it is a 503 rather than a 500.
+CONNECTION_ERRORS = (ConnectionError, asyncpg.PostgresConnectionError,
+                     asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError,
+                     asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError,
+                     asyncpg.CrashShutdownError)
+
+
+def domain_error(exc: Exception) -> errors.IocError | None:
+    """The domain error an exception stands for, or None when it is a bug."""
+    if isinstance(exc, errors.IocError):
+        return exc
+    if isinstance(exc, CONNECTION_ERRORS):
+        return errors.DatabaseUnavailable("The database connection was lost; try again in a "
+                                          "moment.")
+    return None
+
+
+def error_response(exc: Exception, path: str = "") -> JSONResponse:
+    """The JSON answer of an exception raised while serving a request (also used by the
+    plain-ASGI tile fast path, which runs outside FastAPI's handlers)."""
+    domain = domain_error(exc)
+    if domain is None:
+        log.error("unhandled error", exc_info=exc, extra={"path": path})
+        return JSONResponse(error_body("ServerError", "An unexpected error occurred; it has "
+                                       "been logged with the request id."), status_code=500)
+    status = status_of(domain)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body: dict = error_body(type(domain).__name__, domain.message, domain.parameter)
+    if isinstance(domain, errors.UploadRejected) and domain.report:
+        body["report"] = domain.report
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on the app."""
 
     @app.exception_handler(errors.IocError)
-    async def _domain(request: Request, exc: errors.IocError) -> JSONResponse:
-        status = status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        body: dict = error_body(type(exc).__name__, exc.message, exc.parameter)
-        if isinstance(exc, errors.UploadRejected) and exc.report:
-            body["report"] = exc.report
-        return JSONResponse(body, status_code=status, headers=headers)
+    async def _domain(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc, request.url.path)
+
+    for cls in CONNECTION_ERRORS:  # handled, not re-raised like an unexpected exception
+        app.add_exception_handler(cls, _domain)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,6 +110,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return JSONResponse(error_body("ServerError", "An unexpected error occurred; it has "
-                                       "been logged with the request id."), status_code=500)
+        return error_response(exc, request.url.path)

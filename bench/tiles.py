@@ -3,10 +3,12 @@
 The same public tables of the demo city (largest polygon, line and point layers), the same
 tiles over the city centre at zooms 10-16, 8 concurrent clients, one server process each:
 
-- **tipg** (the Python peer, from PyPI, in its own virtualenv ``var/tipg-venv``);
+- **tipg** (the Python peer, from PyPI, in its own virtualenv ``var/bench-venv``, on the same
+  uvicorn stack as ioc);
 - **ioc uncached** (``IOC_TILE_CACHE=off``);
-- **PostGIS alone**: ioc's tile SQL run directly through asyncpg with 8 connections (the floor:
-  what any server on top of this SQL can at best reach);
+- **PostGIS alone**: ioc's tile SQL run directly through asyncpg, one dedicated connection per
+  client and nothing else per tile (the floor: what any server on top of this SQL can at best
+  reach). Its passes alternate with ioc uncached's, so both see the same machine weather;
 - **ioc warm cache** (every tile requested once before measuring).
 
 Targets (issue #5): uncached ioc ≥ 1.5 × tipg tiles/s and ≥ 90 % of PostGIS alone; warm-cache
@@ -16,28 +18,23 @@ ioc ≥ 20 × tipg. Every load loop is bounded in requests and time and only tar
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
-import httpx
 import psycopg2
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import percentile_ms
+from bench.common import percentile_ms, start_ioc, start_tipg
 from ioc.access import ANONYMOUS
 from ioc.catalog import Layer, load_catalog
 from ioc.database import create_migrated
-from ioc.settings import PROJECT_ROOT, DatabaseSettings
+from ioc.settings import DatabaseSettings
 from tiles.pmtiles import lonlat_to_tile
 from tiles.render import TileService
 from tiles.settings import TileSettings
@@ -49,9 +46,11 @@ TILES_PER_ZOOM = 36
 CENTRE = (106.70, 10.78)  # District 1
 MAX_SECONDS = 60.0
 MEASURED_PASSES = 3
-TIPG_VENV = PROJECT_ROOT / "var" / "tipg-venv"
-# Its own database: other benchmarks add their own layers to theirs.
-BENCH_DB = os.environ.get("IOC_BENCH_TILES_DB", "ioc_bench_tiles")
+# The city's scale by default (1 M reports, 1 M addresses, 300 k buildings: what the IOC serves);
+# IOC_BENCH_TILES_SCALE=demo measures the small demo city instead.
+SCALE = os.environ.get("IOC_BENCH_TILES_SCALE", "city")
+# Its own database per scale: other benchmarks add their own layers to theirs.
+BENCH_DB = os.environ.get("IOC_BENCH_TILES_DB", f"ioc_bench_tiles_{SCALE}")
 
 
 @dataclass
@@ -82,8 +81,8 @@ def prepare_database() -> DatabaseSettings:
     try:
         from layers.seeding import seed_database
 
-        console.print("seeding the demo city (first run only)…")
-        seed_database(conn, scale="demo", only_if_empty=True)
+        console.print(f"seeding the demo city at {SCALE} scale (first run only)…")
+        seed_database(conn, scale=SCALE, only_if_empty=True)
         with conn.cursor() as cur:
             cur.execute("ANALYZE")
         conn.commit()
@@ -113,83 +112,6 @@ def tile_list() -> list[tuple[int, int, int]]:
         start = side // 2
         tiles += [(z, cx - start + i, cy - start + j) for i in range(side) for j in range(side)]
     return tiles
-
-
-# --- servers -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def socket_url(settings: DatabaseSettings) -> str:
-    """A URL with the Unix socket directory as a percent-encoded host (tipg's validator
-    rejects an empty host with ?host=)."""
-    if not settings.managed:
-        return settings.dsn()
-    host = str(settings.socket_dir).replace("/", "%2F")
-    return f"postgresql://postgres@{host}:{settings.pg_port}/{settings.db_name}"
-
-
-def start_server(command: list[str], env: dict[str, str], ready_path: str) -> tuple[subprocess.Popen, str]:
-    """Start a server on a free port and wait until it answers."""
-    port = free_port()
-    proc = subprocess.Popen([*command, "--port", str(port)], cwd=PROJECT_ROOT,
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + ready_path, timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError(f"server {' '.join(command)} did not start")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def start_ioc(settings: DatabaseSettings, cache: str, cache_dir: str) -> tuple[subprocess.Popen, str]:
-    env = {"IOC_DB_NAME": settings.db_name, "IOC_LOG_LEVEL": "warning", "IOC_WORKERS": "1",
-           "IOC_TILE_CACHE": cache, "IOC_TILE_CACHE_DIR": cache_dir}
-    if not settings.managed:
-        env["DATABASE_URL"] = settings.dsn()
-    return start_server([str(Path(sys.executable).parent / "ioc"), "serve"], env, "/readyz")
-
-
-def start_tipg(settings: DatabaseSettings, layers: list[Layer]) -> tuple[subprocess.Popen, str]:
-    schemas = sorted({la.schema for la in layers})
-    tables = [f"{la.schema}.{la.table}" for la in layers]
-    env = {"DATABASE_URL": socket_url(settings), "TIPG_DB_SCHEMAS": json.dumps(schemas),
-           "TIPG_DB_TABLES": json.dumps(tables), "TIPG_DEBUG": "false"}
-    command = [str(TIPG_VENV / "bin" / "uvicorn"), "tipg.main:app", "--workers", "1",
-               "--log-level", "warning", "--host", "127.0.0.1"]
-    return start_server(command, env, "/healthz")
-
-
-def ensure_tipg() -> None:
-    """tipg in its own virtualenv (its pins must not touch ioc's)."""
-    if (TIPG_VENV / "bin" / "uvicorn").exists():
-        return
-    console.print("installing tipg into var/tipg-venv…")
-    subprocess.run([sys.executable, "-m", "venv", str(TIPG_VENV)], check=True)
-    subprocess.run([str(TIPG_VENV / "bin" / "pip"), "install", "-q", "tipg==1.6.1",
-                    "uvicorn"], check=True)
 
 
 # --- load --------------------------------------------------------------------------------------
@@ -269,39 +191,53 @@ async def fetch_all(name: str, base: str, paths: list[str], passes: int = 1) -> 
     return Result(name, len(latencies), time.perf_counter() - started, latencies, errors)
 
 
-async def postgis_floor(settings: DatabaseSettings, layers: list[Layer],
-                        tiles: list[tuple[int, int, int]]) -> Result:
-    """ioc's tile SQL straight through asyncpg, CONCURRENCY connections, no HTTP."""
-    pool = await asyncpg.create_pool(settings.dsn(), min_size=CONCURRENCY, max_size=CONCURRENCY)
-    service = TileService(TileSettings(cache="off"))
-    jobs = []
-    for layer in layers:
-        for z, x, y in tiles:
-            plans = service.plan([layer], z)
-            if plans:
-                jobs.append((service.sql.get(await service.with_id_types(pool, plans)), z, x, y))
+async def floor_jobs(settings: DatabaseSettings, layers: list[Layer],
+                     tiles: list[tuple[int, int, int]]) -> tuple[list[tuple], int]:
+    """(statement, z, x, y) of every tile that costs a query, and how many cost none (outside
+    a layer's zoom range: ioc answers those without the database too)."""
+    conn = await asyncpg.connect(settings.dsn())
+    try:
+        service = TileService(TileSettings(cache="off"))
+        jobs = []
+        for layer in layers:
+            for z, x, y in tiles:
+                plans = service.plan([layer], z)
+                if plans:
+                    statement = service.sql.get(await service.with_id_types(conn, plans))
+                    jobs.append((statement, z, x, y))
+    finally:
+        await conn.close()
+    return jobs, len(layers) * len(tiles) - len(jobs)
+
+
+async def postgis_floor(connections: list[asyncpg.Connection], jobs: list[tuple], skipped: int,
+                        passes: int) -> Result:
+    """ioc's tile SQL straight through asyncpg: one connection per client, no HTTP, no pool."""
     queue: asyncio.Queue = asyncio.Queue()
+    for _ in range(passes):
+        for job in jobs:
+            queue.put_nowait(job)
     latencies: list[float] = []
 
-    async def worker() -> None:
+    async def worker(conn: asyncpg.Connection) -> None:
         while not queue.empty():
             statement, z, x, y = queue.get_nowait()
             started = time.perf_counter()
-            await pool.fetchrow(statement, z, x, y)
+            await conn.fetchrow(statement, z, x, y)
             latencies.append(time.perf_counter() - started)
 
-    for passes in (1, MEASURED_PASSES):  # warm-up (prepares, reads pages), then measured
-        latencies.clear()
-        for job in jobs * passes:
-            queue.put_nowait(job)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        seconds = time.perf_counter() - started
-    await pool.close()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(conn) for conn in connections))
+    seconds = time.perf_counter() - started
     # Tiles outside a layer's zoom range cost no query in ioc either; count them as served.
-    skipped = (len(layers) * len(tiles) - len(jobs)) * MEASURED_PASSES
-    return Result("PostGIS alone (floor)", len(latencies) + skipped, seconds,
-                  latencies + [0.0] * skipped)
+    return Result("PostGIS alone (floor)", len(latencies) + skipped * passes, seconds,
+                  latencies + [0.0] * (skipped * passes))
+
+
+def combine(name: str, parts: list[Result]) -> Result:
+    """Several measured passes of one contender as one result."""
+    return Result(name, sum(p.count for p in parts), sum(p.seconds for p in parts),
+                  [t for p in parts for t in p.latencies], sum(p.errors for p in parts))
 
 
 async def measure_server(name: str, base: str, paths: list[str]) -> Result:
@@ -334,31 +270,43 @@ def report(results: dict[str, Result], layers: list[Layer], tiles: int) -> None:
 
 async def run(settings: DatabaseSettings, layers: list[Layer], tiles: list[tuple[int, int, int]],
               ) -> dict[str, Result]:
-    """All four measurements, one server at a time."""
+    """All four measurements; ioc uncached and the floor pass by pass, alternately."""
     results: dict[str, Result] = {}
-    proc, url = start_tipg(settings, layers)
+    tipg = start_tipg(settings, sorted({la.schema for la in layers}))
     try:
         paths = [f"/collections/{la.schema}.{la.table}/tiles/WebMercatorQuad/{z}/{x}/{y}"
                  for la in layers for z, x, y in tiles]
-        results["tipg"] = await measure_server("tipg", url, paths)
+        results["tipg"] = await measure_server("tipg", tipg.url, paths)
     finally:
-        stop(proc)
+        tipg.stop()
+    paths = [f"/tiles/{la.id}/{z}/{x}/{y}.pbf" for la in layers for z, x, y in tiles]
+    jobs, skipped = await floor_jobs(settings, layers, tiles)
+    connections = [await asyncpg.connect(settings.dsn()) for _ in range(CONCURRENCY)]
     with tempfile.TemporaryDirectory() as cache_dir:
-        runs = (("ioc", "off", "ioc uncached"), ("warm", "on", "ioc warm cache"))
-        for key, cache, name in runs:
-            proc, url = start_ioc(settings, cache, cache_dir)
-            try:
-                paths = [f"/tiles/{la.id}/{z}/{x}/{y}.pbf" for la in layers for z, x, y in tiles]
-                results[key] = await measure_server(name, url, paths)
-            finally:
-                stop(proc)
-    results["floor"] = await postgis_floor(settings, layers, tiles)
+        ioc = start_ioc(settings, IOC_TILE_CACHE="off", IOC_TILE_CACHE_DIR=cache_dir)
+        try:
+            await fetch_all("ioc uncached", ioc.url, paths)  # warm-up: both read the same pages
+            await postgis_floor(connections, jobs, skipped, 1)
+            served, floor = [], []
+            for _ in range(MEASURED_PASSES):
+                served.append(await fetch_all("ioc uncached", ioc.url, paths))
+                floor.append(await postgis_floor(connections, jobs, skipped, 1))
+            results["ioc"] = combine("ioc uncached", served)
+            results["floor"] = combine("PostGIS alone (floor)", floor)
+        finally:
+            ioc.stop()
+            for conn in connections:
+                await conn.close()
+        ioc = start_ioc(settings, IOC_TILE_CACHE="on", IOC_TILE_CACHE_DIR=cache_dir)
+        try:
+            results["warm"] = await measure_server("ioc warm cache", ioc.url, paths)
+        finally:
+            ioc.stop()
     return {k: results[k] for k in ("tipg", "ioc", "floor", "warm")}
 
 
 def main() -> None:
     """Prepare, measure, print."""
-    ensure_tipg()
     settings = prepare_database()
 
     async def catalog_layers() -> list[Layer]:

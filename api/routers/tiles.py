@@ -13,13 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from api.deps import CatalogDep, PrincipalDep, get_catalog
+from api.deps import CatalogDep, PrincipalDep, get_catalog, tile_service
 from ioc.access import Principal
 from ioc.catalog import Catalog
 from ioc.errors import InvalidParameter
 from tiles import tilejson as tj
 from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers, tile_answer
-from tiles.settings import TileSettings
 from tiles.style import maplibre_style
 
 router = APIRouter(tags=["tiles"])
@@ -32,16 +31,9 @@ TILE_RESPONSES = {200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile
 
 
 async def get_tile_service(request: Request) -> TileService:
-    """The process's tile service (created on first use from the app's settings).
-
-    Dependencies here are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
-    the thread pool, a hop that costs more than serving a cached tile."""
-    service = getattr(request.app.state, "tiles", None)
-    if service is None:
-        settings = getattr(request.app.state.settings, "tiles", None) or TileSettings()
-        service = request.app.state.tiles = TileService(settings)
-        request.app.state.catalog_listeners.append(service.forget)
-    return service
+    """The process's tile service (``async def`` on purpose: FastAPI runs a plain ``def``
+    dependency in the thread pool, a hop that costs more than serving a cached tile)."""
+    return tile_service(request.app.state)
 
 
 TilesDep = Annotated[TileService, Depends(get_tile_service)]

@@ -8,7 +8,9 @@ Imported by ``tests/http/test_tiles.py``; the database itself is ``tests/http/co
 - ``tf_province``: one huge polygon (20,000 vertices), public, every zoom;
 - ``tf_internal`` (lines) and ``tf_restricted`` (points, police): access levels;
 - ``tf_mutable``: a few points whose data the tests change;
-- ``tf_quoted``: table ``Mixed "Case" Table`` with a column ``Kind Of`` used by the style.
+- ``tf_quoted``: table ``Mixed "Case" Table`` with a column ``Kind Of`` used by the style;
+- ``tf_faulty``: a few points behind a view whose rows make PostgreSQL cancel the statement or
+  terminate the connection, as ``tile_fixtures.fault_mode`` says (``set_fault``).
 """
 
 from __future__ import annotations
@@ -94,8 +96,31 @@ CREATE TABLE {SCHEMA}."Mixed ""Case"" Table" ("Id" integer PRIMARY KEY, "Kind Of
     "The Geom" geometry(Point, 4326));
 INSERT INTO {SCHEMA}."Mixed ""Case"" Table" VALUES
     (7, 'it''s', ST_SetSRID(ST_MakePoint(106.7, 10.78), 4326));
+
+CREATE TABLE {SCHEMA}.faulty (fid serial PRIMARY KEY, name text, geom geometry(Point, 4326));
+INSERT INTO {SCHEMA}.faulty (name, geom)
+SELECT 'f' || n, ST_SetSRID(ST_MakePoint(106.69 + n * 0.001, 10.78), 4326)
+FROM generate_series(1, 3) n;
+CREATE TABLE {SCHEMA}.fault_mode (mode text NOT NULL);
+INSERT INTO {SCHEMA}.fault_mode VALUES ('none');
+CREATE FUNCTION {SCHEMA}.fault() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    CASE (SELECT mode FROM {SCHEMA}.fault_mode)
+        WHEN 'cancel' THEN PERFORM pg_cancel_backend(pg_backend_pid()); PERFORM pg_sleep(5);
+        WHEN 'terminate' THEN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);
+        ELSE NULL;
+    END CASE;
+    RETURN true;
+END $$;
 ANALYZE {SCHEMA}.reports;
 """  # noqa: S608 (module constants only)
+
+# After registration (which needs a table with a primary key), the faulty layer's table is
+# swapped for a view that calls fault() on every row.
+FAULTY_VIEW_SQL = f"""
+ALTER TABLE {SCHEMA}.faulty RENAME TO faulty_rows;
+CREATE VIEW {SCHEMA}.faulty AS SELECT * FROM {SCHEMA}.faulty_rows WHERE {SCHEMA}.fault();
+"""
 
 # id: (table, access, department, manifest changes)
 LAYERS: dict[str, tuple[str, str, str, dict]] = {
@@ -116,6 +141,7 @@ LAYERS: dict[str, tuple[str, str, str, dict]] = {
         "zoom": {"min": 0, "max": 22},
         "style": {"color": "#000000", "by": "Kind Of",
                   "legend": [{"value": "it's", "color": "#ff0000", "label": {"vi": "x", "en": "x"}}]}}),
+    "tf_faulty": ("faulty", "public", "science_tech", {"zoom": {"min": 0, "max": 22}}),
 }
 
 
@@ -134,6 +160,20 @@ def create_fixture_layers(dsn: str) -> None:
                 cur.execute("UPDATE ioc.layers SET manifest = manifest || %s::jsonb WHERE id = %s",
                             (json.dumps(changes, ensure_ascii=False), layer_id))
             conn.commit()
+        with conn.cursor() as cur:
+            cur.execute(FAULTY_VIEW_SQL)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def set_fault(dsn: str, mode: str) -> None:
+    """What the tf_faulty layer's rows do: 'none', 'cancel' or 'terminate'."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"UPDATE {SCHEMA}.fault_mode SET mode = %s", (mode,))  # noqa: S608
+        conn.commit()
     finally:
         conn.close()
 

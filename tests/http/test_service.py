@@ -43,3 +43,36 @@ def test_unknown_format_is_a_clear_400(client):
 def test_unknown_path_is_json_404(client):
     response = client.get("/no/such/thing")
     assert response.status_code == 404 and response.json()["code"] == "NotFound"
+
+
+async def _session_state(pool) -> list[tuple]:
+    """Every idle connection's session settings, listens and advisory locks, at once."""
+    connections = [await pool.acquire() for _ in range(pool.get_idle_size())]
+    try:
+        return [tuple(await conn.fetchrow(
+            "SELECT current_setting('statement_timeout') AS timeout,"
+            " current_setting('TimeZone') AS tz, current_setting('plan_cache_mode') AS plans,"
+            " (SELECT count(*) FROM pg_listening_channels()) AS listens,"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "  AND pid = pg_backend_pid()) AS locks,"
+            " (SELECT count(*) FROM pg_cursors WHERE is_holdable) AS cursors"))
+                for conn in connections]
+    finally:
+        for conn in connections:
+            await pool.release(conn)
+
+
+def test_requests_leave_no_session_state_on_pooled_connections(client):
+    """The pool returns connections without asyncpg's RESET ALL round trip (ioc.database): that
+    is only safe while no request leaves session state behind — checked here after requests
+    that set transaction-local options (queries, statistics) and stream through cursors."""
+    pool = client.app.state.pool
+    before = set(client.portal.call(_session_state, pool))
+    for _ in range(3):
+        assert client.post("/query", json={"source": "digital_addresses", "limit": 5}).status_code == 200
+        assert client.get("/collections/wards/items?limit=3&f=csv").status_code == 200
+        assert client.get("/stats/reports_1022_public/by-ward").status_code == 200
+    after = client.portal.call(_session_state, pool)
+    assert set(after) == before and len(before) == 1  # all alike, as fresh as before
+    timeout, tz, plans, listens, locks, cursors = after[0]
+    assert (listens, locks, cursors) == (0, 0, 0) and plans == "auto"

@@ -10,7 +10,7 @@ import pytest
 
 from ioc import registry
 from tests.http import conftest_tiles as fx
-from tests.http.conftest_tiles import CATEGORIES, CELL, CORE, REPORT_COUNT, SOUTH, WEST
+from tests.http.conftest_tiles import CATEGORIES, CELL, CORE, REPORT_COUNT, SOUTH, WEST, set_fault
 from tiles.render import TileService
 from tiles.settings import TileSettings
 
@@ -431,35 +431,62 @@ def test_shared_fixture_layers_empty_and_odd_names(tiles_client):
     assert feature.get("id") in (None, 0)  # protobuf default: no id
 
 
-def test_cached_public_tiles_bypass_the_framework_with_the_same_answer(tiles_client, monkeypatch):
-    """Anonymous requests for public tiles in the memory cache are answered by the ASGI fast
-    path (the router is not reached) with the same bytes and headers as the app's answer."""
+def test_public_tiles_bypass_the_framework_with_the_same_answer(tiles_client, monkeypatch,
+                                                                make_key):
+    """Anonymous requests for public tiles are answered by the ASGI fast path (the router is
+    not reached), from memory or rendered, with the same bytes and headers as the app's."""
     from api.routers import tiles as tiles_router
 
     z, x, y = tile_of(106.7, 10.8, 12)
     path = f"/tiles/tf_province/{z}/{x}/{y}.pbf"
-    first = tiles_client.get(path)
-    assert first.status_code == 200 and first.headers["x-tile-cache"] in ("database", "disk")
+    # A key makes the app render it: the reference answer.
+    reference = get(tiles_client, path, make_key("admin"))
+    assert reference.status_code == 200
 
     def unreachable(*args, **kwargs):
-        raise AssertionError("the router should not be reached for a cached public tile")
+        raise AssertionError("the router should not be reached for a public tile")
 
     monkeypatch.setattr(tiles_router, "serve_tile", unreachable)
     tiles_client.app.state.catalog_watcher.interval = 3600  # the catalog is fresh
+    neighbour = f"/tiles/tf_province/{z}/{x + 1}/{y}.pbf"
+    rendered = tiles_client.get(neighbour)  # not in any cache yet: rendered by the fast path
+    assert rendered.status_code == 200 and rendered.headers["x-tile-cache"] == "database"
+    assert decode(rendered)["tf_province"]["features"]
+    ogc = tiles_client.get(f"/collections/tf_province/tiles/WebMercatorQuad/{z}/{y}/{x}")
     second = tiles_client.get(path)
-    assert second.headers["x-tile-cache"] == "memory"
-    assert second.content == first.content and second.headers["etag"] == first.headers["etag"]
-    assert second.headers["cache-control"] == first.headers["cache-control"]
-    assert "x-request-id" in second.headers
-    assert decode(second)["tf_province"]["features"]
-    assert tiles_client.get(path, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    for answer in (ogc, second):
+        assert answer.headers["x-tile-cache"] == "memory"
+        assert answer.content == reference.content
+        assert answer.headers["etag"] == reference.headers["etag"]
+        assert answer.headers["cache-control"] == "public, max-age=60"  # whoever asked first
+        assert "x-request-id" in answer.headers
+    assert tiles_client.get(path, headers={"If-None-Match": second.headers["etag"]}).status_code == 304
     plain = tiles_client.get(path, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and decode(plain)["tf_province"]["features"]
 
-    # A key goes to the app (which refuses this unknown one); so do a non-public layer and a
-    # tile not in memory (they reach the unreachable router).
+    # A key goes to the app (which refuses this unknown one); so does a non-public layer.
     assert tiles_client.get(path, headers={"Authorization": "Bearer ioc_x"}).status_code == 401
-    for url in (f"/tiles/tf_province,tf_internal/{z}/{x}/{y}.pbf",
-                f"/tiles/tf_province/{z}/{x + 1}/{y}.pbf"):
-        with pytest.raises(AssertionError, match="should not be reached"):
-            tiles_client.get(url)
+    with pytest.raises(AssertionError, match="should not be reached"):
+        tiles_client.get(f"/tiles/tf_province,tf_internal/{z}/{x}/{y}.pbf")
+
+
+def test_database_failures_under_a_tile_are_503_and_the_pool_recovers(tiles_client, db_settings,
+                                                                      make_key):
+    """PostgreSQL cancelling a tile's statement is a 503 QueryTimeout, losing the connection a
+    503 DatabaseUnavailable — by the fast path and by the app alike — and the next request is
+    served on a fresh connection."""
+    admin = make_key("admin")
+    zooms = iter(range(12, 16))  # a tile not yet cached each time
+    try:
+        for mode, code in (("cancel", "QueryTimeout"), ("terminate", "DatabaseUnavailable")):
+            set_fault(db_settings.dsn(), mode)
+            for key in (None, admin):  # fast path, then the app's handler
+                z, x, y = tile_of(106.692, 10.78, next(zooms))
+                answer = get(tiles_client, f"/tiles/tf_faulty/{z}/{x}/{y}.pbf", key)
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["code"] == code
+    finally:
+        set_fault(db_settings.dsn(), "none")
+    z, x, y = tile_of(106.692, 10.78, 16)
+    tile = decode(tiles_client.get(f"/tiles/tf_faulty/{z}/{x}/{y}.pbf"))
+    assert len(tile["tf_faulty"]["features"]) == 3
