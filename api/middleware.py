@@ -13,9 +13,9 @@ import time
 
 from api.deps import current_catalog, tile_service
 from api.errors import error_response
-from ioc.access import ANONYMOUS, can_read
+from ioc.access import ANONYMOUS
 from ioc.logs import request_id
-from tiles.render import MAX_ZOOM, tile_answer
+from tiles.render import MAX_ZOOM, all_public, resolve_layers, tile_answer
 
 log = logging.getLogger("ioc.api")
 
@@ -58,9 +58,8 @@ class TileFastPath:
     """Serve anonymous requests for public tiles straight from ASGI, without routing and
     dependency resolution (which cost more than a cached tile, and a third of an uncached one).
 
-    A tile in the in-process cache is answered with no await at all; any other is fetched by
-    the same ``TileService.get_tile`` as the app's handlers (disk cache, then one database
-    round trip) and answered by the same ``tile_answer``. Everything else — callers with a key
+    Tiles are fetched by the same ``TileService.get_tile`` as the app's handlers (memory, disk,
+    then one database round trip) and answered by the same ``tile_answer``. Everything else — callers with a key
     or a session, non-public or unknown layers, malformed or out-of-range paths — goes on to
     the app, which answers exactly as before.
     """
@@ -76,18 +75,18 @@ class TileFastPath:
         ids, z, x, y, headers = request
         state = scope["app"].state
         try:
-            catalog = state.catalog
-            if state.catalog_watcher.due():
-                catalog = await current_catalog(state)
-            layers = _public_layers(catalog, ids)
-            service = tile_service(state)
-            tile = None if layers is None else (service.memory_tile(layers, z, x, y)
-                                                or await service.get_tile(state.pool, layers,
-                                                                          z, x, y))
+            catalog = await current_catalog(state)
+            if not all_public(catalog, ids):  # the app decides: 404, or a partial tile
+                tile = None
+            else:
+                service = tile_service(state)
+                # A memory hit returns before get_tile's first await.
+                tile = await service.get_tile(state.pool, resolve_layers(catalog, ANONYMOUS, ids),
+                                              z, x, y)
         except Exception as exc:  # noqa: BLE001 — answered like the app's handlers would
             await error_response(exc, scope["path"])(scope, receive, send)
             return
-        if tile is None:  # unknown or not public: the app decides (404, partial tile)
+        if tile is None:
             await self.app(scope, receive, send)
             return
         status, answer, body = tile_answer(
@@ -129,13 +128,3 @@ def _anonymous_tile(scope) -> tuple[str, int, int, int, dict[bytes, bytes]] | No
         return None
     return ids, zi, xi, yi, headers
 
-
-def _public_layers(catalog, ids: str) -> list | None:
-    """The layers named by ``ids`` when every one is public and known, else None."""
-    layers = []
-    for layer_id in dict.fromkeys(ids.split(",")):
-        layer = catalog.find(layer_id)
-        if layer is None or not can_read(ANONYMOUS, layer):
-            return None
-        layers.append(layer)
-    return layers or None

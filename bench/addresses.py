@@ -20,11 +20,10 @@ import httpx
 import psycopg2
 from rich.table import Table
 
-from bench.common import console, percentile_ms, start_ioc
+from bench.common import console, percentile_ms, seeded_database, start_ioc
 from ioc.addresses import build_address_index
-from ioc.database import create_migrated
 from ioc.geocode import fold
-from ioc.settings import DatabaseSettings, DataSettings
+from ioc.settings import DatabaseSettings
 
 BENCH_DB = os.environ.get("IOC_ADDRESS_BENCH_DB", "ioc_bench_addresses")
 REQUESTS = int(os.environ.get("IOC_ADDRESS_BENCH_REQUESTS", "400"))
@@ -51,21 +50,9 @@ class Result:
 
 def prepare_database() -> DatabaseSettings:
     """The city-scale database (seeded on the first run: several minutes) and its registry."""
-    settings = create_migrated(BENCH_DB)
+    settings = seeded_database(BENCH_DB, "city", "IOC_ADDRESS_BENCH_DB")
     conn = psycopg2.connect(settings.dsn())
     try:
-        from layers.seeding import seed_database
-
-        with conn.cursor() as cur:
-            cur.execute("SELECT value ->> 'scale' FROM ioc.meta WHERE key = 'seed'")
-            seeded = (cur.fetchone() or (None,))[0]
-        conn.rollback()
-        if seeded not in (None, "city"):
-            raise SystemExit(f"{BENCH_DB} holds a '{seeded}' seed: set IOC_ADDRESS_BENCH_DB to "
-                             "another database name.")
-        if seeded is None:
-            console.print("seeding the city-scale demo city (first run only, a few minutes)…")
-        seed_database(conn, scale="city", data_dir=DataSettings().data_dir, only_if_empty=True)
         with conn.cursor() as cur:
             cur.execute("SELECT feature_count FROM ioc.layers WHERE id = 'digital_addresses'")
             layer_count = (cur.fetchone() or (0,))[0]

@@ -22,11 +22,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import psycopg2
 from rich.console import Console
 from rich.table import Table
 
 from ioc.database import create_migrated, sibling_settings
-from ioc.settings import PROJECT_ROOT, DatabaseSettings
+from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings
 
 console = Console(width=None if sys.stdout.isatty() else 110)
 BENCH_DB = os.environ.get("IOC_BENCH_DB", "ioc_bench")
@@ -47,6 +48,33 @@ def bench_settings() -> DatabaseSettings:
 def prepare_database(name: str = BENCH_DB) -> DatabaseSettings:
     """Create (if needed) and migrate a bench database."""
     return create_migrated(name)
+
+
+def seeded_database(name: str, scale: str, env_var: str) -> DatabaseSettings:
+    """A bench database, migrated and seeded with the demo city at ``scale`` on first use (then
+    analysed); one seeded at another scale is refused, naming the setting to change."""
+    from layers.seeding import SEED_KEY, seed_database
+
+    settings = create_migrated(name)
+    conn = psycopg2.connect(settings.dsn())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT value ->> 'scale' FROM ioc.meta WHERE key = %s", (SEED_KEY,))
+            seeded = (cur.fetchone() or (None,))[0]
+        conn.rollback()
+        if seeded not in (None, scale):
+            raise SystemExit(f"{name} holds a '{seeded}' seed: set {env_var} to another "
+                             "database name.")
+        if seeded is None:
+            console.print(f"seeding the demo city at {scale} scale into {name} (first run only;"
+                          " minutes at city scale)…")
+            seed_database(conn, scale=scale, data_dir=DataSettings().data_dir, only_if_empty=True)
+            with conn.cursor() as cur:
+                cur.execute("ANALYZE")
+            conn.commit()
+    finally:
+        conn.close()
+    return settings
 
 
 def libpq_url(settings: DatabaseSettings) -> str:

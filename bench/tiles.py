@@ -26,14 +26,12 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-import psycopg2
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import percentile_ms, start_ioc, start_tipg
+from bench.common import percentile_ms, seeded_database, start_ioc, start_tipg
 from ioc.access import ANONYMOUS
 from ioc.catalog import Layer, load_catalog
-from ioc.database import create_migrated
 from ioc.settings import DatabaseSettings
 from tiles.pmtiles import lonlat_to_tile
 from tiles.render import TileService
@@ -75,20 +73,8 @@ class Result:
 
 
 def prepare_database() -> DatabaseSettings:
-    """The benchmark database: migrated and seeded with the demo city (once)."""
-    settings = create_migrated(BENCH_DB)
-    conn = psycopg2.connect(settings.dsn())
-    try:
-        from layers.seeding import seed_database
-
-        console.print(f"seeding the demo city at {SCALE} scale (first run only)…")
-        seed_database(conn, scale=SCALE, only_if_empty=True)
-        with conn.cursor() as cur:
-            cur.execute("ANALYZE")
-        conn.commit()
-    finally:
-        conn.close()
-    return settings
+    """The benchmark database, seeded with the demo city at SCALE (once)."""
+    return seeded_database(BENCH_DB, SCALE, "IOC_BENCH_TILES_DB")
 
 
 def choose_layers(layers: list[Layer]) -> list[Layer]:

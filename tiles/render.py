@@ -96,16 +96,6 @@ class TileService:
             task = asyncio.create_task(asyncio.to_thread(self.disk.prune, versions, self.fingerprint))
             task.add_done_callback(lambda t: t.exception())  # pruning is best effort
 
-    def memory_tile(self, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile | None:
-        """The tile when the in-process cache holds it (no I/O at all), else None."""
-        plans = self.plan(layers, z)
-        if not plans or self.memory is None:
-            return None
-        key = self.cache_key(plans)
-        hit = self.memory.get((key, z, x, y))
-        return None if hit is None else Tile(hit.data, self.etag(key, z, x, y), hit.truncated,
-                                             "memory")
-
     async def get_tile(self, pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
         """The tile of these layers (already access-checked), from cache or rendered."""
         check_tile(z, x, y)

@@ -64,7 +64,7 @@ def assert_error(response, status: int, code: str, parameter: str | None) -> Non
 # --- look-up -------------------------------------------------------------------------------
 
 
-def test_address_by_code(client, known):
+def test_address_by_code(client, known, data_dir):
     a = known["26743"]
     r = client.get(f"/addresses/{a['code']}")
     assert r.status_code == 200 and r.headers["content-type"].startswith(GEOJSON)
@@ -74,7 +74,9 @@ def test_address_by_code(client, known):
     props = doc["properties"]
     assert props["address"] == f"{a['house']} {a['street']}, Phường Bến Thành, Thành phố Hồ Chí Minh"
     assert props["ward"]["code"] == "26743" and props["ward_2019"]["code"]
-    assert props["address_before_2025"].endswith("Quận 1, Thành phố Hồ Chí Minh")
+    assert props["address_before_2025"].endswith(", Thành phố Hồ Chí Minh")
+    if data_dir is not None:  # the real pre-2025 wards (synthetic ones without IOC_DATA_DIR)
+        assert props["address_before_2025"].endswith("Quận 1, Thành phố Hồ Chí Minh")
     hrefs = {link["rel"]: link["href"] for link in doc["links"]}
     assert hrefs["related"].endswith(f"/addresses/{a['code']}/features")
     assert client.get(hrefs["describedby"].replace("http://testserver", "")).status_code == 200

@@ -48,7 +48,7 @@ def test_filtered_period_counts_equal_direct_sql(client, analyst, db):
     assert got == expected and 0 < sum(got.values()) < 20_000
 
 
-def test_pre_2025_wards_and_mean(client, analyst, db):
+def test_pre_2025_wards_and_mean(client, analyst, db, data_dir):
     response = client.get("/stats/flood_points/by-ward", headers=analyst, params={
         "measure": "avg", "attribute": "depth_cm", "wards": "2019"})
     assert response.status_code == 200, response.text
@@ -56,7 +56,9 @@ def test_pre_2025_wards_and_mean(client, analyst, db):
     expected = _sql(db, "SELECT w.ward_code, avg(t.depth_cm) FROM data.wards_2019 w LEFT JOIN"
                         " data.flood_points t ON ST_Intersects(w.geom, t.geom) GROUP BY 1")
     got = _values(doc)
-    assert len(got) == 322 and got.keys() == expected.keys()
+    assert got.keys() == expected.keys()
+    if data_dir is not None:  # the real 2019 wards (synthetic ones without IOC_DATA_DIR)
+        assert len(got) == 322
     for code, value in expected.items():
         assert got[code] == (pytest.approx(value) if value is not None else None)
     assert doc["units_layer"] == "wards_2019" and doc["total"] is None
@@ -94,7 +96,7 @@ def test_rank_class_and_breaks(client, analyst):
     assert doc["total"] == sum(r["value"] for r in rows)
 
 
-def test_geometries_are_simplified_and_valid(client, db):
+def test_geometries_are_simplified_and_valid(client, db, data_dir):
     doc = client.get("/stats/flood_points/by-ward").json()
     with db.cursor() as cur:
         cur.execute("SELECT sum(ST_NPoints(geom)) FROM data.wards")
@@ -102,7 +104,8 @@ def test_geometries_are_simplified_and_valid(client, db):
     shapes = [shape(f["geometry"]) for f in doc["features"]]
     vertices = sum(shapely.get_num_coordinates(s) for s in shapes)
     assert all(s.geom_type == "MultiPolygon" and not s.is_empty for s in shapes)
-    assert vertices < raw_vertices / 3
+    # Real ward outlines are dense; the synthetic Voronoi cells (no IOC_DATA_DIR) are not.
+    assert vertices < (raw_vertices / 3 if data_dir is not None else raw_vertices)
     assert doc["features"][0]["id"] == doc["features"][0]["properties"]["ward_code"]
 
 
