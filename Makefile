@@ -26,7 +26,8 @@ test:
 	@IOC_SETUP_FOR=test scripts/setup.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
+bench:
+	@IOC_SETUP_FOR=bench scripts/setup.sh
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint:

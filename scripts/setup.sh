@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up used by `make run` and `make test`:
 #   1. system packages when missing, installed with apt as root: the PostGIS server and npm;
-#      for the tests (IOC_SETUP_FOR=test) also GDAL's clients and Debian's chromium;
+#      for the tests (IOC_SETUP_FOR=test) also GDAL's clients and Debian's chromium; for the
+#      benchmarks (IOC_SETUP_FOR=bench) the load generator wrk;
 #   2. the .venv with the pinned requirements (reinstalled only when they change);
 #   3. the project-managed PostGIS under var/pg (unless DATABASE_URL is set), migrations,
 #      and the demo city when the database is empty.
@@ -25,6 +26,9 @@ command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 if [ "${IOC_SETUP_FOR:-run}" = test ]; then
   command -v ogrinfo >/dev/null 2>&1 || APT_PACKAGES+=(gdal-bin)
   command -v chromium >/dev/null 2>&1 || APT_PACKAGES+=(chromium)
+fi
+if [ "${IOC_SETUP_FOR:-run}" = bench ]; then
+  command -v wrk >/dev/null 2>&1 || APT_PACKAGES+=(wrk)
 fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
 

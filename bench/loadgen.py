@@ -1,0 +1,216 @@
+"""Load generators written in C, for the benchmarks where the client's own cost matters.
+
+On these machines the load generator, the server and PostgreSQL share two cores, so every
+microsecond a client spends per request is taken from the contenders. A Python client spends
+tens of microseconds on each HTTP request and each PostgreSQL query; the C tools spend a few:
+
+- **wrk** (Debian's package; ``make bench`` installs it) drives the HTTP servers, cycling
+  through a list of paths in order over keep-alive connections;
+- **pgbench** (shipped with PostgreSQL's server package) drives PostgreSQL alone with the same
+  statements, prepared, each client walking the same list in the same interleaved order.
+
+Both run for a fixed time and report the requests done and the 50th and 99th latency
+percentiles. They only target the loopback interface and the project's own database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import LOOPBACK
+from ioc.pgcluster import find_bindir
+from ioc.settings import DatabaseSettings
+
+# One wrk thread drives every connection: a second would take a core from the servers.
+WRK_SCRIPT = r"""
+local paths = {}
+for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+wrk.headers["Accept-Encoding"] = "gzip"
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Run:
+    """What one timed run did: requests, seconds, latency percentiles (ms) and errors."""
+
+    name: str
+    count: float
+    seconds: float
+    p50: float
+    p99: float
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+def combine(name: str, runs: Sequence[Run]) -> Run:
+    """Several runs of one contender as one: summed requests and time; the percentiles of the
+    runs are averaged weighted by their requests (each run only reports its own)."""
+    count = sum(r.count for r in runs)
+    weight = count or 1
+    return Run(name, count, sum(r.seconds for r in runs),
+               sum(r.p50 * r.count for r in runs) / weight,
+               sum(r.p99 * r.count for r in runs) / weight, sum(r.errors for r in runs))
+
+
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk is not installed: run 'make bench' (it installs Debian's wrk) or "
+                         "'apt-get install wrk'.")
+    return found
+
+
+def wrk(name: str, base: str, paths: Sequence[str], seconds: float, connections: int) -> Run:
+    """GET the paths in order, round and round, over ``connections`` keep-alive connections
+    for ``seconds`` (gzip accepted; bodies are read, not decoded)."""
+    if not base.startswith(f"http://{LOOPBACK}:"):
+        raise ValueError("the load generator only targets the loopback interface")
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as folder:
+        script, listing = Path(folder, "paths.lua"), Path(folder, "paths.txt")
+        script.write_text(WRK_SCRIPT)
+        listing.write_text("\n".join(paths) + "\n")
+        done = subprocess.run(
+            [wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
+             "-s", str(script), base],
+            env=dict(os.environ, BENCH_PATHS=str(listing)), capture_output=True, text=True,
+            timeout=seconds + 60, check=True)
+    found = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", done.stdout, re.M)
+    if found is None:
+        raise RuntimeError(f"wrk printed no result: {done.stdout[-500:]} {done.stderr[-500:]}")
+    requests, micros, status_errors, io_errors, p50, p99 = map(int, found.groups())
+    return Run(name, requests, micros / 1e6, p50 / 1000, p99 / 1000, status_errors + io_errors)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One query of the list: a statement and its three integer parameters."""
+
+    statement: str
+    z: int
+    x: int
+    y: int
+
+
+def pgbench_script(jobs: Sequence[Job], clients: int) -> str:
+    """A pgbench script in which client k runs jobs k, k + clients, k + 2 × clients … of the
+    list, round and round (the order 'clients' HTTP connections sharing one list get).
+
+    Jobs are grouped into runs of one statement and one zoom whose tiles are consecutive in a
+    row-major square, so the script needs one branch per run, not one per job.
+    """
+    blocks = []
+    start = 0
+    while start < len(jobs):
+        end = start + 1
+        while end < len(jobs) and jobs[end].statement == jobs[start].statement \
+                and jobs[end].z == jobs[start].z:
+            end += 1
+        blocks.append((start, end))
+        start = end
+    # k counts the client's transactions (-D k=0 starts it; variables outlive a transaction).
+    lines = [rf"\set i (:client_id + {clients} * :k) % {len(jobs)}", r"\set k :k + 1"]
+    for b, (start, end) in enumerate(blocks):
+        first = jobs[start]
+        side = _square_side(jobs[start:end])
+        keyword = r"\if" if b == 0 else r"\elif"
+        lines += [rf"{keyword} :i < {end}", rf"\set z {first.z}",
+                  rf"\set x {first.x} + (:i - {start}) / {side}",
+                  rf"\set y {first.y} + (:i - {start}) % {side}",
+                  _statement(first.statement) + ";"]
+    lines.append(r"\endif")
+    return "\n".join(lines) + "\n"
+
+
+def _square_side(block: Sequence[Job]) -> int:
+    """The side of a block's tile square (tiles listed x-major: (x0, y0), (x0, y0 + 1) …)."""
+    side = sum(1 for job in block if job.x == block[0].x)
+    for k, job in enumerate(block):
+        if (job.x, job.y) != (block[0].x + k // side, block[0].y + k % side):
+            raise ValueError("pgbench jobs must be squares of tiles listed x-major")
+    return side
+
+
+def _statement(sql: str) -> str:
+    """The statement with $1 $2 $3 as pgbench variables, on one line."""
+    if ";" in sql or re.search(r"(?<!:):[a-z]", sql):
+        raise ValueError("statement text pgbench would misread")
+    sql = sql.replace("$1", ":z").replace("$2", ":x").replace("$3", ":y")
+    return " ".join(sql.split())
+
+
+def pgbench_binary(settings: DatabaseSettings) -> str:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    try:
+        return str(find_bindir(settings) / "pgbench")
+    except Exception as exc:  # noqa: BLE001 — the message says what to install
+        raise SystemExit("pgbench is not installed: it comes with PostgreSQL's server "
+                         "package (postgresql-15).") from exc
+
+
+def pgbench(name: str, settings: DatabaseSettings, jobs: Sequence[Job], seconds: float,
+            clients: int, free_jobs: int = 0) -> Run:
+    """Run the jobs against PostgreSQL with ``clients`` connections for ``seconds``, statements
+    prepared once per connection. ``free_jobs`` requests per round of the list cost no query
+    (a server answers them itself) and are counted as done in no time."""
+    script = pgbench_script(jobs, clients)
+    with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as folder:
+        path = Path(folder, "tiles.sql")
+        path.write_text(script)
+        command = [pgbench_binary(settings), "-n", "-M", "prepared", "-c", str(clients),
+                   "-j", "1", "-T", str(max(1, round(seconds))), "-f", str(path), "-D", "k=0", "-l",
+                   "--log-prefix", str(Path(folder, "log"))]
+        done = subprocess.run([*command, *_connection_args(settings)], capture_output=True,
+                              text=True, env=_connection_env(settings), cwd=folder,
+                              timeout=seconds + 120)
+        if done.returncode != 0:
+            raise RuntimeError(f"pgbench failed: {done.stderr[-1500:]}")
+        latencies = []
+        for log in Path(folder).glob("log*"):
+            for line in log.read_text().splitlines():
+                fields = line.split()
+                latencies.append(int(fields[2]) / 1000)  # microseconds → ms
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
+    if tps is None or not latencies:
+        raise RuntimeError(f"pgbench ran no transaction: {done.stdout[-800:]}")
+    measured = len(latencies) / float(tps.group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
+    count = len(latencies) * (1 + free_jobs / len(jobs))
+    latencies += [0.0] * round(len(latencies) * free_jobs / len(jobs))
+    latencies.sort()
+    return Run(name, count, measured, latencies[len(latencies) // 2],
+               latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+               int(failed.group(1)) if failed else 0)
+
+
+def _connection_args(settings: DatabaseSettings) -> list[str]:
+    if settings.managed:
+        return ["-h", str(settings.socket_dir), "-p", str(settings.pg_port), "-U", "postgres",
+                settings.db_name]
+    return [settings.dsn()]
+
+
+def _connection_env(settings: DatabaseSettings) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}

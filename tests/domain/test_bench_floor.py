@@ -1,0 +1,72 @@
+"""The tile benchmark's floor: pgbench runs exactly the list of tiles it is given, with ioc's
+own tile statements, against the real database (``make bench`` compares ioc with it)."""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from bench.loadgen import Job, pgbench, pgbench_binary, pgbench_script
+from ioc.catalog import load_catalog_sync
+from tiles.settings import TileSettings
+from tiles.sql import build_tile_sql, plan_tile
+
+
+@pytest.fixture
+def probe(db_settings):
+    """A table that records the (z, x, y) each pgbench transaction was given."""
+    conn = psycopg2.connect(db_settings.dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS public.bench_probe;"
+                    "CREATE TABLE public.bench_probe (z int, x int, y int)")
+    yield conn
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE public.bench_probe")
+    conn.close()
+
+
+def _need_pgbench(db_settings) -> None:
+    try:
+        pgbench_binary(db_settings)
+    except SystemExit:
+        if db_settings.managed:  # make test installs the server package, and pgbench with it
+            raise
+        pytest.skip("pgbench is not installed (an external DATABASE_URL without PostgreSQL's "
+                    "server package)")
+
+
+def _squares(statement: str) -> list[Job]:
+    """Two zooms of a 3 × 3 square, listed x-major like the benchmark's tiles."""
+    return [Job(statement, z, x0 + i, y0 + j) for z, x0, y0 in ((10, 812, 478), (11, 1626, 958))
+            for i in range(3) for j in range(3)]
+
+
+def test_every_client_walks_the_list_in_order(db_settings, probe):
+    _need_pgbench(db_settings)
+    jobs = _squares("INSERT INTO public.bench_probe VALUES ($1, $2, $3)")
+    script = pgbench_script(jobs, 4)
+    assert script.count(r"\elif") == 1  # one branch per square, not per tile
+    run = pgbench("probe", db_settings, jobs, 2, 4)
+    with probe.cursor() as cur:
+        cur.execute("SELECT z, x, y, count(*) FROM public.bench_probe GROUP BY 1, 2, 3")
+        counts = {(z, x, y): n for z, x, y, n in cur.fetchall()}
+    assert run.errors == 0 and run.count == sum(counts.values()) > 0
+    assert set(counts) <= {(j.z, j.x, j.y) for j in jobs}
+    if sum(counts.values()) >= 3 * len(jobs):  # several rounds: every tile, evenly
+        assert set(counts) == {(j.z, j.x, j.y) for j in jobs}
+        # Clients advance at their own pace: rounds differ by a few per cent at most.
+        assert max(counts.values()) <= 1.1 * min(counts.values())
+
+
+def test_floor_runs_ioc_tile_statements(db_settings, db):
+    _need_pgbench(db_settings)
+    settings = TileSettings(cache="off")
+    plans = next(plan for la in load_catalog_sync(db) if la.geometry_type.endswith("LineString")
+                 and la.feature_count and (plan := plan_tile([la], 14, settings)))
+    statement = build_tile_sql(plans, settings)
+    jobs = [Job(statement, 14, 13_047 + i, 7_666 + j) for i in range(2) for j in range(2)]
+    run = pgbench("floor", db_settings, jobs, 1, 2, free_jobs=4)
+    assert run.errors == 0 and run.count > 0 and run.p99 >= run.p50 >= 0
+    with pytest.raises(ValueError, match="misread"):
+        pgbench_script([Job("SELECT 1; SELECT $1, $2, $3", 1, 0, 0)], 1)
