@@ -162,7 +162,9 @@ def serve(
         "api.app:create_app", factory=True,
         host=host or settings.server.host, port=port or settings.server.port,
         workers=workers or settings.server.workers, log_config=None,
-        proxy_headers=True, timeout_graceful_shutdown=10,
+        # The request-context middleware logs every request (with its id): uvicorn's own
+        # access log would repeat it, and format its arguments on every request even when off.
+        access_log=False, proxy_headers=True, timeout_graceful_shutdown=10,
     )
 
 
