@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import LOOPBACK
+from bench.common import LOOPBACK, libpq_url, percentile_ms
+from ioc.errors import ClusterError
 from ioc.pgcluster import find_bindir
 from ioc.settings import DatabaseSettings
 
@@ -165,7 +166,7 @@ def pgbench_binary(settings: DatabaseSettings) -> str:
         return found
     try:
         return str(find_bindir(settings) / "pgbench")
-    except Exception as exc:  # noqa: BLE001 — the message says what to install
+    except ClusterError as exc:
         raise SystemExit("pgbench is not installed: it comes with PostgreSQL's server "
                          "package (postgresql-15).") from exc
 
@@ -175,42 +176,26 @@ def pgbench(name: str, settings: DatabaseSettings, jobs: Sequence[Job], seconds:
     """Run the jobs against PostgreSQL with ``clients`` connections for ``seconds``, statements
     prepared once per connection. ``free_jobs`` requests per round of the list cost no query
     (a server answers them itself) and are counted as done in no time."""
-    script = pgbench_script(jobs, clients)
     with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as folder:
         path = Path(folder, "tiles.sql")
-        path.write_text(script)
-        command = [pgbench_binary(settings), "-n", "-M", "prepared", "-c", str(clients),
-                   "-j", "1", "-T", str(max(1, round(seconds))), "-f", str(path), "-D", "k=0", "-l",
-                   "--log-prefix", str(Path(folder, "log"))]
-        done = subprocess.run([*command, *_connection_args(settings)], capture_output=True,
-                              text=True, env=_connection_env(settings), cwd=folder,
-                              timeout=seconds + 120)
+        path.write_text(pgbench_script(jobs, clients))
+        # PG* variables of the caller's shell (PGOPTIONS …) would make the floor differ from ioc.
+        done = subprocess.run(
+            [pgbench_binary(settings), "-n", "-M", "prepared", "-c", str(clients), "-j", "1",
+             "-T", str(max(1, round(seconds))), "-f", str(path), "-D", "k=0", "-l",
+             "--log-prefix", str(Path(folder, "log")), libpq_url(settings)],
+            capture_output=True, text=True, cwd=folder, timeout=seconds + 120,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PG")})
         if done.returncode != 0:
             raise RuntimeError(f"pgbench failed: {done.stderr[-1500:]}")
-        latencies = []
-        for log in Path(folder).glob("log*"):
-            for line in log.read_text().splitlines():
-                fields = line.split()
-                latencies.append(int(fields[2]) / 1000)  # microseconds → ms
+        # Per-transaction log lines: client, transaction, latency in microseconds, …
+        latencies = [int(line.split()[2]) / 1e6 for log in Path(folder).glob("log*")
+                     for line in log.read_text().splitlines()]
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
     if tps is None or not latencies:
         raise RuntimeError(f"pgbench ran no transaction: {done.stdout[-800:]}")
     measured = len(latencies) / float(tps.group(1))
     failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
-    count = len(latencies) * (1 + free_jobs / len(jobs))
     latencies += [0.0] * round(len(latencies) * free_jobs / len(jobs))
-    latencies.sort()
-    return Run(name, count, measured, latencies[len(latencies) // 2],
-               latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-               int(failed.group(1)) if failed else 0)
-
-
-def _connection_args(settings: DatabaseSettings) -> list[str]:
-    if settings.managed:
-        return ["-h", str(settings.socket_dir), "-p", str(settings.pg_port), "-U", "postgres",
-                settings.db_name]
-    return [settings.dsn()]
-
-
-def _connection_env(settings: DatabaseSettings) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    return Run(name, len(latencies), measured, percentile_ms(latencies, 0.5),
+               percentile_ms(latencies, 0.99), int(failed.group(1)) if failed else 0)
