@@ -4,13 +4,21 @@ On these machines the load generator, the server and PostgreSQL share two cores,
 microsecond a client spends per request is taken from the contenders. A Python client spends
 tens of microseconds on each HTTP request and each PostgreSQL query; the C tools spend a few:
 
-- **wrk** (Debian's package; ``make bench`` installs it) drives the HTTP servers, cycling
-  through a list of paths in order over keep-alive connections;
+- **wrk** (Debian's package; ``make bench`` installs it) drives the HTTP servers: its
+  keep-alive connections share one walk through a list of paths, each taking the next path
+  when it is free;
 - **pgbench** (shipped with PostgreSQL's server package) drives PostgreSQL alone with the same
-  statements, prepared, each client walking the same list in the same interleaved order.
+  statements, prepared: each client walks the whole list, starting at its own offset.
 
-Both run for a fixed time and report the requests done and the 50th and 99th latency
-percentiles. They only target the loopback interface and the project's own database.
+A measured run is a number of **rounds**: in one round every path (or job) is requested once
+per client, so both sides do exactly the same work whatever the speed of each tile. A run of a
+fixed time would not: tiles cost from a fraction of a millisecond to hundreds, and a pgbench
+client walking its own share of the list gets the same CPU as the others, so the shares of
+cheap tiles would run more often; a time limit also cuts the last walk through the list at a
+point that depends on the speed. Warm-ups, where the mix does not matter, run for a time.
+
+Both report the requests done and the 50th and 99th latency percentiles. They only target the
+loopback interface and the project's own database.
 """
 
 from __future__ import annotations
@@ -38,6 +46,21 @@ wrk.headers["Accept-Encoding"] = "gzip"
 request = function()
   i = i % #paths + 1
   return wrk.format("GET", paths[i])
+end
+-- A run of a fixed number of requests: stop the thread at the last answer, and interrupt
+-- wrk's main thread, which otherwise waits out -d before it reports (LuaJIT's FFI).
+local limit = tonumber(os.getenv("BENCH_LIMIT") or "0")
+if limit > 0 then
+  local ffi = require("ffi")
+  ffi.cdef("int kill(int pid, int sig); int getpid(void);")
+  local answered = 0
+  response = function(status, headers, body)
+    answered = answered + 1
+    if answered == limit then
+      wrk.thread:stop()
+      ffi.C.kill(ffi.C.getpid(), 2)
+    end
+  end
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -82,11 +105,21 @@ def wrk_binary() -> str:
     return found
 
 
-def wrk(name: str, base: str, paths: Sequence[str], seconds: float, connections: int) -> Run:
+# The longest a run of rounds may take.
+MAX_RUN_SECONDS = 1800
+
+
+def wrk(name: str, base: str, paths: Sequence[str], connections: int, *,
+        seconds: float | None = None, rounds: int | None = None) -> Run:
     """GET the paths in order, round and round, over ``connections`` keep-alive connections
-    for ``seconds`` (gzip accepted; bodies are read, not decoded)."""
+    (gzip accepted; bodies are read, not decoded): for ``seconds``, or for ``rounds`` rounds,
+    that is ``rounds × connections`` times every path."""
     if not base.startswith(f"http://{LOOPBACK}:"):
         raise ValueError("the load generator only targets the loopback interface")
+    if (seconds is None) == (rounds is None):
+        raise ValueError("a run lasts either some seconds or some rounds")
+    limit = rounds * connections * len(paths) if rounds else 0
+    seconds = seconds or MAX_RUN_SECONDS
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as folder:
         script, listing = Path(folder, "paths.lua"), Path(folder, "paths.txt")
         script.write_text(WRK_SCRIPT)
@@ -94,7 +127,8 @@ def wrk(name: str, base: str, paths: Sequence[str], seconds: float, connections:
         done = subprocess.run(
             [wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
              "-s", str(script), base],
-            env=dict(os.environ, BENCH_PATHS=str(listing)), capture_output=True, text=True,
+            env=dict(os.environ, BENCH_PATHS=str(listing), BENCH_LIMIT=str(limit)),
+            capture_output=True, text=True,
             timeout=seconds + 60, check=True)
     found = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", done.stdout, re.M)
     if found is None:
@@ -114,8 +148,9 @@ class Job:
 
 
 def pgbench_script(jobs: Sequence[Job], clients: int) -> str:
-    """A pgbench script in which client k runs jobs k, k + clients, k + 2 × clients … of the
-    list, round and round (the order 'clients' HTTP connections sharing one list get).
+    """A pgbench script in which every client walks the whole list, round and round, client k
+    starting at job k × len(jobs) / clients (the clients spread over the list, as HTTP
+    connections sharing one walk through it are).
 
     Jobs are grouped into runs of one statement and one zoom whose tiles are consecutive in a
     row-major square, so the script needs one branch per run, not one per job.
@@ -130,7 +165,8 @@ def pgbench_script(jobs: Sequence[Job], clients: int) -> str:
         blocks.append((start, end))
         start = end
     # k counts the client's transactions (-D k=0 starts it; variables outlive a transaction).
-    lines = [rf"\set i (:client_id + {clients} * :k) % {len(jobs)}", r"\set k :k + 1"]
+    lines = [rf"\set i (:client_id * {len(jobs)} / {clients} + :k) % {len(jobs)}",
+             r"\set k :k + 1"]
     for b, (start, end) in enumerate(blocks):
         first = jobs[start]
         side = _square_side(jobs[start:end])
@@ -171,20 +207,26 @@ def pgbench_binary(settings: DatabaseSettings) -> str:
                          "package (postgresql-15).") from exc
 
 
-def pgbench(name: str, settings: DatabaseSettings, jobs: Sequence[Job], seconds: float,
-            clients: int, free_jobs: int = 0) -> Run:
-    """Run the jobs against PostgreSQL with ``clients`` connections for ``seconds``, statements
-    prepared once per connection. ``free_jobs`` requests per round of the list cost no query
-    (a server answers them itself) and are counted as done in no time."""
+def pgbench(name: str, settings: DatabaseSettings, jobs: Sequence[Job], clients: int,
+            free_jobs: int = 0, *, seconds: float | None = None,
+            rounds: int | None = None) -> Run:
+    """Run the jobs against PostgreSQL with ``clients`` connections, statements prepared once
+    per connection: for ``seconds``, or for ``rounds`` rounds (each client runs the whole list
+    ``rounds`` times). ``free_jobs`` requests per walk through the list cost no query (a
+    server answers them itself) and are counted as done in no time."""
+    if (seconds is None) == (rounds is None):
+        raise ValueError("a run lasts either some seconds or some rounds")
+    length = ["-t", str(rounds * len(jobs))] if rounds else ["-T", str(max(1, round(seconds)))]
     with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as folder:
         path = Path(folder, "tiles.sql")
         path.write_text(pgbench_script(jobs, clients))
         # PG* variables of the caller's shell (PGOPTIONS …) would make the floor differ from ioc.
         done = subprocess.run(
             [pgbench_binary(settings), "-n", "-M", "prepared", "-c", str(clients), "-j", "1",
-             "-T", str(max(1, round(seconds))), "-f", str(path), "-D", "k=0", "-l",
+             *length, "-f", str(path), "-D", "k=0", "-l",
              "--log-prefix", str(Path(folder, "log")), libpq_url(settings)],
-            capture_output=True, text=True, cwd=folder, timeout=seconds + 120,
+            capture_output=True, text=True, cwd=folder,
+            timeout=(seconds or MAX_RUN_SECONDS) + 120,
             env={k: v for k, v in os.environ.items() if not k.startswith("PG")})
         if done.returncode != 0:
             raise RuntimeError(f"pgbench failed: {done.stderr[-1500:]}")

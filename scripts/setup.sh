@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up used by `make run` and `make test`:
 #   1. system packages when missing, installed with apt as root: the PostGIS server and npm;
-#      for the tests (IOC_SETUP_FOR=test) also GDAL's clients and Debian's chromium; for the
-#      benchmarks (IOC_SETUP_FOR=bench) the load generator wrk;
+#      for the tests (IOC_SETUP_FOR=test) also GDAL's clients, Debian's chromium and the
+#      benchmark's load generator wrk (tested too); for the benchmarks (IOC_SETUP_FOR=bench) wrk;
 #   2. the .venv with the pinned requirements (reinstalled only when they change);
 #   3. the project-managed PostGIS under var/pg (unless DATABASE_URL is set), migrations,
 #      and the demo city when the database is empty.
@@ -20,14 +20,14 @@ have_postgis_server() {
 if [ -z "${DATABASE_URL:-}" ] && ! have_postgis_server; then
   APT_PACKAGES+=(postgresql-15-postgis-3 postgresql-15)
 fi
-# Map pages: npm installs their browser assets. The tests also need GDAL's clients and Debian's
-# chromium (IOC_SETUP_FOR=test, set by `make test`); a server running `make run` does not.
+# Map pages: npm installs their browser assets. The tests also need GDAL's clients, Debian's
+# chromium and wrk (IOC_SETUP_FOR=test, set by `make test`); a server running `make run` does not.
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 if [ "${IOC_SETUP_FOR:-run}" = test ]; then
   command -v ogrinfo >/dev/null 2>&1 || APT_PACKAGES+=(gdal-bin)
   command -v chromium >/dev/null 2>&1 || APT_PACKAGES+=(chromium)
 fi
-if [ "${IOC_SETUP_FOR:-run}" = bench ]; then
+if [ "${IOC_SETUP_FOR:-run}" = test ] || [ "${IOC_SETUP_FOR:-run}" = bench ]; then
   command -v wrk >/dev/null 2>&1 || APT_PACKAGES+=(wrk)
 fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)

@@ -42,21 +42,37 @@ def _squares(statement: str) -> list[Job]:
             for i in range(3) for j in range(3)]
 
 
-def test_every_client_walks_the_list_in_order(db_settings, probe):
+def _counts(probe) -> dict[tuple[int, int, int], int]:
+    with probe.cursor() as cur:
+        cur.execute("SELECT z, x, y, count(*) FROM public.bench_probe GROUP BY 1, 2, 3")
+        return {(z, x, y): n for z, x, y, n in cur.fetchall()}
+
+
+def test_a_round_runs_every_tile_once_per_client(db_settings, probe):
     _need_pgbench(db_settings)
     jobs = _squares("INSERT INTO public.bench_probe VALUES ($1, $2, $3)")
     script = pgbench_script(jobs, 4)
     assert script.count(r"\elif") == 1  # one branch per square, not per tile
-    run = pgbench("probe", db_settings, jobs, 2, 4)
-    with probe.cursor() as cur:
-        cur.execute("SELECT z, x, y, count(*) FROM public.bench_probe GROUP BY 1, 2, 3")
-        counts = {(z, x, y): n for z, x, y, n in cur.fetchall()}
+    run = pgbench("probe", db_settings, jobs, 4, free_jobs=3, rounds=2)
+    # Exactly the same work as a server gets from 4 connections going twice through the list:
+    # every tile 8 times, and the tiles a server answers without a query counted alike.
+    assert _counts(probe) == {(j.z, j.x, j.y): 8 for j in jobs}
+    assert run.errors == 0 and run.count == 8 * (len(jobs) + 3)
+    assert run.seconds > 0 and run.p99 >= run.p50 >= 0
+
+
+def test_a_timed_run_walks_the_list_in_order(db_settings, probe):
+    _need_pgbench(db_settings)
+    jobs = _squares("INSERT INTO public.bench_probe VALUES ($1, $2, $3)")
+    run = pgbench("probe", db_settings, jobs, 4, seconds=2)
+    counts = _counts(probe)
     assert run.errors == 0 and run.count == sum(counts.values()) > 0
     assert set(counts) <= {(j.z, j.x, j.y) for j in jobs}
     if sum(counts.values()) >= 3 * len(jobs):  # several rounds: every tile, evenly
         assert set(counts) == {(j.z, j.x, j.y) for j in jobs}
-        # Clients advance at their own pace: rounds differ by a few per cent at most.
         assert max(counts.values()) <= 1.1 * min(counts.values())
+    with pytest.raises(ValueError, match="either"):
+        pgbench("probe", db_settings, jobs, 4)
 
 
 def test_floor_runs_ioc_tile_statements(db_settings, db):
@@ -66,7 +82,7 @@ def test_floor_runs_ioc_tile_statements(db_settings, db):
                  and la.feature_count and (plan := plan_tile([la], 14, settings)))
     statement = build_tile_sql(plans, settings)
     jobs = [Job(statement, 14, 13_047 + i, 7_666 + j) for i in range(2) for j in range(2)]
-    run = pgbench("floor", db_settings, jobs, 1, 2, free_jobs=4)
+    run = pgbench("floor", db_settings, jobs, 2, free_jobs=4, seconds=1)
     assert run.errors == 0 and run.count > 0 and run.p99 >= run.p50 >= 0
     with pytest.raises(ValueError, match="misread"):
         pgbench_script([Job("SELECT 1; SELECT $1, $2, $3", 1, 0, 0)], 1)
