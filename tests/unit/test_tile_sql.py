@@ -14,7 +14,7 @@ from ioc.catalog import Catalog, CatalogWatcher, layer_from_row
 from ioc.errors import InvalidParameter, LayerNotFound
 from tiles.cache import CachedTile, DiskCache, MemoryCache
 from tiles.pmtiles import count_tiles, parse_bbox, parse_zoom_range, tiles_in_bbox, write_pmtiles
-from tiles.render import TileOutOfRange, check_tile, resolve_layers
+from tiles.render import BIG_TILE, TileOutOfRange, TileService, check_tile, resolve_layers
 from tiles.settings import TileSettings
 from tiles.sql import (
     Plan,
@@ -289,3 +289,15 @@ def test_tile_ranges_and_pmtiles(tmp_path):
         assert mapbox_vector_tile.decode(gzip.decompress(reader.get(z, x, y)))["a"]
     with pytest.raises(InvalidParameter):
         write_pmtiles(tmp_path / "empty.pmtiles", [(1, 0, 0, b"")], bbox, {})
+
+
+def test_small_and_big_tiles_are_gzipped_alike():
+    """Small tiles are compressed on the event loop, big ones in a worker thread: both give a
+    gzip member that any client inflates to the tile."""
+    service = TileService(TileSettings(cache="off"))
+    for size in (1_000, BIG_TILE + 1):
+        tile = bytes(range(256)) * (size // 256) + b"\x1a" * (size % 256)
+        data = asyncio.run(service.compress(tile))
+        assert data[:2] == b"\x1f\x8b" and len(data) < len(tile)
+        assert gzip.decompress(data) == tile
+    assert asyncio.run(service.compress(b"")) == b""
