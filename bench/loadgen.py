@@ -113,10 +113,11 @@ def wrk(name: str, base: str, paths: Sequence[str], connections: int, *,
         seconds: float | None = None, rounds: int | None = None) -> Run:
     """GET the paths in order, round and round, over ``connections`` keep-alive connections
     (gzip accepted; bodies are read, not decoded): for ``seconds``, or for ``rounds`` rounds,
-    that is ``rounds × connections`` times every path."""
+    that is ``rounds × connections`` times every path (then ``seconds``, if given, is the
+    most they may take)."""
     if not base.startswith(f"http://{LOOPBACK}:"):
         raise ValueError("the load generator only targets the loopback interface")
-    if (seconds is None) == (rounds is None):
+    if seconds is None and rounds is None:
         raise ValueError("a run lasts either some seconds or some rounds")
     limit = rounds * connections * len(paths) if rounds else 0
     seconds = seconds or MAX_RUN_SECONDS
@@ -134,6 +135,9 @@ def wrk(name: str, base: str, paths: Sequence[str], connections: int, *,
     if found is None:
         raise RuntimeError(f"wrk printed no result: {done.stdout[-500:]} {done.stderr[-500:]}")
     requests, micros, status_errors, io_errors, p50, p99 = map(int, found.groups())
+    if requests < limit:  # requests lost to socket errors are never answered
+        raise RuntimeError(f"{name}: {requests} of {limit} requests answered in "
+                           f"{micros / 1e6:.0f} s ({io_errors} socket errors)")
     return Run(name, requests, micros / 1e6, p50 / 1000, p99 / 1000, status_errors + io_errors)
 
 

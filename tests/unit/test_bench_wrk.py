@@ -30,6 +30,9 @@ def server():
         def do_GET(self) -> None:  # noqa: N802 — http.server's name
             with lock:
                 seen[self.path] += 1
+            if self.path == "/drop":  # a server that hangs up without answering
+                self.close_connection = True
+                return
             body = b"x" * 100
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -62,6 +65,12 @@ def test_a_round_requests_every_path_once_per_connection(server):
 def test_a_run_lasts_rounds_or_seconds_and_stays_on_the_loopback(server):
     base, _ = server
     with pytest.raises(ValueError, match="either"):
-        wrk("probe", base, ["/"], 1)
+        wrk("probe", base, ["/"], 1)  # no end
     with pytest.raises(ValueError, match="loopback"):
         wrk("probe", "http://example.org:80", ["/"], 1, seconds=1)
+
+
+def test_a_run_of_rounds_that_is_not_answered_says_so(server):
+    base, _ = server
+    with pytest.raises(RuntimeError, match="0 of 4 requests answered"):
+        wrk("probe", base, ["/drop"], 2, rounds=2, seconds=1)
