@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -55,3 +56,28 @@ def test_ogr2ogr_copies_a_collection_with_every_feature(live_server, db, tmp_pat
 def test_ogrinfo_reads_the_feature_count(live_server):
     out = run("ogrinfo", "-ro", "-so", f"OAPIF:{live_server}", "fx_landmarks")
     assert "Feature Count: 4" in out and "Point" in out
+
+
+def test_ogrinfo_reads_a_vector_tile_where_the_features_are(live_server, db):
+    """GDAL's MVT driver reads a tile of the VN-2000 layer: every point of the tile, in
+    EPSG:3857, within the tile grid's resolution (4096 units a tile) of where PostGIS puts it."""
+    z = 12
+    with db.cursor() as cur:
+        cur.execute("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(geom, 4326) AS p"
+                    " FROM fixtures.vn2000_parcels WHERE parcel_id = 10) s")
+        lon, lat = cur.fetchone()
+        n = 1 << z
+        x = int((lon + 180) / 360 * n)
+        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+        cur.execute("SELECT parcel_id, ST_X(g), ST_Y(g) FROM (SELECT parcel_id,"
+                    " ST_Transform(geom, 3857) AS g FROM fixtures.vn2000_parcels) s"
+                    " WHERE ST_Intersects(g, ST_TileEnvelope(%s, %s, %s))", (z, x, y))
+        expected = {pid: (px, py) for pid, px, py in cur.fetchall()}
+    out = run("ogrinfo", "-ro", "-q", f"MVT:{live_server}/tiles/fx_vn2000/{z}/{x}/{y}.pbf",
+              "fx_vn2000")
+    found = {int(pid): (float(px), float(py)) for pid, px, py in re.findall(
+        r"mvt_id \(Integer64\) = (\d+).*?POINT \(([-\d.e+]+) ([-\d.e+]+)\)", out, flags=re.S)}
+    assert set(found) == set(expected) and 10 in found
+    step = 2 * math.pi * 6378137 / n / 4096  # one tile unit in metres
+    for pid, (px, py) in found.items():
+        assert abs(px - expected[pid][0]) <= step and abs(py - expected[pid][1]) <= step
