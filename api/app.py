@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from starlette.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.middleware import RequestContextMiddleware, TileFastPath
@@ -57,15 +58,29 @@ async def _check_database(pool) -> None:
         raise MigrationError("The database needs migrations: run 'ioc db migrate'.")
 
 
-class IocApp(FastAPI):
-    """FastAPI behind a plain-ASGI front door: the request context wraps every request, and
-    anonymous requests for public tiles are answered before FastAPI's own middleware (error
-    pages, telemetry, body limit, gzip) and routing, which cost as much per request as all of
-    the tile path's own Python (the largest share of ioc's time on an uncached tile)."""
+# Request headers a web map on another origin may send, and response headers it may read.
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "If-None-Match", "If-Match",
+                        "X-Request-ID"]
+CORS_EXPOSED_HEADERS = ["ETag", "Location", "Content-Crs", "X-Request-ID", "X-Tile-Truncated",
+                        "X-Tile-Cache"]
 
-    def __init__(self, *args, **kwargs) -> None:
+
+class IocApp(FastAPI):
+    """FastAPI behind a plain-ASGI front door: the request context wraps every request, CORS
+    answers preflights and marks answers to other origins' pages, and anonymous requests for
+    public tiles are answered before FastAPI's own middleware (error pages, telemetry, body
+    limit, gzip) and routing, which cost as much per request as all of the tile path's own
+    Python (the largest share of ioc's time on an uncached tile)."""
+
+    def __init__(self, *args, cors_origins: list[str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._front = RequestContextMiddleware(TileFastPath(super().__call__, self))
+        front = TileFastPath(super().__call__, self)
+        if cors_origins:
+            # Never with credentials: the map session cookie stays with ioc's own pages.
+            front = CORSMiddleware(front, allow_origins=cors_origins, allow_methods=["*"],
+                                   allow_headers=CORS_REQUEST_HEADERS,
+                                   expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
+        self._front = RequestContextMiddleware(front)
 
     async def __call__(self, scope, receive, send) -> None:
         await self._front(scope, receive, send)
@@ -95,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("database connections closed")
 
     app = IocApp(
+        cors_origins=settings.server.cors_origins,
         title="ioc — HCMC IOC map server",
         version="0.1.0",
         description=DESCRIPTION,

@@ -5,14 +5,16 @@ Built once by :func:`get_settings` and passed down; nothing reads the environmen
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?")
 
 
 def _config() -> SettingsConfigDict:
@@ -78,6 +80,29 @@ class ServerSettings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL used in links when behind a proxy."
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=["*"],
+        description="Web origins whose pages may read ioc's answers (CORS), comma-separated, "
+        "e.g. 'https://bando.example.vn'. '*' (the default) lets any site's map read what an "
+        "anonymous caller, or the API key it sends, may read: cookies are never accepted "
+        "across origins. Empty turns CORS off.",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_only(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ValueError(f"'{origin}' is not a web origin (scheme://host[:port], no "
+                                 "path) nor '*'")
+        return value
 
 
 class DataSettings(BaseSettings):

@@ -69,12 +69,18 @@ fi
 
 # Map pages (issue #7): Leaflet and its plugins from the npm registry into node_modules/
 # (package.json + package-lock.json), served by ioc itself under /static/vendor so that the
-# pages work without internet. Reinstalled only when the lock file changes.
+# pages work without internet. The tests also install the devDependencies (MapLibre GL JS, a
+# web map on another origin that a test points at ioc). Reinstalled only when the lock file
+# or that choice changes; a set-up for the tests serves `make run` too.
 NPM_STAMP=node_modules/.ioc-package-lock
-NPM_WANT=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -d node_modules ] || [ "$(cat "$NPM_STAMP" 2>/dev/null)" != "$NPM_WANT" ]; then
-  say "installing the map pages' browser assets (npm ci)"
-  npm ci --omit=dev --no-audit --no-fund --loglevel=error
+NPM_OMIT=(--omit=dev)
+if [ "${IOC_SETUP_FOR:-run}" = test ]; then NPM_OMIT=(); fi
+NPM_WANT="$(sha256sum package-lock.json | cut -d' ' -f1) ${NPM_OMIT[*]:-with-dev}"
+NPM_HAVE=$(cat "$NPM_STAMP" 2>/dev/null || true)
+if [ ! -d node_modules ] || { [ "$NPM_HAVE" != "$NPM_WANT" ] &&
+    [ "$NPM_HAVE" != "${NPM_WANT% *} with-dev" ]; }; then
+  say "installing the map pages' browser assets (npm ci ${NPM_OMIT[*]:-})"
+  npm ci "${NPM_OMIT[@]}" --no-audit --no-fund --loglevel=error
   echo "$NPM_WANT" > "$NPM_STAMP"
 fi
 

@@ -9,7 +9,6 @@ Debian's ``chromium`` is driven by Playwright's Python package (never ``playwrig
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,29 +17,12 @@ import httpx
 import mapbox_vector_tile
 import pytest
 
-from ioc.settings import PROJECT_ROOT
+from tests.browser.conftest import ARTIFACTS, LOAD_TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("IOC_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 WALL = {"width": 1920, "height": 1080}
 PHONE = {"width": 390, "height": 844}
-LOAD_TIMEOUT_MS = 90_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 @dataclass

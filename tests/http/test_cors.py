@@ -1,0 +1,76 @@
+"""CORS: web maps on other origins (a MapLibre or OpenLayers page of another department) read
+ioc's styles, TileJSON, tiles and features; cookies never cross origins."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from ioc.settings import ServerSettings, Settings
+from tests.http import conftest_tiles as fx
+
+tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_client
+
+PORTAL = "https://bando.example.vn"
+TILE = "/tiles/tf_reports/14/13048/7698.pbf"  # in the packed core of reports
+
+
+def test_a_page_on_another_origin_reads_tiles_and_their_headers(tiles_client):
+    plain = tiles_client.get(TILE)
+    response = tiles_client.get(TILE, headers={"Origin": PORTAL})
+    assert response.status_code == plain.status_code == 200
+    assert response.content == plain.content
+    assert response.headers["access-control-allow-origin"] == "*"
+    exposed = {h.strip().lower() for h in
+               response.headers["access-control-expose-headers"].split(",")}
+    assert {"etag", "x-tile-truncated", "x-request-id"} <= exposed
+    assert "access-control-allow-credentials" not in response.headers
+    # Without an Origin (a same-origin page, QGIS, curl) nothing changes.
+    assert "access-control-allow-origin" not in plain.headers
+
+
+@pytest.mark.parametrize("path", ["/styles/tf_parcels,tf_reports.json",
+                                  "/tiles/tf_parcels/tilejson.json",
+                                  "/collections/tf_parcels/items?limit=2",
+                                  "/collections/tf_nope"])
+def test_styles_tilejson_features_and_errors_carry_cors(tiles_client, path):
+    response = tiles_client.get(path, headers={"Origin": PORTAL})
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+def test_preflight_allows_an_api_key_but_no_cookie(tiles_client):
+    response = tiles_client.options("/collections/tf_internal/items", headers={
+        "Origin": PORTAL, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, if-none-match"})
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "if-none-match" in allowed
+    assert "access-control-allow-credentials" not in response.headers
+    # A header ioc does not use is refused by name.
+    refused = tiles_client.options("/collections", headers={
+        "Origin": PORTAL, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "x-forwarded-user"})
+    assert refused.status_code == 400 and "headers" in refused.text.lower()
+
+
+def test_a_list_of_origins_and_cors_off(settings, tile_layers):
+    listed = Settings(database=settings.database, data=settings.data, publish=settings.publish,
+                      server=ServerSettings(cors_origins=PORTAL + ", http://localhost:3000"))
+    with TestClient(create_app(listed)) as client:
+        allowed = client.get("/collections", headers={"Origin": PORTAL})
+        assert allowed.headers["access-control-allow-origin"] == PORTAL
+        other = client.get("/collections", headers={"Origin": "https://elsewhere.example"})
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+    off = Settings(database=settings.database, data=settings.data, publish=settings.publish,
+                   server=ServerSettings(cors_origins=""))
+    with TestClient(create_app(off)) as client:
+        response = client.get(TILE, headers={"Origin": PORTAL})
+        assert response.status_code in (200, 204)
+        assert "access-control-allow-origin" not in response.headers
+
+
+def test_an_origin_with_a_path_is_refused_at_start():
+    with pytest.raises(ValueError, match="not a web origin"):
+        ServerSettings(cors_origins="https://bando.example.vn/map")
