@@ -11,7 +11,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from starlette.middleware.cors import CORSMiddleware
 
 from api import errors
-from api.middleware import RequestContextMiddleware, TileFastPath
+from api.middleware import HeadAsGet, RequestContextMiddleware, TileFastPath
 from api.routers import (
     addresses,
     catalog,
@@ -66,11 +66,12 @@ CORS_EXPOSED_HEADERS = ["ETag", "Location", "Content-Crs", "X-Request-ID", "X-Ti
 
 
 class IocApp(FastAPI):
-    """FastAPI behind a plain-ASGI front door: the request context wraps every request, CORS
-    answers preflights and marks answers to other origins' pages, and anonymous requests for
-    public tiles are answered before FastAPI's own middleware (error pages, telemetry, body
-    limit, gzip) and routing, which cost as much per request as all of the tile path's own
-    Python (the largest share of ioc's time on an uncached tile)."""
+    """FastAPI behind a plain-ASGI front door: the request context wraps every request, HEAD
+    is answered as GET without a body, CORS answers preflights and marks answers to other
+    origins' pages, and anonymous requests for public tiles are answered before FastAPI's own
+    middleware (error pages, telemetry, body limit, gzip) and routing, which cost as much per
+    request as all of the tile path's own Python (the largest share of ioc's time on an
+    uncached tile)."""
 
     def __init__(self, *args, cors_origins: list[str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -80,7 +81,7 @@ class IocApp(FastAPI):
             front = CORSMiddleware(front, allow_origins=cors_origins, allow_methods=["*"],
                                    allow_headers=CORS_REQUEST_HEADERS,
                                    expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
-        self._front = RequestContextMiddleware(front)
+        self._front = RequestContextMiddleware(HeadAsGet(front))
 
     async def __call__(self, scope, receive, send) -> None:
         await self._front(scope, receive, send)

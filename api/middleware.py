@@ -66,6 +66,27 @@ class RequestContextMiddleware:
                     "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)})
 
 
+class HeadAsGet:
+    """Answer HEAD exactly like GET, without the body (RFC 9110 §9.3.2): FastAPI routes GET
+    only, so a HEAD of a style, a tile or a page would otherwise be a 405. The headers
+    (Content-Length, ETag, caching) are the GET answer's."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head(message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_head)
+
+
 class TileFastPath:
     """Serve anonymous requests for public tiles straight from ASGI, in front of FastAPI's
     middleware stack, routing and dependency resolution (which cost more than a cached tile,
