@@ -218,10 +218,31 @@ def tile_answer(tile: Tile, public: bool, max_age: int, if_none_match: str,
         return 304, headers, b""
     if tile.empty:
         return 204, headers, b""
-    if "gzip" in accept_encoding:
+    if accepts_gzip(accept_encoding):
         headers["Content-Encoding"] = "gzip"
         return 200, headers, tile.data
     return 200, headers, igzip.decompress(tile.data)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header (RFC 9110 §12.5.3) takes gzip: listed, or ``*``,
+    with a weight above 0 (``gzip;q=0`` refuses it)."""
+    if ";" not in accept_encoding:  # the usual "gzip, deflate, br": no weights to read
+        return any(c.strip().lower() in ("gzip", "x-gzip", "*")
+                   for c in accept_encoding.split(","))
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        weight = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = 0.0  # unreadable: not taken as consent
+        weights[coding.strip().lower()] = weight
+    gzip_weight = weights.get("gzip", weights.get("x-gzip"))
+    return (gzip_weight if gzip_weight is not None else weights.get("*", 0.0)) > 0
 
 
 def all_public(catalog: Catalog, ids: str) -> bool:

@@ -248,6 +248,8 @@ def test_etag_304_and_gzip_passthrough(tiles_client):
     plain = tiles_client.get(path, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
     assert mapbox_vector_tile.decode(plain.content) == mapbox_vector_tile.decode(second.content)
+    refused = tiles_client.get(path, headers={"Accept-Encoding": "br;q=1, gzip;q=0"})
+    assert "content-encoding" not in refused.headers and refused.content == plain.content
 
 
 def _mutable_names(client, z, x, y) -> list[str]:

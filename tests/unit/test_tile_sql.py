@@ -14,7 +14,14 @@ from ioc.catalog import Catalog, CatalogWatcher, layer_from_row
 from ioc.errors import InvalidParameter, LayerNotFound
 from tiles.cache import CachedTile, DiskCache, MemoryCache
 from tiles.pmtiles import count_tiles, parse_bbox, parse_zoom_range, tiles_in_bbox, write_pmtiles
-from tiles.render import BIG_TILE, TileOutOfRange, TileService, check_tile, resolve_layers
+from tiles.render import (
+    BIG_TILE,
+    TileOutOfRange,
+    TileService,
+    accepts_gzip,
+    check_tile,
+    resolve_layers,
+)
 from tiles.settings import TileSettings
 from tiles.sql import (
     Plan,
@@ -301,3 +308,12 @@ def test_small_and_big_tiles_are_gzipped_alike():
         assert data[:2] == b"\x1f\x8b" and len(data) < len(tile)
         assert gzip.decompress(data) == tile
     assert asyncio.run(service.compress(b"")) == b""
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("gzip, deflate, br", True), ("GZIP", True), ("br, *", True), ("", False), ("identity", False),
+    ("br;q=1, gzip;q=0", False), ("gzip;q=0.5, br", True), ("*;q=0", False),
+    ("*;q=0.1, gzip;q=0", False), ("br, *;q=0.2", True), ("gzip;q=abc", False),
+    ("x-gzip", True), ("deflate;q=1", False), ("gzipped", False)])
+def test_accept_encoding_weights_are_read(header, expected):
+    assert accepts_gzip(header) is expected
