@@ -1,4 +1,5 @@
-"""OGC API – Features documents built from the catalog: conformance, collections, queryables.
+"""OGC API documents built from the catalog: conformance (Features and Tiles), collections,
+queryables.
 
 Plain data (dicts) from a Layer and the server's base URL; the HTTP layer only serialises them.
 """
@@ -18,6 +19,8 @@ CSV = "text/csv"
 JSON = "application/json"
 SCHEMA_JSON = "application/schema+json"
 REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+REL_TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+REL_TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
 
 _FEATURES = "http://www.opengis.net/spec/ogcapi-features-{part}/1.0/conf/{name}"
 CONFORMANCE: tuple[str, ...] = (
@@ -30,6 +33,9 @@ CONFORMANCE: tuple[str, ...] = (
     _FEATURES.format(part=3, name="features-filter"),
     _FEATURES.format(part=3, name="queryables"),
     *cql2.CONFORMANCE,
+    # OGC API – Tiles Part 1: vector tilesets of each collection, in WebMercatorQuad.
+    *(f"http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/{name}" for name in (
+        "core", "tileset", "tilesets-list", "geodata-tilesets", "mvt", "oas30")),
 )
 
 _JSON_TYPES: dict[str, dict[str, str]] = {
@@ -68,6 +74,8 @@ def collection_doc(layer: Layer, base: str) -> dict[str, Any]:
                  "Xuất GeoJSON-seq / GeoJSON text sequence export"),
             link(f"{href}/queryables", REL_QUERYABLES, SCHEMA_JSON,
                  "Thuộc tính lọc được / Queryables"),
+            link(f"{href}/tiles", REL_TILESETS_VECTOR, JSON,
+                 "Tile vector (OGC API – Tiles) / Vector tilesets"),
         ],
         "title_en": layer.title_en,
         "domain": layer.domain,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from api.deps import CatalogDep, PrincipalDep
 from api.html import negotiate, render
+from ioc.ogcapi import REL_TILING_SCHEMES
 
 router = APIRouter(tags=["service"])
 
@@ -22,6 +23,8 @@ def _links(request: Request) -> list[dict[str, str]]:
          "href": f"{base}/conformance"},
         {"rel": "data", "type": "application/json",
          "title": "Các lớp OGC API – Features / Collections", "href": f"{base}/collections"},
+        {"rel": REL_TILING_SCHEMES, "type": "application/json",
+         "title": "Lưới tile / Tile matrix sets", "href": f"{base}/tileMatrixSets"},
         {"rel": "describedby", "type": "application/json", "title": "Danh mục lớp / Layer catalog",
          "href": f"{base}/catalog/layers"},
         {"rel": "status", "type": "application/json", "title": "Readiness", "href": f"{base}/readyz"},

@@ -358,6 +358,31 @@ def test_ogc_tilesets_and_tile_matrix_set(tiles_client):
     assert tiles_client.get("/collections/tf_restricted/tiles").status_code == 404
 
 
+def test_a_client_finds_the_tiles_from_the_landing_page(tiles_client):
+    """OGC API – Tiles discovery: landing page → tile matrix sets; collection → its vector
+    tilesets → a tileset → its tiling scheme and tile template; conformance says so."""
+    landing = tiles_client.get("/", headers={"Accept": "application/json"}).json()
+    schemes = next(link["href"] for link in landing["links"]
+                   if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes")
+    assert tiles_client.get(schemes).json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"
+    collection = tiles_client.get("/collections/tf_parcels").json()
+    href = next(link["href"] for link in collection["links"]
+                if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector")
+    (tileset,) = tiles_client.get(href).json()["tilesets"]
+    meta = tiles_client.get(next(link["href"] for link in tileset["links"]
+                                 if link["rel"] == "self")).json()
+    links = {link["rel"]: link["href"] for link in meta["links"]}
+    assert tiles_client.get(links["http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"]
+                            ).json()["id"] == "WebMercatorQuad"
+    z, x, y = tile_of(WEST + 0.02, SOUTH + 0.02, 14)
+    tile = tiles_client.get(links["item"].replace("{tileMatrix}", str(z))
+                            .replace("{tileRow}", str(y)).replace("{tileCol}", str(x)))
+    assert decode(tile)["tf_parcels"]["features"]
+    conforms = tiles_client.get("/conformance").json()["conformsTo"]
+    tiles_classes = {c.rsplit("/", 1)[1] for c in conforms if "ogcapi-tiles-1" in c}
+    assert {"core", "tileset", "tilesets-list", "geodata-tilesets", "mvt"} <= tiles_classes
+
+
 def test_maplibre_style(tiles_client):
     style = tiles_client.get("/styles/tf_parcels,tf_reports,tf_internal.json").json()
     assert style["version"] == 8 and "glyphs" not in style and "sprite" not in style
