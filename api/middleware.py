@@ -12,9 +12,12 @@ import logging
 import os
 import time
 
+from starlette.middleware.gzip import GZipMiddleware
+
 from api.deps import current_catalog, tile_service
 from api.errors import error_response
 from ioc.access import ANONYMOUS
+from ioc.encoding import accepts_gzip
 from ioc.logs import request_id
 from tiles.render import MAX_ZOOM, all_public, resolve_layers, tile_answer
 
@@ -64,6 +67,20 @@ class RequestContextMiddleware:
                 log.info("request", extra={
                     "request_id": rid, "method": scope["method"], "path": scope["path"],
                     "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)})
+
+
+class WeightedGZipMiddleware(GZipMiddleware):
+    """Starlette's gzip for the app's answers, reading ``Accept-Encoding`` weights: it only
+    looks for the word "gzip", so ``gzip;q=0`` (gzip refused) would get gzip."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            value = next((v for k, v in scope["headers"] if k == b"accept-encoding"), b"")
+            text = value.decode("latin-1")
+            if "gzip" in text and not accepts_gzip(text):
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
+                                              if k != b"accept-encoding"]}
+        await super().__call__(scope, receive, send)
 
 
 class HeadAsGet:

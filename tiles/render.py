@@ -17,6 +17,7 @@ from isal import igzip
 
 from ioc.access import ANONYMOUS, Principal
 from ioc.catalog import Catalog, Layer
+from ioc.encoding import accepts_gzip
 from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
 from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key
 from tiles.settings import TileSettings
@@ -222,27 +223,6 @@ def tile_answer(tile: Tile, public: bool, max_age: int, if_none_match: str,
         headers["Content-Encoding"] = "gzip"
         return 200, headers, tile.data
     return 200, headers, igzip.decompress(tile.data)
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an ``Accept-Encoding`` header (RFC 9110 §12.5.3) takes gzip: listed, or ``*``,
-    with a weight above 0 (``gzip;q=0`` refuses it)."""
-    if ";" not in accept_encoding:  # the usual "gzip, deflate, br": no weights to read
-        return any(c.strip().lower() in ("gzip", "x-gzip", "*")
-                   for c in accept_encoding.split(","))
-    weights: dict[str, float] = {}
-    for item in accept_encoding.split(","):
-        coding, _, params = item.partition(";")
-        weight = 1.0
-        name, _, value = params.strip().partition("=")
-        if name.strip().lower() == "q":
-            try:
-                weight = float(value)
-            except ValueError:
-                weight = 0.0  # unreadable: not taken as consent
-        weights[coding.strip().lower()] = weight
-    gzip_weight = weights.get("gzip", weights.get("x-gzip"))
-    return (gzip_weight if gzip_weight is not None else weights.get("*", 0.0)) > 0
 
 
 def all_public(catalog: Catalog, ids: str) -> bool:

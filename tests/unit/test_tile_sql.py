@@ -11,6 +11,7 @@ import pytest
 
 from ioc.access import ANONYMOUS, Principal
 from ioc.catalog import Catalog, CatalogWatcher, layer_from_row
+from ioc.encoding import accepts_gzip
 from ioc.errors import InvalidParameter, LayerNotFound
 from tiles.cache import CachedTile, DiskCache, MemoryCache
 from tiles.pmtiles import count_tiles, parse_bbox, parse_zoom_range, tiles_in_bbox, write_pmtiles
@@ -18,7 +19,6 @@ from tiles.render import (
     BIG_TILE,
     TileOutOfRange,
     TileService,
-    accepts_gzip,
     check_tile,
     resolve_layers,
 )
