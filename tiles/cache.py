@@ -20,6 +20,11 @@ from pathlib import Path
 
 # Longest directory name used as is; longer composite keys are hashed (filename limit 255).
 MAX_DIR_NAME = 200
+# The disk budget is swept when this share of it has been written since the last sweep, down
+# to SWEEP_TARGET of it (so sweeps stay rare and each frees room for many writes).
+SWEEP_EVERY = 0.05
+SWEEP_TARGET = 0.8
+BLOCK = 4096  # a small file still takes a block
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,41 @@ class DiskCache:
     """Tiles as files ``<dir>/<fingerprint>/<layers key>/<z>/<x>/<y>.mvt.gz``, shared by all
     processes; writes are atomic (temporary file + rename), so readers never see half a tile.
     A layer that hit the feature cap has a ``<y>.truncated`` file beside its tile.
+
+    With ``max_bytes``, :meth:`sweep` keeps the cache within that budget: any caller may ask
+    for a tile of any set of public layers at any zoom, so an unbounded cache would fill the
+    disk. The first write after start asks for a sweep, then every SWEEP_EVERY of the budget.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes
+        # Bytes written since the last sweep (this process's share; enough to pace sweeps).
+        self.written = int(max_bytes * SWEEP_EVERY) if max_bytes else 0
+
+    def needs_sweep(self) -> bool:
+        """True when enough has been written since the last sweep to check the budget."""
+        return self.max_bytes is not None and self.written >= self.max_bytes * SWEEP_EVERY
+
+    def sweep(self) -> int:
+        """When the cache is over its budget, delete the zoom levels of layer sets written
+        least recently until it is under SWEEP_TARGET of the budget; returns the bytes freed.
+        Runs in a worker thread (it walks the whole cache)."""
+        self.written = 0
+        if self.max_bytes is None or not self.root.is_dir():
+            return 0
+        levels = [(*_usage(z_dir), z_dir) for fp_dir in _dirs(self.root)
+                  for key_dir in _dirs(fp_dir) for z_dir in _dirs(key_dir)]
+        total = sum(size for _, size, _ in levels)
+        if total <= self.max_bytes:
+            return 0
+        freed = 0
+        for _, size, z_dir in sorted(levels, key=lambda level: level[0]):
+            if total - freed <= self.max_bytes * SWEEP_TARGET:
+                break
+            shutil.rmtree(z_dir, ignore_errors=True)
+            freed += size
+        return freed
 
     def _dir(self, key: str) -> Path:
         fingerprint, layers = key.split("/", 1)
@@ -129,7 +165,9 @@ class DiskCache:
                 keyfile.write_text(key.split("/", 1)[1])
             if tile.truncated:
                 _atomic_write(path.with_name(f"{y}.truncated"), ",".join(tile.truncated).encode())
+                self.written += BLOCK
             _atomic_write(path, tile.data)
+            self.written += max(BLOCK, len(tile.data))
         except OSError:
             pass
 
@@ -155,6 +193,27 @@ class DiskCache:
                     shutil.rmtree(key_dir, ignore_errors=True)
                     removed += 1
         return removed
+
+
+def _dirs(path: Path) -> list[Path]:
+    try:
+        return [entry for entry in path.iterdir() if entry.is_dir()]
+    except OSError:  # removed meanwhile by another process's sweep or prune
+        return []
+
+
+def _usage(folder: Path) -> tuple[float, int]:
+    """(newest modification time, bytes on disk) of the files under a folder."""
+    newest, size = 0.0, 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            newest = max(newest, st.st_mtime)
+            size += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    return newest, size
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

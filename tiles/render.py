@@ -71,7 +71,9 @@ class TileService:
         self.sql = TileSQL(settings)
         on = settings.enabled
         self.memory = MemoryCache(settings.memory_mb << 20) if on and settings.memory_mb else None
-        self.disk = DiskCache(settings.cache_dir) if on and settings.disk_cache else None
+        self.disk = (DiskCache(settings.cache_dir, settings.disk_max_mb << 20)
+                     if on and settings.disk_cache else None)
+        self.sweeping: asyncio.Task | None = None
         self._inflight: dict[tuple, asyncio.Future[CachedTile]] = {}
         self._integer_ids: dict[tuple[str, int], bool] = {}
 
@@ -150,7 +152,19 @@ class TileService:
             self.memory.put(mkey, tile)
         if self.disk is not None:
             self.disk.put(mkey[0], *mkey[1:], tile)
+            if self.disk.needs_sweep() and self.sweeping is None:
+                self.sweeping = asyncio.create_task(asyncio.to_thread(self.disk.sweep))
+                self.sweeping.add_done_callback(self._swept)
         return tile
+
+    def _swept(self, task: asyncio.Task) -> None:
+        self.sweeping = None
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:  # the cache is best effort, the log is not
+            log.warning("tile disk cache sweep failed", extra={"error": repr(error)})
+        elif task.result():
+            log.info("tile disk cache swept", extra={"freed_mb": task.result() >> 20})
 
     async def render(self, pool, plans: Sequence[Plan], z: int, x: int, y: int) -> CachedTile:
         """One round trip: the composite MVT and the truncation flags; gzip it."""

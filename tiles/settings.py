@@ -31,6 +31,10 @@ class TileSettings(BaseSettings):
     cache_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "cache",
                             description="Shared on-disk tile cache (all processes).")
     disk_cache: bool = Field(default=True, description="Use the on-disk cache (when cache=on).")
+    disk_max_mb: int = Field(
+        default=10_240, ge=1,
+        description="Disk cache budget in MiB. Past it, a background sweep deletes the zoom "
+                    "levels of layer sets written least recently, down to 80 % of it.")
     memory_mb: int = Field(default=256, ge=0, description="In-process LRU size in MiB.")
     max_features: int = Field(default=20_000, ge=1,
                               description="Feature cap per layer per tile; hits are reported.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
+import time
 
 import mapbox_vector_tile
 import pytest
@@ -517,3 +519,26 @@ def test_database_failures_under_a_tile_are_503_and_the_pool_recovers(tiles_clie
     z, x, y = tile_of(106.692, 10.78, 16)
     tile = decode(tiles_client.get(f"/tiles/tf_faulty/{z}/{x}/{y}.pbf"))
     assert len(tile["tf_faulty"]["features"]) == 3
+
+
+def test_the_disk_cache_keeps_to_its_budget(tiles_client, tmp_path):
+    """A layer set's zoom level written long ago is deleted when the cache is over budget; the
+    tile just rendered stays."""
+    app = tiles_client.app
+    service = app.state.tiles = TileService(TileSettings(cache_dir=tmp_path, disk_max_mb=1,
+                                                         memory_mb=0))
+    stale = tmp_path / service.fingerprint / "tf_gone@1" / "12" / "3263"
+    stale.mkdir(parents=True)
+    for y in range(24):  # 2.4 MB written a day ago
+        (stale / f"{y}.mvt.gz").write_bytes(bytes(100_000))
+    for path in stale.parent.rglob("*"):
+        os.utime(path, (time.time() - 86_400,) * 2)
+    z, x, y = tile_of(106.70, 10.78, 12)
+    response = tiles_client.get(f"/tiles/tf_parcels/{z}/{x}/{y}.pbf")
+    assert response.headers["x-tile-cache"] == "database"
+    deadline = time.monotonic() + 30
+    while stale.parent.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not stale.parent.exists()
+    assert list(tmp_path.rglob(f"tf_parcels@*/{z}/{x}/{y}.mvt.gz"))
+    assert tiles_client.get(f"/tiles/tf_parcels/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"

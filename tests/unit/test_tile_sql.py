@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import time
 
 import mapbox_vector_tile
 import pytest
@@ -317,3 +319,30 @@ def test_small_and_big_tiles_are_gzipped_alike():
     ("x-gzip", True), ("deflate;q=1", False), ("gzipped", False)])
 def test_accept_encoding_weights_are_read(header, expected):
     assert accepts_gzip(header) is expected
+
+
+def _age(folder, seconds_ago: float) -> None:
+    """Set every file under a folder to have been written that long ago."""
+    stamp = time.time() - seconds_ago
+    for path in folder.rglob("*"):
+        os.utime(path, (stamp, stamp))
+
+
+def test_disk_cache_sweep_deletes_the_least_recently_written_zooms(tmp_path):
+    budget = 400 << 10
+    cache = DiskCache(tmp_path, max_bytes=budget)
+    assert cache.needs_sweep()  # the first write after start checks the budget
+    tile = CachedTile(bytes(range(256)) * 200)  # 50 KiB
+    for key, z, age in (("fp/old@1", 12, 3000), ("fp/old@1", 13, 2000), ("fp/new@2", 12, 1000),
+                        ("fp/new@2", 13, 0)):
+        for x in range(3):
+            cache.put(key, z, x, 0, tile)
+        _age(cache.path(key, z, 0, 0).parent.parent, age)
+    assert cache.sweep() > 0
+    kept = {(p.parent.parent.parent.name, p.parent.parent.name) for p in tmp_path.rglob("*.mvt.gz")}
+    assert kept == {("new@2", "12"), ("new@2", "13")}  # the two oldest zoom levels went
+    used = sum(p.stat().st_blocks * 512 for p in tmp_path.rglob("*") if p.is_file())
+    assert used <= budget * 0.8
+    assert cache.get("fp/new@2", 13, 2, 0) == tile
+    assert not cache.needs_sweep() and cache.sweep() == 0  # under budget: nothing to do
+    assert DiskCache(tmp_path).sweep() == 0  # no budget, no sweep
