@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.middleware import (
@@ -15,6 +14,7 @@ from api.middleware import (
     RequestContextMiddleware,
     TileFastPath,
     WeightedGZipMiddleware,
+    with_cors,
 )
 from api.routers import (
     addresses,
@@ -62,13 +62,6 @@ async def _check_database(pool) -> None:
         raise MigrationError("The database needs migrations: run 'ioc db migrate'.")
 
 
-# Request headers a web map on another origin may send, and response headers it may read.
-CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "If-None-Match", "If-Match",
-                        "X-Request-ID"]
-CORS_EXPOSED_HEADERS = ["ETag", "Location", "Content-Crs", "X-Request-ID", "X-Tile-Truncated",
-                        "X-Tile-Cache"]
-
-
 class IocApp(FastAPI):
     """FastAPI behind a plain-ASGI front door: the request context wraps every request, HEAD
     is answered as GET without a body, CORS answers preflights and marks answers to other
@@ -79,13 +72,8 @@ class IocApp(FastAPI):
 
     def __init__(self, *args, cors_origins: list[str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        front = TileFastPath(super().__call__, self)
-        if cors_origins:
-            # Never with credentials: the map session cookie stays with ioc's own pages.
-            front = CORSMiddleware(front, allow_origins=cors_origins, allow_methods=["*"],
-                                   allow_headers=CORS_REQUEST_HEADERS,
-                                   expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
-        self._front = RequestContextMiddleware(HeadAsGet(front))
+        front, headers = with_cors(TileFastPath(super().__call__, self), cors_origins or ())
+        self._front = RequestContextMiddleware(HeadAsGet(front), headers)
 
     async def __call__(self, scope, receive, send) -> None:
         await self._front(scope, receive, send)

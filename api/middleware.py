@@ -11,7 +11,9 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Sequence
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from api.deps import current_catalog, tile_service
@@ -36,10 +38,12 @@ def new_request_id() -> str:
 
 
 class RequestContextMiddleware:
-    """Take ``X-Request-ID`` from the client (or make one), echo it, log the request."""
+    """Take ``X-Request-ID`` from the client (or make one), echo it, log the request; add
+    ``headers`` (fixed ones every answer carries, such as CORS for any origin)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self.app = app
+        self.headers = tuple(headers)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -55,7 +59,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()),
+                message["headers"] = [*message.get("headers", ()), *self.headers,
                                       (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
@@ -67,6 +71,58 @@ class RequestContextMiddleware:
                 log.info("request", extra={
                     "request_id": rid, "method": scope["method"], "path": scope["path"],
                     "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)})
+
+
+# CORS: request headers a web map on another origin may send, response headers it may read.
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-None-Match", "If-Match",
+                        "X-Request-ID")
+CORS_EXPOSED_HEADERS = ("ETag", "Location", "Content-Crs", "X-Request-ID", "X-Tile-Truncated",
+                        "X-Tile-Cache")
+CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+CORS_MAX_AGE = 600
+
+
+def with_cors(app, origins: Sequence[str]) -> tuple[object, tuple[tuple[bytes, bytes], ...]]:
+    """The app behind CORS for ``origins``, and the headers every answer then carries.
+
+    Never with credentials: the map session cookie stays with ioc's own pages. When any origin
+    may read (``*``), every answer says so, whoever asks: the answer is the same for every
+    origin, so it needs no ``Vary: Origin`` and no look at the request's headers (Starlette's
+    middleware does both on every request: 15 % of a cached tile's cost). A list of origins
+    goes to Starlette's middleware, which answers each origin its own.
+    """
+    if not origins:
+        return app, ()
+    if "*" not in origins:
+        return CORSMiddleware(app, allow_origins=list(origins), allow_methods=CORS_METHODS,
+                              allow_headers=CORS_REQUEST_HEADERS,
+                              expose_headers=CORS_EXPOSED_HEADERS, max_age=CORS_MAX_AGE), ()
+    return Preflight(app), (
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-expose-headers", ", ".join(CORS_EXPOSED_HEADERS).encode()))
+
+
+class Preflight:
+    """Answer CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) when any
+    origin may read; the request context adds ``Access-Control-Allow-Origin``. The browser
+    checks the method and headers it asked for against these lists."""
+
+    HEADERS = [(b"access-control-allow-methods", ", ".join(CORS_METHODS).encode()),
+               (b"access-control-allow-headers", ", ".join(CORS_REQUEST_HEADERS).encode()),
+               (b"access-control-max-age", str(CORS_MAX_AGE).encode()),
+               (b"vary", b"Access-Control-Request-Method, Access-Control-Request-Headers")]
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS" and any(
+                k == b"access-control-request-method" for k, _ in scope["headers"]):
+            await send({"type": "http.response.start", "status": 204,
+                        "headers": list(self.HEADERS)})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
 
 
 class WeightedGZipMiddleware(GZipMiddleware):
