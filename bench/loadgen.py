@@ -37,6 +37,8 @@ from ioc.errors import ClusterError
 from ioc.pgcluster import find_bindir
 from ioc.settings import DatabaseSettings
 
+# The longest a run of rounds may take.
+MAX_RUN_SECONDS = 1800
 # One wrk thread drives every connection: a second would take a core from the servers.
 WRK_SCRIPT = r"""
 local paths = {}
@@ -103,10 +105,6 @@ def wrk_binary() -> str:
         raise SystemExit("wrk is not installed: run 'make bench' (it installs Debian's wrk) or "
                          "'apt-get install wrk'.")
     return found
-
-
-# The longest a run of rounds may take.
-MAX_RUN_SECONDS = 1800
 
 
 def wrk(name: str, base: str, paths: Sequence[str], connections: int, *,

@@ -115,7 +115,7 @@ class DiskCache:
         least recently until it is under SWEEP_TARGET of the budget; returns the bytes freed.
         Runs in a worker thread (it walks the whole cache)."""
         self.written = 0
-        if self.max_bytes is None or not self.root.is_dir():
+        if self.max_bytes is None:
             return 0
         levels = [(*_usage(z_dir), z_dir) for fp_dir in _dirs(self.root)
                   for key_dir in _dirs(fp_dir) for z_dir in _dirs(key_dir)]
@@ -175,16 +175,12 @@ class DiskCache:
         """Delete cached tiles of other fingerprints and of layer versions that are not current;
         returns the number of directories removed."""
         removed = 0
-        if not self.root.is_dir():
-            return 0
-        for fp_dir in self.root.iterdir():
-            if not fp_dir.is_dir():
-                continue
+        for fp_dir in _dirs(self.root):
             if fp_dir.name != fingerprint:
                 shutil.rmtree(fp_dir, ignore_errors=True)
                 removed += 1
                 continue
-            for key_dir in fp_dir.iterdir():
+            for key_dir in _dirs(fp_dir):
                 try:
                     pairs = parse_layers_key((key_dir / "key.txt").read_text())
                 except (OSError, ValueError):
@@ -198,7 +194,7 @@ class DiskCache:
 def _dirs(path: Path) -> list[Path]:
     try:
         return [entry for entry in path.iterdir() if entry.is_dir()]
-    except OSError:  # removed meanwhile by another process's sweep or prune
+    except OSError:  # missing, or removed meanwhile by another process's sweep or prune
         return []
 
 
