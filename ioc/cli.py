@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ioc import keys as keys_mod
-from ioc import migrations, pgcluster, publish_cli
+from ioc import migrations, pgcluster, privileges, publish_cli
 from ioc.access import ADMIN, ROLES, Principal
 from ioc.address_cli import app as addresses_app
 from ioc.catalog import load_catalog_sync
@@ -51,7 +51,9 @@ def db_start() -> None:
     """Initialise (first time) and start the project-managed PostGIS under var/pg."""
     _require_managed()
     settings = get_settings().database
-    started = pgcluster.start_cluster(settings)
+    # As root, the user that will serve (if it exists yet) may connect over the socket.
+    user = privileges.serving_user(get_settings().server.run_as, required=False)
+    started = pgcluster.start_cluster(settings, socket_gid=user.gid if user else None)
     state = "started" if started else "already running"
     out.print(f"PostGIS cluster {state}: {settings.pg_dir / 'data'} (socket {settings.socket_dir},"
               f" port {settings.pg_port})", highlight=False)
@@ -154,6 +156,9 @@ def serve(
         raise IocError(f"The database is ahead of the code (migrations {state.ahead}): upgrade ioc.")
     if state.pending:
         raise IocError("The database needs migrations: run 'ioc db migrate'.")
+    user = privileges.serving_user(settings.server.run_as)
+    if user is not None:
+        _serve_as(user, settings)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal under the handler that
     # was installed before it started: with this no-op one, `ioc serve` exits 0 after a clean
     # shutdown (what systemd and docker expect) instead of dying by the signal.
@@ -166,6 +171,19 @@ def serve(
         # access log would repeat it, and format its arguments on every request even when off.
         access_log=False, proxy_headers=True, timeout_graceful_shutdown=10,
     )
+
+
+def _serve_as(user: privileges.ServingUser, settings) -> None:
+    """Started as root: hand over what the server writes, then become ``user`` for good."""
+    from ioc.query_model import QuerySettings
+    from tiles.settings import TileSettings
+
+    privileges.check_can_run(user)
+    privileges.hand_over(user, [TileSettings().cache_dir, QuerySettings().job_dir])
+    privileges.share_env_file(user)
+    if settings.database.managed:
+        pgcluster.share_socket(settings.database, user.gid)
+    privileges.drop(user)
 
 
 # --- layers --------------------------------------------------------------------------------

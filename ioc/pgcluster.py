@@ -1,7 +1,9 @@
 """The project-managed PostgreSQL/PostGIS cluster under ``var/pg``.
 
 initdb + pg_ctl, its own port and a Unix socket only (no TCP), no system service. When ioc runs
-as root the cluster runs as the ``postgres`` system user, because PostgreSQL refuses to run as root.
+as root the cluster runs as the ``postgres`` system user, because PostgreSQL refuses to run as root,
+and its socket is shared with the group of the user that serves ioc (``IOC_RUN_AS``): local
+connections are trusted, so reaching the socket is what grants access.
 """
 
 from __future__ import annotations
@@ -135,8 +137,10 @@ def is_running(settings: DatabaseSettings) -> bool:
     return result.returncode == 0
 
 
-def start_cluster(settings: DatabaseSettings) -> bool:
-    """Initialise if needed, start, and create the database; True when it was started now."""
+def start_cluster(settings: DatabaseSettings, socket_gid: int | None = None) -> bool:
+    """Initialise if needed, start, and create the database; True when it was started now.
+    The group ``socket_gid`` (the serving user's) may connect too; otherwise only the
+    cluster's owner (and root)."""
     init_cluster(settings)
     started = False
     if not is_running(settings):
@@ -146,7 +150,19 @@ def start_cluster(settings: DatabaseSettings) -> bool:
               "-l", str(log), "-w", "-t", "60", "start"])
         started = True
     ensure_database(settings)
+    if socket_gid is not None:
+        share_socket(settings, socket_gid)
     return started
+
+
+def share_socket(settings: DatabaseSettings, gid: int) -> None:
+    """Let a group connect to the running cluster (as root). Done on the socket file rather
+    than with PostgreSQL's unix_socket_group, which needs the 'postgres' user to be a member
+    of that group, i.e. able to read what the group may read."""
+    socket = settings.socket_dir / f".s.PGSQL.{settings.pg_port}"
+    if socket.exists():
+        os.chown(socket, -1, gid)
+        socket.chmod(0o770)
 
 
 def stop_cluster(settings: DatabaseSettings) -> bool:

@@ -80,6 +80,11 @@ class ServerSettings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL used in links when behind a proxy."
     )
+    run_as: str = Field(
+        default="ioc", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="System user that 'ioc serve' serves as when started as root ('root' "
+        "keeps root: not recommended). Ignored when not started as root.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default=["*"],
         description="Web origins whose pages may read ioc's answers (CORS), comma-separated, "

@@ -31,6 +31,12 @@ if [ "${IOC_SETUP_FOR:-run}" = test ] || [ "${IOC_SETUP_FOR:-run}" = bench ]; th
   command -v wrk >/dev/null 2>&1 || APT_PACKAGES+=(wrk)
 fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
+# As root, `ioc serve` serves as an unprivileged system user (IOC_RUN_AS, default ioc); setfacl
+# may be needed to let it reach the Python of .venv (below).
+RUN_AS=${IOC_RUN_AS:-ioc}
+if [ "$(id -u)" -eq 0 ] && [ "$RUN_AS" != root ]; then
+  command -v setfacl >/dev/null 2>&1 || APT_PACKAGES+=(acl)
+fi
 
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -82,6 +88,25 @@ if [ ! -d node_modules ] || { [ "$NPM_HAVE" != "$NPM_WANT" ] &&
   say "installing the map pages' browser assets (npm ci ${NPM_OMIT[*]:-})"
   npm ci "${NPM_OMIT[@]}" --no-audit --no-fund --loglevel=error
   echo "$NPM_WANT" > "$NPM_STAMP"
+fi
+
+# The user that serves ioc when it is started as root: no login, no home, owns nothing but the
+# tile cache and query-job folders (`ioc serve` hands them over). When the Python of .venv lives
+# in a folder it cannot enter (pyenv under /root), it may pass through, search only (it cannot
+# list /root nor read files that are not world-readable); better: a Python outside /root.
+if [ "$(id -u)" -eq 0 ] && [ "$RUN_AS" != root ]; then
+  if ! id -u "$RUN_AS" >/dev/null 2>&1; then
+    say "creating the system user $RUN_AS that serves ioc"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_AS"
+  fi
+  # Each folder from / down to the interpreter's prefix, outermost first.
+  .venv/bin/python -c 'import sys, pathlib; print(*reversed(pathlib.Path(sys.base_prefix).parents), sys.base_prefix, sep="\n")' |
+    while read -r dir; do
+      if ! runuser -u "$RUN_AS" -- test -x "$dir"; then
+        say "letting $RUN_AS pass through $dir (search only) to reach the Python of .venv"
+        setfacl -m "u:$RUN_AS:x" "$dir"
+      fi
+    done
 fi
 
 IOC=.venv/bin/ioc
