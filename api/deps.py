@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, Path, Request
@@ -11,6 +13,7 @@ from ioc.addresses import AddressSettings
 from ioc.catalog import Catalog, Layer
 from ioc.errors import NotAuthenticated
 from ioc.keys import KeyCache
+from ioc.sessions import resolve_session
 from ioc.settings import Settings
 from tiles.render import TileService
 from tiles.settings import TileSettings
@@ -67,37 +70,72 @@ async def get_address_settings(request: Request) -> AddressSettings:
     return found
 
 
-def _keys(request: Request) -> KeyCache:
-    cache = getattr(request.app.state, "keys", None)
+def key_cache(state) -> KeyCache:
+    """The process's cache of resolved API keys."""
+    cache = getattr(state, "keys", None)
     if cache is None:
-        cache = request.app.state.keys = KeyCache()
+        cache = state.keys = KeyCache()
+    return cache
+
+
+def session_cache(state) -> KeyCache:
+    """The process's cache of resolved map-session tokens (a closed session is forgotten at
+    once here; in other worker processes within the cache's ttl)."""
+    cache = getattr(state, "sessions", None)
+    if cache is None:
+        cache = state.sessions = KeyCache(lookup=resolve_session)
     return cache
 
 
 # The map pages' session cookie (POST /maps/session): an HttpOnly, SameSite=Strict cookie that
-# holds the API key, so that a browser on a wall screen (which cannot send a header) reads
-# internal layers. It counts on safe methods only: a forged cross-site request never writes.
+# holds a session token (ioc/sessions.py), never the key, so that a browser on a wall screen
+# (which cannot send a header) reads internal layers. It counts on safe methods only: a forged
+# cross-site request never writes.
 SESSION_COOKIE = "ioc_session"
+AUTH_HINT = ("Send the API key as 'Authorization: Bearer KEY' or as the password of HTTP Basic "
+             "authentication (any user name).")
+
+
+def api_key_of(authorization: str) -> str:
+    """The API key in an ``Authorization`` header: ``Bearer KEY``, or HTTP Basic with the key
+    as the password and any user name (QGIS 3.22 and many GIS clients can send only Basic).
+    NotAuthenticated, with what is wrong, for anything else."""
+    scheme, _, value = authorization.strip().partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "bearer" and value:
+        return value
+    if scheme != "basic" or not value:
+        raise NotAuthenticated(AUTH_HINT)
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")  # RFC 7617: UTF-8
+    except (binascii.Error, UnicodeDecodeError):
+        raise NotAuthenticated("The Basic credentials are not base64 of 'user:KEY' in UTF-8.") \
+            from None
+    _, colon, key = decoded.partition(":")
+    if not colon or not key.strip():
+        raise NotAuthenticated("The Basic credentials hold no password: send the API key as "
+                               "the password ('user:KEY').")
+    return key.strip()
 
 
 async def get_principal(
     request: Request,
-    authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
+    authorization: Annotated[str | None, Header(
+        description="`Bearer <API key>`, or HTTP Basic with the key as the password")] = None,
     session: Annotated[str | None, Cookie(alias=SESSION_COOKIE, include_in_schema=False)] = None,
 ) -> Principal:
-    """Anonymous without a key; the key's principal with one; 401 for an unknown key.
+    """Anonymous without a key; the key's principal with one; 401 for an unknown key or a
+    malformed header. The one place a request's caller is decided (the map pages too).
 
-    Without a header, the map-session cookie stands for the key on GET and HEAD (an unknown or
-    revoked cookie is anonymous, so a stale cookie never breaks public pages).
+    Without a header, the map-session cookie stands for the key on GET and HEAD (an unknown,
+    expired or revoked session is anonymous, so a stale cookie never breaks public pages).
     """
+    state = request.app.state
     if not authorization:
         if session and request.method in ("GET", "HEAD"):
-            return await _keys(request).resolve(request.app.state.pool, session) or ANONYMOUS
+            return await session_cache(state).resolve(state.pool, session) or ANONYMOUS
         return ANONYMOUS
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise NotAuthenticated("Send the API key as 'Authorization: Bearer KEY'.")
-    principal = await _keys(request).resolve(request.app.state.pool, key.strip())
+    principal = await key_cache(state).resolve(state.pool, api_key_of(authorization))
     if principal is None:
         raise NotAuthenticated("The API key is unknown or revoked.")
     return principal

@@ -67,6 +67,13 @@ def domain_error(exc: Exception) -> errors.IocError | None:
     return None
 
 
+# A 401 names both ways to send a key, one challenge per field (some clients read only the
+# first challenge of a field): Basic first, so that QGIS and GDAL/curl retry with their
+# credentials (the key as the password), then Bearer.
+CHALLENGES = [(b"www-authenticate", b'Basic realm="ioc", charset="UTF-8"'),
+              (b"www-authenticate", b'Bearer realm="ioc"')]
+
+
 def error_response(exc: Exception, path: str = "") -> JSONResponse:
     """The JSON answer of an exception raised while serving a request (also used by the
     plain-ASGI tile fast path, which runs outside FastAPI's handlers)."""
@@ -76,11 +83,13 @@ def error_response(exc: Exception, path: str = "") -> JSONResponse:
         return JSONResponse(error_body("ServerError", "An unexpected error occurred; it has "
                                        "been logged with the request id."), status_code=500)
     status = status_of(domain)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body: dict = error_body(type(domain).__name__, domain.message, domain.parameter)
     if isinstance(domain, errors.UploadRejected) and domain.report:
         body["report"] = domain.report
-    return JSONResponse(body, status_code=status, headers=headers)
+    response = JSONResponse(body, status_code=status)
+    if status == 401:
+        response.raw_headers.extend(CHALLENGES)
+    return response
 
 
 def install(app: FastAPI) -> None:

@@ -37,9 +37,64 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08x}"
 
 
+# Routes whose answers are the same whoever asks; every other answer depends on the caller
+# (the layers they may read) and gets the caching rule of ``caching_headers``.
+CALLER_INDEPENDENT = ("/healthz", "/readyz", "/conformance", "/tileMatrixSets", "/openapi.json",
+                      "/docs", "/redoc", "/static/")
+PRIVATE = b"private, no-store"
+ANONYMOUS_CACHE = b"public, max-age=60"
+CACHEABLE_STATUS = frozenset((200, 203, 204, 206, 304))
+VARY = ("Authorization", "Cookie")
+
+
+def has_credentials(headers) -> bool:
+    """True when a request carries a key (any Authorization) or a map-session cookie."""
+    for name, value in headers:
+        if name == b"authorization" or (name == b"cookie" and b"ioc_session=" in value):
+            return True
+    return False
+
+
+def caching_headers(headers: list, credentials: bool, method: str, status: int) -> list:
+    """The answer's headers under the caching rule of caller-dependent routes.
+
+    With credentials: ``private, no-store`` whatever the route said (a shared cache must never
+    keep, nor a browser store, what a key may read). Anonymous: the route's own
+    ``Cache-Control`` (a ``private, no-store`` stays), else ``public, max-age=60`` for a
+    successful GET. Both: ``Vary: Authorization, Cookie``, so a cache never hands an anonymous
+    answer to a caller with a key, nor the other way round — except an anonymous answer that
+    its route marked ``public`` without varying on ``Authorization``: it said the answer is
+    the same for every caller (a tile of public layers), and shared caches may keep one copy.
+    """
+    vary: list[str] = []
+    cache = None
+    kept = []
+    for name, value in headers:
+        if name == b"vary":
+            vary += [v.strip() for v in value.decode("latin-1").split(",") if v.strip()]
+        elif name == b"cache-control":
+            cache = value
+        else:
+            kept.append((name, value))
+    seen = {v.lower() for v in vary}
+    if not credentials and cache is not None and cache.startswith(b"public") \
+            and "authorization" not in seen:
+        return headers
+    if credentials:
+        cache = PRIVATE
+    elif cache is None and method in ("GET", "HEAD") and status in CACHEABLE_STATUS:
+        cache = ANONYMOUS_CACHE
+    if cache is not None:
+        kept.append((b"cache-control", cache))
+    vary += [v for v in VARY if v.lower() not in seen]
+    kept.append((b"vary", ", ".join(vary).encode("latin-1")))
+    return kept
+
+
 class RequestContextMiddleware:
     """Take ``X-Request-ID`` from the client (or make one), echo it, log the request; add
-    ``headers`` (fixed ones every answer carries, such as CORS for any origin)."""
+    ``headers`` (fixed ones every answer carries, such as CORS for any origin); apply the
+    caching rule of answers that depend on the caller (``caching_headers``)."""
 
     def __init__(self, app, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self.app = app
@@ -54,12 +109,18 @@ class RequestContextMiddleware:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        method = scope["method"]
+        dependent = not scope["path"].startswith(CALLER_INDEPENDENT)
+        credentials = dependent and has_credentials(scope["headers"])
 
         async def send_with_id(message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *self.headers,
+                headers = list(message.get("headers", ()))
+                if dependent:
+                    headers = caching_headers(headers, credentials, method, status)
+                message["headers"] = [*headers, *self.headers,
                                       (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
@@ -198,7 +259,7 @@ class TileFastPath:
             await self.app(scope, receive, send)
             return
         status, answer, body = tile_answer(
-            tile, True, service.settings.max_age,
+            tile, True, service.settings,
             headers.get(b"if-none-match", b"").decode("latin-1"),
             headers.get(b"accept-encoding", b"").decode("latin-1"))
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.items()]
@@ -224,6 +285,8 @@ def _anonymous_tile(scope) -> tuple[str, int, int, int, dict[bytes, bytes]] | No
         if len(parts) != 6 or parts[1:3] != ["tiles", "WebMercatorQuad"]:
             return None
         ids, z, y, x = parts[0], parts[3], parts[4], parts[5]  # tileMatrix/tileRow/tileCol
+        if "," in ids:  # one collection per OGC path: the app answers 404, as for any bad id
+            return None
     else:
         return None
     if not (z.isdigit() and x.isdigit() and y.isdigit()):

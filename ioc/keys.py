@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -83,32 +85,56 @@ RESOLVE_SQL = (
 )
 
 
-async def resolve_key(pool, key: str) -> Principal | None:
-    """The principal of an active key, or None (asyncpg pool)."""
-    row = await pool.fetchrow(RESOLVE_SQL, hash_key(key))
-    if row is None:
-        return None
+def principal_of(row) -> Principal:
+    """The principal of an ``api_keys`` row (id, role, department)."""
     return Principal(role=row["role"], department=row["department"], key_id=row["id"])
 
 
-class KeyCache:
-    """Resolved keys remembered for a few seconds, so that a stream of tile requests from one
-    operator does not query the key table each time. A revoked key stops working within
-    ``ttl`` seconds."""
+async def resolve_key(pool, key: str) -> Principal | None:
+    """The principal of an active key, or None (asyncpg pool)."""
+    row = await pool.fetchrow(RESOLVE_SQL, hash_key(key))
+    return None if row is None else principal_of(row)
 
-    def __init__(self, ttl: float = 10.0, size: int = 1024) -> None:
+
+Lookup = Callable[[object, str], Awaitable[Principal | None]]
+
+
+class KeyCache:
+    """Principals of known secrets (API keys, or map-session tokens with another ``lookup``)
+    remembered for ``ttl`` seconds, so that a stream of tile requests from one operator does
+    not query the key table each time. A revoked key stops working within ``ttl`` seconds.
+
+    Only secrets that resolve are kept, least recently used evicted first: a flood of random
+    keys costs one indexed look-up each and can never push a known key out (a cache that also
+    stored unknown keys and emptied itself when full let anyone evict everyone).
+    """
+
+    def __init__(self, ttl: float = 10.0, size: int = 1024, lookup: Lookup = resolve_key) -> None:
         self.ttl = ttl
         self.size = size
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self.lookup = lookup
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
-    async def resolve(self, pool, key: str) -> Principal | None:
-        """Like :func:`resolve_key`, cached."""
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def resolve(self, pool, secret: str) -> Principal | None:
+        """Like ``lookup`` (:func:`resolve_key` by default), cached for known secrets."""
         now = time.monotonic()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        principal = await resolve_key(pool, key)
-        if len(self._entries) >= self.size:
-            self._entries.clear()
-        self._entries[key] = (now + self.ttl, principal)
+        hit = self._entries.get(secret)
+        if hit is not None:
+            if hit[0] > now:
+                self._entries.move_to_end(secret)
+                return hit[1]
+            del self._entries[secret]
+        principal = await self.lookup(pool, secret)
+        if principal is not None:
+            self._entries[secret] = (now + self.ttl, principal)
+            self._entries.move_to_end(secret)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
         return principal
+
+    def forget(self, secret: str) -> None:
+        """Drop a secret (a closed session) so this process stops accepting it at once."""
+        self._entries.pop(secret, None)

@@ -215,13 +215,16 @@ def resolve_layers(catalog: Catalog, principal: Principal, ids: str) -> list[Lay
     return layers
 
 
-def tile_answer(tile: Tile, public: bool, max_age: int, if_none_match: str,
+def tile_answer(tile: Tile, public: bool, settings: TileSettings, if_none_match: str,
                 accept_encoding: str) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body of a tile: headers by access level, ETag/304, 204 when empty,
     gzip passed through when the client accepts it."""
-    headers = {"ETag": tile.etag, "X-Tile-Cache": tile.source, "Content-Type": MVT_MEDIA_TYPE}
+    headers = {"ETag": tile.etag, "Content-Type": MVT_MEDIA_TYPE}
+    if settings.debug_headers:
+        # Where the tile came from tells a caller whether someone else fetched it lately.
+        headers["X-Tile-Cache"] = tile.source
     if public:
-        headers["Cache-Control"] = f"public, max-age={max_age}"
+        headers["Cache-Control"] = f"public, max-age={settings.max_age}"
         headers["Vary"] = "Accept-Encoding"
     else:
         # Never stored by shared caches; the answer depends on who asks.

@@ -58,6 +58,10 @@ class TileSettings(BaseSettings):
                     "a third of zlib's level 3 for ~4 % more bytes; it matters when the cache "
                     "is off.")
     max_age: int = Field(default=60, ge=0, description="Cache-Control max-age of public tiles.")
+    debug_headers: bool = Field(
+        default=False,
+        description="Send X-Tile-Cache (memory, disk, database) with every tile. Off in "
+                    "production: it tells a caller whether someone else fetched a tile lately.")
 
     @field_validator("cluster_grid")
     @classmethod

@@ -9,19 +9,18 @@ from fastapi import APIRouter, Cookie, Depends, Form, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from api.deps import CatalogDep, get_principal
+from api.deps import SESSION_COOKIE, CatalogDep, api_key_of, get_principal, session_cache
 from api.html import negotiate, render
-from ioc import maps
-from ioc.access import ANONYMOUS, Principal
+from ioc import maps, sessions
+from ioc.access import Principal
 from ioc.errors import Forbidden, NotAuthenticated
 from ioc.keys import resolve_key
 
 router = APIRouter(prefix="/maps", tags=["maps"])
 
-# The operators' map session: an HttpOnly cookie that holds the API key itself, so that a wall
-# screen's browser (which cannot send an Authorization header) reads internal layers. See
-# docs/maps.md for why it is safe enough and how api/deps.py accepts it on GET requests.
-SESSION_COOKIE = "ioc_session"
+# The operators' map session: an HttpOnly cookie that holds a session token (ioc/sessions.py),
+# so that a wall screen's browser (which cannot send an Authorization header) reads internal
+# layers. See docs/maps.md, and api/deps.py (SESSION_COOKIE) for how GET requests accept it.
 EmbedQuery = Annotated[bool, Query(description="1 = chrome-less page for an iframe")]
 RefreshQuery = Annotated[int | None, Query(ge=5, le=86_400,
                                            description="Period of live layers, seconds")]
@@ -53,19 +52,9 @@ def get_views(request: Request, settings: MapsSettingsDep) -> dict[str, maps.Map
 ViewsDep = Annotated[dict[str, maps.MapView], Depends(get_views)]
 
 
-async def get_map_principal(
-    request: Request,
-    authorization: Annotated[str | None, Header(description="`Bearer <API key>`")] = None,
-    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE, include_in_schema=False)] = None,
-) -> Principal:
-    """The caller from ``Authorization``, else from the map-session cookie, else anonymous."""
-    principal = await get_principal(request, authorization)
-    if principal.authenticated or not session:
-        return principal
-    return await resolve_key(request.app.state.pool, session) or ANONYMOUS
-
-
-MapPrincipalDep = Annotated[Principal, Depends(get_map_principal)]
+# The caller from ``Authorization``, else from the map-session cookie, else anonymous: the
+# API's own dependency, the one place a caller is decided.
+MapPrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def page_headers(settings: maps.MapsSettings, cacheable: bool) -> dict[str, str]:
@@ -127,6 +116,19 @@ async def session_form(request: Request, next: str | None = None):  # noqa: A002
     return _login_page(request, next or "/maps/wall")
 
 
+def _public_origin(request: Request) -> str | None:
+    """scheme://host[:port] of IOC_PUBLIC_URL, when set (ioc behind a proxy)."""
+    public = urlsplit(request.app.state.settings.server.public_url or "")
+    return f"{public.scheme}://{public.netloc}" if public.scheme and public.netloc else None
+
+
+def _secure(request: Request) -> bool:
+    """Whether the session cookie is ``Secure``: over HTTPS, and whenever IOC_PUBLIC_URL is
+    https, whatever the proxy forwards (a TLS proxy that says nothing would otherwise get a
+    cookie that browsers also send over plain HTTP)."""
+    return request.url.scheme == "https" or (_public_origin(request) or "").startswith("https:")
+
+
 @router.post("/session", summary="Trade an API key for an HttpOnly map-session cookie")
 async def open_session(
     request: Request, settings: MapsSettingsDep,
@@ -134,21 +136,21 @@ async def open_session(
     key: Annotated[str | None, Form(description="API key (form posts)")] = None,
     next: Annotated[str | None, Form()] = None,  # noqa: A002
 ):
-    """Sets ``ioc_session`` (HttpOnly, SameSite=Strict, Secure over HTTPS) for the key's owner.
+    """Sets ``ioc_session`` (HttpOnly, SameSite=Strict, Secure over HTTPS or when
+    IOC_PUBLIC_URL is https) to a new session token of the key, valid IOC_MAPS_SESSION_HOURS.
 
-    Send the key as ``Authorization: Bearer KEY`` (JSON answer) or as the ``key`` field of the
-    sign-in form (redirect to ``next``). The key never appears in a URL.
+    Send the key as ``Authorization: Bearer KEY`` (or HTTP Basic, the key as the password;
+    JSON answer) or as the ``key`` field of the sign-in form (redirect to ``next``). The key
+    never appears in a URL nor in the cookie.
     """
     origin = request.headers.get("origin")
-    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+    if origin and origin not in (f"{request.url.scheme}://{request.url.netloc}",
+                                 _public_origin(request)):
         raise Forbidden("Map sessions are opened from this server's own pages only.")
     from_form = key is not None
-    if authorization:
-        scheme, _, secret = authorization.partition(" ")
-        secret = secret.strip() if scheme.lower() == "bearer" else ""
-    else:
-        secret = (key or "").strip()
-    principal = await resolve_key(request.app.state.pool, secret) if secret else None
+    secret = api_key_of(authorization) if authorization else (key or "").strip()
+    pool = request.app.state.pool
+    principal = await resolve_key(pool, secret) if secret else None
     if principal is None:
         if from_form:
             return _login_page(request, next or "", 401, "invalid")
@@ -160,18 +162,26 @@ async def open_session(
     else:
         response = JSONResponse({"role": principal.role, "department": principal.department,
                                  "expires_in": max_age})
-    response.set_cookie(SESSION_COOKIE, secret, max_age=max_age, path="/", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
-    response.headers["Cache-Control"] = "no-store"
+    token = await sessions.open_session(pool, principal.key_id, settings.session_hours)
+    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path="/", httponly=True,
+                        samesite="strict", secure=_secure(request))
+    response.headers["Cache-Control"] = "private, no-store"
     return response
 
 
 @router.delete("/session", summary="Close the map session", status_code=204)
-async def close_session(request: Request) -> Response:
-    """Deletes the cookie (the key itself stays valid: revoke it with `ioc keys revoke`)."""
+async def close_session(
+    request: Request,
+    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE, include_in_schema=False)] = None,
+) -> Response:
+    """Ends the session on the server and deletes the cookie (the key itself stays valid:
+    revoke it with `ioc keys revoke`, which ends all its sessions)."""
+    if session:
+        await sessions.close_session(request.app.state.pool, session)
+        session_cache(request.app.state).forget(session)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+                           secure=_secure(request))
     return response
 
 

@@ -19,6 +19,7 @@ from ioc.catalog import Catalog
 from ioc.errors import InvalidParameter
 from tiles import tilejson as tj
 from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers, tile_answer
+from tiles.settings import TileSettings
 from tiles.style import maplibre_style
 
 router = APIRouter(tags=["tiles"])
@@ -75,9 +76,9 @@ def base_url(request: Request) -> str:
     return (public or str(request.base_url)).rstrip("/")
 
 
-def tile_response(request: Request, tile: Tile, public: bool, max_age: int) -> Response:
+def tile_response(request: Request, tile: Tile, public: bool, settings: TileSettings) -> Response:
     """The HTTP answer of a tile (see tiles.render.tile_answer)."""
-    status, headers, body = tile_answer(tile, public, max_age,
+    status, headers, body = tile_answer(tile, public, settings,
                                         request.headers.get("if-none-match", ""),
                                         request.headers.get("accept-encoding", ""))
     return Response(body, status_code=status, headers=headers)
@@ -88,7 +89,7 @@ async def serve_tile(ctx: TileContext, ids: str, z: int, x: int, y: int) -> Resp
     layers = resolve_layers(ctx.catalog, ctx.principal, ids)
     tile = await ctx.tiles.get_tile(ctx.pool, layers, z, x, y)
     public = all_public(ctx.catalog, ids)
-    return tile_response(ctx.request, tile, public, ctx.tiles.settings.max_age)
+    return tile_response(ctx.request, tile, public, ctx.tiles.settings)
 
 
 def _parameters(*specs: tuple[str, str]) -> dict:

@@ -6,6 +6,7 @@ that name a layer must answer 404 for it, and listing routes must not mention it
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -49,11 +50,18 @@ def outsiders(make_key, restricted):
     """Callers who must not see the restricted layers: anonymous, operator, analyst, and a
     publisher of another department."""
     other = "tourism" if restricted[0].department != "tourism" else "health"
-    return {"anonymous": {}, **{
+    callers = {"anonymous": {}, **{
         label: {"Authorization": f"Bearer {make_key(role, dept)}"}
         for label, role, dept in (("operator", "operator", None), ("analyst", "analyst", None),
                                   ("other-department", "publisher", other))
     }}
+    # The same key as the password of HTTP Basic (QGIS) reads no more than as a Bearer token.
+    callers["other-department-basic"] = basic(callers["other-department"]["Authorization"][7:])
+    return callers
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"qgis:{key}".encode()).decode()}
 
 
 def test_routes_naming_a_restricted_layer_answer_404(client, restricted, outsiders):
@@ -87,7 +95,8 @@ def test_listings_never_mention_restricted_layers(client, restricted, outsiders)
 
 def test_owning_department_and_admin_see_the_layer(client, restricted, make_key):
     layer = restricted[0]
-    for headers in ({"Authorization": f"Bearer {make_key('publisher', layer.department)}"},
+    owner = make_key("publisher", layer.department)
+    for headers in ({"Authorization": f"Bearer {owner}"}, basic(owner),
                     {"Authorization": f"Bearer {make_key('admin')}"}):
         assert client.get(f"/catalog/layers/{layer.id}", headers=headers).status_code == 200
         ids = [la["id"] for la in client.get("/catalog/layers", headers=headers).json()["layers"]]
@@ -95,6 +104,9 @@ def test_owning_department_and_admin_see_the_layer(client, restricted, make_key)
 
 
 def test_unknown_key_is_401_not_anonymous(client):
-    response = client.get("/catalog/layers", headers={"Authorization": "Bearer ioc_nope"})
-    assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    for headers in ({"Authorization": "Bearer ioc_nope"}, basic("ioc_nope")):
+        response = client.get("/catalog/layers", headers=headers)
+        assert response.status_code == 401
+        # Both ways to send a key, Basic first: QGIS and GDAL then retry with credentials.
+        assert response.headers.get_list("www-authenticate") == [
+            'Basic realm="ioc", charset="UTF-8"', 'Bearer realm="ioc"']

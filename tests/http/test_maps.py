@@ -311,9 +311,11 @@ def test_session_trades_a_key_for_an_httponly_cookie(client, make_key):
     cookie = response.headers["set-cookie"]
     assert cookie.startswith("ioc_session=") and "HttpOnly" in cookie
     assert "SameSite=strict" in cookie and "Path=/" in cookie
+    token = response.cookies["ioc_session"]
+    assert key not in cookie  # a session token, never the key (tests/http/test_auth.py)
     client.cookies.clear()
     try:
-        page = client.get("/maps/wall", cookies={"ioc_session": key})
+        page = client.get("/maps/wall", cookies={"ioc_session": token})
         assert page.status_code == 200 and "reports_1022" in layer_ids(page.text)
         assert client.get("/maps/wall", cookies={"ioc_session": "ioc_forged"}).status_code == 401
     finally:
@@ -347,7 +349,9 @@ def test_session_cookie_reads_internal_layers_through_the_api(client, make_key):
     key = make_key("operator")
     client.cookies.clear()
     try:
-        tile = client.get("/tiles/reports_1022/12/3262/1923.pbf", cookies={"ioc_session": key})
+        token = client.post("/maps/session", headers=bearer(key)).cookies["ioc_session"]
+        client.cookies.clear()
+        tile = client.get("/tiles/reports_1022/12/3262/1923.pbf", cookies={"ioc_session": token})
         assert tile.status_code in (200, 204), tile.status_code
         assert client.get("/tiles/reports_1022/12/3262/1923.pbf").status_code == 404
     finally:

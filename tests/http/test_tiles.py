@@ -24,6 +24,13 @@ EXTENT = 4096
 R = 6378137.0
 
 
+@pytest.fixture(autouse=True)
+def debug_headers(monkeypatch):
+    """Tests here read X-Tile-Cache, which ioc sends only with IOC_TILE_DEBUG_HEADERS on (the
+    tile services of these tests are built from the environment)."""
+    monkeypatch.setenv("IOC_TILE_DEBUG_HEADERS", "true")
+
+
 def tile_of(lon: float, lat: float, z: int) -> tuple[int, int, int]:
     """The XYZ tile containing a WGS 84 point."""
     n = 1 << z
