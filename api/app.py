@@ -43,8 +43,8 @@ Máy chủ bản đồ của Trung tâm Điều hành Thông minh (IOC) TP. Hồ
 map server of the Intelligent Operations Centre of Ho Chi Minh City.
 
 Layers of the city's GIS warehouse as GeoJSON and vector tiles, with access levels:
-send an API key as `Authorization: Bearer KEY`; without one you are an anonymous citizen
-and see public layers only.
+send an API key as `Authorization: Bearer KEY` or as the password of HTTP Basic (any user
+name); without one you are an anonymous citizen and see public layers only.
 """
 
 

@@ -66,14 +66,16 @@ def sync_manifests(conn, manifests: Iterable[LayerManifest],
 
 
 def create_layer(conn, manifest: LayerManifest) -> None:
-    """Create a new published layer (table + registry row); Conflict when the id is taken."""
+    """Create a new published layer (table + registry row); Conflict when the id is taken.
+
+    One sentence for every reason an id is taken (a layer the caller sees, one hidden from
+    them, a soft-deleted one, a bare table): a restricted layer's existence must not leak."""
     with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM ioc.layers WHERE id = %s", (manifest.id,))
-        if cur.fetchone():
-            raise Conflict(f"A layer with id '{manifest.id}' already exists.", parameter="id")
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{DATA_SCHEMA}.{manifest.id}",))
+        cur.execute("SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = %s)"
+                    " OR to_regclass(%s) IS NOT NULL",
+                    (manifest.id, f"{quote_ident(DATA_SCHEMA)}.{quote_ident(manifest.id)}"))
         if cur.fetchone()[0]:
-            raise Conflict(f"A table named '{manifest.id}' already exists; choose another id.",
+            raise Conflict(f"The id '{manifest.id}' is not available; choose another.",
                            parameter="id")
         _upsert(cur, manifest, "published")
     conn.commit()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import zipfile
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import shapely
@@ -20,6 +22,10 @@ from pyogrio.errors import DataLayerError, DataSourceError
 from pyogrio.raw import open_arrow
 
 from ioc.errors import InvalidParameter, UploadTooLarge
+from layers import upload_check
+
+# GDAL never reaches the network or a file an upload names (see layers/upload_check.py).
+upload_check.harden_gdal()
 
 FORMATS = ("geojson", "shapefile", "gpkg", "csv", "kml")
 _EXTENSIONS = {".geojson": "geojson", ".json": "geojson", ".zip": "zip", ".gpkg": "gpkg",
@@ -49,6 +55,13 @@ class Source:
     crs: str | None
     fields: list[str] = field(default_factory=list)
     csv_columns: tuple[str, str] | None = None  # (x/lon column, y/lat column) for CSV
+    workdir: Path | None = None  # extracted or renamed copies, removed by close()
+
+    def close(self) -> None:
+        """Remove the local copies made while checking the upload."""
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 def file_checksum(path: Path) -> str:
@@ -90,29 +103,14 @@ def detect_format(filename: str, explicit: str | None = None) -> str:
     return kind
 
 
-def _check_zip(path: Path, limits: IngestLimits) -> list[zipfile.ZipInfo]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except zipfile.BadZipFile as exc:
-        raise InvalidParameter("The upload is not a valid zip archive.", parameter="file") from exc
-    total = 0
-    for member in members:
-        name = PurePosixPath(member.filename.replace("\\", "/"))
-        if name.is_absolute() or ".." in name.parts:
-            raise InvalidParameter(f"The zip entry '{member.filename}' points outside the archive.",
-                                   parameter="file")
-        total += member.file_size
-        ratio = member.file_size / max(member.compress_size, 1)
-        if total > limits.max_uncompressed or (member.file_size > 1 << 20 and ratio > limits.max_ratio):
-            raise UploadTooLarge("The zip archive expands far beyond its size (a zip bomb?): refused.",
-                                 parameter="file")
-    return members
-
-
 def open_source(path: Path, filename: str, *, fmt: str | None = None,
                 limits: IngestLimits | None = None) -> Source:
-    """Check the upload and open it; raises InvalidParameter with one clear sentence."""
+    """Check the upload and open it; raises InvalidParameter with one clear sentence.
+
+    The format comes from ``fmt`` or the file name (the first bytes only when there is no
+    name); :mod:`layers.upload_check` proves the bytes are that format, and GDAL opens them
+    with that format's driver. Call :meth:`Source.close` when done (it removes extracted files).
+    """
     limits = limits or IngestLimits()
     size = path.stat().st_size
     if size == 0:
@@ -125,26 +123,54 @@ def open_source(path: Path, filename: str, *, fmt: str | None = None,
                                             "shapefile" if sniffed == "zip" else sniffed))
     if kind == "csv":
         return _open_csv(path)
-    gdal_path = str(path)
+    workdir = Path(tempfile.mkdtemp(prefix="ioc-ingest-"))
+    try:
+        source = _open_gdal(path, kind, limits, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    source.workdir = workdir
+    return source
+
+
+def _open_gdal(path: Path, kind: str, limits: IngestLimits, workdir: Path) -> Source:
+    """Verify the file is ``kind`` and open it with that one GDAL driver."""
     if kind == "zip":
-        members = _check_zip(path, limits)
-        inner = [m.filename for m in members
-                 if Path(m.filename).suffix.lower() in (".shp", ".gpkg", ".geojson", ".kml")]
-        if len(inner) != 1:
-            raise InvalidParameter("The zip must hold exactly one .shp (with its .dbf/.shx/.prj), "
-                                   f"GeoPackage, GeoJSON or KML file; found {len(inner)}.",
-                                   parameter="file")
-        kind = "shapefile" if inner[0].lower().endswith(".shp") else _EXTENSIONS[Path(inner[0]).suffix.lower()]
-        # Braces let GDAL open an archive whose temporary name does not end in .zip.
-        gdal_path = f"/vsizip/{{{path}}}/{inner[0]}"
+        members = upload_check.check_zip(path, limits.max_uncompressed, limits.max_ratio)
+        shp = upload_check.shapefile_member(path, members)
+        if shp is not None:
+            # Braces let GDAL open an archive whose temporary name does not end in .zip.
+            return _read_meta(f"/vsizip/{{{path}}}/{shp}", "shapefile")
+        kind, path = upload_check.extract_single(path, members, workdir)
+    if kind == "geojson":
+        upload_check.check_geojson(path)
+        # The "GeoJSON:" prefix names the driver: no other driver may claim the file.
+        return _read_meta(f"GeoJSON:{path}", kind)
+    # GPKG and KML have no driver prefix: a local copy with the right extension, whose
+    # content was proven above, leaves GDAL no other driver that claims it.
+    checks = {"gpkg": upload_check.check_gpkg, "kml": upload_check.check_kml}
+    local = workdir / f"upload.{kind}"
+    if path != local:
+        shutil.copyfile(path, local)
+    checks[kind](local)
+    return _read_meta(str(local), kind)
+
+
+def _read_meta(gdal_path: str, kind: str) -> Source:
     try:
         with open_arrow(gdal_path, use_pyarrow=True, batch_size=1) as (meta, _reader):
             crs, fields = meta.get("crs"), [str(f) for f in meta["fields"]]
     except (DataSourceError, DataLayerError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
-        raise InvalidParameter(f"The file cannot be read as {kind}: {reason}.",
+        raise InvalidParameter(f"The file cannot be read as {kind}: {_reason(exc, gdal_path)}.",
                                parameter="file") from exc
     return Source(path=gdal_path, format=kind, crs=crs, fields=fields)
+
+
+def _reason(exc: BaseException, gdal_path: str) -> str:
+    """GDAL's first line, without server paths, shortened."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+    text = re.sub(r"(/vsizip/)?\{?/[^\s'\"]*", "the file", text.replace(gdal_path, "the file"))
+    return text[:160]
 
 
 def _open_csv(path: Path) -> Source:
@@ -179,9 +205,8 @@ def iter_rows(source: Source, batch_size: int = 10_000) -> Iterator[list[dict[st
                     row["__wkb__"] = row.pop(geom_name, None)
                 yield rows
     except (DataSourceError, DataLayerError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
-        raise InvalidParameter(f"The file could not be read to the end: {reason}.",
-                               parameter="file") from exc
+        raise InvalidParameter(f"The file could not be read to the end: "
+                               f"{_reason(exc, source.path)}.", parameter="file") from exc
 
 
 def _iter_csv(source: Source, batch_size: int) -> Iterator[list[dict[str, Any]]]:

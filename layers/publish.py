@@ -29,6 +29,7 @@ from ioc.identifiers import qualified, quote_ident
 from layers import ingest
 from layers.crs_detect import resolve_srid
 from layers.tables import PG_TYPES
+from layers.upload_check import excerpt
 
 # The 2025 city (with Bình Dương, Bà Rịa–Vũng Tàu and Côn Đảo) plus a small margin, lon/lat.
 CITY_EXTENT = (105.95, 8.45, 107.75, 11.65)
@@ -76,27 +77,40 @@ def _principal_label(principal: Principal | str) -> str:
 # --- reading and coercing -----------------------------------------------------------------
 
 
+_KIND_WORDS = {"integer": "a whole number", "number": "a number", "boolean": "true or false",
+               "date": "a date (YYYY-MM-DD)", "timestamp": "a timestamp (ISO 8601)",
+               "text": "text"}
+_TRUE = ("true", "1", "yes", "có", "t", "y")
+_FALSE = ("false", "0", "no", "không", "f", "n")
+
+
 def _coerce(attr: Attribute, value: Any) -> Any:
-    """The value as the attribute's type, None for empty; ValueError with a reason."""
+    """The value as the attribute's type, None for empty; ValueError with a reason that quotes
+    only a short excerpt of the value."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    kind = attr.type
+    try:
+        return _convert(attr.type, value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"'{attr.name}' must be {_KIND_WORDS.get(attr.type, attr.type)}, "
+                         f"not {excerpt(value)}") from exc
+
+
+def _convert(kind: str, value: Any) -> Any:
+    if kind in ("integer", "number") and isinstance(value, bool):
+        raise ValueError(kind)
     if kind == "integer":
         number = float(value) if not isinstance(value, int) else value
-        if isinstance(value, bool) or number != int(number):
-            raise ValueError(f"'{attr.name}' must be a whole number, not {value!r}")
+        if number != int(number):
+            raise ValueError(kind)
         return int(number)
     if kind == "number":
-        if isinstance(value, bool):
-            raise ValueError(f"'{attr.name}' must be a number")
         return float(value)
     if kind == "boolean":
         text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "có", "t", "y"):
-            return True
-        if text in ("false", "0", "no", "không", "f", "n"):
-            return False
-        raise ValueError(f"'{attr.name}' must be true or false, not {value!r}")
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(kind)
     if kind == "date":
         return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
     if kind == "timestamp":
@@ -119,10 +133,11 @@ def _map_fields(source_fields: list[str], layer: Layer, ignore_unknown: bool) ->
         elif key not in _IGNORED_FIELDS:
             unknown.append(name)
     if unknown and not ignore_unknown:
+        shown = [excerpt(name) for name in unknown[:10]]
         raise UploadRejected(
-            f"The file has fields that layer '{layer.id}' does not know: {', '.join(unknown[:10])}"
+            f"The file has fields that layer '{layer.id}' does not know: {', '.join(shown)}"
             " (rename them to the layer's attributes or pass ignore_unknown=true).",
-            {"unknown_fields": unknown})
+            {"unknown_fields": shown})
     missing = [a.name for a in layer.attributes if a.required and a.name not in mapping.values()]
     if missing:
         raise UploadRejected(f"Required field(s) missing from the file: {', '.join(missing)}.",
@@ -230,7 +245,7 @@ def _validate_geometry(cur, table: str, layer: Layer, source_srid: int, invalid:
     if layer.id_attribute:
         ident = quote_ident(layer.id_attribute)
         cur.execute(
-            f"""UPDATE {table} s SET _reason = 'duplicate id ' || s.{ident}
+            f"""UPDATE {table} s SET _reason = 'duplicate id ' || left(s.{ident}::text, 40)
                 FROM (SELECT _row, row_number() OVER (PARTITION BY {ident} ORDER BY _row) AS n
                       FROM {table} WHERE {pending} AND {ident} IS NOT NULL) d
                 WHERE s._row = d._row AND d.n > 1""")
@@ -322,8 +337,19 @@ def publish_file(conn, layer: Layer, path: Path, filename: str, principal: Princ
     limits = limits or ingest.IngestLimits()
     if isinstance(principal, Principal) and not can_write(principal, layer):
         raise Forbidden(f"You may not publish to layer '{layer.id}'.")
-    report = PublishReport(layer=layer.id, mode=options.mode)
     source = ingest.open_source(path, filename, fmt=options.format, limits=limits)
+    try:
+        return _publish_source(conn, layer, path, source, principal, options, limits, progress,
+                               keep_versions)
+    finally:
+        source.close()
+
+
+def _publish_source(conn, layer: Layer, path: Path, source: ingest.Source,
+                    principal: Principal | str, options: PublishOptions,
+                    limits: ingest.IngestLimits, progress: Callable[[int], None] | None,
+                    keep_versions: int) -> PublishReport:
+    report = PublishReport(layer=layer.id, mode=options.mode)
     report.source_srid = resolve_srid(source.crs, explicit=options.crs)
     report.checksum = ingest.file_checksum(path)
     mapping = _map_fields(source.fields, layer, options.ignore_unknown)
