@@ -8,6 +8,8 @@ PostGIS applies the official 'VN-2000 to WGS 84 (2)' shift stored in spatial_ref
 
 from __future__ import annotations
 
+import re
+
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
@@ -23,6 +25,8 @@ TM3_ZONES: dict[float, int] = {
 UTM_ZONES = {105.0: 3405, 111.0: 3406}
 VN2000_GEOGRAPHIC = 4756
 _VN_DATUM_NAMES = ("vn-2000", "vn_2000", "vietnam_2000", "vietnam 2000", "vn2000")
+
+_NAMES_ELSEWHERE = re.compile(r"\binit\s*=|^\s*(/|~|\.\.?/|file:|https?:|ftp:)", re.IGNORECASE)
 
 HOW_TO_FIX = (
     "say which CRS the file uses: add a .prj to the Shapefile, or pass crs=EPSG:9210 "
@@ -72,8 +76,13 @@ def resolve_srid(wkt_or_code: str | None, *, explicit: str | None = None) -> int
     source = explicit or wkt_or_code
     if not source:
         raise InvalidParameter(f"The file's CRS cannot be determined: {HOW_TO_FIX}.", parameter="crs")
+    normalised = _normalise(source)
+    if _NAMES_ELSEWHERE.search(normalised):
+        # PROJ reads "+init=FILE:ID" from any path, and a URL is no CRS: never follow either.
+        raise InvalidParameter(f"The CRS must be given by code or definition, not by a file or "
+                               f"URL: {HOW_TO_FIX}.", parameter="crs")
     try:
-        crs = CRS.from_user_input(_normalise(source))
+        crs = CRS.from_user_input(normalised)
     except CRSError as exc:
         raise InvalidParameter(f"Unknown CRS '{source[:80]}': {HOW_TO_FIX}.",
                                parameter="crs") from exc

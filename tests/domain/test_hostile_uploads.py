@@ -12,6 +12,7 @@ from pyogrio.raw import open_arrow
 
 from ioc.errors import InvalidParameter, IocError
 from layers import ingest, upload_check
+from layers.crs_detect import resolve_srid
 from tests.fixtures import hostile_uploads as hostile
 from tests.fixtures import uploads
 
@@ -43,6 +44,15 @@ def test_gdal_network_file_systems_are_off(listener):
         with open_arrow(f"/vsicurl/{listener.url}/sensors.geojson"):
             pass
     assert listener.connections == []
+
+
+def test_crs_parameter_never_names_a_file_or_url():
+    for value in ("+init=/etc/passwd:root", "+proj=longlat +init=/etc/passwd:x", "/etc/passwd",
+                  "file:///etc/passwd", "http://127.0.0.1:9/crs"):
+        with pytest.raises(InvalidParameter, match="not by a file or URL"):
+            resolve_srid(None, explicit=value)
+    assert resolve_srid(None, explicit="http://www.opengis.net/def/crs/EPSG/0/9210") == 9210
+    assert resolve_srid("EPSG:4326") == 4326
 
 
 def test_geojson_check_accepts_real_shapes_and_refuses_others(tmp_path):
