@@ -4,11 +4,13 @@ and a live server process for real clients (GDAL, Chromium)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -111,6 +113,23 @@ def server_env(db_settings: DatabaseSettings, **extra: str) -> dict[str, str]:
         env["DATABASE_URL"] = db_settings.dsn()
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def server_tmp() -> Iterator[Callable[[str], Path]]:
+    """Make folders a live server may read: `ioc serve` started as root serves as the IOC_RUN_AS
+    user, which cannot enter pytest's temporary folders (root's only). Writable folders it is
+    given (tile cache, jobs) are handed over to it at start."""
+    base = Path(tempfile.mkdtemp(prefix="ioc-test-"))
+    base.chmod(0o755)
+
+    def make(name: str) -> Path:
+        path = base / name
+        path.mkdir(mode=0o755)
+        return path
+
+    yield make
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import sys
@@ -62,11 +61,9 @@ def can_read(creds: dict[str, list[int]], path: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def served(db_settings: DatabaseSettings):
-    """A real `ioc serve`, started as root, with its own tile cache and job folders under var/
-    (the serving user must reach them: pytest's temporary folders are root-only)."""
-    home = PROJECT_ROOT / "var" / "test-unprivileged"
-    shutil.rmtree(home, ignore_errors=True)
+def served(db_settings: DatabaseSettings, server_tmp):
+    """A real `ioc serve`, started as root, with its own tile cache and job folders."""
+    home = server_tmp("unprivileged")
     cache = home / "tile-cache"
     # What a root command (`ioc tiles seed`) left in the cache: handed over at start.
     (cache / "seeded").mkdir(parents=True)
@@ -83,7 +80,6 @@ def served(db_settings: DatabaseSettings):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_serves_as_the_unprivileged_user(served):
