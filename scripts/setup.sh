@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up used by `make run` and `make test`:
 #   1. system packages when missing, installed with apt as root: the PostGIS server and npm;
-#      for the tests (IOC_SETUP_FOR=test) also GDAL's clients, Debian's chromium and the
-#      benchmark's load generator wrk (tested too); for the benchmarks (IOC_SETUP_FOR=bench) wrk;
+#      for the tests (IOC_SETUP_FOR=test) also GDAL's clients, Debian's chromium, QGIS
+#      (python3-qgis) and the benchmark's load generator wrk (tested too); for the
+#      benchmarks (IOC_SETUP_FOR=bench) wrk;
 #   2. the .venv with the pinned requirements (reinstalled only when they change);
 #   3. the project-managed PostGIS under var/pg (unless DATABASE_URL is set), migrations,
 #      and the demo city when the database is empty.
@@ -13,6 +14,7 @@ say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
 APT_PACKAGES=()
+APT_LEAN=()  # installed without their recommends
 have_postgis_server() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 &&
     ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1
@@ -21,11 +23,14 @@ if [ -z "${DATABASE_URL:-}" ] && ! have_postgis_server; then
   APT_PACKAGES+=(postgresql-15-postgis-3 postgresql-15)
 fi
 # Map pages: npm installs their browser assets. The tests also need GDAL's clients, Debian's
-# chromium and wrk (IOC_SETUP_FOR=test, set by `make test`); a server running `make run` does not.
+# chromium, QGIS and wrk (IOC_SETUP_FOR=test, set by `make test`); `make run` does not.
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 if [ "${IOC_SETUP_FOR:-run}" = test ]; then
   command -v ogrinfo >/dev/null 2>&1 || APT_PACKAGES+=(gdal-bin)
   command -v chromium >/dev/null 2>&1 || APT_PACKAGES+=(chromium)
+  # QGIS 3.22 for the client tests (tests/clients), in the system Python: ~170 packages and
+  # about a minute without its recommends (compilers, desktop keyrings: ~220 more).
+  /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || APT_LEAN+=(python3-qgis)
 fi
 if [ "${IOC_SETUP_FOR:-run}" = test ] || [ "${IOC_SETUP_FOR:-run}" = bench ]; then
   command -v wrk >/dev/null 2>&1 || APT_PACKAGES+=(wrk)
@@ -38,21 +43,26 @@ if [ "$(id -u)" -eq 0 ] && [ "$RUN_AS" != root ]; then
   command -v setfacl >/dev/null 2>&1 || APT_PACKAGES+=(acl)
 fi
 
-if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+if [ $((${#APT_PACKAGES[@]} + ${#APT_LEAN[@]})) -gt 0 ]; then
+  ALL=("${APT_PACKAGES[@]}" "${APT_LEAN[@]}")
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; else
-      die "missing system packages: ${APT_PACKAGES[*]}. Run: sudo apt-get install -y ${APT_PACKAGES[*]}"
+      die "missing system packages: ${ALL[*]}. Run: sudo apt-get install -y ${ALL[*]}"
     fi
   else SUDO=""; fi
-  say "installing system packages: ${APT_PACKAGES[*]}"
+  say "installing system packages: ${ALL[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  if ! $SUDO apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null; then
+  if [ ${#APT_PACKAGES[@]} -gt 0 ] &&
+      ! $SUDO apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null; then
     # Not Debian 12: fall back to the distribution's default PostgreSQL + PostGIS.
     say "postgresql-15-postgis-3 unavailable; trying the distribution's PostGIS"
     ALT=("${APT_PACKAGES[@]/postgresql-15-postgis-3/postgis}")
     ALT=("${ALT[@]/postgresql-15/postgresql}")
     $SUDO apt-get install -y -qq "${ALT[@]}" >/dev/null
+  fi
+  if [ ${#APT_LEAN[@]} -gt 0 ]; then
+    $SUDO apt-get install -y -qq --no-install-recommends "${APT_LEAN[@]}" >/dev/null
   fi
 fi
 

@@ -19,29 +19,63 @@ SOURCE = "ioc"
 CLUSTER_RADIUS = ["min", 28, ["+", 4, ["*", 0.9, ["sqrt", ["get", "count"]]]]]
 
 
+def _categories(layer: Layer) -> tuple[str | None, list[tuple[Any, str]]]:
+    """``style.by`` and the legend's (value, colour) pairs, first entry of a value only."""
+    by = layer.style.get("by")
+    pairs: list[tuple[Any, str]] = []
+    for entry in layer.style.get("legend") or []:
+        value = entry.get("value")
+        # True == 1 in Python: compare with the type so a flag and a number stay distinct.
+        if value is not None and not any(v == value and type(v) is type(value) for v, _ in pairs):
+            pairs.append((value, entry["color"]))
+    return (by, pairs) if by and pairs else (None, [])
+
+
+def _default(layer: Layer, colour_key: str) -> str:
+    return layer.style.get(colour_key) or layer.style.get("color") or "#3388ff"
+
+
 def colour_expression(layer: Layer, colour_key: str = "color") -> Any:
-    """A colour, or a categorised expression on ``style.by`` from the legend's values."""
-    style = layer.style
-    default = style.get(colour_key) or style.get("color") or "#3388ff"
-    by = style.get("by")
-    entries = [e for e in style.get("legend") or [] if e.get("value") is not None]
-    if not by or not entries:
-        return default
-    if all(isinstance(e["value"], bool) for e in entries):
-        # `match` labels must be strings or numbers: booleans need `case`.
-        expression: list[Any] = ["case"]
-        for entry in entries:
-            expression += [["==", ["get", by], entry["value"]], entry["color"]]
-        return expression + [default]
-    expression = ["match", ["get", by]]
-    seen: set[Any] = set()
-    for entry in entries:
-        value = entry["value"]
-        if value in seen or isinstance(value, bool):
-            continue
-        seen.add(value)
-        expression += [value, entry["color"]]
-    return expression + [default] if seen else default
+    """A colour, or a ``match`` on ``style.by`` from the legend's values; None when the legend
+    has booleans (neither a ``match`` label nor, in QGIS 3.22, a ``case``: see
+    :func:`colour_layers`).
+
+    Each label is written as a one-value array: MapLibre reads both forms, but QGIS 3.22's
+    converter reads only arrays (a bare label becomes ``IN ()`` and every feature gets the
+    fallback colour)."""
+    by, pairs = _categories(layer)
+    if not pairs:
+        return _default(layer, colour_key)
+    if any(isinstance(value, bool) for value, _ in pairs):
+        return None
+    expression: list[Any] = ["match", ["get", by]]
+    for value, colour in pairs:
+        expression += [[value], colour]
+    return expression + [_default(layer, colour_key)]
+
+
+def colour_layers(layer: Layer, style_layer: dict[str, Any], colour_property: str,
+                  colour_key: str = "color", split: bool = False) -> list[dict[str, Any]]:
+    """``style_layer`` coloured as the legend says: one layer with a ``match`` colour, or, with
+    ``split`` or a legend of booleans, one layer per legend value (filtered with ``==``) over a
+    layer for the other values.
+
+    Split layers are what QGIS 3.22 draws: its converter drops a data-driven ``circle-color``
+    silently and has no ``case``. The first legend entry is drawn on top."""
+    by, pairs = _categories(layer)
+    expression = colour_expression(layer, colour_key)  # a plain colour without a legend
+    if expression is not None and not (split and pairs):
+        return [{**style_layer, "paint": {colour_property: expression, **style_layer["paint"]}}]
+    base = style_layer.get("filter")
+    # `!=` per value rather than `match … false true`: booleans cannot be `match` labels.
+    others = ["all", *(["!=", ["get", by], value] for value, _ in pairs)]
+    rules = [(others, _default(layer, colour_key), "")]
+    rules += [(["==", ["get", by], value], colour, f"-{n}")
+              for n, (value, colour) in reversed(list(enumerate(pairs, 1)))]
+    return [{**style_layer, "id": style_layer["id"] + suffix,
+             "filter": ["all", base, rule] if base else rule,
+             "paint": {colour_property: colour, **style_layer["paint"]}}
+            for rule, colour, suffix in rules]
 
 
 def _zooms(minzoom: int, maxzoom: int) -> dict[str, int]:
@@ -54,25 +88,26 @@ def _meta(layer: Layer) -> dict[str, Any]:
 
 
 def point_layers(layer: Layer, settings: TileSettings, glyphs: bool) -> list[dict[str, Any]]:
-    """Circles for points; for a clustered layer also sized circles for aggregated cells."""
-    style, colour = layer.style, colour_expression(layer)
+    """Circles for points, one layer per legend value; for a clustered layer also sized
+    circles for aggregated cells (coloured by their dominant value)."""
+    style = layer.style
     base = {"source": SOURCE, "source-layer": layer.id, "metadata": _meta(layer)}
-    layers: list[dict[str, Any]] = [{
+    layers = colour_layers(layer, {
         "id": layer.id, "type": "circle", **base, **_zooms(layer.zoom_min, layer.zoom_max),
         "filter": ["!", ["has", "count"]],
-        "paint": {"circle-color": colour, "circle-radius": style.get("radius") or 4,
+        "paint": {"circle-radius": style.get("radius") or 4,
                   "circle-opacity": style.get("opacity") or 0.9,
                   "circle-stroke-color": "#ffffff", "circle-stroke-width": 1},
-    }]
+    }, "circle-color", split=True)
     if is_clustered(layer, settings):
         top = max(layer.zoom_min, min(layer.zoom_max, cluster_max_zoom(layer, settings)))
-        layers.append({
+        # QGIS 3.22 cannot read the radius expression and draws its default marker size.
+        layers += colour_layers(layer, {
             "id": f"{layer.id}-cluster", "type": "circle", **base, **_zooms(layer.zoom_min, top),
             "filter": ["has", "count"],
-            "paint": {"circle-color": colour, "circle-radius": CLUSTER_RADIUS,
-                      "circle-opacity": 0.75, "circle-stroke-color": "#ffffff",
-                      "circle-stroke-width": 1},
-        })
+            "paint": {"circle-radius": CLUSTER_RADIUS, "circle-opacity": 0.75,
+                      "circle-stroke-color": "#ffffff", "circle-stroke-width": 1},
+        }, "circle-color", split=True)
         if glyphs:
             layers.append({
                 "id": f"{layer.id}-cluster-count", "type": "symbol", **base,
@@ -84,13 +119,14 @@ def point_layers(layer: Layer, settings: TileSettings, glyphs: bool) -> list[dic
 
 
 def line_layers(layer: Layer) -> list[dict[str, Any]]:
-    """One line layer."""
+    """A line layer (split by legend value only for a legend of booleans)."""
     style = layer.style
-    return [{"id": layer.id, "type": "line", "source": SOURCE, "source-layer": layer.id,
-             "metadata": _meta(layer), **_zooms(layer.zoom_min, layer.zoom_max),
-             "layout": {"line-join": "round", "line-cap": "round"},
-             "paint": {"line-color": colour_expression(layer), "line-width": style.get("width") or 1.5,
-                       "line-opacity": style.get("opacity") or 1}}]
+    return colour_layers(layer, {
+        "id": layer.id, "type": "line", "source": SOURCE, "source-layer": layer.id,
+        "metadata": _meta(layer), **_zooms(layer.zoom_min, layer.zoom_max),
+        "layout": {"line-join": "round", "line-cap": "round"},
+        "paint": {"line-width": style.get("width") or 1.5, "line-opacity": style.get("opacity") or 1},
+    }, "line-color")
 
 
 def polygon_layers(layer: Layer) -> list[dict[str, Any]]:
@@ -98,10 +134,10 @@ def polygon_layers(layer: Layer) -> list[dict[str, Any]]:
     style = layer.style
     base = {"source": SOURCE, "source-layer": layer.id, "metadata": _meta(layer),
             **_zooms(layer.zoom_min, layer.zoom_max)}
+    opacity = style.get("opacity") if style.get("opacity") is not None else 0.4
     return [
-        {"id": f"{layer.id}-fill", "type": "fill", **base,
-         "paint": {"fill-color": colour_expression(layer, "fill"),
-                   "fill-opacity": style.get("opacity") if style.get("opacity") is not None else 0.4}},
+        *colour_layers(layer, {"id": f"{layer.id}-fill", "type": "fill", **base,
+                               "paint": {"fill-opacity": opacity}}, "fill-color", "fill"),
         {"id": f"{layer.id}-outline", "type": "line", **base,
          "paint": {"line-color": style.get("color") or "#3388ff",
                    "line-width": style.get("width") or 1}},

@@ -398,11 +398,23 @@ def test_maplibre_style(tiles_client):
     (source,) = style["sources"].values()
     assert source["type"] == "vector" and source["url"].endswith("/tiles/tf_parcels,tf_reports/tilejson.json")
     layers = {layer["id"]: layer for layer in style["layers"]}
-    assert set(layers) == {"tf_parcels-fill", "tf_parcels-outline", "tf_reports", "tf_reports-cluster"}
+    # Circles: one layer per legend value (QGIS drops a data-driven circle-color) over one for
+    # the other values, the first legend entry on top.
+    numbers = [f"-{n}" for n in range(len(fx.LEGEND), 0, -1)]
+    assert list(layers) == ["tf_parcels-fill", "tf_parcels-outline",
+                            *(f"tf_reports{n}" for n in ["", *numbers]),
+                            *(f"tf_reports-cluster{n}" for n in ["", *numbers])]
+    # Match labels as arrays: QGIS reads only those.
     fill = layers["tf_parcels-fill"]["paint"]["fill-color"]
-    assert fill[:2] == ["match", ["get", "kind"]] and fill[-1] == "#cccccc"
-    assert layers["tf_reports-cluster"]["filter"] == ["has", "count"]
-    assert layers["tf_reports-cluster"]["maxzoom"] == 14 and layers["tf_reports"]["minzoom"] == 8
+    assert fill == ["match", ["get", "kind"], ["dat_o"], "#f4a261", ["cong_vien"], "#2a9d8f", "#cccccc"]
+    first = layers["tf_reports-1"]
+    assert first["paint"]["circle-color"] == fx.LEGEND[0]["color"] and first["filter"] == [
+        "all", ["!", ["has", "count"]], ["==", ["get", "category"], fx.LEGEND[0]["value"]]]
+    other = layers["tf_reports-cluster"]
+    assert other["filter"] == ["all", ["has", "count"],
+                               ["all", *(["!=", ["get", "category"], c] for c in CATEGORIES)]]
+    assert other["paint"]["circle-color"] == "#d62728"
+    assert layers["tf_reports-cluster-1"]["maxzoom"] == 14 and layers["tf_reports"]["minzoom"] == 8
     for layer in style["layers"]:
         assert layer["source-layer"] in ("tf_parcels", "tf_reports")
     tilejson = tiles_client.get(source["url"].replace("http://testserver", "")).json()

@@ -261,11 +261,16 @@ def test_style_colours():
     legend = [{"value": "a", "color": "#111111"}, {"value": "b", "color": "#222222"},
               {"color": "#333333"}]
     layer = make_layer(style={"color": "#000000", "by": "kind", "legend": legend})
-    assert colour_expression(layer) == ["match", ["get", "kind"], "a", "#111111", "b", "#222222",
+    assert colour_expression(layer) == ["match", ["get", "kind"], ["a"], "#111111", ["b"], "#222222",
                                         "#000000"]
-    flags = make_layer(style={"color": "#000000", "by": "ok", "legend": [
+    flags = make_layer(geometry_type="LineString", style={"color": "#000000", "by": "ok", "legend": [
         {"value": True, "color": "#00ff00"}, {"value": False, "color": "#ff0000"}]})
-    assert colour_expression(flags)[0] == "case"
+    assert colour_expression(flags) is None
+    # Booleans cannot be match labels, nor QGIS 3.22 read a `case`: one line layer per value.
+    lines = maplibre_style([flags], "http://x/tj.json", SETTINGS)["layers"]
+    assert [(la["filter"], la["paint"]["line-color"]) for la in lines] == [
+        (["all", ["!=", ["get", "ok"], True], ["!=", ["get", "ok"], False]], "#000000"),
+        (["==", ["get", "ok"], False], "#ff0000"), (["==", ["get", "ok"], True], "#00ff00")]
     assert colour_expression(make_layer(style={"color": "#abcdef", "legend": []})) == "#abcdef"
     style = maplibre_style([make_layer(geometry_type="Polygon")], "http://x/tj.json", SETTINGS,
                            glyphs_url="http://x/{fontstack}/{range}.pbf")
