@@ -35,7 +35,14 @@ fi
 if [ "${IOC_SETUP_FOR:-run}" = test ] || [ "${IOC_SETUP_FOR:-run}" = bench ]; then
   command -v wrk >/dev/null 2>&1 || APT_PACKAGES+=(wrk)
 fi
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
+# As root the server runs as an unprivileged user (below), which must be able to run .venv's
+# Python: prefer the distribution's Python 3.11+ (under /usr) to one under /root (pyenv).
+if [ -z "${PYTHON:-}" ] && [ "$(id -u)" -eq 0 ] && [ "${IOC_RUN_AS:-ioc}" != root ] &&
+    /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  PYTHON=/usr/bin/python3
+fi
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || APT_PACKAGES+=(python3-venv)
 # As root, `ioc serve` serves as an unprivileged system user (IOC_RUN_AS, default ioc); setfacl
 # may be needed to let it reach the Python of .venv (below).
 RUN_AS=${IOC_RUN_AS:-ioc}
@@ -67,7 +74,6 @@ if [ $((${#APT_PACKAGES[@]} + ${#APT_LEAN[@]})) -gt 0 ]; then
 fi
 
 # Python environment: reinstall only when the requirements change.
-PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   die "ioc needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version))."
 if [ ! -x .venv/bin/python ]; then
@@ -101,19 +107,22 @@ if [ ! -d node_modules ] || { [ "$NPM_HAVE" != "$NPM_WANT" ] &&
 fi
 
 # The user that serves ioc when it is started as root: no login, no home, owns nothing but the
-# tile cache and query-job folders (`ioc serve` hands them over). When the Python of .venv lives
-# in a folder it cannot enter (pyenv under /root), it may pass through, search only (it cannot
-# list /root nor read files that are not world-readable); better: a Python outside /root.
+# tile cache and query-job folders (`ioc serve` hands them over). A new .venv uses the
+# distribution's Python (above); when an older .venv's Python or the project lives in a folder
+# it cannot enter (pyenv under /root), it may pass through, search only (it cannot list /root
+# nor read files that are not world-readable).
 if [ "$(id -u)" -eq 0 ] && [ "$RUN_AS" != root ]; then
   if ! id -u "$RUN_AS" >/dev/null 2>&1; then
     say "creating the system user $RUN_AS that serves ioc"
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_AS"
   fi
-  # Each folder from / down to the interpreter's prefix, outermost first.
-  .venv/bin/python -c 'import sys, pathlib; print(*reversed(pathlib.Path(sys.base_prefix).parents), sys.base_prefix, sep="\n")' |
+  # Each folder from / down to the interpreter's prefix and to this project, outermost first.
+  .venv/bin/python -c 'import os, sys, pathlib
+for top in (sys.base_prefix, os.getcwd()):
+    print(*reversed(pathlib.Path(top).parents), top, sep="\n")' |
     while read -r dir; do
       if ! runuser -u "$RUN_AS" -- test -x "$dir"; then
-        say "letting $RUN_AS pass through $dir (search only) to reach the Python of .venv"
+        say "letting $RUN_AS pass through $dir (search only) to reach .venv's Python and ioc"
         setfacl -m "u:$RUN_AS:x" "$dir"
       fi
     done
