@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.openapi import document_errors
 from ioc import errors
 from ioc.addresses import TooManyRows
 
@@ -93,7 +94,8 @@ def error_response(exc: Exception, path: str = "") -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers on the app."""
+    """Register the handlers on the app, and document their answers in its OpenAPI."""
+    document_errors(app)
 
     @app.exception_handler(errors.IocError)
     async def _domain(request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,212 @@
+"""Schemathesis over the whole ``/openapi.json``, with every role's key (issue 16).
+
+Every operation of the OpenAPI description is called with generated requests — valid ones
+(positive mode, including the description's own examples) and invalid ones (negative mode) —
+once per role: anonymous, operator, analyst, a publisher of the ``health`` department (which
+owns the restricted fixture layer) and admin. Each answer must not be a 5xx and must conform to
+the description: a documented status code, a documented content type, a body valid against the
+documented schema, documented headers present.
+
+Bounded and repeatable: :data:`MAX_EXAMPLES` examples per operation and role, derandomized
+(Hypothesis' fixed seed per test), no example database, no deadline.
+
+The app runs in-process (schemathesis' ASGI transport) as its own instance with its own
+lifespan, so its pool and job runner never touch the session's ``client``. (Schemathesis'
+``from_fixture`` loader is not used: with pytest 9 it fails on ``Function._nodeid``.)
+
+Destructive operations never reach the shared test database's layers:
+
+* ``/layers/{collectionId}…`` (PUT and POST data, versions, restore, DELETE): the path's
+  ``collectionId`` is always :data:`SCRATCH`, a throwaway layer this module creates first and
+  drops afterwards (the request bodies of the uploads are empty: the description documents no
+  body, the file is the raw request stream).
+* ``POST /layers``: generated manifests; any layer they did create is recorded from its 201
+  and dropped afterwards.
+* ``POST /query/saved`` (derived layers) and ``POST /query/jobs``: recorded from their answers,
+  deleted or cancelled through the API afterwards.
+* Layer ids in paths are otherwise drawn partly from :data:`LAYERS` (public, internal and
+  restricted layers of the seeded city and the HTTP fixtures), so the generated parameters meet
+  real data and not only 404s.
+
+Nothing is excluded for being destructive. :data:`KNOWN_FAILURES` lists checks skipped for an
+operation while the fix is owned elsewhere, one comment per entry; it should shrink to empty.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from api.app import create_app
+from ioc.settings import Settings
+
+MAX_EXAMPLES = 15
+PREFIX = "sf_"  # ids of what this module creates (tables, layers, saved queries)
+SCRATCH = "sf_scratch"
+DEPARTMENT = "health"
+ROLES = ("anonymous", "operator", "analyst", "publisher", "admin")
+LAYERS = ("fx_landmarks", "fx_points", "fx_vn2000", "fx_odd_names", "fx_empty", "fx_internal",
+          "fx_restricted", "wards", "reports_1022", "parcels", "flood_sensors", SCRATCH)
+LAYER_PARAMETERS = {"collectionId", "layer_id", "layer", "layers"}
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance, response_headers_conformance]
+
+# (method, path template) -> checks skipped there, each with the reason and the fix's owner.
+KNOWN_FAILURES: dict[tuple[str, str], list] = {
+    # Answers application/geo+json, documented as application/json: api/routers/addresses.py
+    # (limits engineer) should declare the 200's content (responses=...).
+    ("GET", "/addresses"): [content_type_conformance],
+    # Answers application/schema+json, documented as application/json: api/routers/collections.py
+    # (limits engineer).
+    ("GET", "/collections/{collectionId}/queryables"): [content_type_conformance],
+    # Answers the sign-in page (text/html) on a bad key, documented as JSON only:
+    # api/routers/maps.py (pages engineer).
+    ("POST", "/maps/session"): [content_type_conformance],
+}
+
+SCRATCH_MANIFEST = {
+    "id": SCRATCH, "title": {"vi": "Lớp thử (schemathesis)", "en": "Scratch layer (schemathesis)"},
+    "description": {"vi": "Lớp thử nghiệm", "en": "Test layer"}, "domain": "health",
+    "department": DEPARTMENT, "geometry": {"type": "Point", "srid": 4326},
+    "access": "restricted", "cadence": "realtime",
+    "source": {"name": "pytest", "licence": "CC0"}, "id_attribute": "code",
+    "zoom": {"min": 10, "max": 22},
+    "attributes": [{"name": "code", "type": "text", "label": {"vi": "Mã", "en": "Code"},
+                    "required": True}],
+    "style": {"color": "#1f78b4", "legend": [{"label": {"vi": "Điểm", "en": "Point"},
+                                              "color": "#1f78b4"}]},
+    "demo": {"count": 1, "weight": "uniform"},
+}
+
+
+def drop_created(dsn: str, layer_ids: set[str]) -> None:
+    """Remove the layers this module created: tables, registry rows, audit rows."""
+    ids, like = sorted(layer_ids), PREFIX.replace("_", "\\_") + "%"
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN "
+                    "('data', 'versions', 'staging') AND (tablename LIKE %s "
+                    "OR tablename = ANY(%s))", (like, ids))
+        for schema_name, table in cur.fetchall():
+            cur.execute(f'DROP TABLE "{schema_name}"."{table}"')
+        cur.execute("DELETE FROM ioc.layers WHERE id LIKE %s OR id = ANY(%s)", (like, ids))
+        cur.execute("DELETE FROM ioc.audit WHERE layer_id LIKE %s OR layer_id = ANY(%s)",
+                    (like, ids))
+    conn.commit()
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def role_headers(make_key) -> dict[str, dict[str, str]]:
+    """``Authorization`` headers of each role (anonymous: none)."""
+    headers = {"anonymous": {}}
+    for role in ROLES[1:]:
+        key = make_key(role, DEPARTMENT if role == "publisher" else None)
+        headers[role] = {"Authorization": f"Bearer {key}"}
+    return headers
+
+
+@pytest.fixture(scope="module")
+def created(db_settings, client, role_headers):
+    """The scratch layer, and a record of what the generated requests create; all of it is
+    removed afterwards (saved queries and jobs through the API, layers in the database)."""
+    drop_created(db_settings.dsn(), set())
+    answer = client.post("/layers", json=SCRATCH_MANIFEST, headers=role_headers["admin"])
+    assert answer.status_code == 201, answer.text
+    record: dict[str, set] = {"layers": set(), "saved": set(), "jobs": set()}
+    yield record
+    for headers in role_headers.values():
+        for job in record["jobs"]:
+            client.delete(f"/query/jobs/{job}", headers=headers)
+    for saved in record["saved"]:
+        client.delete(f"/query/saved/{saved}", headers=role_headers["admin"])
+    drop_created(db_settings.dsn(), record["layers"] | record["saved"])
+
+
+@pytest.fixture(scope="module")
+def app(settings, created):
+    """A fresh app instance on the test database; schemathesis' ASGI client runs its
+    lifespan (pool, catalog, job runner) on first use, stopped at the end of the module."""
+    yield create_app(settings)
+    asgi.shutdown_lifespans()
+
+
+# The description is static (no database needed to build it), so the operations are known at
+# collection: one test per operation and role.
+schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+
+
+@schema.hook
+def flatmap_path_parameters(context, path_parameters):
+    """Layer ids: often a real layer (of every access level), else the generated string."""
+    names = LAYER_PARAMETERS & set(path_parameters or ())
+    if not names:
+        return st.just(path_parameters)
+    return st.fixed_dictionaries({
+        name: st.one_of(st.just(path_parameters[name]), st.sampled_from(LAYERS))
+        for name in names
+    }).map(lambda drawn: {**path_parameters, **drawn})
+
+
+def record_created(case, response, record: dict[str, set]) -> None:
+    """Remember what a successful create made, for the teardown."""
+    operation = (case.method.upper(), case.path)
+    if response.status_code == 201 and operation == ("POST", "/layers"):
+        record["layers"].add(response.json()["id"])
+    elif response.status_code == 201 and operation == ("POST", "/query/saved"):
+        record["saved"].add(response.json()["id"])
+    elif response.status_code == 202 and operation == ("POST", "/query/jobs"):
+        record["jobs"].add(response.json()["id"])
+
+
+def role_test(role: str):
+    """The test of every operation as one role."""
+
+    @schema.parametrize()
+    @hypothesis_settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None,
+                         database=None, suppress_health_check=list(HealthCheck))
+    def test(case, app, role_headers, created):
+        if case.path.startswith("/layers/"):
+            case.path_parameters = {**(case.path_parameters or {}), "collectionId": SCRATCH}
+        skipped = KNOWN_FAILURES.get((case.method.upper(), case.path), [])
+        case.headers = {**(case.headers or {}), **role_headers[role]}
+        response = case.call(app=app)
+        record_created(case, response, created)
+        case.validate_response(response, checks=[c for c in CHECKS if c not in skipped])
+
+    return test
+
+
+test_as_anonymous = role_test("anonymous")
+test_as_operator = role_test("operator")
+test_as_analyst = role_test("analyst")
+test_as_publisher = role_test("publisher")
+test_as_admin = role_test("admin")
+
+
+def test_description_documents_the_error_answers(client):
+    """400 with the OGC exception body instead of FastAPI's 422, and 401/404/503 where they
+    can happen; explicit error answers (an upload's 422 report) are kept."""
+    spec = client.get("/openapi.json").json()
+    items = spec["paths"]["/collections/{collectionId}/items"]["get"]["responses"]
+    assert "422" not in items and {"400", "401", "404", "503"} <= set(items)
+    assert items["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"}
+    assert set(spec["paths"]["/healthz"]["get"]["responses"]) == {"200"}
+    upload = spec["paths"]["/layers/{collectionId}/data"]["put"]["responses"]
+    assert {"403", "413", "422"} <= set(upload)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    answer = client.get("/collections/wards/items", params={"limit": "many"})
+    assert answer.status_code == 400 and set(answer.json()) >= {"code", "description"}
