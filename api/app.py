@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.limits import BodyLimit
 from api.middleware import (
     HeadAsGet,
     RequestContextMiddleware,
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # (The request context and the tile fast path are IocApp's front door, outside it: tiles
     # are stored compressed.)
     app.add_middleware(WeightedGZipMiddleware, minimum_size=1024, compresslevel=5)
+    app.add_middleware(BodyLimit, settings=settings)  # outside gzip: bodies limited first
 
     for router in (landing.router, health.router, catalog.router, collections.router, tiles.router,
                    maps.router, addresses.router, publishing.router, query.router,

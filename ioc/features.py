@@ -20,7 +20,7 @@ import hashlib
 import io
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -75,6 +75,14 @@ class Page:
 
 
 # --- parameters ------------------------------------------------------------------------------
+
+
+def capped(q: ItemsQuery, cap: int | None) -> tuple[ItemsQuery, bool]:
+    """The query bounded to ``cap`` features (an anonymous caller's most per answer; None:
+    no bound), and whether the bound cut what was asked (an export, or a larger ``limit``)."""
+    if cap is None or (q.limit is not None and q.limit <= cap):
+        return q, False
+    return replace(q, limit=cap), True
 
 
 def _moment(text: str) -> datetime | date:
@@ -343,9 +351,12 @@ async def stream_items(pool, layer: Layer, q: ItemsQuery, fmt: str = "geojson"
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:  # closed early (client gone, time bound): the connection goes back now
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def _take(rows: list[Any], q: ItemsQuery, page: Page) -> list[bytes]:

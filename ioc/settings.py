@@ -85,6 +85,11 @@ class ServerSettings(BaseSettings):
         description="System user that 'ioc serve' serves as when started as root ('root' "
         "keeps root: not recommended). Ignored when not started as root.",
     )
+    request_body_max_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest request body of every route except the "
+        "uploads (publishing: IOC_UPLOAD_MAX_BYTES; batch geocoding: IOC_ADDRESS_GEOCODE_MAX_ROWS "
+        "kB): JSON queries, saved queries, manifests. Refused with 413 while it is read."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default=["*"],
         description="Web origins whose pages may read ioc's answers (CORS), comma-separated, "
@@ -136,16 +141,35 @@ class PublishSettings(BaseSettings):
     keep_versions: int = Field(default=5, ge=1, description="Data versions kept per layer.")
 
 
+class FeatureSettings(BaseSettings):
+    """OGC API – Features answers (``IOC_FEATURES_*``): what one request may take."""
+
+    model_config = SettingsConfigDict(env_prefix="IOC_FEATURES_", env_file=".env",
+                                      extra="ignore")
+
+    anonymous_max_features: int = Field(
+        default=10_000, ge=1, description="Most features one answer gives an anonymous caller "
+        "(exports included); the answer then links the rest (Link: rel=next)."
+    )
+    export_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest time one items answer (a page or an export) may "
+        "take from the request to its last byte; past it the answer is cut off, never ended as "
+        "if complete."
+    )
+
+
 class Settings:
     """All settings groups, built once."""
 
     def __init__(self, database: DatabaseSettings | None = None,
                  server: ServerSettings | None = None, data: DataSettings | None = None,
-                 publish: PublishSettings | None = None) -> None:
+                 publish: PublishSettings | None = None,
+                 features: FeatureSettings | None = None) -> None:
         self.database = database or DatabaseSettings()
         self.server = server or ServerSettings()
         self.data = data or DataSettings()
         self.publish = publish or PublishSettings()
+        self.features = features or FeatureSettings()
 
 
 @lru_cache

@@ -14,13 +14,14 @@ from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from api.deps import AddressSettingsDep, CatalogDep, LayerDep, PrincipalDep
 from api.html import negotiate, render
+from api.limits import TimedStreamingResponse, deadline_in, within
 from ioc import cql2, features, ogcapi
 from ioc.access import Principal
-from ioc.addresses import validate_code
+from ioc.addresses import require_registry, validate_code
 from ioc.catalog import Layer
 from ioc.crs import CRS84, parse_bbox, parse_crs
 from ioc.errors import InvalidParameter
@@ -87,9 +88,19 @@ ITEMS_PARAMETERS = frozenset({"bbox", "bbox-crs", "datetime", "limit", "offset",
                               "address"})
 
 
+LIMIT_DOC = (
+    f"Features per page, default {features.DEFAULT_LIMIT}, at most {features.MAX_LIMIT:,}: a "
+    f"larger value is capped to {features.MAX_LIMIT:,} (not refused; ogcapi-features#640) and "
+    "the `next` link goes on from there. csv/geojsonseq without `limit`: the whole collection. "
+    "Anonymous callers get at most IOC_FEATURES_ANONYMOUS_MAX_FEATURES (10,000 by default) per "
+    "answer; an export cut there carries `Link: <…>; rel=\"next\"`.")
+
+
 async def items_query(
     request: Request,
     layer: LayerDep,
+    principal: PrincipalDep,
+    catalog: CatalogDep,
     address_settings: AddressSettingsDep,
     bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy (4 or 6 numbers) in "
                                       "`bbox-crs` axis order (EPSG:4326 is lat,lon)")] = None,
@@ -97,8 +108,7 @@ async def items_query(
                                           "(default CRS84)")] = None,
     datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or "
                                            "interval `start/end` (`..` = open)")] = None,
-    limit: Annotated[int | None, Query(ge=1, le=features.MAX_LIMIT, description="Features per "
-                                       "page, default 10 (csv/geojsonseq: all)")] = None,
+    limit: Annotated[int | None, Query(ge=1, description=LIMIT_DOC)] = None,
     offset: Annotated[int, Query(ge=0, le=2**53, description="Features to skip")] = 0,
     filter_: Annotated[str | None, Query(alias="filter", description="CQL2 filter")] = None,
     filter_lang: Annotated[str | None, Query(alias="filter-lang",
@@ -118,6 +128,8 @@ async def items_query(
     if unknown:
         raise InvalidParameter(f"Unknown query parameter '{unknown[0]}': this endpoint takes "
                                f"{', '.join(sorted(ITEMS_PARAMETERS))}.", parameter=unknown[0])
+    if address is not None:  # the links are the address layer's data: its read check applies
+        require_registry(catalog, principal, address_settings)
     storage = layer.srid
     box_crs = parse_crs(bbox_crs, parameter="bbox-crs", storage_srid=storage)
     return ItemsQuery(
@@ -125,7 +137,7 @@ async def items_query(
         interval=features.parse_datetime(datetime_) if datetime_ is not None else None,
         filter=cql2.parse_filter(filter_, filter_lang) if filter_ is not None else None,
         filter_crs=parse_crs(filter_crs, parameter="filter-crs", storage_srid=storage),
-        limit=limit, offset=offset,
+        limit=min(limit, features.MAX_LIMIT) if limit is not None else None, offset=offset,
         sortby=features.parse_sortby(sortby, layer) if sortby else (),
         properties=features.parse_properties(properties, layer) if properties is not None else None,
         crs=parse_crs(crs, parameter="crs", storage_srid=storage),
@@ -199,8 +211,11 @@ async def feature_collection(chunks: AsyncIterator[bytes], page: Page,
     """A FeatureCollection around the streamed features; counts and links come last, once
     the stream has told whether there is a next page."""
     yield b'{"type":"FeatureCollection","features":['
-    async for chunk in chunks:
-        yield chunk
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:  # closed early: the database stream is closed now, not when collected
+        await chunks.aclose()  # type: ignore[attr-defined]
     tail: dict[str, Any] = {"numberReturned": page.returned}
     if page.matched is not None:
         tail["numberMatched"] = page.matched
@@ -215,6 +230,20 @@ async def collect(chunks: AsyncIterator[bytes]) -> list[dict[str, Any]]:
     return orjson.loads(b"[" + body + b"]")
 
 
+def export_headers(request: Request, q: ItemsQuery, page: Page, fmt: str) -> dict[str, str]:
+    """An export cut at the anonymous bound says where the rest is: ``Link: rel=next``
+    (RFC 8288, as Part 1 recommends links in headers) unless the count shows nothing is left,
+    and ``OGC-NumberMatched`` when the count is known."""
+    headers = {}
+    limit = q.limit or features.DEFAULT_LIMIT
+    if page.matched is not None:
+        headers["OGC-NumberMatched"] = str(page.matched)
+    if page.matched is None or page.matched > q.offset + limit:
+        url = request.url.include_query_params(offset=q.offset + limit, limit=limit)
+        headers["Link"] = f'<{url}>; rel="next"; type="{MEDIA[fmt].split(";")[0]}"'
+    return headers
+
+
 @router.get("/collections/{collectionId}/items", summary="Features of a collection",
             description="bbox, datetime, CQL2 filter, sortby, properties, crs; GeoJSON, HTML, "
                         "CSV or GeoJSON text sequence. " + NUMBER_MATCHED,
@@ -225,14 +254,21 @@ async def get_items(request: Request, layer: LayerDep, principal: PrincipalDep,
     fmt = item_format(request, f)
     if q.limit is None and fmt in ("json", "html"):
         q = replace(q, limit=features.DEFAULT_LIMIT)
-    tag = features.etag(layer, fmt, request.query_params.multi_items())
+    bounds = request.app.state.settings.features
+    q, cut = features.capped(q, None if principal.authenticated
+                             else bounds.anonymous_max_features)
+    representation = f"{fmt};limit={q.limit}" if cut else fmt  # a bounded answer is another one
+    tag = features.etag(layer, representation, request.query_params.multi_items())
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{q.crs.uri}>"}
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)
     domain_fmt = {"json": "geojson", "html": "geojson"}.get(fmt, fmt)
-    page, chunks = await features.stream_items(request.app.state.pool, layer, q, domain_fmt)
+    deadline, seconds = deadline_in(bounds.export_max_seconds), bounds.export_max_seconds
+    async with within(deadline, seconds):  # the first rows (and the whole of an HTML page)
+        page, chunks = await features.stream_items(request.app.state.pool, layer, q, domain_fmt)
+        found = await collect(chunks) if fmt == "html" else None
     if fmt == "html":
-        context = {"layer": layer, "features": await collect(chunks), "page": page,
+        context = {"layer": layer, "features": found, "page": page,
                    "links": {x["rel"]: x["href"] for x in page_links(request, layer, q, page)},
                    "q": q}
         response = render(request, "items.html", context)
@@ -240,9 +276,13 @@ async def get_items(request: Request, layer: LayerDep, principal: PrincipalDep,
         return response
     if fmt == "json":
         chunks = feature_collection(chunks, page, lambda p: page_links(request, layer, q, p))
-    elif fmt == "csv":
-        headers["Content-Disposition"] = f'attachment; filename="{layer.id}.csv"'
-    return StreamingResponse(chunks, media_type=MEDIA[fmt], headers=headers)
+    else:
+        if cut:
+            headers.update(export_headers(request, q, page, fmt))
+        if fmt == "csv":
+            headers["Content-Disposition"] = f'attachment; filename="{layer.id}.csv"'
+    return TimedStreamingResponse(chunks, media_type=MEDIA[fmt], headers=headers,
+                                  deadline=deadline, seconds=seconds)
 
 
 @router.get("/collections/{collectionId}/items/{featureId:path}", summary="One feature",
