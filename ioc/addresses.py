@@ -152,11 +152,12 @@ def _point_sql(layer: Layer, lon: str, lat: str) -> str:
     return point if layer.srid == 4326 else f"ST_Transform({point}, {int(layer.srid)})"
 
 
-async def ward_at(conn, catalog: Catalog, lon: float, lat: float,
+async def ward_at(conn, catalog: Catalog, principal: Principal, lon: float, lat: float,
                   layer_id: str = WARDS_LAYER) -> dict[str, Any] | None:
-    """Attributes of the ward polygon (of a ward layer) containing the point, or None."""
+    """Attributes of the ward polygon (of a ward layer) containing the point, or None; None
+    too when the caller may not read that layer (it does not exist for them)."""
     layer = _layer(catalog, layer_id)
-    if layer is None:
+    if layer is None or not can_read(principal, layer):
         return None
     columns = [a.name for a in layer.attributes]
     select = ", ".join(quote_ident(c) for c in columns) or "1"
@@ -292,10 +293,11 @@ ORDER BY distance_m, a.code LIMIT 1
 """
 
 
-async def reverse_geocode(conn, catalog: Catalog, lon: float, lat: float,
+async def reverse_geocode(conn, catalog: Catalog, principal: Principal, lon: float, lat: float,
                           radius_m: float) -> tuple[Any, dict[str, Any] | None]:
     """The nearest valid address (KNN on the point, then exact metres) and the ward polygon
-    containing the position; AddressNotFound beyond ``radius_m``."""
+    containing the position (None unless the caller may read the ward layer); AddressNotFound
+    beyond ``radius_m``."""
     await check_in_city(conn, catalog, lon, lat)
     # KNN '<->' on lon/lat degrees ranks by planar degrees; the 8 nearest are re-ranked in metres
     # on the spheroid, which is exact at this latitude (a degree of lon is 0.98 of one of lat).
@@ -303,7 +305,7 @@ async def reverse_geocode(conn, catalog: Catalog, lon: float, lat: float,
     if row is None or row["distance_m"] > radius_m:
         raise AddressNotFound(f"Không có địa chỉ số trong bán kính {radius_m:g} m / no digital "
                               f"address within {radius_m:g} m.", parameter="lon,lat")
-    return row, await ward_at(conn, catalog, lon, lat)
+    return row, await ward_at(conn, catalog, principal, lon, lat)
 
 
 async def linked_features(conn, catalog: Catalog, principal: Principal, code: str,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep
 from ioc import addresses, geocode
+from ioc.errors import InvalidParameter
 from ioc.whats_here import what_is_here
 
 router = APIRouter(tags=["addresses"])
@@ -29,6 +30,11 @@ async def read_upload(request: Request, file: UploadFile | None, limit: int) -> 
     """The uploaded bytes (multipart file or raw body), reading at most ``limit`` + 1 bytes."""
     if file is not None:
         return await file.read(limit + 1)
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        # The form parser has read the body already: there is no raw CSV left to read.
+        raise InvalidParameter("Thiếu phần 'file' / the multipart body has no part named "
+                               "'file': send the CSV as the 'file' part, or as a text/csv body.",
+                               parameter="file")
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -63,10 +69,11 @@ async def search(request: Request, pool: PoolDep, catalog: CatalogDep, principal
 async def reverse(request: Request, pool: PoolDep, catalog: CatalogDep, principal: PrincipalDep,
                   settings: AddressSettingsDep, lon: Lon, lat: Lat,
                   radius: Annotated[float | None, Query(gt=0, le=50_000, description="metres")] = None):
-    """The nearest valid address (distance in metres on the spheroid) and the ward polygon."""
+    """The nearest valid address (distance in metres on the spheroid) and the ward polygon
+    (`ward_at_position`: null when there is no ward layer the caller may read)."""
     addresses.require_registry(catalog, principal, settings)
     async with pool.acquire() as conn:
-        row, ward = await addresses.reverse_geocode(conn, catalog, lon, lat,
+        row, ward = await addresses.reverse_geocode(conn, catalog, principal, lon, lat,
                                                     radius or settings.reverse_radius_m)
     return geojson(addresses.address_feature(row, base_url(request),
                                              distance_m=round(row["distance_m"], 1),

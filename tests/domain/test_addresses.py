@@ -185,7 +185,7 @@ def test_get_address_and_unknown_code(arun, db):
 
 def test_reverse_geocoding_finds_the_nearest_address(arun, db, catalog):
     a = sample(db, "a.ward_code = '26740'")
-    row, ward = arun(reverse_geocode, catalog, a["lon"] + 0.00003, a["lat"], 1000)
+    row, ward = arun(reverse_geocode, catalog, ANONYMOUS, a["lon"] + 0.00003, a["lat"], 1000)
     assert row["code"] == a["code"]
     assert 2 < row["distance_m"] < 5  # 0.00003° of longitude at 10.8° N is 3.3 m
     assert ward["ward_code"] == "26740"
@@ -194,7 +194,7 @@ def test_reverse_geocoding_finds_the_nearest_address(arun, db, catalog):
 @pytest.mark.parametrize("lon,lat", [(105.85, 21.03), (107.4, 9.3), (200.0, 10.0)])
 def test_positions_outside_the_city_are_refused(arun, catalog, lon, lat):
     with pytest.raises(InvalidParameter) as exc:  # OutsideCity is an InvalidParameter
-        arun(reverse_geocode, catalog, lon, lat, 1000)
+        arun(reverse_geocode, catalog, ANONYMOUS, lon, lat, 1000)
     assert exc.value.parameter == "lon,lat"
     if lon <= 180:
         assert isinstance(exc.value, OutsideCity)

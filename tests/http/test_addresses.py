@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
 import pytest
 
 from ioc.addresses import AddressSettings, build_address_index
-from ioc.catalog import load_catalog_sync
+from ioc.catalog import load_catalog, load_catalog_sync
 
 NOTRE_DAME = {"lon": 106.6990, "lat": 10.7798}
 GEOJSON = "application/geo+json"
@@ -283,3 +285,76 @@ def test_items_filtered_by_address_code(client, db):
     assert sorted(f["id"] for f in doc["features"]) == expected
     response = client.get(f"/collections/{layer_id}/items", params={"address": "12"})
     assert response.status_code == 400 and response.json()["parameter"] == "address"
+
+
+def test_multipart_without_a_file_part_is_400(client, index):
+    """A form with other fields but no `file` part: 400 naming the part (was a 500, "Stream
+    consumed")."""
+    response = client.post("/addresses/geocode", data={"address": "Bến Thành"},
+                           files={"other": ("a.csv", b"address\nx\n", "text/csv")})
+    assert_error(response, 400, "InvalidParameter", "file")
+    assert "'file'" in response.json()["description"]
+    fields_only = client.post("/addresses/geocode",
+                              headers={"Content-Type": "multipart/form-data; boundary=b"},
+                              content=b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n'
+                                      b"1\r\n--b--\r\n")
+    assert_error(fields_only, 400, "InvalidParameter", "file")
+
+
+# --- read checks on the layers an answer is made from ---------------------------------------
+
+
+@contextmanager
+def layer_access(client, db, layer_id: str, access: str) -> Iterator[None]:
+    """The layer at another access level in this test database's registry, the app's catalog
+    reloaded; restored (and reloaded) whatever happens."""
+    with db.cursor() as cur:
+        cur.execute("SELECT access FROM ioc.layers WHERE id = %s", (layer_id,))
+        before = cur.fetchone()[0]
+        cur.execute("UPDATE ioc.layers SET access = %s WHERE id = %s", (access, layer_id))
+    db.commit()
+    state = client.app.state
+    try:
+        state.catalog = client.portal.call(load_catalog, state.pool)
+        yield
+    finally:
+        with db.cursor() as cur:
+            cur.execute("UPDATE ioc.layers SET access = %s WHERE id = %s", (before, layer_id))
+        db.commit()
+        state.catalog = client.portal.call(load_catalog, state.pool)
+
+
+def test_items_by_address_need_the_address_layer(client, db, make_key, index):
+    """`?address=` reads the address links, the address layer's data: a caller who may not
+    read that layer gets the same 404 as the address endpoints, not the linked features."""
+    with db.cursor() as cur:
+        cur.execute("SELECT l.layer_id, l.code FROM ioc.address_links l JOIN ioc.layers y"
+                    " ON y.id = l.layer_id WHERE y.access = 'public' ORDER BY 1, 2 LIMIT 1")
+        layer_id, code = cur.fetchone()
+    db.rollback()
+    url, params = f"/collections/{layer_id}/items", {"address": code}
+    assert client.get(url, params=params).json()["numberReturned"] > 0
+    operator = {"Authorization": f"Bearer {make_key('operator')}"}
+    with layer_access(client, db, AddressSettings().layer_id, "internal"):
+        hidden = client.get(url, params=params)
+        assert_error(hidden, 404, "LayerNotFound", None)
+        assert code not in hidden.text
+        assert client.get(url, params={"limit": 1}).status_code == 200  # the layer itself: public
+        assert client.get(url, params=params, headers=operator).json()["numberReturned"] > 0
+    assert client.get(url, params=params).json()["numberReturned"] > 0
+
+
+def test_reverse_gives_the_ward_only_to_who_may_read_the_ward_layer(client, db, make_key,
+                                                                   known):
+    a = known["26740"]
+    params = {"lon": a["lon"] + 0.00002, "lat": a["lat"]}
+    operator = {"Authorization": f"Bearer {make_key('operator')}"}
+    with layer_access(client, db, "wards", "internal"):
+        anonymous = client.get("/addresses/reverse", params=params)
+        assert anonymous.status_code == 200, anonymous.text
+        assert anonymous.json()["id"] == a["code"]
+        assert anonymous.json()["properties"]["ward_at_position"] is None
+        keyed = client.get("/addresses/reverse", params=params, headers=operator).json()
+        assert keyed["properties"]["ward_at_position"]["ward_code"] == "26740"
+    restored = client.get("/addresses/reverse", params=params).json()
+    assert restored["properties"]["ward_at_position"]["ward_code"] == "26740"
