@@ -240,6 +240,10 @@ async def audit(conn, principal: Principal | str, action: str, layer_id: str, ve
         label, key_id, action, layer_id, version, counts, detail or {})
 
 
+# One sentence for every id that cannot be taken — a layer the caller sees, one hidden from them,
+# a table of the data schema: naming what is there would tell a restricted layer exists.
+ID_UNAVAILABLE = "This id is not available for a new layer: choose another."
+
 REGISTER_SQL = """
 INSERT INTO ioc.layers (id, schema_name, table_name, geometry_column, id_column, geometry_type,
     srid, title_vi, title_en, description_vi, description_en, domain, department, access, cadence,
@@ -264,8 +268,7 @@ async def save(pool, catalog: Catalog, principal: Principal, request: SaveReques
                 "SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = $1)"
                 " OR to_regclass($2) IS NOT NULL", request.id, qualified(DATA_SCHEMA, request.id))
             if taken:
-                raise Conflict(f"A layer or table named '{request.id}' already exists.",
-                               parameter="id")
+                raise Conflict(ID_UNAVAILABLE, parameter="id")
             compiled = await compile_plan(conn, plan, settings)
             if compiled.geometry_type is None:
                 raise InvalidParameter("A layer needs geometries: return features, or group by "

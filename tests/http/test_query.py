@@ -13,6 +13,8 @@ from typing import Any
 import pyogrio
 import pytest
 
+from tests.http.conftest import RESTRICTED_DEPARTMENT
+
 BASE = {"source": "schools", "spatial": [{"op": "dwithin", "distance": 500,
                                           "layer": "flood_points"}],
         "properties": ["name"], "limit": 5}
@@ -361,6 +363,34 @@ def test_saving_is_refused_when_it_would_leak_or_is_not_allowed(client, analyst,
     assert client.post("/query/saved", json=too_often, headers=analyst).status_code == 400
     bad_id = {**leak, "access": "internal", "id": "x\"; DROP TABLE data.schools; --"}
     assert client.post("/query/saved", json=bad_id, headers=analyst).status_code == 400
+
+
+def test_a_hidden_id_is_refused_like_any_taken_id(client, analyst, make_key, db):
+    """No existence oracle: an analyst cannot tell the restricted layer fx_restricted (hidden
+    from them: 404) from a layer they see or a bare table of the data schema — one answer for
+    every id that cannot be taken, for every caller."""
+    with db.cursor() as cur:  # a table with no layer: taken too
+        cur.execute("CREATE TABLE IF NOT EXISTS data.qtest_bare_table (fid integer)")
+    db.commit()
+    publisher = {"Authorization": f"Bearer {make_key('publisher', RESTRICTED_DEPARTMENT)}"}
+    assert client.get("/collections/fx_restricted", headers=analyst).status_code == 404
+    assert client.get("/collections/fx_restricted", headers=publisher).status_code == 200
+    answers = set()
+    try:
+        for key in (analyst, publisher):
+            for taken in ("fx_restricted", "fx_points", "qtest_bare_table"):
+                request = {"id": taken, "access": "internal", "title": {"vi": "x", "en": "x"},
+                           "query": {"source": "flood_points"}}
+                response = client.post("/query/saved", json=request, headers=key)
+                answers.add((response.status_code, response.text))
+    finally:
+        with db.cursor() as cur:
+            cur.execute("DROP TABLE data.qtest_bare_table")
+        db.commit()
+    assert len(answers) == 1, answers
+    status, text = answers.pop()
+    assert status == 409 and json.loads(text)["parameter"] == "id"
+    assert "fx_" not in text and "exist" not in text
 
 
 def test_stream_is_valid_json_for_large_answers(client, analyst):
