@@ -240,10 +240,6 @@ async def audit(conn, principal: Principal | str, action: str, layer_id: str, ve
         label, key_id, action, layer_id, version, counts, detail or {})
 
 
-# One sentence for every id that cannot be taken — a layer the caller sees, one hidden from them,
-# a table of the data schema: naming what is there would tell a restricted layer exists.
-ID_UNAVAILABLE = "This id is not available for a new layer: choose another."
-
 REGISTER_SQL = """
 INSERT INTO ioc.layers (id, schema_name, table_name, geometry_column, id_column, geometry_type,
     srid, title_vi, title_en, description_vi, description_en, domain, department, access, cadence,
@@ -267,8 +263,10 @@ async def save(pool, catalog: Catalog, principal: Principal, request: SaveReques
             taken = await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = $1)"
                 " OR to_regclass($2) IS NOT NULL", request.id, qualified(DATA_SCHEMA, request.id))
-            if taken:
-                raise Conflict(ID_UNAVAILABLE, parameter="id")
+            if taken:  # one sentence whatever takes it (as POST /layers): a layer the caller
+                # sees, one hidden from them, a bare table — no restricted layer's existence leaks
+                raise Conflict(f"The id '{request.id}' is not available; choose another.",
+                               parameter="id")
             compiled = await compile_plan(conn, plan, settings)
             if compiled.geometry_type is None:
                 raise InvalidParameter("A layer needs geometries: return features, or group by "

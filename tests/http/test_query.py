@@ -382,7 +382,7 @@ def test_a_hidden_id_is_refused_like_any_taken_id(client, analyst, make_key, db)
                 request = {"id": taken, "access": "internal", "title": {"vi": "x", "en": "x"},
                            "query": {"source": "flood_points"}}
                 response = client.post("/query/saved", json=request, headers=key)
-                answers.add((response.status_code, response.text))
+                answers.add((response.status_code, response.text.replace(taken, "ID")))
     finally:
         with db.cursor() as cur:
             cur.execute("DROP TABLE data.qtest_bare_table")
@@ -390,7 +390,7 @@ def test_a_hidden_id_is_refused_like_any_taken_id(client, analyst, make_key, db)
     assert len(answers) == 1, answers
     status, text = answers.pop()
     assert status == 409 and json.loads(text)["parameter"] == "id"
-    assert "fx_" not in text and "exist" not in text
+    assert "exist" not in text and "table" not in text
 
 
 def test_stream_is_valid_json_for_large_answers(client, analyst):
