@@ -126,7 +126,9 @@ class Map(folium.Map):
     """``folium.Map`` with Leaflet from ioc (no jQuery/Bootstrap: nothing on the pages needs them).
 
     The template is Folium's without its ``user-scalable=no`` viewport (the page sets its own,
-    zoomable one, for phones) and without the jQuery ``document.ready`` hook.
+    zoomable one, for phones), without the jQuery ``document.ready`` hook, and without the inline
+    script that sets ``L_NO_TOUCH``/``L_DISABLE_3D`` (always false here, as Leaflet assumes when
+    they are unset): the page's CSP allows no script without its nonce (docs/security.md).
     """
 
     default_js: list[tuple[str, str]] = []
@@ -144,10 +146,6 @@ class Map(folium.Map):
                     top: {{ this.top[0] }}{{ this.top[1] }};
                 }
             </style>
-            <script>
-                L_NO_TOUCH = {{ this.global_switches.no_touch|tojson }};
-                L_DISABLE_3D = {{ this.global_switches.disable_3d|tojson }};
-            </script>
         {% endmacro %}
 
         {% macro html(this, kwargs) %}

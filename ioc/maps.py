@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,11 +23,12 @@ from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo
 
 import yaml
+from branca.element import JavascriptLink
 from folium.elements import JSCSSMixin
 from folium.map import Layer as FoliumLayer
 from folium.template import Template
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -500,7 +502,9 @@ class IocLayer(JSCSSMixin, FoliumLayer):
 
     def __init__(self, kind: str, config: dict[str, Any], *, name: str, show: bool = True,
                  control: bool = True, base_url: str = "") -> None:
-        super().__init__(name=name, overlay=True, control=control, show=show)
+        # Leaflet's layer control puts a layer's name in the page as innerHTML: the name of a
+        # layer is a catalog title (written by a department), so it is handed over as HTML text.
+        super().__init__(name=str(escape(name)), overlay=True, control=control, show=show)
         self._name = "IocLayer"
         self.factory = self.FACTORIES[kind]
         self.config = config
@@ -560,7 +564,8 @@ def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool,
         config = {"id": "basemap", "kind": "basemap", "title": _t("basemap", lang),
                   "url": _tiles_url(base, [layer.id for _, layer in plan.basemap]),
                   "layers": sublayers, "interactive": False, "refresh": 0, "pane": "ioc-base",
-                  "attribution": _t("attribution", lang)}
+                  # Leaflet's attribution control sets innerHTML too.
+                  "attribution": str(escape(_t("attribution", lang)))}
         IocLayer("basemap", config, name=_t("basemap", lang), base_url=base,
                  control=view.layer_control).add_to(fmap)
     for item in plan.layers:
@@ -596,12 +601,53 @@ _env = Environment(loader=FileSystemLoader(str(map_assets.MAP_JS_DIR)),
                    trim_blocks=True, lstrip_blocks=True)
 
 
+def new_nonce() -> str:
+    """A fresh CSP nonce (128 bits, base64url): one per page response, never reused."""
+    return secrets.token_urlsafe(16)
+
+
+def content_security_policy(nonce: str, frame_ancestors: str = "'self'") -> str:
+    """The CSP of a map page: scripts from ioc or carrying the page's nonce, nothing inline.
+
+    No 'unsafe-inline' and no 'unsafe-eval' for scripts: Leaflet, Leaflet.VectorGrid and
+    Leaflet.heat need neither, and a string a department wrote that somehow became markup cannot
+    run. Styles keep 'unsafe-inline': Folium writes the map's size in a ``<style>`` element and
+    the legend swatches carry ``style="--swatch: …"`` attributes (a nonce cannot cover
+    attributes); CSS cannot run script, and img-src/connect-src keep it from reaching elsewhere.
+    """
+    return (f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+            "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
+            f"form-action 'self'; frame-ancestors {frame_ancestors}")
+
+
+def _take_scripts(figure: Any) -> tuple[list[str], str]:
+    """Folium's ``<script src>`` URLs, and the rest of the page header without them.
+
+    The page writes the scripts itself, each with the nonce; any other script in the header would
+    be inline script without it, which the CSP refuses, so it is an error here already.
+    """
+    urls = []
+    for name, child in list(figure.header._children.items()):
+        if isinstance(child, JavascriptLink):
+            urls.append(child.url)
+            del figure.header._children[name]
+    header = figure.header.render()
+    if "<script" in header.lower():
+        raise RuntimeError("a Folium element put an inline script in the page header")
+    return urls, header
+
+
 def render_page(plan: ViewPlan, *, lang: Lang | None = None, embed: bool = False,
                 base_url: str = "", page_path: str | None = None, refresh: int | None = None,
-                now: datetime | None = None) -> str:
+                now: datetime | None = None, nonce: str | None = None,
+                meta_csp: bool = False) -> str:
     """The HTML page of a plan. ``base_url`` empty = same-origin (served by ioc).
 
-    ``refresh`` (seconds, at least 5) overrides the period of the view's live layers.
+    ``refresh`` (seconds, at least 5) overrides the period of the view's live layers. Every
+    ``<script>`` carries ``nonce`` (a fresh one when not given): the server sends it in the
+    page's Content-Security-Policy. ``meta_csp`` writes that policy's script rules into the page
+    itself, for a file that is served by something else (``ioc maps render``).
     """
     view = plan.view
     lang = lang or view.language
@@ -615,6 +661,13 @@ def render_page(plan: ViewPlan, *, lang: Lang | None = None, embed: bool = False
     figure = fmap.get_root()
     for child in figure._children.values():
         child.render()
+    scripts, header = _take_scripts(figure)
+    nonce = nonce or new_nonce()
+    csp = None
+    if meta_csp:
+        # A <meta> policy cannot hold frame-ancestors; the script rules are what matter here.
+        origin = base if base else "'self'"
+        csp = (f"script-src {origin} 'nonce-{nonce}'; object-src 'none'; base-uri 'self'")
     page_path = page_path or f"/maps/{view.id}"
     other = "en" if lang == "vi" else "vi"
     switch = f"{base}{page_path}?lang={other}" + ("&embed=1" if embed else "")
@@ -624,6 +677,6 @@ def render_page(plan: ViewPlan, *, lang: Lang | None = None, embed: bool = False
         title=view.title.get(lang), description=view.description.get(lang),
         t={key: _t(key, lang) for key in STRINGS}, legend=legend_items(plan, lang),
         lang_switch=switch, other_lang=other, rendered_at=rendered_at.strftime("%H:%M:%S %d/%m/%Y"),
-        map_header=Markup(figure.header.render()), map_html=Markup(figure.html.render()),
-        map_script=Markup(figure.script.render()),
+        map_header=Markup(header), map_html=Markup(figure.html.render()),
+        map_script=Markup(figure.script.render()), scripts=scripts, nonce=nonce, meta_csp=csp,
     )

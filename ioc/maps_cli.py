@@ -89,8 +89,9 @@ def render(
             role or ("anonymous" if view.audience == "public" else "operator"), department)
         plan = maps.plan_view(view, catalog, principal)
         page_path = f"/maps/{view.id}"
+    # The file is served by something else: its own <meta> CSP keeps script to its nonce.
     html = maps.render_page(plan, lang=lang, embed=embed, base_url=base_url,  # type: ignore[arg-type]
-                            page_path=page_path)
+                            page_path=page_path, meta_csp=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(html, encoding="utf-8")
     dropped = f"; left out (not readable as {principal.label}): {', '.join(plan.dropped)}" \

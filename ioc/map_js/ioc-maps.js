@@ -2,7 +2,9 @@
  *
  * The page holds no data. Every request goes to the page's own origin with same-origin
  * credentials (an operator's HttpOnly session cookie, see docs/maps.md); nothing is loaded from
- * elsewhere. Text from the data is put in the page with textContent only, never as HTML.
+ * elsewhere. Text from the catalog or the data is put in the page with textContent only, never
+ * as HTML (no innerHTML, no HTML strings to Leaflet), and no handler is set as an attribute: the
+ * page's CSP allows no inline script (docs/security.md).
  */
 (function () {
   'use strict';
@@ -87,7 +89,7 @@
   // A layer's legend section is shown while the layer is on the map (layer switcher).
   function legendFollows(layer, id) {
     var show = function (visible) {
-      var section = document.querySelector('.ioc-legend section[data-layer="' + id + '"]');
+      var section = document.querySelector('.ioc-legend section[data-layer="' + CSS.escape(id) + '"]');
       if (section) { section.hidden = !visible; }
     };
     layer.on('add', function () { show(true); });
@@ -287,7 +289,7 @@
     return i;
   }
   function drawChoroplethLegend(cfg, breaks, colors) {
-    var list = document.querySelector('[data-choropleth="' + cfg.id + '"]');
+    var list = document.querySelector('[data-choropleth="' + CSS.escape(cfg.id) + '"]');
     if (!list) { return; }
     while (list.firstChild) { list.removeChild(list.firstChild); }
     if (cfg.legendTitle) {

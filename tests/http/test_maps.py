@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,12 @@ def _fake_layer(**change) -> dict:
     return row
 
 
+def control_names(html: str) -> list[str]:
+    """The layer switcher's names as the page hands them to Leaflet (which sets innerHTML)."""
+    block = re.search(r"overlays :\s*\{(.*?)\},", html, re.S)
+    return [json.loads(name) for name in re.findall(r'^\s*("(?:[^"\\]|\\.)*")\s*:', block[1], re.M)]
+
+
 def test_rendered_page_escapes_catalog_text():
     catalog = Catalog([layer_from_row(_fake_layer())])
     layer = catalog.get("evil", ANONYMOUS)
@@ -122,6 +129,56 @@ def test_rendered_page_escapes_catalog_text():
     assert "</script><script>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html          # legend, autoescaped
     assert layer_configs(html)[0]["title"] == "</script><script>alert('vi')</script>"
+    # Leaflet's layer control sets the name as innerHTML: it gets HTML text, shown as the title.
+    assert control_names(html) == ["&lt;/script&gt;&lt;script&gt;alert(&#39;vi&#39;)&lt;/script&gt;"]
+    english = maps.render_page(maps.plan_view(maps.preview_view(layer), catalog, ANONYMOUS),
+                               lang="en")
+    assert control_names(english) == ["&lt;b&gt;en&lt;/b&gt;"]
+
+
+SCRIPT_TAG = re.compile(r"<script\b[^>]*>", re.I)
+
+
+def nonce_of(response) -> str:
+    """The response's script nonce; its CSP allows no inline script or eval."""
+    csp = response.headers["content-security-policy"]
+    script_src = next(d for d in csp.split(";") if d.strip().startswith("script-src")).split()
+    assert "'unsafe-inline'" not in script_src and "'unsafe-eval'" not in script_src, csp
+    assert "'strict-dynamic'" not in script_src and "*" not in script_src, csp
+    nonces = [s for s in script_src if s.startswith("'nonce-")]
+    assert len(nonces) == 1, csp
+    return nonces[0][len("'nonce-"):-1]
+
+
+@pytest.mark.parametrize(("path", "staff"), [
+    ("/maps/portal", False), ("/maps/portal?embed=1&lang=en", False), ("/maps/wall", True),
+    ("/maps/wall?embed=1", True), ("/maps/preview/flood_points", False),
+    ("/maps/preview/roads", True), ("/maps/preview/ward_indicators?lang=en", True)])
+def test_every_script_of_a_page_carries_the_responses_nonce(client, operator, path, staff):
+    headers = operator if staff else {}
+    first, second = (client.get(path, headers=headers) for _ in range(2))
+    assert first.status_code == 200, first.text
+    nonce = nonce_of(first)
+    assert len(nonce) >= 22 and nonce != nonce_of(second)             # fresh per response
+    tags = SCRIPT_TAG.findall(first.text)
+    assert len(tags) >= 5                                            # 4 files + the map
+    assert all(f'nonce="{nonce}"' in tag for tag in tags), tags
+    assert sum("src=" not in tag for tag in tags) == 1               # one inline script
+    # No handler attributes: the CSP would refuse them (and no script may depend on them).
+    assert not re.search(r"<[^>]+\son[a-z]+\s*=", first.text, re.I)
+    assert "javascript:" not in first.text.lower()
+
+
+def test_rendered_file_carries_its_own_script_policy():
+    catalog = Catalog([layer_from_row(_fake_layer())])
+    plan = maps.plan_view(maps.preview_view(catalog.get("evil", ANONYMOUS)), catalog, ANONYMOUS)
+    html = maps.render_page(plan, base_url="https://ioc.example.vn", meta_csp=True)
+    meta = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
+    policy = unescape(meta[1])                       # as the browser reads the attribute
+    nonce = re.search(r"'nonce-([^']+)'", policy)[1]
+    assert policy.startswith("script-src https://ioc.example.vn 'nonce-")
+    assert all(f'nonce="{nonce}"' in tag for tag in SCRIPT_TAG.findall(html))
+    assert "Content-Security-Policy" not in maps.render_page(plan)
 
 
 def test_plan_drops_layers_the_caller_may_not_read():
