@@ -347,10 +347,11 @@ async def stream_items(pool, layer: Layer, q: ItemsQuery, fmt: str = "geojson"
     else:
         stream = _cursor(pool, layer, q, sql, args, page, header, sep)
     first = await stream.__anext__()
-    return page, _prepend(first, stream)
+    return page, prepend(first, stream)
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first``, then the rest of an already started stream (which is closed with it)."""
     try:
         yield first
         async for chunk in rest:

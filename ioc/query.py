@@ -28,6 +28,7 @@ from ioc import units
 from ioc.access import Principal
 from ioc.catalog import Catalog
 from ioc.errors import InvalidParameter, QueryTimeout
+from ioc.features import prepend
 from ioc.identifiers import quote_ident
 from ioc.query_model import QueryDoc, QuerySettings, limits_for
 from ioc.query_sql import CITY_TZ_NAME, GEOM, ID, ORD, Compiled, Plan, analyse, build, resolve
@@ -263,7 +264,7 @@ async def run_query(pool, catalog: Catalog, principal: Principal, doc: QueryDoc,
     stream = _stream(pool, plan, settings, timeout_ms, doc.format, outcome)
     first = await stream.__anext__()
     name = f"{plan.source.id}-query.{EXTENSIONS[doc.format]}"
-    return Answer(MEDIA_TYPES[doc.format], name, _prepend(first, stream), outcome)
+    return Answer(MEDIA_TYPES[doc.format], name, prepend(first, stream), outcome)
 
 
 async def want_membership(pool, plan: Plan, settings: QuerySettings) -> None:
@@ -271,12 +272,6 @@ async def want_membership(pool, plan: Plan, settings: QuerySettings) -> None:
     if plan.unit_layer is not None and units.cacheable(plan.source,
                                                        settings.membership_min_features):
         await units.request(pool, plan.source, plan.unit_layer)
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
 
 
 async def _stream(pool, plan: Plan, settings: QuerySettings, timeout_ms: int, fmt: str,

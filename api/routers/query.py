@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from api.deps import CatalogDep, PrincipalDep
+from api.limits import TimedStreamingResponse, deadline_in
 from ioc import derived, jobs, query
 from ioc.catalog import load_catalog
 from ioc.query_model import QUERY_EXAMPLES, QueryDoc, QuerySettings, query_settings
@@ -69,16 +70,20 @@ def base_url(request: Request) -> str:
     "with aggregates, ordering and limits. Distances, areas and lengths are in metres on the "
     "WGS 84 ellipsoid. Anonymous callers may query public layers with tight limits; every role "
     "has a statement timeout and a row cap (`truncated` says when it was reached) — use "
-    "`POST /query/jobs` for more."))
+    "`POST /query/jobs` for more. The whole answer must be sent within "
+    "IOC_FEATURES_EXPORT_MAX_SECONDS (300 s), or it is cut off without its final chunk."))
 async def post_query(request: Request, principal: PrincipalDep, catalog: CatalogDep,
                      settings: QuerySettingsDep, doc: QueryBody) -> StreamingResponse:
     """The answer, streamed: a FeatureCollection (with `numberReturned`, `truncated`), CSV or
     a GeoPackage file."""
+    seconds = request.app.state.settings.features.export_max_seconds
+    deadline = deadline_in(seconds)  # the statement timeout bounds the query, this the answer
     answer = await query.run_query(request.app.state.pool, catalog, principal, doc, settings)
     headers = {"Cache-Control": "private, no-store"}
     if doc.format != "geojson":
         headers["Content-Disposition"] = f'attachment; filename="{answer.filename}"'
-    return StreamingResponse(answer.chunks, media_type=answer.media_type, headers=headers)
+    return TimedStreamingResponse(answer.chunks, media_type=answer.media_type, headers=headers,
+                                  deadline=deadline, seconds=seconds)
 
 
 def _job_links(request: Request, job: dict[str, Any]) -> dict[str, Any]:

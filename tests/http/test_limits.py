@@ -126,13 +126,15 @@ def test_bodies_within_the_limit_still_work(live_server):
 # --- the time bound of an export ------------------------------------------------------------
 
 
-def stalled_client_messages(app, path: str, query: bytes) -> list[dict]:
+def stalled_client_messages(app, method: str, path: str, query: bytes = b"",
+                            body: bytes = b"") -> list[dict]:
     """What the app sends to a client that takes the first chunk and then never reads again
     (nor disconnects), driven as raw ASGI in the app's own event loop."""
 
     async def run() -> list[dict]:
         stall = asyncio.Event()  # never set
         messages: list[dict] = []
+        request = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def send(message) -> None:
             messages.append(message)
@@ -140,14 +142,18 @@ def stalled_client_messages(app, path: str, query: bytes) -> list[dict]:
                 await stall.wait()  # the socket buffer is full: send never returns
 
         async def receive() -> dict:
+            if request:
+                return request.pop()
             await stall.wait()
             return {"type": "http.disconnect"}
 
+        headers = [(b"host", b"ioc"), (b"accept-encoding", b"identity"),
+                   (b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]
         scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-                 "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+                 "http_version": "1.1", "method": method, "scheme": "http", "path": path,
                  "raw_path": path.encode(), "query_string": query, "root_path": "",
-                 "headers": [(b"host", b"ioc"), (b"accept-encoding", b"identity")],
-                 "client": ("127.0.0.1", 40000), "server": ("ioc", 80)}
+                 "headers": headers, "client": ("127.0.0.1", 40000), "server": ("ioc", 80)}
         # A guard against a hang, not a measurement: without the bound this never returns.
         await asyncio.wait_for(app(scope, receive, send), 120)
         return messages
@@ -156,17 +162,24 @@ def stalled_client_messages(app, path: str, query: bytes) -> list[dict]:
         return running.portal.call(run)
 
 
-def test_an_export_to_a_client_that_stops_reading_is_cut_at_its_bound(settings):
+@pytest.mark.parametrize("method, path, query, body", [
+    ("GET", "/collections/fx_points/items", b"f=geojsonseq", b""),
+    ("GET", "/collections/fx_points/items", b"limit=10000", b""),
+    ("POST", "/query", b"", json.dumps({"source": "fx_points", "format": "csv"}).encode()),
+])
+def test_an_answer_to_a_client_that_stops_reading_is_cut_at_its_bound(settings, method, path,
+                                                                      query, body):
     """The bound covers the whole answer, not each fetch: a client that stops reading does not
     hold the export (and its database connection) open. The answer is cut without its final
     chunk, so the client sees an incomplete body rather than a complete-looking file."""
     app = create_app(Settings(database=settings.database,
                               features=FeatureSettings(export_max_seconds=3)))
-    messages = stalled_client_messages(app, "/collections/fx_points/items", b"f=geojsonseq")
+    messages = stalled_client_messages(app, method, path, query, body)
     assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 200
     bodies = [m for m in messages if m["type"] == "http.response.body"]
-    assert bodies and bodies[0]["body"].count(b"\x1e") < POINTS
+    assert bodies and len(b"".join(m["body"] for m in bodies)) > 0
     assert all(m.get("more_body") for m in bodies)  # never ended as if complete
+    assert b"".join(m["body"] for m in bodies).count(b"\x1e") < POINTS
 
 
 def test_an_export_past_its_bound_before_the_first_byte_is_a_503(settings):
