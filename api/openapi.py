@@ -3,8 +3,10 @@
 FastAPI documents a 422 ``HTTPValidationError`` on every operation with parameters, but ioc
 answers malformed requests with a 400 and the OGC exception body of :mod:`api.errors`, and it
 answers unknown keys (401), hidden or unknown resources (404) and a lost database (503) on
-every operation where they can happen. :func:`document_errors` rewrites the generated
-description once so that clients (and the schemathesis test) see the statuses ioc really sends.
+every operation where they can happen. Pages with an ``f`` parameter negotiate through
+:func:`api.html.negotiate`: ``?f=html`` (or ``Accept: text/html``) answers HTML as well.
+:func:`document_errors` rewrites the generated description once so that clients (and the
+schemathesis test) see the statuses and media types ioc really sends.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def _statuses(method: str, operation: dict[str, Any]) -> set[int]:
     return found
 
 
+def _has_query(operation: dict[str, Any], name: str) -> bool:
+    return any(p["in"] == "query" and p["name"] == name for p in operation.get("parameters", []))
+
+
 def _is_fastapi_validation(response: dict[str, Any]) -> bool:
     schema = response.get("content", {}).get("application/json", {}).get("schema", {})
     return schema.get("$ref", "").endswith("/HTTPValidationError")
@@ -73,6 +79,8 @@ def rewrite(description: dict[str, Any]) -> dict[str, Any]:
             for status, response in responses.items():
                 if status.startswith("4") and "content" not in response:
                     response["content"] = ERROR_CONTENT
+            if method == "get" and _has_query(operation, "f") and "200" in responses:
+                responses["200"].setdefault("content", {}).setdefault("text/html", {})
     schemas = description.setdefault("components", {}).setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)

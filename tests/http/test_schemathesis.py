@@ -24,15 +24,17 @@ Destructive operations never reach the shared test database's layers:
   and dropped afterwards.
 * ``POST /query/saved`` (derived layers) and ``POST /query/jobs``: recorded from their answers,
   deleted or cancelled through the API afterwards.
-* Layer ids in paths are otherwise drawn partly from :data:`LAYERS` (public, internal and
-  restricted layers of the seeded city and the HTTP fixtures), so the generated parameters meet
-  real data and not only 404s.
+* Parameters are otherwise drawn half the time from :data:`REALISTIC` (layers of every access
+  level, tiles over the city, formats, CRSs, filters, dates, an address), so the generated
+  requests meet real data and not only 400s and 404s.
 
 Nothing is excluded for being destructive. :data:`KNOWN_FAILURES` lists checks skipped for an
 operation while the fix is owned elsewhere, one comment per entry; it should shrink to empty.
 """
 
 from __future__ import annotations
+
+import os
 
 import psycopg2
 import pytest
@@ -52,14 +54,52 @@ from schemathesis.specs.openapi.checks import (
 from api.app import create_app
 from ioc.settings import Settings
 
-MAX_EXAMPLES = 15
+# A deeper local run: IOC_SCHEMATHESIS_EXAMPLES=200 (still derandomized).
+MAX_EXAMPLES = int(os.environ.get("IOC_SCHEMATHESIS_EXAMPLES", "15"))
 PREFIX = "sf_"  # ids of what this module creates (tables, layers, saved queries)
 SCRATCH = "sf_scratch"
 DEPARTMENT = "health"
 ROLES = ("anonymous", "operator", "analyst", "publisher", "admin")
 LAYERS = ("fx_landmarks", "fx_points", "fx_vn2000", "fx_odd_names", "fx_empty", "fx_internal",
           "fx_restricted", "wards", "reports_1022", "parcels", "flood_sensors", SCRATCH)
-LAYER_PARAMETERS = {"collectionId", "layer_id", "layer", "layers"}
+CRS = "http://www.opengis.net/def/crs/"
+# Real values of parameters (by name) drawn as often as generated ones: layers of every access
+# level, tiles over the city, formats, CRSs, filters, dates, an address of the seeded city.
+REALISTIC: dict[str, list[str]] = {
+    "collectionId": list(LAYERS), "layer_id": list(LAYERS), "layer": list(LAYERS),
+    "savedId": list(LAYERS),
+    "layers": [*LAYERS, "wards,fx_points", "fx_landmarks,fx_restricted", "wards,wards"],
+    "featureId": ["1", "2", "a/1", "c'3", "0"],
+    "tileMatrix": ["0", "12", "15", "22", "23"], "z": ["0", "12", "15", "22"],
+    "tileCol": ["0", "3262", "26099"], "x": ["0", "3262", "26099"],
+    "tileRow": ["0", "1925", "15401"], "y": ["0", "1925", "15401"],
+    "view_id": ["wall", "portal"], "code": ["5104938939", "0000"],
+    "version": ["1", "2", "0"], "jobId": ["00000000-0000-0000-0000-000000000000"],
+    "f": ["json", "html", "geojson", "csv", "geojsonseq", "jsonld", "mvt", "gpkg"],
+    "bbox": ["106.6,10.7,106.8,10.9", "10.7,106.6,10.9,106.8", "106.7,10.8,106.6,10.7",
+             "-180,-90,180,90", "0,0,0,0", "106.6,10.7,0,106.8,10.9,100"],
+    "bbox-crs": [f"{CRS}OGC/1.3/CRS84", f"{CRS}EPSG/0/4326", f"{CRS}EPSG/0/9210",
+                 f"{CRS}EPSG/0/3857"],
+    "crs": [f"{CRS}OGC/1.3/CRS84", f"{CRS}EPSG/0/4326", f"{CRS}EPSG/0/9210", "EPSG:9210"],
+    "filter-crs": [f"{CRS}OGC/1.3/CRS84", f"{CRS}EPSG/0/4326"],
+    "datetime": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z/..", "../2024-01-02T00:00:00Z",
+                 "2024-01-01/2024-01-03", "2024-02-30", "../.."],
+    "from": ["2024-01-01T00:00:00Z", "2024-01-01"], "to": ["2024-02-01T00:00:00Z", "2023-01-01"],
+    "filter": ["label = 'secret'", "n > 5 AND category = 'alpha'", "name LIKE 'Ch%'",
+               "S_INTERSECTS(geometry, POINT(106.7 10.8))", "missing = 1", "n > 'x'",
+               '{"op": "=", "args": [{"property": "n"}, 5]}'],
+    "filter-lang": ["cql2-text", "cql2-json"],
+    "sortby": ["-n", "name", "+fid", "geometry", "nonexistent"],
+    "properties": ["name", "label,n", "", "nonexistent"],
+    "limit": ["1", "10000"], "offset": ["0", "19999", "9007199254740991"],
+    "lon": ["106.7", "0", "-181"], "lat": ["10.78", "0", "91"], "radius": ["50", "0", "100000"],
+    "q": ["Bến Thành", "le loi", "%", "'"], "near": ["106.7,10.78", "x"],
+    "address": ["5104938939", "0000"], "wards": ["2025", "2019"], "attribute": ["category", "n"],
+    "measure": ["count", "density", "sum"], "lang": ["vi", "en", "fr"],
+    "embed": ["true", "false"], "refresh": ["30", "0"], "domain": ["admin", "fixtures"],
+    "next": ["/maps/wall", "https://evil.example/", "//evil.example"],
+    "filename": ["a.geojson", "a.zip", "a.gpkg", "a.csv", "a.kml", "a.exe"],
+}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
 
@@ -68,6 +108,8 @@ KNOWN_FAILURES: dict[tuple[str, str], list] = {
     # Answers application/geo+json, documented as application/json: api/routers/addresses.py
     # (limits engineer) should declare the 200's content (responses=...).
     ("GET", "/addresses"): [content_type_conformance],
+    ("GET", "/addresses/{code}"): [content_type_conformance],  # the same
+    ("GET", "/addresses/{code}/features"): [content_type_conformance],  # the same
     # Answers application/schema+json, documented as application/json: api/routers/collections.py
     # (limits engineer).
     ("GET", "/collections/{collectionId}/queryables"): [content_type_conformance],
@@ -145,19 +187,37 @@ def app(settings, created):
 
 # The description is static (no database needed to build it), so the operations are known at
 # collection: one test per operation and role.
-schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+DESCRIPTION = create_app(Settings()).openapi()
+schema = schemathesis.openapi.from_dict(DESCRIPTION)
+KEEP = object()  # "keep the generated value"
+
+
+def parameter_names(method: str, path: str, where: str) -> set[str]:
+    operation = DESCRIPTION["paths"][path][method.lower()]
+    return {p["name"] for p in operation.get("parameters", []) if p["in"] == where}
+
+
+def realistic(generated: dict | None, names: set[str]) -> st.SearchStrategy:
+    """The generated parameters, each known one often replaced by a realistic value (and added
+    when it was left out), so that requests reach real data and not only 400s and 404s."""
+    generated = dict(generated or {})
+    choices = {name: st.one_of(st.just(KEEP), st.sampled_from(REALISTIC[name]))
+               for name in names if name in REALISTIC}
+    if not choices:
+        return st.just(generated)
+    return st.fixed_dictionaries(choices).map(
+        lambda drawn: {**generated, **{k: v for k, v in drawn.items() if v is not KEEP}})
 
 
 @schema.hook
 def flatmap_path_parameters(context, path_parameters):
-    """Layer ids: often a real layer (of every access level), else the generated string."""
-    names = LAYER_PARAMETERS & set(path_parameters or ())
-    if not names:
-        return st.just(path_parameters)
-    return st.fixed_dictionaries({
-        name: st.one_of(st.just(path_parameters[name]), st.sampled_from(LAYERS))
-        for name in names
-    }).map(lambda drawn: {**path_parameters, **drawn})
+    return realistic(path_parameters, set(path_parameters or ()))
+
+
+@schema.hook
+def flatmap_query(context, query):
+    operation = context.operation
+    return realistic(query, parameter_names(operation.method, operation.path, "query"))
 
 
 def record_created(case, response, record: dict[str, set]) -> None:
