@@ -53,6 +53,14 @@ def content_length(scope) -> int | None:
     return None
 
 
+def _chunked(scope) -> bool:
+    """Whether a request without Content-Length may have a body: in HTTP/1.1 only when chunked
+    (without either header there is none, RFC 9112 §6.3); in HTTP/2 always (DATA frames)."""
+    if not scope.get("http_version", "1.1").startswith("1"):
+        return True
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
+
+
 class BodyLimit:
     """Per-route body limits: publishing uploads ``IOC_UPLOAD_MAX_BYTES`` (their router
     counts them as it writes them to a file, so only the declared size is checked here),
@@ -86,8 +94,8 @@ class BodyLimit:
         if declared is not None and declared > limit:
             await _refuse(limit, scope, receive, send)
             return
-        if not counted or declared == 0:
-            await self.app(scope, receive, send)
+        if not counted or declared == 0 or (declared is None and not _chunked(scope)):
+            await self.app(scope, receive, send)  # no body to count (most GETs)
             return
         received = 0
         exceeded = started = False
