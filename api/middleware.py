@@ -138,7 +138,7 @@ class RequestContextMiddleware:
 CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-None-Match", "If-Match",
                         "X-Request-ID")
 CORS_EXPOSED_HEADERS = ("ETag", "Location", "Content-Crs", "X-Request-ID", "X-Tile-Truncated",
-                        "X-Tile-Cache")
+                        "X-Tile-Cache", "Link", "OGC-NumberMatched")
 CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 CORS_MAX_AGE = 600
 

@@ -24,7 +24,8 @@ def test_a_page_on_another_origin_reads_tiles_and_their_headers(tiles_client):
     assert response.headers["access-control-allow-origin"] == "*"
     exposed = {h.strip().lower() for h in
                response.headers["access-control-expose-headers"].split(",")}
-    assert {"etag", "x-tile-truncated", "x-request-id"} <= exposed
+    # Paging of capped exports (Link rel=next, OGC-NumberMatched) is readable by web maps too.
+    assert {"etag", "x-tile-truncated", "x-request-id", "link", "ogc-numbermatched"} <= exposed
     assert "access-control-allow-credentials" not in response.headers
     # Any origin may read: every answer says so, whoever asks, so caches need no Vary: Origin.
     assert plain.headers["access-control-allow-origin"] == "*"
