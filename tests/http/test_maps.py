@@ -136,6 +136,20 @@ def test_rendered_page_escapes_catalog_text():
     assert control_names(english) == ["&lt;b&gt;en&lt;/b&gt;"]
 
 
+def test_every_page_template_autoescapes():
+    """Catalog and caller text in any HTML template is escaped (no template opts out)."""
+    from api.html import templates
+
+    names = [str(p.relative_to(PROJECT_ROOT / "api" / "templates"))
+             for p in (PROJECT_ROOT / "api" / "templates").rglob("*.html")]
+    assert len(names) >= 10
+    for name in names:
+        assert templates.env.autoescape(name) is True, name
+        source = (PROJECT_ROOT / "api" / "templates" / name).read_text()
+        assert "|safe" not in source.replace(" ", "") and "autoescape false" not in source, name
+    assert maps._env.autoescape("page.html") is True
+
+
 SCRIPT_TAG = re.compile(r"<script\b[^>]*>", re.I)
 
 
