@@ -448,3 +448,16 @@ def test_cli_renders_a_view_for_another_server(db_settings, tmp_path: Path):
     bad = subprocess.run([str(VENV_BIN / "ioc"), "maps", "render", "nope", "-o", str(out)],
                          env=server_env(db_settings), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "no map view 'nope'" in bad.stderr
+
+
+@pytest.mark.parametrize("path", ["/?f=html", "/catalog/layers?f=html", "/collections?f=html",
+                                  "/collections/wards?f=html", "/collections/wards/items?f=html",
+                                  "/maps?f=html", "/maps/session"])
+def test_template_pages_refuse_every_script(client, path):
+    """Pages without script say so: markup that slipped past autoescaping still cannot run."""
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'none'" in csp and "unsafe-eval" not in csp
+    assert "<script" not in response.text.lower()
+    assert response.headers["x-content-type-options"] == "nosniff"
