@@ -13,12 +13,28 @@ from ioc import stats
 router = APIRouter(tags=["statistics"])
 
 GEOJSON = "application/geo+json"
+Number = {"type": "number"}
+# The answer as the choropleth pages read it (checked by the schemathesis test).
+CHOROPLETH = {
+    "type": "object", "required": ["type", "features", "breaks", "legend", "total"],
+    "properties": {
+        "type": {"const": "FeatureCollection"}, "total": Number,
+        "breaks": {"type": "array", "items": Number},
+        "legend": {"type": "array", "items": {"type": "object", "required": ["class", "min", "max"]}},
+        "features": {"type": "array", "items": {
+            "type": "object", "required": ["type", "geometry", "properties"],
+            "properties": {"type": {"const": "Feature"}, "properties": {
+                "type": "object", "required": ["value", "rank", "class"],
+                "properties": {"value": Number, "rank": {"type": "integer", "minimum": 1},
+                               "class": {"type": "integer", "minimum": 0}}}}}},
+    },
+}
 
 
 @router.get(
     "/stats/{layer}/by-ward", summary="Per-ward statistic of a layer (choropleth)",
     response_class=Response,
-    responses={200: {"content": {GEOJSON: {}}, "description": (
+    responses={200: {"content": {GEOJSON: {"schema": CHOROPLETH}}, "description": (
         "Every ward (simplified geometry) with `value`, `rank` (1 = largest) and `class` "
         "(quintile, 0-based); `breaks`, `legend`, `total` at collection level")},
         400: {"description": "Malformed parameter"},

@@ -31,6 +31,37 @@ TILE_RESPONSES = {200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile
                   304: {"description": "Not modified (ETag)"}}
 
 
+def _json_answer(schema: dict[str, Any]) -> dict:
+    return {200: {"content": {"application/json": {"schema": schema}}}}
+
+
+Strings = {"type": "array", "items": {"type": "string"}}
+Zoom = {"type": "integer", "minimum": 0, "maximum": MAX_ZOOM}
+# What clients rely on (TileJSON 3.0.0, MapLibre style spec v8), checked by the schemathesis test.
+TILEJSON_ANSWER = _json_answer({
+    "required": ["tilejson", "tiles", "vector_layers"],
+    "properties": {
+        "tilejson": {"type": "string", "pattern": r"^3\.0\.\d+$"},
+        "tiles": {**Strings, "minItems": 1}, "minzoom": Zoom, "maxzoom": Zoom,
+        "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+        "center": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3},
+        "vector_layers": {"type": "array", "items": {
+            "type": "object", "required": ["id", "fields"],
+            "properties": {"id": {"type": "string"}, "minzoom": Zoom, "maxzoom": Zoom,
+                           "fields": {"type": "object",
+                                      "additionalProperties": {"type": "string"}}}}},
+    }})
+STYLE_ANSWER = _json_answer({
+    "required": ["version", "sources", "layers"],
+    "properties": {
+        "version": {"const": 8}, "sources": {"type": "object"},
+        "layers": {"type": "array", "items": {
+            "type": "object", "required": ["id", "type"],
+            "properties": {"id": {"type": "string"}, "type": {"type": "string"},
+                           "source": {"type": "string"}, "source-layer": {"type": "string"}}}},
+    }})
+
+
 async def get_tile_service(request: Request) -> TileService:
     """The process's tile service (``async def`` on purpose: FastAPI runs a plain ``def``
     dependency in the thread pool, a hop that costs more than serving a cached tile)."""
@@ -157,7 +188,7 @@ async def collection_tileset(request: Request, catalog: FreshCatalogDep, princip
 
 
 @router.get("/collections/{collectionId}/tiles/WebMercatorQuad/tilejson.json",
-            summary="TileJSON 3.0.0 of a layer")
+            summary="TileJSON 3.0.0 of a layer", responses=TILEJSON_ANSWER)
 async def collection_tilejson(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
                               principal: PrincipalDep,
                               collection_id: Annotated[str, Path(alias="collectionId")]) -> dict:
@@ -167,7 +198,8 @@ async def collection_tilejson(request: Request, tiles: TilesDep, catalog: FreshC
     return tj.tilejson([layer], url, tiles.settings)
 
 
-@router.get("/tiles/{layers}/tilejson.json", summary="TileJSON 3.0.0 of one or several layers")
+@router.get("/tiles/{layers}/tilejson.json", summary="TileJSON 3.0.0 of one or several layers",
+            responses=TILEJSON_ANSWER)
 async def xyz_tilejson(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
                        principal: PrincipalDep, layers: Ids) -> dict:
     """TileJSON of the composite tiles of the readable layers among `layers`."""
@@ -177,7 +209,8 @@ async def xyz_tilejson(request: Request, tiles: TilesDep, catalog: FreshCatalogD
                        tiles.settings)
 
 
-@router.get("/styles/{layers}.json", summary="MapLibre style (v8) of one or several layers")
+@router.get("/styles/{layers}.json", summary="MapLibre style (v8) of one or several layers",
+            responses=STYLE_ANSWER)
 async def style(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
                 principal: PrincipalDep, layers: Ids) -> dict:
     """A self-contained MapLibre style (no basemap, sprite or glyphs) from the catalog styles."""
