@@ -5,10 +5,15 @@ Every operation of the OpenAPI description is called with generated requests —
 once per role: anonymous, operator, analyst, a publisher of the ``health`` department (which
 owns the restricted fixture layer) and admin. Each answer must not be a 5xx and must conform to
 the description: a documented status code, a documented content type, a body valid against the
-documented schema, documented headers present.
+documented schema, documented headers present; redirects are judged as answered (not
+followed) and must stay on this server.
 
-Bounded and repeatable: :data:`MAX_EXAMPLES` examples per operation and role, derandomized
-(Hypothesis' fixed seed per test), no example database, no deadline.
+Bounded and repeatable: :data:`MAX_EXAMPLES` generated examples per operation and role, plus
+schemathesis' deterministic coverage cases (boundary values, missing required parameters,
+unexpected methods), derandomized (Hypothesis' fixed seed per test), no example database, no
+deadline. Parameters are drawn two times in three from :data:`REALISTIC` (layers of every
+access level, tiles over the city, formats, CRSs, filters, dates, an address), so the requests
+meet real data and not only 400s and 404s.
 
 The app runs in-process (schemathesis' ASGI transport) as its own instance with its own
 lifespan, so its pool and job runner never touch the session's ``client``. (Schemathesis'
@@ -18,15 +23,12 @@ Destructive operations never reach the shared test database's layers:
 
 * ``/layers/{collectionId}…`` (PUT and POST data, versions, restore, DELETE): the path's
   ``collectionId`` is always :data:`SCRATCH`, a throwaway layer this module creates first and
-  drops afterwards (the request bodies of the uploads are empty: the description documents no
-  body, the file is the raw request stream).
+  drops afterwards, and for ``DELETE`` one throwaway layer per role (:func:`doomed`). The
+  upload bodies are empty: the description documents no body (the file is the raw stream).
 * ``POST /layers``: generated manifests; any layer they did create is recorded from its 201
   and dropped afterwards.
 * ``POST /query/saved`` (derived layers) and ``POST /query/jobs``: recorded from their answers,
   deleted or cancelled through the API afterwards.
-* Parameters are otherwise drawn two times in three from :data:`REALISTIC` (layers of every access
-  level, tiles over the city, formats, CRSs, filters, dates, an address), so the generated
-  requests meet real data and not only 400s and 404s.
 
 Nothing is excluded for being destructive. :data:`KNOWN_FAILURES` lists checks skipped for an
 operation while the fix is owned elsewhere, one comment per entry; it should shrink to empty.
@@ -35,6 +37,7 @@ operation while the fix is owned elsewhere, one comment per entry; it should shr
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -101,8 +104,20 @@ REALISTIC: dict[str, list[str]] = {
     "next": ["/maps/wall", "https://evil.example/", "//evil.example"],
     "filename": ["a.geojson", "a.zip", "a.gpkg", "a.csv", "a.kml", "a.exe"],
 }
+
+
+@schemathesis.check
+def no_open_redirect(ctx, response, case) -> None:
+    """A redirect stays on this server (``next`` of the sign-in form, for one)."""
+    location = response.headers.get("location", [""])[0]
+    if 300 <= response.status_code < 400 and location:
+        target = urlsplit(location)
+        assert target.scheme in ("", "http", "https") and target.netloc in ("", "testserver"), (
+            f"redirect off this server: {location}")
+
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
+          response_schema_conformance, response_headers_conformance, no_open_redirect]
 
 # (method, path template) -> checks skipped there, each with the reason and the fix's owner.
 KNOWN_FAILURES: dict[tuple[str, str], list] = {
@@ -117,10 +132,17 @@ KNOWN_FAILURES: dict[tuple[str, str], list] = {
     # Answers application/schema+json, documented as application/json: api/routers/collections.py
     # (limits engineer).
     ("GET", "/collections/{collectionId}/queryables"): [content_type_conformance],
-    # Answers the sign-in page (text/html) on a bad key, documented as JSON only:
-    # api/routers/maps.py (pages engineer).
-    ("POST", "/maps/session"): [content_type_conformance],
+    # A form post answers 303 (signed in: redirect to next) and a bad key in the form the
+    # sign-in page (401 text/html); the description has neither: api/routers/maps.py
+    # (pages engineer).
+    ("POST", "/maps/session"): [content_type_conformance, status_code_conformance],
 }
+
+def doomed(role: str) -> str:
+    """The throwaway layer a role's ``DELETE /layers/{id}`` aims at (one per role, so that a
+    delete never hides :data:`SCRATCH` from the roles tested after it)."""
+    return f"{PREFIX}doomed_{role}"
+
 
 SCRATCH_MANIFEST = {
     "id": SCRATCH, "title": {"vi": "Lớp thử (schemathesis)", "en": "Scratch layer (schemathesis)"},
@@ -169,8 +191,10 @@ def created(db_settings, client, role_headers):
     """The scratch layer, and a record of what the generated requests create; all of it is
     removed afterwards (saved queries and jobs through the API, layers in the database)."""
     drop_created(db_settings.dsn(), set())
-    answer = client.post("/layers", json=SCRATCH_MANIFEST, headers=role_headers["admin"])
-    assert answer.status_code == 201, answer.text
+    for layer_id in (SCRATCH, *(doomed(role) for role in ROLES)):
+        answer = client.post("/layers", json={**SCRATCH_MANIFEST, "id": layer_id},
+                             headers=role_headers["admin"])
+        assert answer.status_code == 201, answer.text
     record: dict[str, set] = {"layers": set(), "saved": set(), "jobs": set()}
     yield record
     for headers in role_headers.values():
@@ -244,12 +268,13 @@ def role_test(role: str):
                          database=None, suppress_health_check=list(HealthCheck))
     def test(case, app, role_headers, created):
         if case.path.startswith("/layers/"):
-            case.path_parameters = {**(case.path_parameters or {}), "collectionId": SCRATCH}
+            target = doomed(role) if case.method.upper() == "DELETE" else SCRATCH
+            case.path_parameters = {**(case.path_parameters or {}), "collectionId": target}
         skipped = KNOWN_FAILURES.get((case.method.upper(), case.path), [])
         if role != "anonymous":  # the role's key, not a generated one (any spelling)
             case.headers = {name: value for name, value in (case.headers or {}).items()
                             if name.lower() != "authorization"} | role_headers[role]
-        response = case.call(app=app)
+        response = case.call(app=app, allow_redirects=False)  # judge the answer itself
         record_created(case, response, created)
         case.validate_response(response, checks=[c for c in CHECKS if c not in skipped])
 
