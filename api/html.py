@@ -30,9 +30,9 @@ def negotiate(request: Request, f: str | None, allowed: tuple[str, ...] = ("json
 
 # The template pages (landing, catalog, collections, items, the map-session form) run no
 # script at all: a policy that refuses every script means markup slipped past autoescaping
-# still cannot run. Styles are inline in the templates; images may come from this origin only.
-PAGE_CSP = ("default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
-            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+# still cannot run. Only script, plugins, <base> and form targets are restricted: the pages
+# link to map pages that other origins may embed, and what they load is otherwise harmless.
+PAGE_CSP = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'self'")
 
 
