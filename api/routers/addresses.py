@@ -43,11 +43,16 @@ async def read_upload(request: Request, file: UploadFile | None, limit: int) -> 
     return bytes(data)
 
 
+# The address answers are GeoJSON: documented so, not as FastAPI's default application/json.
+GEOJSON_ANSWER = {200: {"content": {GEOJSON: {}}}}
+
+
 def geojson(doc: dict[str, Any]) -> JSONResponse:
     return JSONResponse(doc, media_type=GEOJSON)
 
 
-@router.get("/addresses", summary="Search addresses (free text, with or without diacritics)")
+@router.get("/addresses", summary="Search addresses (free text, with or without diacritics)",
+            responses=GEOJSON_ANSWER)
 async def search(request: Request, pool: PoolDep, catalog: CatalogDep, principal: PrincipalDep,
                  settings: AddressSettingsDep,
                  q: Annotated[str, Query(description="Free text: 'tan dinh', '12 Lê Lợi, Bến Thành'")],
@@ -65,7 +70,9 @@ async def search(request: Request, pool: PoolDep, catalog: CatalogDep, principal
                     "features": [geocode.hit_feature(h, base) for h in hits]})
 
 
-@router.get("/addresses/reverse", summary="Nearest address to a position, and its ward")
+@router.get("/addresses/reverse", summary="Nearest address to a position, and its ward",
+            responses={**GEOJSON_ANSWER,
+                       404: {"description": "No digital address within the radius"}})
 async def reverse(request: Request, pool: PoolDep, catalog: CatalogDep, principal: PrincipalDep,
                   settings: AddressSettingsDep, lon: Lon, lat: Lat,
                   radius: Annotated[float | None, Query(gt=0, le=50_000, description="metres")] = None):
@@ -99,7 +106,7 @@ async def batch_geocode(request: Request, pool: PoolDep, catalog: CatalogDep,
                     headers={"Content-Disposition": 'attachment; filename="geocoded.csv"'})
 
 
-@router.get("/addresses/{code}", summary="One digital address")
+@router.get("/addresses/{code}", summary="One digital address", responses=GEOJSON_ANSWER)
 async def get_address(request: Request, code: str, pool: PoolDep, catalog: CatalogDep,
                       principal: PrincipalDep, settings: AddressSettingsDep):
     """Point, full Vietnamese address, wards before and since 2025, links; 400 for a malformed
@@ -111,7 +118,8 @@ async def get_address(request: Request, code: str, pool: PoolDep, catalog: Catal
     return geojson(addresses.address_feature(row, base_url(request)))
 
 
-@router.get("/addresses/{code}/features", summary="Features linked to an address")
+@router.get("/addresses/{code}/features", summary="Features linked to an address",
+            responses=GEOJSON_ANSWER)
 async def address_features(request: Request, code: str, pool: PoolDep, catalog: CatalogDep,
                            principal: PrincipalDep, settings: AddressSettingsDep):
     """Features of point layers linked to the address, from the layers the caller may read."""

@@ -176,7 +176,8 @@ async def get_collection(request: Request, layer: LayerDep, principal: Principal
                   {"layer": layer, "queryables": ogcapi.queryables_doc(layer, base_url(request))})
 
 
-@router.get("/collections/{collectionId}/queryables", summary="Queryable properties")
+@router.get("/collections/{collectionId}/queryables", summary="Queryable properties",
+            responses={200: {"content": {"application/schema+json": {}, ogcapi.HTML: {}}}})
 async def get_queryables(request: Request, layer: LayerDep, principal: PrincipalDep,
                          f: str | None = None):
     """JSON Schema of the properties usable in `filter`, `sortby` and `properties`."""

@@ -128,7 +128,12 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or (_public_origin(request) or "").startswith("https:")
 
 
-@router.post("/session", summary="Trade an API key for an HttpOnly map-session cookie")
+@router.post(
+    "/session", summary="Trade an API key for an HttpOnly map-session cookie",
+    responses={303: {"description": "Signed in from the form: on to the page it came from"},
+               401: {"description": "Unknown or revoked key (the form gets its page again)",
+                     "content": {"application/json": {"schema": {
+                         "$ref": "#/components/schemas/Error"}}, "text/html": {}}}})
 async def open_session(
     request: Request, settings: MapsSettingsDep,
     authorization: Annotated[str | None, Header()] = None,

@@ -120,23 +120,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance, no_open_redirect]
 
 # (method, path template) -> checks skipped there, each with the reason and the fix's owner.
-KNOWN_FAILURES: dict[tuple[str, str], list] = {
-    # Answers application/geo+json, documented as application/json: api/routers/addresses.py
-    # (limits engineer) should declare the 200's content (responses=...).
-    ("GET", "/addresses"): [content_type_conformance],
-    ("GET", "/addresses/{code}"): [content_type_conformance],  # the same
-    ("GET", "/addresses/{code}/features"): [content_type_conformance],  # the same
-    # Answers 404 AddressNotFound (nothing within the radius) and application/geo+json, neither
-    # documented: api/routers/addresses.py (limits engineer).
-    ("GET", "/addresses/reverse"): [status_code_conformance, content_type_conformance],
-    # Answers application/schema+json, documented as application/json: api/routers/collections.py
-    # (limits engineer).
-    ("GET", "/collections/{collectionId}/queryables"): [content_type_conformance],
-    # A form post answers 303 (signed in: redirect to next) and a bad key in the form the
-    # sign-in page (401 text/html); the description has neither: api/routers/maps.py
-    # (pages engineer).
-    ("POST", "/maps/session"): [content_type_conformance, status_code_conformance],
-}
+KNOWN_FAILURES: dict[tuple[str, str], list] = {}
 
 def doomed(role: str) -> str:
     """The throwaway layer a role's ``DELETE /layers/{id}`` aims at (one per role, so that a
