@@ -31,7 +31,9 @@ bench:
 	$(PY) -m bench $(BENCH_ARGS)
 
 lint:
-	$(VENV)/bin/ruff check ioc layers tiles api tests
+	@IOC_SETUP_FOR=lint scripts/setup.sh
+	$(VENV)/bin/ruff check ioc layers tiles api tests bench
+	$(VENV)/bin/ruff format --check ioc layers tiles api tests bench
 
 db-start:
 	$(IOC) db start

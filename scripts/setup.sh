@@ -88,6 +88,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   .venv/bin/python -m pip install -q -r requirements.txt -e '.[dev]'
   echo "$WANT" > "$STAMP"
 fi
+# `make lint` needs the Python tools only.
+if [ "${IOC_SETUP_FOR:-run}" = lint ]; then exit 0; fi
 
 # Map pages (issue #7): Leaflet and its plugins from the npm registry into node_modules/
 # (package.json + package-lock.json), served by ioc itself under /static/vendor so that the
