@@ -112,20 +112,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "service", "description": "Health and readiness."},
             {"name": "catalog", "description": "The city's layer catalog."},
-            {"name": "features", "description": "OGC API – Features Parts 1 (core), 2 (CRS) "
-                                                "and 3 (CQL2 filtering) over the catalog."},
+            {
+                "name": "features",
+                "description": "OGC API – Features Parts 1 (core), 2 (CRS) "
+                "and 3 (CQL2 filtering) over the catalog.",
+            },
             {"name": "tiles", "description": "Vector tiles (MVT), TileJSON and MapLibre styles."},
-            {"name": "maps", "description": "Map pages (Folium): IOC wall, citizens' portal, "
-             "layer previews, embeds."},
-            {"name": "publishing", "description": "Departments publish their layers: uploads "
-             "(GeoJSON, Shapefile, GeoPackage, CSV, KML; VN-2000 aware), versions, restore."},
-            {"name": "addresses", "description": "Địa chỉ số — digital addresses: look-up, search, "
-             "reverse and batch geocoding, linked features, what is here."},
-            {"name": "queries", "description": "Truy vấn không gian — spatial queries for "
-             "analysts: predicates across layers, grouping by ward or district, aggregates; "
-             "GeoJSON, CSV, GeoPackage; jobs; saved queries as derived layers."},
-            {"name": "statistics", "description": "Thống kê theo phường — per-ward statistics "
-             "for choropleth maps."},
+            {
+                "name": "maps",
+                "description": "Map pages (Folium): IOC wall, citizens' portal, "
+                "layer previews, embeds.",
+            },
+            {
+                "name": "publishing",
+                "description": "Departments publish their layers: uploads "
+                "(GeoJSON, Shapefile, GeoPackage, CSV, KML; VN-2000 aware), versions, restore.",
+            },
+            {
+                "name": "addresses",
+                "description": "Địa chỉ số — digital addresses: look-up, search, "
+                "reverse and batch geocoding, linked features, what is here.",
+            },
+            {
+                "name": "queries",
+                "description": "Truy vấn không gian — spatial queries for "
+                "analysts: predicates across layers, grouping by ward or district, aggregates; "
+                "GeoJSON, CSV, GeoPackage; jobs; saved queries as derived layers.",
+            },
+            {
+                "name": "statistics",
+                "description": "Thống kê theo phường — per-ward statistics for choropleth maps.",
+            },
         ],
     )
     app.state.settings = settings
@@ -136,9 +153,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(WeightedGZipMiddleware, minimum_size=1024, compresslevel=5)
     app.add_middleware(BodyLimit, settings=settings)  # outside gzip: bodies limited first
 
-    for router in (landing.router, health.router, catalog.router, collections.router, tiles.router,
-                   maps.router, addresses.router, publishing.router, query.router,
-                   stats.router):
+    for router in (
+        landing.router,
+        health.router,
+        catalog.router,
+        collections.router,
+        tiles.router,
+        maps.router,
+        addresses.router,
+        publishing.router,
+        query.router,
+        stats.router,
+    ):
         app.include_router(router)
     app.mount("/static", static_files(), name="static")  # map pages' scripts, styles (air-gapped)
     return app

@@ -92,8 +92,10 @@ def session_cache(state) -> KeyCache:
 # (which cannot send a header) reads internal layers. It counts on safe methods only: a forged
 # cross-site request never writes.
 SESSION_COOKIE = "ioc_session"
-AUTH_HINT = ("Send the API key as 'Authorization: Bearer KEY' or as the password of HTTP Basic "
-             "authentication (any user name).")
+AUTH_HINT = (
+    "Send the API key as 'Authorization: Bearer KEY' or as the password of HTTP Basic "
+    "authentication (any user name)."
+)
 
 
 def api_key_of(authorization: str) -> str:
@@ -109,19 +111,23 @@ def api_key_of(authorization: str) -> str:
     try:
         decoded = base64.b64decode(value, validate=True).decode("utf-8")  # RFC 7617: UTF-8
     except (binascii.Error, UnicodeDecodeError):
-        raise NotAuthenticated("The Basic credentials are not base64 of 'user:KEY' in UTF-8.") \
-            from None
+        raise NotAuthenticated(
+            "The Basic credentials are not base64 of 'user:KEY' in UTF-8."
+        ) from None
     _, colon, key = decoded.partition(":")
     if not colon or not key.strip():
-        raise NotAuthenticated("The Basic credentials hold no password: send the API key as "
-                               "the password ('user:KEY').")
+        raise NotAuthenticated(
+            "The Basic credentials hold no password: send the API key as the password ('user:KEY')."
+        )
     return key.strip()
 
 
 async def get_principal(
     request: Request,
-    authorization: Annotated[str | None, Header(
-        description="`Bearer <API key>`, or HTTP Basic with the key as the password")] = None,
+    authorization: Annotated[
+        str | None,
+        Header(description="`Bearer <API key>`, or HTTP Basic with the key as the password"),
+    ] = None,
     session: Annotated[str | None, Cookie(alias=SESSION_COOKIE, include_in_schema=False)] = None,
 ) -> Principal:
     """Anonymous without a key; the key's principal with one; 401 for an unknown key or a

@@ -52,10 +52,15 @@ def error_body(code: str, description: str, parameter: str | None = None) -> dic
 
 # The database went away under a request (restart, failover, terminated backend): the caller
 # may retry, so it is a 503 rather than a 500.
-CONNECTION_ERRORS = (ConnectionError, asyncpg.PostgresConnectionError,
-                     asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError,
-                     asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError,
-                     asyncpg.CrashShutdownError)
+CONNECTION_ERRORS = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 
 def domain_error(exc: Exception) -> errors.IocError | None:
@@ -63,16 +68,19 @@ def domain_error(exc: Exception) -> errors.IocError | None:
     if isinstance(exc, errors.IocError):
         return exc
     if isinstance(exc, CONNECTION_ERRORS):
-        return errors.DatabaseUnavailable("The database connection was lost; try again in a "
-                                          "moment.")
+        return errors.DatabaseUnavailable(
+            "The database connection was lost; try again in a moment."
+        )
     return None
 
 
 # A 401 names both ways to send a key, one challenge per field (some clients read only the
 # first challenge of a field): Basic first, so that QGIS and GDAL/curl retry with their
 # credentials (the key as the password), then Bearer.
-CHALLENGES = [(b"www-authenticate", b'Basic realm="ioc", charset="UTF-8"'),
-              (b"www-authenticate", b'Bearer realm="ioc"')]
+CHALLENGES = [
+    (b"www-authenticate", b'Basic realm="ioc", charset="UTF-8"'),
+    (b"www-authenticate", b'Bearer realm="ioc"'),
+]
 
 
 def error_response(exc: Exception, path: str = "") -> JSONResponse:
@@ -81,8 +89,13 @@ def error_response(exc: Exception, path: str = "") -> JSONResponse:
     domain = domain_error(exc)
     if domain is None:
         log.error("unhandled error", exc_info=exc, extra={"path": path})
-        return JSONResponse(error_body("ServerError", "An unexpected error occurred; it has "
-                                       "been logged with the request id."), status_code=500)
+        return JSONResponse(
+            error_body(
+                "ServerError",
+                "An unexpected error occurred; it has been logged with the request id.",
+            ),
+            status_code=500,
+        )
     status = status_of(domain)
     body: dict = error_body(type(domain).__name__, domain.message, domain.parameter)
     if isinstance(domain, errors.UploadRejected) and domain.report:
@@ -109,15 +122,21 @@ def install(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
         parameter = ".".join(loc) or None
-        message = f"Invalid value for '{parameter}': {first.get('msg', 'invalid')}." if parameter \
+        message = (
+            f"Invalid value for '{parameter}': {first.get('msg', 'invalid')}."
+            if parameter
             else f"Invalid request: {first.get('msg', 'invalid')}."
+        )
         return JSONResponse(error_body("InvalidParameter", message, parameter), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "NotFound" if exc.status_code == 404 else "HTTPError"
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -19,8 +19,9 @@ def negotiate(request: Request, f: str | None, allowed: tuple[str, ...] = ("json
     """The output format: ``?f=`` wins, then the Accept header, then JSON."""
     if f:
         if f not in allowed:
-            raise InvalidParameter(f"Unknown format '{f}': use one of {', '.join(allowed)}.",
-                                   parameter="f")
+            raise InvalidParameter(
+                f"Unknown format '{f}': use one of {', '.join(allowed)}.", parameter="f"
+            )
         return f
     accept = request.headers.get("accept", "")
     if "text/html" in accept and "html" in allowed:
@@ -32,8 +33,10 @@ def negotiate(request: Request, f: str | None, allowed: tuple[str, ...] = ("json
 # script at all: a policy that refuses every script means markup slipped past autoescaping
 # still cannot run. Only script, plugins, <base> and form targets are restricted: the pages
 # link to map pages that other origins may embed, and what they load is otherwise harmless.
-PAGE_CSP = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-            "frame-ancestors 'self'")
+PAGE_CSP = (
+    "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'self'"
+)
 
 
 def render(request: Request, template: str, context: dict[str, Any], status_code: int = 200):

@@ -80,8 +80,10 @@ class BodyLimit:
         if path.startswith("/layers/") and path.endswith("/data"):
             return self.upload, False
         if path == "/addresses/geocode":
-            multipart = any(k == b"content-type" and v.lower().startswith(b"multipart/")
-                            for k, v in scope["headers"])
+            multipart = any(
+                k == b"content-type" and v.lower().startswith(b"multipart/")
+                for k, v in scope["headers"]
+            )
             return self.geocode + (MULTIPART_OVERHEAD if multipart else 0), True
         return self.default, True
 
@@ -143,8 +145,10 @@ def deadline_in(seconds: float) -> float:
 
 
 def _timeout(seconds: float) -> QueryTimeout:
-    return QueryTimeout(f"The answer would take longer than {seconds:g} s: narrow it with "
-                        "bbox, filter or limit, or page with offset.")
+    return QueryTimeout(
+        f"The answer would take longer than {seconds:g} s: narrow it with "
+        "bbox, filter or limit, or page with offset."
+    )
 
 
 @asynccontextmanager
@@ -186,7 +190,9 @@ class TimedStreamingResponse(StreamingResponse):
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
-            log.warning("answer cut off at its time bound",
-                        extra={"path": scope["path"], "seconds": self.seconds})
+            log.warning(
+                "answer cut off at its time bound",
+                extra={"path": scope["path"], "seconds": self.seconds},
+            )
             if not started:
                 await error_response(_timeout(self.seconds), scope["path"])(scope, receive, send)

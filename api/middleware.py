@@ -39,8 +39,16 @@ def new_request_id() -> str:
 
 # Routes whose answers are the same whoever asks; every other answer depends on the caller
 # (the layers they may read) and gets the caching rule of ``caching_headers``.
-CALLER_INDEPENDENT = ("/healthz", "/readyz", "/conformance", "/tileMatrixSets", "/openapi.json",
-                      "/docs", "/redoc", "/static/")
+CALLER_INDEPENDENT = (
+    "/healthz",
+    "/readyz",
+    "/conformance",
+    "/tileMatrixSets",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+    "/static/",
+)
 PRIVATE = b"private, no-store"
 ANONYMOUS_CACHE = b"public, max-age=60"
 CACHEABLE_STATUS = frozenset((200, 203, 204, 206, 304))
@@ -77,8 +85,12 @@ def caching_headers(headers: list, credentials: bool, method: str, status: int) 
         else:
             kept.append((name, value))
     seen = {v.lower() for v in vary}
-    if not credentials and cache is not None and cache.startswith(b"public") \
-            and "authorization" not in seen:
+    if (
+        not credentials
+        and cache is not None
+        and cache.startswith(b"public")
+        and "authorization" not in seen
+    ):
         return headers
     if credentials:
         cache = PRIVATE
@@ -104,8 +116,13 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = next((v.decode("latin-1")[:64] for k, v in scope["headers"] if k == b"x-request-id"),
-                   None) or new_request_id()
+        rid = (
+            next(
+                (v.decode("latin-1")[:64] for k, v in scope["headers"] if k == b"x-request-id"),
+                None,
+            )
+            or new_request_id()
+        )
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -120,8 +137,11 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", ()))
                 if dependent:
                     headers = caching_headers(headers, credentials, method, status)
-                message["headers"] = [*headers, *self.headers,
-                                      (b"x-request-id", rid.encode("latin-1"))]
+                message["headers"] = [
+                    *headers,
+                    *self.headers,
+                    (b"x-request-id", rid.encode("latin-1")),
+                ]
             await send(message)
 
         try:
@@ -129,16 +149,36 @@ class RequestContextMiddleware:
         finally:
             request_id.reset(token)
             if log.isEnabledFor(logging.INFO):
-                log.info("request", extra={
-                    "request_id": rid, "method": scope["method"], "path": scope["path"],
-                    "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)})
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": rid,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
 
 
 # CORS: request headers a web map on another origin may send, response headers it may read.
-CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-None-Match", "If-Match",
-                        "X-Request-ID")
-CORS_EXPOSED_HEADERS = ("ETag", "Location", "Content-Crs", "X-Request-ID", "X-Tile-Truncated",
-                        "X-Tile-Cache", "Link", "OGC-NumberMatched")
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "If-None-Match",
+    "If-Match",
+    "X-Request-ID",
+)
+CORS_EXPOSED_HEADERS = (
+    "ETag",
+    "Location",
+    "Content-Crs",
+    "X-Request-ID",
+    "X-Tile-Truncated",
+    "X-Tile-Cache",
+    "Link",
+    "OGC-NumberMatched",
+)
 CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 CORS_MAX_AGE = 600
 
@@ -155,12 +195,18 @@ def with_cors(app, origins: Sequence[str]) -> tuple[object, tuple[tuple[bytes, b
     if not origins:
         return app, ()
     if "*" not in origins:
-        return CORSMiddleware(app, allow_origins=list(origins), allow_methods=CORS_METHODS,
-                              allow_headers=CORS_REQUEST_HEADERS,
-                              expose_headers=CORS_EXPOSED_HEADERS, max_age=CORS_MAX_AGE), ()
+        return CORSMiddleware(
+            app,
+            allow_origins=list(origins),
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=CORS_MAX_AGE,
+        ), ()
     return Preflight(app), (
         (b"access-control-allow-origin", b"*"),
-        (b"access-control-expose-headers", ", ".join(CORS_EXPOSED_HEADERS).encode()))
+        (b"access-control-expose-headers", ", ".join(CORS_EXPOSED_HEADERS).encode()),
+    )
 
 
 class Preflight:
@@ -168,19 +214,25 @@ class Preflight:
     origin may read; the request context adds ``Access-Control-Allow-Origin``. The browser
     checks the method and headers it asked for against these lists."""
 
-    HEADERS = [(b"access-control-allow-methods", ", ".join(CORS_METHODS).encode()),
-               (b"access-control-allow-headers", ", ".join(CORS_REQUEST_HEADERS).encode()),
-               (b"access-control-max-age", str(CORS_MAX_AGE).encode()),
-               (b"vary", b"Access-Control-Request-Method, Access-Control-Request-Headers")]
+    HEADERS = [
+        (b"access-control-allow-methods", ", ".join(CORS_METHODS).encode()),
+        (b"access-control-allow-headers", ", ".join(CORS_REQUEST_HEADERS).encode()),
+        (b"access-control-max-age", str(CORS_MAX_AGE).encode()),
+        (b"vary", b"Access-Control-Request-Method, Access-Control-Request-Headers"),
+    ]
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "OPTIONS" and any(
-                k == b"access-control-request-method" for k, _ in scope["headers"]):
-            await send({"type": "http.response.start", "status": 204,
-                        "headers": list(self.HEADERS)})
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "OPTIONS"
+            and any(k == b"access-control-request-method" for k, _ in scope["headers"])
+        ):
+            await send(
+                {"type": "http.response.start", "status": 204, "headers": list(self.HEADERS)}
+            )
             await send({"type": "http.response.body", "body": b""})
             return
         await self.app(scope, receive, send)
@@ -195,8 +247,10 @@ class WeightedGZipMiddleware(GZipMiddleware):
             value = next((v for k, v in scope["headers"] if k == b"accept-encoding"), b"")
             text = value.decode("latin-1")
             if "gzip" in text and not accepts_gzip(text):
-                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
-                                              if k != b"accept-encoding"]}
+                scope = {
+                    **scope,
+                    "headers": [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"],
+                }
         await super().__call__(scope, receive, send)
 
 
@@ -250,8 +304,9 @@ class TileFastPath:
             else:
                 service = tile_service(state)
                 # A memory hit returns before get_tile's first await.
-                tile = await service.get_tile(state.pool, resolve_layers(catalog, ANONYMOUS, ids),
-                                              z, x, y)
+                tile = await service.get_tile(
+                    state.pool, resolve_layers(catalog, ANONYMOUS, ids), z, x, y
+                )
         except Exception as exc:  # noqa: BLE001 — answered like the app's handlers would
             await error_response(exc, scope["path"])(scope, receive, send)
             return
@@ -259,9 +314,12 @@ class TileFastPath:
             await self.app(scope, receive, send)
             return
         status, answer, body = tile_answer(
-            tile, True, service.settings,
+            tile,
+            True,
+            service.settings,
             headers.get(b"if-none-match", b"").decode("latin-1"),
-            headers.get(b"accept-encoding", b"").decode("latin-1"))
+            headers.get(b"accept-encoding", b"").decode("latin-1"),
+        )
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.items()]
         if status == 200:
             raw.append((b"content-length", str(len(body)).encode()))
@@ -276,12 +334,12 @@ def _anonymous_tile(scope) -> tuple[str, int, int, int, dict[bytes, bytes]] | No
         return None
     path: str = scope["path"]
     if path.startswith("/tiles/") and path.endswith(".pbf"):
-        parts = path[len("/tiles/"):-len(".pbf")].split("/")
+        parts = path[len("/tiles/") : -len(".pbf")].split("/")
         if len(parts) != 4:
             return None
         ids, z, x, y = parts
     elif path.startswith("/collections/"):
-        parts = path[len("/collections/"):].split("/")
+        parts = path[len("/collections/") :].split("/")
         if len(parts) != 6 or parts[1:3] != ["tiles", "WebMercatorQuad"]:
             return None
         ids, z, y, x = parts[0], parts[3], parts[4], parts[5]  # tileMatrix/tileRow/tileCol
@@ -298,4 +356,3 @@ def _anonymous_tile(scope) -> tuple[str, int, int, int, dict[bytes, bytes]] | No
     if b"authorization" in headers or b"ioc_session" in headers.get(b"cookie", b""):
         return None
     return ids, zi, xi, yi, headers
-

@@ -79,7 +79,7 @@ def _typo(text: str, rng: random.Random) -> str:
     i = rng.choice(long_words)
     w = words[i]
     k = rng.randrange(1, len(w) - 2)
-    words[i] = w[:k] + w[k + 1] + w[k] + w[k + 2:]
+    words[i] = w[:k] + w[k + 1] + w[k] + w[k + 2 :]
     return " ".join(words)
 
 
@@ -94,12 +94,16 @@ def workload(settings: DatabaseSettings, n: int, seed: int = 6) -> dict[str, lis
                 "SELECT a.code, a.house_number, a.street, w.name, ST_X(a.geom), ST_Y(a.geom)"
                 " FROM ioc.addresses a TABLESAMPLE SYSTEM (1) REPEATABLE (6)"
                 " JOIN ioc.address_names w ON w.kind = 'ward' AND w.key = a.ward_code"
-                " WHERE a.street IS NOT NULL LIMIT %s", (3 * n,))
+                " WHERE a.street IS NOT NULL LIMIT %s",
+                (3 * n,),
+            )
             rows = cur.fetchall()
             cur.execute("SELECT name FROM ioc.address_names WHERE kind = 'ward' ORDER BY key")
             wards = [r[0] for r in cur.fetchall()]
-            cur.execute("SELECT name FROM ioc.address_names WHERE kind = 'street' ORDER BY n DESC"
-                        " LIMIT 2000")
+            cur.execute(
+                "SELECT name FROM ioc.address_names WHERE kind = 'street' ORDER BY n DESC"
+                " LIMIT 2000"
+            )
             streets = [r[0] for r in cur.fetchall()]
     finally:
         conn.close()
@@ -127,11 +131,12 @@ def workload(settings: DatabaseSettings, n: int, seed: int = 6) -> dict[str, lis
             params["near"] = f"{lon:.6f},{lat:.6f}"
         queries.append({"path": "/addresses", "params": params})
     reverse = []
-    for r in rows[n:2 * n] or rows[:n]:
+    for r in rows[n : 2 * n] or rows[:n]:
         lon = r[4] + rng.uniform(-0.0003, 0.0003)
         lat = r[5] + rng.uniform(-0.0003, 0.0003)
-        reverse.append({"path": "/addresses/reverse", "params": {"lon": round(lon, 6),
-                                                                  "lat": round(lat, 6)}})
+        reverse.append(
+            {"path": "/addresses/reverse", "params": {"lon": round(lon, 6), "lat": round(lat, 6)}}
+        )
     return {"lookup by code": lookups, "search": queries, "reverse": reverse}
 
 
@@ -158,17 +163,33 @@ def measure(client: httpx.Client, name: str, requests: list[dict]) -> Result:
 
 
 def report(results: list[Result], count: int) -> bool:
-    table = Table("request", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "non-200", "empty",
-                  f"p95 ≤ {TARGET_P95_MS:g} ms",
-                  title=f"Digital addresses on {count:,} addresses (one client, one worker)")
+    table = Table(
+        "request",
+        "n",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "non-200",
+        "empty",
+        f"p95 ≤ {TARGET_P95_MS:g} ms",
+        title=f"Digital addresses on {count:,} addresses (one client, one worker)",
+    )
     ok = True
     for r in results:
         passed = r.percentile(0.95) <= TARGET_P95_MS and r.errors == 0
         ok &= passed
-        table.add_row(r.name, str(len(r.latencies)), f"{r.percentile(0.5):.1f}",
-                      f"{r.percentile(0.95):.1f}", f"{r.percentile(0.99):.1f}",
-                      f"{max(r.latencies) * 1000:.1f}", str(r.errors), str(r.empty),
-                      "[green]yes[/green]" if passed else "[red]no[/red]")
+        table.add_row(
+            r.name,
+            str(len(r.latencies)),
+            f"{r.percentile(0.5):.1f}",
+            f"{r.percentile(0.95):.1f}",
+            f"{r.percentile(0.99):.1f}",
+            f"{max(r.latencies) * 1000:.1f}",
+            str(r.errors),
+            str(r.empty),
+            "[green]yes[/green]" if passed else "[red]no[/red]",
+        )
     console.print(table)
     return ok
 

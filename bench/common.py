@@ -63,11 +63,14 @@ def seeded_database(name: str, scale: str, env_var: str) -> DatabaseSettings:
             seeded = (cur.fetchone() or (None,))[0]
         conn.rollback()
         if seeded not in (None, scale):
-            raise SystemExit(f"{name} holds a '{seeded}' seed: set {env_var} to another "
-                             "database name.")
+            raise SystemExit(
+                f"{name} holds a '{seeded}' seed: set {env_var} to another database name."
+            )
         if seeded is None:
-            console.print(f"seeding the demo city at {scale} scale into {name} (first run only;"
-                          " minutes at city scale)…")
+            console.print(
+                f"seeding the demo city at {scale} scale into {name} (first run only;"
+                " minutes at city scale)…"
+            )
             seed_database(conn, scale=scale, data_dir=DataSettings().data_dir, only_if_empty=True)
             with conn.cursor() as cur:
                 cur.execute("ANALYZE")
@@ -81,8 +84,10 @@ def libpq_url(settings: DatabaseSettings) -> str:
     """A URL every client parses: the managed cluster's socket directory as an encoded host."""
     if not settings.managed:
         return settings.dsn()
-    return (f"postgresql://postgres@{quote(str(settings.socket_dir), safe='')}:"
-            f"{settings.pg_port}/{settings.db_name}")
+    return (
+        f"postgresql://postgres@{quote(str(settings.socket_dir), safe='')}:"
+        f"{settings.pg_port}/{settings.db_name}"
+    )
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -112,12 +117,20 @@ class Server:
                 self.process.kill()
 
 
-def start_server(name: str, command: list[str], env: dict[str, str], port: int,
-                 ready_path: str, cwd: Path | None = None, timeout: float = 120) -> Server:
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    ready_path: str,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> Server:
     """Start a server and wait until ``ready_path`` answers 200."""
     log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
-    process = subprocess.Popen(command, env=env, cwd=cwd or PROJECT_ROOT,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, env=env, cwd=cwd or PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
     server = Server(name, f"http://{LOOPBACK}:{port}", process, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -141,8 +154,16 @@ def start_ioc(settings: DatabaseSettings, **extra_env: str) -> Server:
         env["IOC_DB_NAME"] = settings.db_name
     else:
         env["DATABASE_URL"] = settings.dsn()
-    command = [str(Path(sys.executable).parent / "ioc"), "serve", "--host", LOOPBACK,
-               "--port", str(port), "--workers", "1"]
+    command = [
+        str(Path(sys.executable).parent / "ioc"),
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     return start_server("ioc", command, env, port, "/readyz")
 
 
@@ -154,8 +175,9 @@ def ensure_tipg() -> Path:
         return bin_dir
     console.print(f"[bold]Installing tipg {TIPG_VERSION} in {BENCH_VENV} …[/bold]")
     subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    subprocess.run([str(bin_dir / "pip"), "install", "-q", f"tipg=={TIPG_VERSION}", UVICORN],
-                   check=True)
+    subprocess.run(
+        [str(bin_dir / "pip"), "install", "-q", f"tipg=={TIPG_VERSION}", UVICORN], check=True
+    )
     return bin_dir
 
 
@@ -165,10 +187,24 @@ def start_tipg(settings: DatabaseSettings, schemas: Sequence[str]) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IOC_", "TIPG_"))}
     schema_list = ",".join(f'"{s}"' for s in schemas)
-    env.update(DATABASE_URL=libpq_url(settings), TIPG_DB_SCHEMAS=f"[{schema_list}]",
-               TIPG_MAX_FEATURES_PER_QUERY="10000")
-    command = [str(bin_dir / "uvicorn"), "tipg.main:app", "--host", LOOPBACK, "--port",
-               str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"]
+    env.update(
+        DATABASE_URL=libpq_url(settings),
+        TIPG_DB_SCHEMAS=f"[{schema_list}]",
+        TIPG_MAX_FEATURES_PER_QUERY="10000",
+    )
+    command = [
+        str(bin_dir / "uvicorn"),
+        "tipg.main:app",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     workdir = Path(tempfile.mkdtemp(prefix="bench-tipg-"))  # no project .env for tipg
     return start_server("tipg", command, env, port, "/healthz", cwd=workdir)
 
@@ -208,8 +244,15 @@ class Result:
         return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(q) - 1] * 1000
 
 
-async def _worker(client: httpx.AsyncClient, urls: Sequence[str], start: int, step: int,
-                  stop_at: float, budget: list[int], result: Result) -> None:
+async def _worker(
+    client: httpx.AsyncClient,
+    urls: Sequence[str],
+    start: int,
+    step: int,
+    stop_at: float,
+    budget: list[int],
+    result: Result,
+) -> None:
     i = start
     while budget[0] > 0 and time.perf_counter() < stop_at:
         budget[0] -= 1
@@ -229,16 +272,26 @@ async def _worker(client: httpx.AsyncClient, urls: Sequence[str], start: int, st
         result.bytes += len(body)
 
 
-async def _load(urls: Sequence[str], offset: int, concurrency: int, max_requests: int,
-                max_seconds: float, headers: dict[str, str]) -> Result:
+async def _load(
+    urls: Sequence[str],
+    offset: int,
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    headers: dict[str, str],
+) -> Result:
     result = Result("", "")
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
         budget = [max_requests]
         begin = time.perf_counter()
         stop_at = begin + max_seconds
-        await asyncio.gather(*(_worker(client, urls, offset + k, concurrency, stop_at, budget,
-                                       result) for k in range(concurrency)))
+        await asyncio.gather(
+            *(
+                _worker(client, urls, offset + k, concurrency, stop_at, budget, result)
+                for k in range(concurrency)
+            )
+        )
         result.seconds = time.perf_counter() - begin
     return result
 
@@ -247,17 +300,27 @@ def _load_process(args) -> Result:
     return asyncio.run(_load(*args))
 
 
-def run_load(server: str, scenario: str, urls: Sequence[str], *, concurrency: int = 8,
-             max_requests: int = 2000, max_seconds: float = 20.0, processes: int = 2,
-             gzip: bool = False) -> Result:
+def run_load(
+    server: str,
+    scenario: str,
+    urls: Sequence[str],
+    *,
+    concurrency: int = 8,
+    max_requests: int = 2000,
+    max_seconds: float = 20.0,
+    processes: int = 2,
+    gzip: bool = False,
+) -> Result:
     """``concurrency`` clients (spread over ``processes`` client processes so that the Python
     client is not the bottleneck) cycling through ``urls``; bounded in count and time."""
     if not all(u.startswith(f"http://{LOOPBACK}:") for u in urls):
         raise ValueError("the load generator only targets the loopback interface")
     headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
     per = max(1, concurrency // processes)
-    jobs = [(urls, p * 7919, per, max_requests // processes, max_seconds, headers)
-            for p in range(processes)]
+    jobs = [
+        (urls, p * 7919, per, max_requests // processes, max_seconds, headers)
+        for p in range(processes)
+    ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.map(_load_process, jobs)
     total = Result(server, scenario)
@@ -286,15 +349,35 @@ def merge(parts: list[Result]) -> Result:
 def print_results(title: str, results: list[Result], baseline: str, candidate: str) -> None:
     """One row per (scenario, server) and the candidate/baseline throughput ratio."""
     table = Table(title=title)
-    for column in ("scenario", "server", "requests", "errors", "req/s", "MB/s", "p50 ms",
-                   "p99 ms", f"{candidate}/{baseline}"):
+    for column in (
+        "scenario",
+        "server",
+        "requests",
+        "errors",
+        "req/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        f"{candidate}/{baseline}",
+    ):
         table.add_column(column, justify="left" if column in ("scenario", "server") else "right")
     by_key = {(r.scenario, r.server): r for r in results}
     for r in results:
         base = by_key.get((r.scenario, baseline))
-        ratio = (f"{r.throughput / base.throughput:.2f}×"
-                 if r.server == candidate and base and base.throughput else "")
-        table.add_row(r.scenario, r.server, str(r.count), str(r.errors), f"{r.throughput:,.0f}",
-                      f"{r.bytes / r.seconds / 1e6:,.1f}" if r.seconds else "-",
-                      f"{r.percentile(50):.1f}", f"{r.percentile(99):.1f}", ratio)
+        ratio = (
+            f"{r.throughput / base.throughput:.2f}×"
+            if r.server == candidate and base and base.throughput
+            else ""
+        )
+        table.add_row(
+            r.scenario,
+            r.server,
+            str(r.count),
+            str(r.errors),
+            f"{r.throughput:,.0f}",
+            f"{r.bytes / r.seconds / 1e6:,.1f}" if r.seconds else "-",
+            f"{r.percentile(50):.1f}",
+            f"{r.percentile(99):.1f}",
+            ratio,
+        )
     console.print(table)

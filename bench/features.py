@@ -78,23 +78,37 @@ def prepare_tables(settings: DatabaseSettings) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT value FROM ioc.meta WHERE key = 'bench_features'")
             row = cur.fetchone()
-            cur.execute("SELECT count(*) FROM ioc.layers WHERE id IN %s",
-                        (tuple(layer for layer, _, _ in TABLES.values()),))
+            cur.execute(
+                "SELECT count(*) FROM ioc.layers WHERE id IN %s",
+                (tuple(layer for layer, _, _ in TABLES.values()),),
+            )
             if row and row[0] == VERSION and cur.fetchone()[0] == len(TABLES):
                 conn.rollback()
                 return
         console.print("[bold]Creating the bench tables …[/bold]")
         with conn.cursor() as cur:
-            cur.execute("DELETE FROM ioc.layers WHERE id IN %s",
-                        (tuple(layer for layer, _, _ in TABLES.values()),))
+            cur.execute(
+                "DELETE FROM ioc.layers WHERE id IN %s",
+                (tuple(layer for layer, _, _ in TABLES.values()),),
+            )
             cur.execute(DDL)
         conn.commit()
         for table, (layer_id, _, _) in TABLES.items():
-            registry.add_table(conn, SCHEMA, table, layer_id=layer_id, access="public",
-                               domain="bench", title=f"Bench {table}")
+            registry.add_table(
+                conn,
+                SCHEMA,
+                table,
+                layer_id=layer_id,
+                access="public",
+                domain="bench",
+                title=f"Bench {table}",
+            )
         with conn.cursor() as cur:
-            cur.execute("INSERT INTO ioc.meta (key, value) VALUES ('bench_features', %s) "
-                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(VERSION),))
+            cur.execute(
+                "INSERT INTO ioc.meta (key, value) VALUES ('bench_features', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (str(VERSION),),
+            )
         conn.commit()
     finally:
         conn.close()
@@ -114,24 +128,29 @@ def scenario_paths(collection: dict[str, str], rng_seed: int = 7) -> dict[str, l
     rng = random.Random(rng_seed)
     items, features = [], []
     for table, (_, count, side) in TABLES.items():
-        items += [f"/collections/{collection[table]}/items?bbox={b}&limit=500"
-                  for b in boxes(side, 200, rng)]
-        features += [f"/collections/{collection[table]}/items/{rng.randint(1, count)}"
-                     for _ in range(400)]
+        items += [
+            f"/collections/{collection[table]}/items?bbox={b}&limit=500"
+            for b in boxes(side, 200, rng)
+        ]
+        features += [
+            f"/collections/{collection[table]}/items/{rng.randint(1, count)}" for _ in range(400)
+        ]
     rng.shuffle(items)
     rng.shuffle(features)
     return {"items (bbox, limit 500)": items, "feature (by id)": features}
 
 
-def check_same_answers(ioc_url: str, tipg_url: str, ioc_paths: list[str],
-                       tipg_paths: list[str]) -> None:
+def check_same_answers(
+    ioc_url: str, tipg_url: str, ioc_paths: list[str], tipg_paths: list[str]
+) -> None:
     """Both servers return 500 features for the same boxes (sanity before timing)."""
     for mine, theirs in list(zip(ioc_paths, tipg_paths, strict=True))[:5]:
         a = httpx.get(ioc_url + mine, timeout=60).json()
         b = httpx.get(tipg_url + theirs, timeout=60).json()
         if len(a["features"]) != len(b["features"]) or len(a["features"]) != 500:
-            raise RuntimeError(f"different answers for {mine}: {len(a['features'])} vs "
-                               f"{len(b['features'])}")
+            raise RuntimeError(
+                f"different answers for {mine}: {len(a['features'])} vs {len(b['features'])}"
+            )
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
@@ -141,8 +160,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--seconds", type=float, default=30.0, help="per scenario and server")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--gzip", action="store_true", help="ask for gzip responses")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating ioc/tipg rounds per scenario (evens out background load)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating ioc/tipg rounds per scenario (evens out background load)",
+    )
     args = parser.parse_args(argv)
 
     settings = prepare_database()
@@ -153,29 +176,53 @@ def main(argv: list[str] | None = None) -> list[Result]:
     results: list[Result] = []
     try:
         ioc, tipg = servers
-        check_same_answers(ioc.url, tipg.url, ioc_paths["items (bbox, limit 500)"],
-                           tipg_paths["items (bbox, limit 500)"])
+        check_same_answers(
+            ioc.url,
+            tipg.url,
+            ioc_paths["items (bbox, limit 500)"],
+            tipg_paths["items (bbox, limit 500)"],
+        )
         for scenario in ioc_paths:
-            pairs = [(ioc, [ioc.url + p for p in ioc_paths[scenario]]),
-                     (tipg, [tipg.url + p for p in tipg_paths[scenario]])]
+            pairs = [
+                (ioc, [ioc.url + p for p in ioc_paths[scenario]]),
+                (tipg, [tipg.url + p for p in tipg_paths[scenario]]),
+            ]
             for server, urls in pairs:
-                run_load(server.name, "warm-up", urls, concurrency=args.concurrency,
-                         max_requests=200, max_seconds=10, gzip=args.gzip)
+                run_load(
+                    server.name,
+                    "warm-up",
+                    urls,
+                    concurrency=args.concurrency,
+                    max_requests=200,
+                    max_seconds=10,
+                    gzip=args.gzip,
+                )
             rounds: dict[str, list[Result]] = {"ioc": [], "tipg": []}
             for i in range(args.rounds):
                 for server, urls in pairs if i % 2 == 0 else pairs[::-1]:
-                    rounds[server.name].append(run_load(
-                        server.name, scenario, urls, concurrency=args.concurrency,
-                        max_requests=args.requests // args.rounds,
-                        max_seconds=args.seconds / args.rounds, gzip=args.gzip))
+                    rounds[server.name].append(
+                        run_load(
+                            server.name,
+                            scenario,
+                            urls,
+                            concurrency=args.concurrency,
+                            max_requests=args.requests // args.rounds,
+                            max_seconds=args.seconds / args.rounds,
+                            gzip=args.gzip,
+                        )
+                    )
             results += [merge(rounds["ioc"]), merge(rounds["tipg"])]
     finally:
         for server in servers:
             server.stop()
     encoding = "gzip" if args.gzip else "identity"
-    print_results(f"OGC API – Features: ioc vs tipg ({args.concurrency} clients, "
-                  f"{args.rounds} alternating rounds, Accept-Encoding: {encoding})", results,
-                  baseline="tipg", candidate="ioc")
+    print_results(
+        f"OGC API – Features: ioc vs tipg ({args.concurrency} clients, "
+        f"{args.rounds} alternating rounds, Accept-Encoding: {encoding})",
+        results,
+        baseline="tipg",
+        candidate="ioc",
+    )
     return results
 
 

@@ -94,21 +94,35 @@ def combine(name: str, runs: Sequence[Run]) -> Run:
     runs are averaged weighted by their requests (each run only reports its own)."""
     count = sum(r.count for r in runs)
     weight = count or 1
-    return Run(name, count, sum(r.seconds for r in runs),
-               sum(r.p50 * r.count for r in runs) / weight,
-               sum(r.p99 * r.count for r in runs) / weight, sum(r.errors for r in runs))
+    return Run(
+        name,
+        count,
+        sum(r.seconds for r in runs),
+        sum(r.p50 * r.count for r in runs) / weight,
+        sum(r.p99 * r.count for r in runs) / weight,
+        sum(r.errors for r in runs),
+    )
 
 
 def wrk_binary() -> str:
     found = shutil.which("wrk")
     if found is None:
-        raise SystemExit("wrk is not installed: run 'make bench' (it installs Debian's wrk) or "
-                         "'apt-get install wrk'.")
+        raise SystemExit(
+            "wrk is not installed: run 'make bench' (it installs Debian's wrk) or "
+            "'apt-get install wrk'."
+        )
     return found
 
 
-def wrk(name: str, base: str, paths: Sequence[str], connections: int, *,
-        seconds: float | None = None, rounds: int | None = None) -> Run:
+def wrk(
+    name: str,
+    base: str,
+    paths: Sequence[str],
+    connections: int,
+    *,
+    seconds: float | None = None,
+    rounds: int | None = None,
+) -> Run:
     """GET the paths in order, round and round, over ``connections`` keep-alive connections
     (gzip accepted; bodies are read, not decoded): for ``seconds``, or for ``rounds`` rounds,
     that is ``rounds × connections`` times every path (then ``seconds``, if given, is the
@@ -124,18 +138,32 @@ def wrk(name: str, base: str, paths: Sequence[str], connections: int, *,
         script.write_text(WRK_SCRIPT)
         listing.write_text("\n".join(paths) + "\n")
         done = subprocess.run(
-            [wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "30s",
-             "-s", str(script), base],
+            [
+                wrk_binary(),
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds:g}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(script),
+                base,
+            ],
             env=dict(os.environ, BENCH_PATHS=str(listing), BENCH_LIMIT=str(limit)),
-            capture_output=True, text=True,
-            timeout=seconds + 60, check=True)
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
     found = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)$", done.stdout, re.M)
     if found is None:
         raise RuntimeError(f"wrk printed no result: {done.stdout[-500:]} {done.stderr[-500:]}")
     requests, micros, status_errors, io_errors, p50, p99 = map(int, found.groups())
     if requests < limit:  # requests lost to socket errors are never answered
-        raise RuntimeError(f"{name}: {requests} of {limit} requests answered in "
-                           f"{micros / 1e6:.0f} s ({io_errors} socket errors)")
+        raise RuntimeError(
+            f"{name}: {requests} of {limit} requests answered in "
+            f"{micros / 1e6:.0f} s ({io_errors} socket errors)"
+        )
     return Run(name, requests, micros / 1e6, p50 / 1000, p99 / 1000, status_errors + io_errors)
 
 
@@ -161,22 +189,27 @@ def pgbench_script(jobs: Sequence[Job], clients: int) -> str:
     start = 0
     while start < len(jobs):
         end = start + 1
-        while end < len(jobs) and jobs[end].statement == jobs[start].statement \
-                and jobs[end].z == jobs[start].z:
+        while (
+            end < len(jobs)
+            and jobs[end].statement == jobs[start].statement
+            and jobs[end].z == jobs[start].z
+        ):
             end += 1
         blocks.append((start, end))
         start = end
     # k counts the client's transactions (-D k=0 starts it; variables outlive a transaction).
-    lines = [rf"\set i (:client_id * {len(jobs)} / {clients} + :k) % {len(jobs)}",
-             r"\set k :k + 1"]
+    lines = [rf"\set i (:client_id * {len(jobs)} / {clients} + :k) % {len(jobs)}", r"\set k :k + 1"]
     for b, (start, end) in enumerate(blocks):
         first = jobs[start]
         side = _square_side(jobs[start:end])
         keyword = r"\if" if b == 0 else r"\elif"
-        lines += [rf"{keyword} :i < {end}", rf"\set z {first.z}",
-                  rf"\set x {first.x} + (:i - {start}) / {side}",
-                  rf"\set y {first.y} + (:i - {start}) % {side}",
-                  _statement(first.statement) + ";"]
+        lines += [
+            rf"{keyword} :i < {end}",
+            rf"\set z {first.z}",
+            rf"\set x {first.x} + (:i - {start}) / {side}",
+            rf"\set y {first.y} + (:i - {start}) % {side}",
+            _statement(first.statement) + ";",
+        ]
     lines.append(r"\endif")
     return "\n".join(lines) + "\n"
 
@@ -205,13 +238,21 @@ def pgbench_binary(settings: DatabaseSettings) -> str:
     try:
         return str(find_bindir(settings) / "pgbench")
     except ClusterError as exc:
-        raise SystemExit("pgbench is not installed: it comes with PostgreSQL's server "
-                         "package (postgresql-15).") from exc
+        raise SystemExit(
+            "pgbench is not installed: it comes with PostgreSQL's server package (postgresql-15)."
+        ) from exc
 
 
-def pgbench(name: str, settings: DatabaseSettings, jobs: Sequence[Job], clients: int,
-            free_jobs: int = 0, *, seconds: float | None = None,
-            rounds: int | None = None) -> Run:
+def pgbench(
+    name: str,
+    settings: DatabaseSettings,
+    jobs: Sequence[Job],
+    clients: int,
+    free_jobs: int = 0,
+    *,
+    seconds: float | None = None,
+    rounds: int | None = None,
+) -> Run:
     """Run the jobs against PostgreSQL with ``clients`` connections, statements prepared once
     per connection: for ``seconds``, or for ``rounds`` rounds (each client runs the whole list
     ``rounds`` times). ``free_jobs`` requests per walk through the list cost no query (a
@@ -224,22 +265,50 @@ def pgbench(name: str, settings: DatabaseSettings, jobs: Sequence[Job], clients:
         path.write_text(pgbench_script(jobs, clients))
         # PG* variables of the caller's shell (PGOPTIONS …) would make the floor differ from ioc.
         done = subprocess.run(
-            [pgbench_binary(settings), "-n", "-M", "prepared", "-c", str(clients), "-j", "1",
-             *length, "-f", str(path), "-D", "k=0", "-l",
-             "--log-prefix", str(Path(folder, "log")), libpq_url(settings)],
-            capture_output=True, text=True, cwd=folder,
+            [
+                pgbench_binary(settings),
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                "1",
+                *length,
+                "-f",
+                str(path),
+                "-D",
+                "k=0",
+                "-l",
+                "--log-prefix",
+                str(Path(folder, "log")),
+                libpq_url(settings),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=folder,
             timeout=(seconds or MAX_RUN_SECONDS) + 120,
-            env={k: v for k, v in os.environ.items() if not k.startswith("PG")})
+            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        )
         if done.returncode != 0:
             raise RuntimeError(f"pgbench failed: {done.stderr[-1500:]}")
         # Per-transaction log lines: client, transaction, latency in microseconds, …
-        latencies = [int(line.split()[2]) / 1e6 for log in Path(folder).glob("log*")
-                     for line in log.read_text().splitlines()]
+        latencies = [
+            int(line.split()[2]) / 1e6
+            for log in Path(folder).glob("log*")
+            for line in log.read_text().splitlines()
+        ]
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
     if tps is None or not latencies:
         raise RuntimeError(f"pgbench ran no transaction: {done.stdout[-800:]}")
     measured = len(latencies) / float(tps.group(1))
     failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
     latencies += [0.0] * round(len(latencies) * free_jobs / len(jobs))
-    return Run(name, len(latencies), measured, percentile_ms(latencies, 0.5),
-               percentile_ms(latencies, 0.99), int(failed.group(1)) if failed else 0)
+    return Run(
+        name,
+        len(latencies),
+        measured,
+        percentile_ms(latencies, 0.5),
+        percentile_ms(latencies, 0.99),
+        int(failed.group(1)) if failed else 0,
+    )

@@ -36,8 +36,17 @@ from ioc.settings import DatabaseSettings, DataSettings
 
 console = Console()
 BENCH_DB = os.environ.get("IOC_BENCH_QUERIES_DB", "ioc_bench_queries")
-LAYERS = ("wards", "wards_2019", "districts_2019", "districts_2024", "reports_1022",
-          "flood_points", "schools", "hospitals", "digital_addresses")
+LAYERS = (
+    "wards",
+    "wards_2019",
+    "districts_2019",
+    "districts_2024",
+    "reports_1022",
+    "flood_points",
+    "schools",
+    "hospitals",
+    "digital_addresses",
+)
 CITY_SCALE = ("reports_1022",)
 TARGET_MS = 1000.0
 VERSION = 1
@@ -75,8 +84,11 @@ def prepare(settings: DatabaseSettings) -> None:
         with conn.cursor() as cur:
             for layer in LAYERS:
                 cur.execute(pgsql.SQL("ANALYZE {}").format(pgsql.Identifier("data", layer)))
-            cur.execute("INSERT INTO ioc.meta (key, value) VALUES ('bench_queries', %s)"
-                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(VERSION),))
+            cur.execute(
+                "INSERT INTO ioc.meta (key, value) VALUES ('bench_queries', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (str(VERSION),),
+            )
         conn.commit()
         console.print(f"seeded in {time.perf_counter() - started:.0f} s")
     finally:
@@ -102,49 +114,124 @@ async def measure(settings: DatabaseSettings, runs: int) -> list[tuple[str, list
         wards = catalog.get("wards", ANALYST)
         live = QuerySettings(membership_min_features=10**12, timeout_analyst_s=600)
         cached = QuerySettings(timeout_analyst_s=600)
-        address = await pool.fetchval("SELECT code FROM data.digital_addresses ORDER BY fid"
-                                      " LIMIT 1 OFFSET 1000")
+        address = await pool.fetchval(
+            "SELECT code FROM data.digital_addresses ORDER BY fid LIMIT 1 OFFSET 1000"
+        )
 
         async def by_ward(settings_: QuerySettings, **params) -> None:
-            await stats.by_ward(pool, catalog, ANALYST, "reports_1022", settings=settings_,
-                                **params)
+            await stats.by_ward(
+                pool, catalog, ANALYST, "reports_1022", settings=settings_, **params
+            )
 
         async def answer(document: dict) -> None:
             result = await run_query(pool, catalog, ANALYST, parse_query(document), cached)
             async for _ in result.chunks:
                 pass
 
-        results.append((f"per-ward count, live join ({reports.feature_count:,} reports)",
-                        await timed(lambda: by_ward(live), max(1, runs // 3)), "before cache"))
+        results.append(
+            (
+                f"per-ward count, live join ({reports.feature_count:,} reports)",
+                await timed(lambda: by_ward(live), max(1, runs // 3)),
+                "before cache",
+            )
+        )
         started = time.perf_counter()
         await units.build(pool, reports, wards, 1_800_000)
-        results.append(("build the ward membership cache", [(time.perf_counter() - started)
-                                                             * 1000], "once per publish"))
-        results.append(("per-ward count (/stats/reports_1022/by-ward)",
-                        await timed(lambda: by_ward(cached), runs), "target"))
-        results.append(("per-ward count, category filter, 3 months",
-                        await timed(lambda: by_ward(cached, filter="category = 'ngập nước'",
-                                                    start="2025-03-01", end="2025-06-01"), runs),
-                        ""))
-        results.append(("schools within 500 m of flood points",
-                        await timed(lambda: answer({"source": "schools", "spatial": [
-                            {"op": "dwithin", "distance": 500, "layer": "flood_points"}]}), runs),
-                        "features"))
-        results.append(("reports within 200 m of flood points (count)",
-                        await timed(lambda: answer({"source": "reports_1022",
-                                                    "aggregates": [{"op": "count"}],
-                                                    "spatial": [{"op": "dwithin",
-                                                                 "distance": 200,
-                                                                 "layer": "flood_points"}]}),
-                                    runs), "1M × 200"))
-        results.append(("5 hospitals nearest a digital address",
-                        await timed(lambda: answer({"source": "hospitals", "spatial": [
-                            {"op": "nearest", "k": 5, "address": address}]}), runs), "exact"))
-        results.append(("reports by month and category",
-                        await timed(lambda: answer({"source": "reports_1022",
-                                                    "group_by": [{"time": "month"},
-                                                                 {"attribute": "category"}],
-                                                    "aggregates": [{"op": "count"}]}), runs), ""))
+        results.append(
+            (
+                "build the ward membership cache",
+                [(time.perf_counter() - started) * 1000],
+                "once per publish",
+            )
+        )
+        results.append(
+            (
+                "per-ward count (/stats/reports_1022/by-ward)",
+                await timed(lambda: by_ward(cached), runs),
+                "target",
+            )
+        )
+        results.append(
+            (
+                "per-ward count, category filter, 3 months",
+                await timed(
+                    lambda: by_ward(
+                        cached,
+                        filter="category = 'ngập nước'",
+                        start="2025-03-01",
+                        end="2025-06-01",
+                    ),
+                    runs,
+                ),
+                "",
+            )
+        )
+        results.append(
+            (
+                "schools within 500 m of flood points",
+                await timed(
+                    lambda: answer(
+                        {
+                            "source": "schools",
+                            "spatial": [
+                                {"op": "dwithin", "distance": 500, "layer": "flood_points"}
+                            ],
+                        }
+                    ),
+                    runs,
+                ),
+                "features",
+            )
+        )
+        results.append(
+            (
+                "reports within 200 m of flood points (count)",
+                await timed(
+                    lambda: answer(
+                        {
+                            "source": "reports_1022",
+                            "aggregates": [{"op": "count"}],
+                            "spatial": [
+                                {"op": "dwithin", "distance": 200, "layer": "flood_points"}
+                            ],
+                        }
+                    ),
+                    runs,
+                ),
+                "1M × 200",
+            )
+        )
+        results.append(
+            (
+                "5 hospitals nearest a digital address",
+                await timed(
+                    lambda: answer(
+                        {
+                            "source": "hospitals",
+                            "spatial": [{"op": "nearest", "k": 5, "address": address}],
+                        }
+                    ),
+                    runs,
+                ),
+                "exact",
+            )
+        )
+        results.append(
+            (
+                "reports by month and category",
+                await timed(
+                    lambda: answer(
+                        {
+                            "source": "reports_1022",
+                            "group_by": [{"time": "month"}, {"attribute": "category"}],
+                            "aggregates": [{"op": "count"}],
+                        }
+                    ),
+                    runs,
+                ),
+                "",
+            )
+        )
     finally:
         await pool.close()
     return results
@@ -166,9 +253,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, list[float], str]]:
     console.print(table)
     target = next(times for name, times, _ in results if name.startswith("per-ward count ("))
     ok = statistics.median(target) < TARGET_MS
-    console.print(f"per-ward count of the reports: median {statistics.median(target):.0f} ms — "
-                  f"{'[green]meets[/green]' if ok else '[red]misses[/red]'} the target "
-                  f"(< {TARGET_MS:.0f} ms)")
+    console.print(
+        f"per-ward count of the reports: median {statistics.median(target):.0f} ms — "
+        f"{'[green]meets[/green]' if ok else '[red]misses[/red]'} the target "
+        f"(< {TARGET_MS:.0f} ms)"
+    )
     return results
 
 

@@ -70,9 +70,15 @@ def choose_layers(layers: list[Layer]) -> list[Layer]:
     """The largest public polygon, line and point layers of the demo city's catalog."""
     chosen = []
     for kind in ("Polygon", "Line", "Point"):
-        candidates = [la for la in layers if kind in la.geometry_type and la.access == "public"
-                      and la.origin == "manifest"
-                      and la.feature_count and la.zoom_min <= 12]
+        candidates = [
+            la
+            for la in layers
+            if kind in la.geometry_type
+            and la.access == "public"
+            and la.origin == "manifest"
+            and la.feature_count
+            and la.zoom_min <= 12
+        ]
         if candidates:
             chosen.append(max(candidates, key=lambda la: la.feature_count))
     return chosen
@@ -92,8 +98,9 @@ def tile_list() -> list[tuple[int, int, int]]:
 # --- load --------------------------------------------------------------------------------------
 
 
-async def floor_jobs(settings: DatabaseSettings, layers: list[Layer],
-                     tiles: list[tuple[int, int, int]]) -> tuple[list[Job], int]:
+async def floor_jobs(
+    settings: DatabaseSettings, layers: list[Layer], tiles: list[tuple[int, int, int]]
+) -> tuple[list[Job], int]:
     """The tiles that cost a query, as ioc's own statements, and how many cost none (outside a
     layer's zoom range: ioc answers those without the database too)."""
     conn = await asyncpg.connect(settings.dsn())
@@ -115,39 +122,56 @@ def measure_server(name: str, base: str, paths: list[str], **length: float) -> R
     """A warm-up run, then MEASURED_PASSES timed runs of the given length (rounds or
     seconds)."""
     wrk(name, base, paths, CONCURRENCY, seconds=WARM_UP_SECONDS)
-    return combine(name, [wrk(name, base, paths, CONCURRENCY, **length)
-                          for _ in range(MEASURED_PASSES)])
+    return combine(
+        name, [wrk(name, base, paths, CONCURRENCY, **length) for _ in range(MEASURED_PASSES)]
+    )
 
 
 def report(results: dict[str, Run], layers: list[Layer], tiles: int) -> None:
     """Print the table and the ratios against the targets."""
-    table = Table(title=f"{tiles} tiles × {len(layers)} layers "
-                        f"({', '.join(la.id for la in layers)}), z{ZOOMS.start}-{ZOOMS.stop - 1},"
-                        f" {CONCURRENCY} clients, {SCALE} scale")
+    table = Table(
+        title=f"{tiles} tiles × {len(layers)} layers "
+        f"({', '.join(la.id for la in layers)}), z{ZOOMS.start}-{ZOOMS.stop - 1},"
+        f" {CONCURRENCY} clients, {SCALE} scale"
+    )
     for column in ("server", "tiles", "tiles/s", "p50 ms", "p99 ms", "errors"):
         table.add_column(column, justify="right" if column != "server" else "left")
     for result in results.values():
-        table.add_row(result.name, f"{result.count:,.0f}", f"{result.rate:,.0f}",
-                      f"{result.p50:.1f}", f"{result.p99:.1f}", str(result.errors))
+        table.add_row(
+            result.name,
+            f"{result.count:,.0f}",
+            f"{result.rate:,.0f}",
+            f"{result.p50:.1f}",
+            f"{result.p99:.1f}",
+            str(result.errors),
+        )
     console.print(table)
     tipg, ioc = results["tipg"].rate, results["ioc"].rate
     floor, warm = results["floor"].rate, results["warm"].rate
-    checks = [("uncached ioc / tipg", ioc / tipg, 1.5),
-              ("uncached ioc / PostGIS alone", ioc / floor, 0.9),
-              ("warm-cache ioc / tipg", warm / tipg, 20.0)]
+    checks = [
+        ("uncached ioc / tipg", ioc / tipg, 1.5),
+        ("uncached ioc / PostGIS alone", ioc / floor, 0.9),
+        ("warm-cache ioc / tipg", warm / tipg, 20.0),
+    ]
     for label, ratio, target in checks:
         mark = "[green]ok[/green]" if ratio >= target else "[red]below target[/red]"
         console.print(f"{label}: {ratio:.2f} (target ≥ {target}) {mark}")
 
 
-async def run(settings: DatabaseSettings, layers: list[Layer], tiles: list[tuple[int, int, int]],
-              ) -> dict[str, Run]:
+async def run(
+    settings: DatabaseSettings,
+    layers: list[Layer],
+    tiles: list[tuple[int, int, int]],
+) -> dict[str, Run]:
     """All four measurements; ioc uncached and the floor run by run, alternately."""
     results: dict[str, Run] = {}
     tipg = start_tipg(settings, sorted({la.schema for la in layers}))
     try:
-        paths = [f"/collections/{la.schema}.{la.table}/tiles/WebMercatorQuad/{z}/{x}/{y}"
-                 for la in layers for z, x, y in tiles]
+        paths = [
+            f"/collections/{la.schema}.{la.table}/tiles/WebMercatorQuad/{z}/{x}/{y}"
+            for la in layers
+            for z, x, y in tiles
+        ]
         results["tipg"] = measure_server("tipg", tipg.url, paths, rounds=PASS_ROUNDS)
     finally:
         tipg.stop()
@@ -161,18 +185,19 @@ async def run(settings: DatabaseSettings, layers: list[Layer], tiles: list[tuple
             pgbench("floor", settings, jobs, CONCURRENCY, free, seconds=WARM_UP_SECONDS)
             served, floor = [], []
             for _ in range(MEASURED_PASSES):
-                served.append(wrk("ioc uncached", ioc.url, paths, CONCURRENCY,
-                                  rounds=PASS_ROUNDS))
-                floor.append(pgbench("floor", settings, jobs, CONCURRENCY, free,
-                                     rounds=PASS_ROUNDS))
+                served.append(wrk("ioc uncached", ioc.url, paths, CONCURRENCY, rounds=PASS_ROUNDS))
+                floor.append(
+                    pgbench("floor", settings, jobs, CONCURRENCY, free, rounds=PASS_ROUNDS)
+                )
             results["ioc"] = combine("ioc uncached", served)
             results["floor"] = combine("PostGIS alone (floor)", floor)
         finally:
             ioc.stop()
         ioc = start_ioc(settings, IOC_TILE_CACHE="on", IOC_TILE_CACHE_DIR=cache_dir)
         try:
-            results["warm"] = measure_server("ioc warm cache", ioc.url, paths,
-                                             seconds=WARM_PASS_SECONDS)
+            results["warm"] = measure_server(
+                "ioc warm cache", ioc.url, paths, seconds=WARM_PASS_SECONDS
+            )
         finally:
             ioc.stop()
     return {k: results[k] for k in ("tipg", "ioc", "floor", "warm")}

@@ -18,11 +18,19 @@ from ioc.console import err, friendly, out
 from ioc.errors import IocError
 from ioc.settings import get_settings
 
-app = typer.Typer(help="Địa chỉ số — digital addresses: import, index, links, look-ups.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Địa chỉ số — digital addresses: import, index, links, look-ups.", no_args_is_help=True
+)
+
+
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=err, transient=not sys.stderr.isatty())
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=not sys.stderr.isatty(),
+    )
 
 
 def _settings():
@@ -41,11 +49,19 @@ def _print_links(links: dict[str, int]) -> None:
 @friendly
 def import_command(
     file: Annotated[Path, typer.Argument(help="CSV or GeoJSON export (.gz accepted).")],
-    source: Annotated[str | None, typer.Option(help="Source name stored with each address.")] = None,
-    since: Annotated[str | None, typer.Option(help="Only records valid from this date (YYYY-MM-DD).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; write nothing.")] = False,
+    source: Annotated[
+        str | None, typer.Option(help="Source name stored with each address.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only records valid from this date (YYYY-MM-DD).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and report; write nothing.")
+    ] = False,
     link: Annotated[bool, typer.Option(help="Relink point layers afterwards.")] = True,
-    report: Annotated[Path | None, typer.Option(help="Write every rejected row to this CSV.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write every rejected row to this CSV.")
+    ] = None,
 ) -> None:
     """Import an export of the national digital-address platform; rejected rows are reported."""
     from ioc.address_import import ExportFile, import_addresses, parse_date
@@ -58,12 +74,20 @@ def import_command(
     with connection(get_settings().database) as conn, _progress() as progress:
         task = progress.add_task(f"reading {file.name}", total=None)
         result = import_addresses(
-            conn, service, settings=_settings(), since=start if isinstance(start, date) else None,
-            dry_run=dry_run, link=link,
-            progress=lambda n: progress.update(task, description=f"read {n:,} rows"))
+            conn,
+            service,
+            settings=_settings(),
+            since=start if isinstance(start, date) else None,
+            dry_run=dry_run,
+            link=link,
+            progress=lambda n: progress.update(task, description=f"read {n:,} rows"),
+        )
     verb = "would import" if dry_run else "imported"
-    out.print(f"{result.read:,} rows read, {verb} {result.imported:,}, rejected "
-              f"{len(result.rejected):,} (source {result.source}).", highlight=False)
+    out.print(
+        f"{result.read:,} rows read, {verb} {result.imported:,}, rejected "
+        f"{len(result.rejected):,} (source {result.source}).",
+        highlight=False,
+    )
     if result.rejected:
         table = Table("row", "code", "reason", title="Dòng bị từ chối / rejected rows")
         for r in result.rejected[:20]:
@@ -91,19 +115,26 @@ def index_command(
     with connection(get_settings().database) as conn, _progress() as progress:
         task = progress.add_task("loading the address layer", total=None)
         result = build_address_index(
-            conn, settings=_settings(), link=link,
-            progress=lambda layer, n: progress.update(task, description=f"linked {layer}"))
-    out.print(f"Registry version {result.version}: {result.count:,} addresses "
-              f"({result.synced.get('loaded', 0):,} from the layer, "
-              f"{result.synced.get('skipped', 0):,} skipped); vocabulary "
-              f"{', '.join(f'{k} {v:,}' for k, v in result.names.items())}.")
+            conn,
+            settings=_settings(),
+            link=link,
+            progress=lambda layer, n: progress.update(task, description=f"linked {layer}"),
+        )
+    out.print(
+        f"Registry version {result.version}: {result.count:,} addresses "
+        f"({result.synced.get('loaded', 0):,} from the layer, "
+        f"{result.synced.get('skipped', 0):,} skipped); vocabulary "
+        f"{', '.join(f'{k} {v:,}' for k, v in result.names.items())}."
+    )
     _print_links(result.links)
 
 
 @app.command("link")
 @friendly
 def link_command(
-    layers: Annotated[list[str] | None, typer.Argument(help="Layer ids (default: every point layer).")] = None,
+    layers: Annotated[
+        list[str] | None, typer.Argument(help="Layer ids (default: every point layer).")
+    ] = None,
 ) -> None:
     """Link features of point layers to their nearest address (within the link distance)."""
     from ioc.addresses import link_layers, point_layers
@@ -122,8 +153,12 @@ def link_command(
             chosen = [known[i] for i in layers]
         with _progress() as progress:
             task = progress.add_task("linking", total=None)
-            links = link_layers(conn, chosen, settings,
-                                lambda layer, n: progress.update(task, description=f"linked {layer}"))
+            links = link_layers(
+                conn,
+                chosen,
+                settings,
+                lambda layer, n: progress.update(task, description=f"linked {layer}"),
+            )
     table = Table("layer", "linked features")
     for layer_id, n in links.items():
         table.add_row(layer_id, f"{n:,}")
@@ -169,8 +204,9 @@ def search_command(
 
     table = Table("code", "score", "level", "address")
     for hit in asyncio.run(_with_conn(work)):
-        table.add_row(hit.row["code"], f"{hit.score:.2f}", hit.level,
-                      address_properties(hit.row)["address"])
+        table.add_row(
+            hit.row["code"], f"{hit.score:.2f}", hit.level, address_properties(hit.row)["address"]
+        )
     out.print(table)
 
 
@@ -190,7 +226,9 @@ def status_command() -> None:
     if meta is None:
         out.print("The address registry has not been built: run 'ioc addresses index' or import.")
         return
-    out.print(f"Registry version {meta[0].get('version')}: {meta[0].get('count', 0):,} addresses; "
-              f"{links[0]:,} features of {links[1]} layers linked.")
+    out.print(
+        f"Registry version {meta[0].get('version')}: {meta[0].get('count', 0):,} addresses; "
+        f"{links[0]:,} features of {links[1]} layers linked."
+    )
     for source, n in sources:
         out.print(f"  {source}: {n:,}", highlight=False)

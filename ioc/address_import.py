@@ -37,8 +37,19 @@ from ioc.catalog import Catalog, load_catalog_sync
 from ioc.errors import InvalidParameter
 from ioc.identifiers import quote_ident
 
-FIELDS = ("code", "house_number", "street", "ward_code", "ward_code_2019", "building_id",
-          "parcel_id", "valid_from", "valid_to", "lon", "lat")
+FIELDS = (
+    "code",
+    "house_number",
+    "street",
+    "ward_code",
+    "ward_code_2019",
+    "building_id",
+    "parcel_id",
+    "valid_from",
+    "valid_to",
+    "lon",
+    "lat",
+)
 # Column names accepted in exports (compared folded: no diacritics, lower case, '_' for spaces).
 ALIASES: dict[str, tuple[str, ...]] = {
     "code": ("code", "ma_dia_chi", "ma_dia_chi_so", "ma_dinh_danh", "madiachi", "address_code"),
@@ -98,16 +109,20 @@ class ExportFile:
     def __init__(self, path: Path | str, source: str | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise InvalidParameter(f"Không tìm thấy tệp {self.path} / the file {self.path} does "
-                                   "not exist.", parameter="file")
+            raise InvalidParameter(
+                f"Không tìm thấy tệp {self.path} / the file {self.path} does not exist.",
+                parameter="file",
+            )
         self.source = source or f"export:{self.path.name}"
         suffixes = [s.lower() for s in self.path.suffixes]
         if suffixes and suffixes[-1] == ".gz":
             suffixes = suffixes[:-1]
         self.kind = "csv" if suffixes and suffixes[-1] in (".csv", ".txt") else "geojson"
         if not suffixes or suffixes[-1] not in (".csv", ".txt", ".geojson", ".json"):
-            raise InvalidParameter("Chỉ nhận tệp CSV hoặc GeoJSON / only CSV or GeoJSON exports "
-                                   "are read.", parameter="file")
+            raise InvalidParameter(
+                "Chỉ nhận tệp CSV hoặc GeoJSON / only CSV or GeoJSON exports are read.",
+                parameter="file",
+            )
 
     def _open(self) -> IO[str]:
         if self.path.suffix.lower() == ".gz":
@@ -125,8 +140,9 @@ class ExportFile:
             yield record
 
     def lookup(self, code: str) -> AddressRecord | None:
-        return next((r for r in self.records() if (r.values.get("code") or "").strip() == code),
-                    None)
+        return next(
+            (r for r in self.records() if (r.values.get("code") or "").strip() == code), None
+        )
 
     def _csv(self) -> Iterator[AddressRecord]:
         with self._open() as handle:
@@ -136,8 +152,10 @@ class ExportFile:
                 return
             mapping = _header_map(header)
             if "code" not in mapping.values():
-                raise InvalidParameter("Tệp thiếu cột mã địa chỉ ('code') / the export has no "
-                                       "'code' column.", parameter="file")
+                raise InvalidParameter(
+                    "Tệp thiếu cột mã địa chỉ ('code') / the export has no 'code' column.",
+                    parameter="file",
+                )
             for n, cells in enumerate(reader, start=2):
                 if not any(c.strip() for c in cells):
                     continue
@@ -152,12 +170,17 @@ class ExportFile:
             try:
                 doc = json.load(handle)
             except json.JSONDecodeError as exc:
-                raise InvalidParameter(f"Tệp GeoJSON không đọc được / the GeoJSON cannot be read: "
-                                       f"{exc.msg} at line {exc.lineno}.", parameter="file") from None
+                raise InvalidParameter(
+                    f"Tệp GeoJSON không đọc được / the GeoJSON cannot be read: "
+                    f"{exc.msg} at line {exc.lineno}.",
+                    parameter="file",
+                ) from None
         features = doc.get("features") if isinstance(doc, dict) else None
         if not isinstance(features, list):
-            raise InvalidParameter("Tệp không phải FeatureCollection / the file is not a GeoJSON "
-                                   "FeatureCollection.", parameter="file")
+            raise InvalidParameter(
+                "Tệp không phải FeatureCollection / the file is not a GeoJSON FeatureCollection.",
+                parameter="file",
+            )
         for n, feature in enumerate(features, start=1):
             props = (feature or {}).get("properties") or {}
             mapping = _header_map(list(props))
@@ -220,7 +243,9 @@ class ImportReport:
                 writer.writerow([r.row, r.code or "", r.reason])
 
 
-def validate_record(record: AddressRecord, pattern: re.Pattern[str]) -> tuple[dict[str, Any] | None, str | None]:
+def validate_record(
+    record: AddressRecord, pattern: re.Pattern[str]
+) -> tuple[dict[str, Any] | None, str | None]:
     """(clean values, None) or (None, reason) for one record; positions are checked later in SQL
     against the ward polygons."""
     v = record.values
@@ -253,14 +278,35 @@ def validate_record(record: AddressRecord, pattern: re.Pattern[str]) -> tuple[di
     for name in ("ward_code", "ward_code_2019"):
         if v.get(name) and not re.fullmatch(r"\d{5}", v[name]):
             return None, f"{name} '{v[name][:20]}' không phải mã 5 số / is not a 5-digit code"
-    clean = {k: v.get(k) for k in ("house_number", "street", "ward_code", "ward_code_2019",
-                                   "building_id", "parcel_id")}
+    clean = {
+        k: v.get(k)
+        for k in (
+            "house_number",
+            "street",
+            "ward_code",
+            "ward_code_2019",
+            "building_id",
+            "parcel_id",
+        )
+    }
     clean.update(code=code, lon=lon, lat=lat, **dates)
     return clean, None
 
 
-STAGE_COLUMNS = ("row_no", "code", "house_number", "street", "ward_code", "ward_code_2019",
-                 "building_id", "parcel_id", "valid_from", "valid_to", "lon", "lat")
+STAGE_COLUMNS = (
+    "row_no",
+    "code",
+    "house_number",
+    "street",
+    "ward_code",
+    "ward_code_2019",
+    "building_id",
+    "parcel_id",
+    "valid_from",
+    "valid_to",
+    "lon",
+    "lat",
+)
 
 
 def _copy_text(rows: list[tuple[int, dict[str, Any]]]) -> io.StringIO:
@@ -268,11 +314,18 @@ def _copy_text(rows: list[tuple[int, dict[str, Any]]]) -> io.StringIO:
         if value is None:
             return r"\N"
         text = value.isoformat() if isinstance(value, date) else str(value)
-        return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        return (
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
 
     buffer = io.StringIO()
     for row_no, v in rows:
-        buffer.write("\t".join(cell(x) for x in (row_no, *(v[c] for c in STAGE_COLUMNS[1:]))) + "\n")
+        buffer.write(
+            "\t".join(cell(x) for x in (row_no, *(v[c] for c in STAGE_COLUMNS[1:]))) + "\n"
+        )
     buffer.seek(0)
     return buffer
 
@@ -286,10 +339,17 @@ def _known_ward_codes(cur, catalog: Catalog) -> list[str]:
     return sorted(codes)
 
 
-def import_addresses(conn, service: NationalAddressService, *,
-                     settings: AddressSettings | None = None, catalog: Catalog | None = None,
-                     since: date | None = None, dry_run: bool = False, link: bool = True,
-                     progress: Callable[[int], None] | None = None) -> ImportReport:
+def import_addresses(
+    conn,
+    service: NationalAddressService,
+    *,
+    settings: AddressSettings | None = None,
+    catalog: Catalog | None = None,
+    since: date | None = None,
+    dry_run: bool = False,
+    link: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
     """Validate every record of the service and upsert the good ones into the registry (one
     transaction); then rebuild the vocabulary and (``link``) relink the point layers."""
     settings = settings or AddressSettings()
@@ -302,8 +362,13 @@ def import_addresses(conn, service: NationalAddressService, *,
         report.read += 1
         clean, reason = validate_record(record, pattern)
         if clean is not None and clean["code"] in first_row:
-            clean, reason = None, (f"mã trùng với dòng {first_row[clean['code']]} / duplicate "
-                                   f"code, first at row {first_row[clean['code']]}")
+            clean, reason = (
+                None,
+                (
+                    f"mã trùng với dòng {first_row[clean['code']]} / duplicate "
+                    f"code, first at row {first_row[clean['code']]}"
+                ),
+            )
         if clean is None:
             report.rejected.append(Rejected(record.row, record.values.get("code"), reason or ""))
         else:
@@ -317,26 +382,48 @@ def import_addresses(conn, service: NationalAddressService, *,
                 "CREATE TEMP TABLE import_stage (row_no integer, code text, house_number text,"
                 " street text, ward_code text, ward_code_2019 text, building_id text,"
                 " parcel_id text, valid_from date, valid_to date, lon float8, lat float8,"
-                " source text, geom geometry(Point, 4326)) ON COMMIT DROP")
-            cur.copy_expert(f"COPY import_stage ({', '.join(quote_ident(c) for c in STAGE_COLUMNS)})"
-                            " FROM STDIN", _copy_text(good))
-            cur.execute("UPDATE import_stage SET source = %s,"
-                        " geom = ST_SetSRID(ST_MakePoint(lon, lat), 4326)", (service.source,))
-            cur.execute("DELETE FROM import_stage WHERE ward_code IS NOT NULL"
-                        " AND NOT ward_code = ANY(%s) RETURNING row_no, code, ward_code",
-                        (_known_ward_codes(cur, catalog),))
+                " source text, geom geometry(Point, 4326)) ON COMMIT DROP"
+            )
+            cur.copy_expert(
+                f"COPY import_stage ({', '.join(quote_ident(c) for c in STAGE_COLUMNS)})"
+                " FROM STDIN",
+                _copy_text(good),
+            )
+            cur.execute(
+                "UPDATE import_stage SET source = %s,"
+                " geom = ST_SetSRID(ST_MakePoint(lon, lat), 4326)",
+                (service.source,),
+            )
+            cur.execute(
+                "DELETE FROM import_stage WHERE ward_code IS NOT NULL"
+                " AND NOT ward_code = ANY(%s) RETURNING row_no, code, ward_code",
+                (_known_ward_codes(cur, catalog),),
+            )
             for row_no, code, ward in cur.fetchall():
-                report.rejected.append(Rejected(row_no, code, f"mã phường/xã {ward} không tồn tại"
-                                                f" / unknown ward code {ward}"))
-            for column, layer_id in (("ward_code", WARDS_LAYER),
-                                     ("ward_code_2019", WARDS_2019_LAYER)):
+                report.rejected.append(
+                    Rejected(
+                        row_no,
+                        code,
+                        f"mã phường/xã {ward} không tồn tại / unknown ward code {ward}",
+                    )
+                )
+            for column, layer_id in (
+                ("ward_code", WARDS_LAYER),
+                ("ward_code_2019", WARDS_2019_LAYER),
+            ):
                 fill = ward_fill_sql(catalog, "import_stage", column, layer_id)
                 if fill:
                     cur.execute(fill)
             cur.execute("DELETE FROM import_stage WHERE ward_code IS NULL RETURNING row_no, code")
             for row_no, code in cur.fetchall():
-                report.rejected.append(Rejected(row_no, code, "vị trí không thuộc phường/xã nào "
-                                                "của thành phố / position outside every ward"))
+                report.rejected.append(
+                    Rejected(
+                        row_no,
+                        code,
+                        "vị trí không thuộc phường/xã nào "
+                        "của thành phố / position outside every ward",
+                    )
+                )
             cur.execute(UPSERT_SQL.format(stage="import_stage"))
             cur.execute("SELECT count(*) FROM import_stage")
             report.imported = cur.fetchone()[0]
@@ -349,6 +436,7 @@ def import_addresses(conn, service: NationalAddressService, *,
         raise
     report.rejected.sort(key=lambda r: r.row)
     if not dry_run and report.imported:
-        report.index = finish_registry_change(conn, catalog, settings,
-                                              {"loaded": report.imported}, link=link)
+        report.index = finish_registry_change(
+            conn, catalog, settings, {"loaded": report.imported}, link=link
+        )
     return report

@@ -46,16 +46,28 @@ class AddressSettings(BaseSettings):
 
     # Applied by Python (API, imports) and by PostgreSQL (loading the layer): keep to the
     # syntax both share (classes such as \d, anchors, counts).
-    code_pattern: str = Field(default=r"^\d{10}$",
-                              description="Regular expression a digital address code must match.")
-    layer_id: str = Field(default="digital_addresses",
-                          description="Catalog layer the demo city's addresses are read from.")
-    link_distance_m: float = Field(default=50.0, gt=0, le=1000,
-                                   description="Features further than this from every address stay unlinked.")
-    reverse_radius_m: float = Field(default=1000.0, gt=0, le=50_000,
-                                    description="Reverse geocoding looks this far for an address.")
-    geocode_max_rows: int = Field(default=10_000, ge=1, le=1_000_000,
-                                  description="Largest CSV accepted by batch geocoding.")
+    code_pattern: str = Field(
+        default=r"^\d{10}$", description="Regular expression a digital address code must match."
+    )
+    layer_id: str = Field(
+        default="digital_addresses",
+        description="Catalog layer the demo city's addresses are read from.",
+    )
+    link_distance_m: float = Field(
+        default=50.0,
+        gt=0,
+        le=1000,
+        description="Features further than this from every address stay unlinked.",
+    )
+    reverse_radius_m: float = Field(
+        default=1000.0,
+        gt=0,
+        le=50_000,
+        description="Reverse geocoding looks this far for an address.",
+    )
+    geocode_max_rows: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Largest CSV accepted by batch geocoding."
+    )
 
     @field_validator("code_pattern")
     @classmethod
@@ -63,7 +75,9 @@ class AddressSettings(BaseSettings):
         try:
             re.compile(value)
         except re.error as exc:
-            raise ValueError(f"IOC_ADDRESS_CODE_PATTERN is not a regular expression: {exc}") from exc
+            raise ValueError(
+                f"IOC_ADDRESS_CODE_PATTERN is not a regular expression: {exc}"
+            ) from exc
         return value
 
 
@@ -89,12 +103,15 @@ def validate_code(code: str, pattern: str, parameter: str = "code") -> str:
     """The code stripped, or InvalidParameter when it does not match the configured pattern."""
     code = (code or "").strip()
     if not code:
-        raise InvalidParameter("Thiếu mã địa chỉ số / the digital address code is empty.",
-                               parameter=parameter)
+        raise InvalidParameter(
+            "Thiếu mã địa chỉ số / the digital address code is empty.", parameter=parameter
+        )
     if not re.search(pattern, code):
         raise InvalidParameter(
             f"Mã địa chỉ số '{code[:40]}' không hợp lệ / '{code[:40]}' is not a valid digital "
-            f"address code (expected pattern {pattern}).", parameter=parameter)
+            f"address code (expected pattern {pattern}).",
+            parameter=parameter,
+        )
     return code
 
 
@@ -104,8 +121,10 @@ def parse_point(text: str, parameter: str) -> tuple[float, float]:
     try:
         lon, lat = (float(p) for p in parts)
     except ValueError:
-        raise InvalidParameter(f"'{parameter}' phải có dạng lon,lat / must be 'lon,lat' "
-                               "in WGS 84 degrees.", parameter=parameter) from None
+        raise InvalidParameter(
+            f"'{parameter}' phải có dạng lon,lat / must be 'lon,lat' in WGS 84 degrees.",
+            parameter=parameter,
+        ) from None
     check_lonlat(lon, lat, parameter)
     return lon, lat
 
@@ -115,8 +134,11 @@ def parse_bbox(text: str, parameter: str = "bbox") -> tuple[float, float, float,
     try:
         x0, y0, x1, y1 = (float(p) for p in (text or "").split(","))
     except ValueError:
-        raise InvalidParameter("bbox phải có dạng minLon,minLat,maxLon,maxLat / bbox must be "
-                               "'minLon,minLat,maxLon,maxLat'.", parameter=parameter) from None
+        raise InvalidParameter(
+            "bbox phải có dạng minLon,minLat,maxLon,maxLat / bbox must be "
+            "'minLon,minLat,maxLon,maxLat'.",
+            parameter=parameter,
+        ) from None
     check_lonlat(x0, y0, parameter)
     check_lonlat(x1, y1, parameter)
     if x0 > x1 or y0 > y1:
@@ -129,13 +151,16 @@ def check_lonlat(lon: float, lat: float, parameter: str = "lon,lat") -> None:
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise InvalidParameter(
             f"Toạ độ ({lon}, {lat}) không hợp lệ / ({lon}, {lat}) is not a WGS 84 lon/lat.",
-            parameter=parameter)
+            parameter=parameter,
+        )
 
 
 def _outside(lon: float, lat: float, parameter: str) -> OutsideCity:
     return OutsideCity(
         f"Vị trí ({lon:.6f}, {lat:.6f}) nằm ngoài TP. Hồ Chí Minh / the position is outside "
-        "Ho Chi Minh City.", parameter=parameter)
+        "Ho Chi Minh City.",
+        parameter=parameter,
+    )
 
 
 def _layer(catalog: Catalog, layer_id: str) -> Layer | None:
@@ -152,8 +177,14 @@ def _point_sql(layer: Layer, lon: str, lat: str) -> str:
     return point if layer.srid == 4326 else f"ST_Transform({point}, {int(layer.srid)})"
 
 
-async def ward_at(conn, catalog: Catalog, principal: Principal, lon: float, lat: float,
-                  layer_id: str = WARDS_LAYER) -> dict[str, Any] | None:
+async def ward_at(
+    conn,
+    catalog: Catalog,
+    principal: Principal,
+    lon: float,
+    lat: float,
+    layer_id: str = WARDS_LAYER,
+) -> dict[str, Any] | None:
     """Attributes of the ward polygon (of a ward layer) containing the point, or None; None
     too when the caller may not read that layer (it does not exist for them)."""
     layer = _layer(catalog, layer_id)
@@ -163,12 +194,16 @@ async def ward_at(conn, catalog: Catalog, principal: Principal, lon: float, lat:
     select = ", ".join(quote_ident(c) for c in columns) or "1"
     row = await conn.fetchrow(
         f"SELECT {select} FROM {layer.table_sql} WHERE ST_Intersects({quote_ident(layer.geometry_column)},"
-        f" {_point_sql(layer, '$1', '$2')}) LIMIT 1", lon, lat)
+        f" {_point_sql(layer, '$1', '$2')}) LIMIT 1",
+        lon,
+        lat,
+    )
     return {c: _jsonable(row[c]) for c in columns} if row else None
 
 
-async def check_in_city(conn, catalog: Catalog, lon: float, lat: float,
-                        parameter: str = "lon,lat") -> None:
+async def check_in_city(
+    conn, catalog: Catalog, lon: float, lat: float, parameter: str = "lon,lat"
+) -> None:
     """OutsideCity unless the point lies in a ward of the city (the ``wards`` layer)."""
     check_lonlat(lon, lat, parameter)
     wards = _layer(catalog, WARDS_LAYER)
@@ -178,7 +213,10 @@ async def check_in_city(conn, catalog: Catalog, lon: float, lat: float,
     if wards is not None and wards.feature_count > 0:
         found = await conn.fetchval(
             f"SELECT EXISTS (SELECT 1 FROM {wards.table_sql} WHERE ST_Intersects("
-            f"{quote_ident(wards.geometry_column)}, {_point_sql(wards, '$1', '$2')}))", lon, lat)
+            f"{quote_ident(wards.geometry_column)}, {_point_sql(wards, '$1', '$2')}))",
+            lon,
+            lat,
+        )
         if not found:
             raise _outside(lon, lat, parameter)
 
@@ -198,8 +236,9 @@ class _PublicRegistry:
 def require_registry(catalog: Catalog, principal: Principal, settings: AddressSettings) -> None:
     """LayerNotFound when the caller may not read the address layer (the same as a missing one)."""
     if not can_read(principal, address_guard(catalog, settings)):
-        raise LayerNotFound(f"Không có lớp '{settings.layer_id}' / there is no layer "
-                            f"'{settings.layer_id}'.")
+        raise LayerNotFound(
+            f"Không có lớp '{settings.layer_id}' / there is no layer '{settings.layer_id}'."
+        )
 
 
 # --- formatting ----------------------------------------------------------------------------
@@ -236,12 +275,24 @@ def address_properties(row: Any) -> dict[str, Any]:
         "house_number": row["house_number"],
         "street": row["street"],
         "address": full_address(row["house_number"], row["street"], ward),
-        "address_before_2025": full_address(row["house_number"], row["street"], ward_2019,
-                                            row["ward_2019_district"]) if row["ward_code_2019"] else None,
-        "ward": {"code": row["ward_code"], "name": row["ward_name"], "full_name": row["ward_label"]},
-        "ward_2019": {"code": row["ward_code_2019"], "name": row["ward_2019_name"],
-                      "full_name": row["ward_2019_label"], "district": row["ward_2019_district"]}
-        if row["ward_code_2019"] else None,
+        "address_before_2025": full_address(
+            row["house_number"], row["street"], ward_2019, row["ward_2019_district"]
+        )
+        if row["ward_code_2019"]
+        else None,
+        "ward": {
+            "code": row["ward_code"],
+            "name": row["ward_name"],
+            "full_name": row["ward_label"],
+        },
+        "ward_2019": {
+            "code": row["ward_code_2019"],
+            "name": row["ward_2019_name"],
+            "full_name": row["ward_2019_label"],
+            "district": row["ward_2019_district"],
+        }
+        if row["ward_code_2019"]
+        else None,
         "building_id": row["building_id"],
         "parcel_id": row["parcel_id"],
         "source": row["source"],
@@ -255,15 +306,24 @@ def address_feature(row: Any, base_url: str = "", **extra: Any) -> dict[str, Any
     props = address_properties(row) | extra
     code = row["code"]
     return {
-        "type": "Feature", "id": code,
+        "type": "Feature",
+        "id": code,
         "geometry": {"type": "Point", "coordinates": [round(row["lon"], 7), round(row["lat"], 7)]},
         "properties": props,
         "links": [
             {"rel": "self", "type": "application/geo+json", "href": f"{base_url}/addresses/{code}"},
-            {"rel": "related", "type": "application/geo+json", "title": "Linked features",
-             "href": f"{base_url}/addresses/{code}/features"},
-            {"rel": "describedby", "type": "application/json", "title": "What is here",
-             "href": f"{base_url}/whats-here?address={code}"},
+            {
+                "rel": "related",
+                "type": "application/geo+json",
+                "title": "Linked features",
+                "href": f"{base_url}/addresses/{code}/features",
+            },
+            {
+                "rel": "describedby",
+                "type": "application/json",
+                "title": "What is here",
+                "href": f"{base_url}/whats-here?address={code}",
+            },
         ],
     }
 
@@ -274,10 +334,13 @@ def address_feature(row: Any, base_url: str = "", **extra: Any) -> dict[str, Any
 async def get_address(conn, code: str) -> Any:
     """The address row for a code, or AddressNotFound."""
     row = await conn.fetchrow(
-        f"SELECT {ADDRESS_COLUMNS} FROM ioc.addresses a {ADDRESS_JOINS} WHERE a.code = $1", code)
+        f"SELECT {ADDRESS_COLUMNS} FROM ioc.addresses a {ADDRESS_JOINS} WHERE a.code = $1", code
+    )
     if row is None:
-        raise AddressNotFound(f"Không có địa chỉ số '{code}' / there is no digital address "
-                              f"'{code}'.", parameter="code")
+        raise AddressNotFound(
+            f"Không có địa chỉ số '{code}' / there is no digital address '{code}'.",
+            parameter="code",
+        )
     return row
 
 
@@ -293,8 +356,9 @@ ORDER BY distance_m, a.code LIMIT 1
 """
 
 
-async def reverse_geocode(conn, catalog: Catalog, principal: Principal, lon: float, lat: float,
-                          radius_m: float) -> tuple[Any, dict[str, Any] | None]:
+async def reverse_geocode(
+    conn, catalog: Catalog, principal: Principal, lon: float, lat: float, radius_m: float
+) -> tuple[Any, dict[str, Any] | None]:
     """The nearest valid address (KNN on the point, then exact metres) and the ward polygon
     containing the position (None unless the caller may read the ward layer); AddressNotFound
     beyond ``radius_m``."""
@@ -303,17 +367,24 @@ async def reverse_geocode(conn, catalog: Catalog, principal: Principal, lon: flo
     # on the spheroid, which is exact at this latitude (a degree of lon is 0.98 of one of lat).
     row = await conn.fetchrow(REVERSE_SQL, lon, lat)
     if row is None or row["distance_m"] > radius_m:
-        raise AddressNotFound(f"Không có địa chỉ số trong bán kính {radius_m:g} m / no digital "
-                              f"address within {radius_m:g} m.", parameter="lon,lat")
+        raise AddressNotFound(
+            f"Không có địa chỉ số trong bán kính {radius_m:g} m / no digital "
+            f"address within {radius_m:g} m.",
+            parameter="lon,lat",
+        )
     return row, await ward_at(conn, catalog, principal, lon, lat)
 
 
-async def linked_features(conn, catalog: Catalog, principal: Principal, code: str,
-                          base_url: str = "", limit: int = 500) -> list[dict[str, Any]]:
+async def linked_features(
+    conn, catalog: Catalog, principal: Principal, code: str, base_url: str = "", limit: int = 500
+) -> list[dict[str, Any]]:
     """GeoJSON features linked to an address, from the layers the caller may read only."""
     rows = await conn.fetch(
         "SELECT layer_id, fid, distance_m FROM ioc.address_links WHERE code = $1"
-        " ORDER BY layer_id, distance_m, fid LIMIT $2", code, limit)
+        " ORDER BY layer_id, distance_m, fid LIMIT $2",
+        code,
+        limit,
+    )
     by_layer: dict[str, dict[int, float]] = {}
     for r in rows:
         by_layer.setdefault(r["layer_id"], {})[r["fid"]] = r["distance_m"]
@@ -330,22 +401,36 @@ async def linked_features(conn, catalog: Catalog, principal: Principal, code: st
             f"SELECT {quote_ident(layer.id_column)} AS fid{select},"
             f" ST_AsGeoJSON(ST_Transform({geom}, 4326), 7) AS geometry FROM {layer.table_sql}"
             f" WHERE {quote_ident(layer.id_column)} = ANY($1::bigint[])"
-            f" ORDER BY {quote_ident(layer.id_column)}", list(fids))
+            f" ORDER BY {quote_ident(layer.id_column)}",
+            list(fids),
+        )
         for f in found:
-            features.append({
-                "type": "Feature", "id": f"{layer_id}.{f['fid']}",
-                "geometry": json.loads(f["geometry"]),
-                "properties": {c: _jsonable(f[c]) for c in columns}
-                | {"layer": layer_id, "layer_title": {"vi": layer.title_vi, "en": layer.title_en},
-                   "distance_m": round(float(fids[f["fid"]]), 1)},
-                "links": [{"rel": "item", "type": "application/geo+json",
-                           "href": f"{base_url}/collections/{layer_id}/items/{f['fid']}"}],
-            })
+            features.append(
+                {
+                    "type": "Feature",
+                    "id": f"{layer_id}.{f['fid']}",
+                    "geometry": json.loads(f["geometry"]),
+                    "properties": {c: _jsonable(f[c]) for c in columns}
+                    | {
+                        "layer": layer_id,
+                        "layer_title": {"vi": layer.title_vi, "en": layer.title_en},
+                        "distance_m": round(float(fids[f["fid"]]), 1),
+                    },
+                    "links": [
+                        {
+                            "rel": "item",
+                            "type": "application/geo+json",
+                            "href": f"{base_url}/collections/{layer_id}/items/{f['fid']}",
+                        }
+                    ],
+                }
+            )
     return features
 
 
-def address_code_filter(layer: Layer, layer_param: str, code_param: str,
-                        alias: str | None = None) -> str:
+def address_code_filter(
+    layer: Layer, layer_param: str, code_param: str, alias: str | None = None
+) -> str:
     """SQL condition keeping the features of ``layer`` linked to one address code.
 
     For the items endpoint (``?address=CODE``): the caller binds the layer id and the code under
@@ -354,8 +439,10 @@ def address_code_filter(layer: Layer, layer_param: str, code_param: str,
     """
     ident = quote_ident(layer.id_column)
     column = f"{quote_ident(alias)}.{ident}" if alias else ident
-    return (f"{column} IN (SELECT l.fid FROM ioc.address_links l"
-            f" WHERE l.layer_id = {layer_param} AND l.code = {code_param})")
+    return (
+        f"{column} IN (SELECT l.fid FROM ioc.address_links l"
+        f" WHERE l.layer_id = {layer_param} AND l.code = {code_param})"
+    )
 
 
 # --- the registry (psycopg2) ---------------------------------------------------------------
@@ -394,9 +481,11 @@ def ward_fill_sql(catalog: Catalog, target: str, column: str, layer_id: str) -> 
         return None
     geom = quote_ident(layer.geometry_column)
     point = "x.geom" if layer.srid == 4326 else f"ST_Transform(x.geom, {int(layer.srid)})"
-    return (f"UPDATE {target} x SET {quote_ident(column)} = (SELECT w.ward_code::text FROM "
-            f"{layer.table_sql} w WHERE ST_Intersects(w.{geom}, {point}) LIMIT 1)"
-            f" WHERE x.{quote_ident(column)} IS NULL")
+    return (
+        f"UPDATE {target} x SET {quote_ident(column)} = (SELECT w.ward_code::text FROM "
+        f"{layer.table_sql} w WHERE ST_Intersects(w.{geom}, {point}) LIMIT 1)"
+        f" WHERE x.{quote_ident(column)} IS NULL"
+    )
 
 
 def sync_from_layer(conn, catalog: Catalog, settings: AddressSettings) -> dict[str, int]:
@@ -411,8 +500,11 @@ def sync_from_layer(conn, catalog: Catalog, settings: AddressSettings) -> dict[s
     source = LAYER_SOURCE_PREFIX + layer.id
     exprs = {f: _text_expr(layer, f) for f in LAYER_FIELDS}
     geom = quote_ident(layer.geometry_column)
-    point = f"ST_PointOnSurface(t.{geom})" if layer.srid == 4326 else \
-        f"ST_Transform(ST_PointOnSurface(t.{geom}), 4326)"
+    point = (
+        f"ST_PointOnSurface(t.{geom})"
+        if layer.srid == 4326
+        else f"ST_Transform(ST_PointOnSurface(t.{geom}), 4326)"
+    )
     with conn.cursor() as cur:
         cur.execute(STAGE_DDL.format(stage="address_stage"))
         cur.execute(
@@ -422,7 +514,8 @@ def sync_from_layer(conn, catalog: Catalog, settings: AddressSettings) -> dict[s
             f" {exprs['ward_code']}, {exprs['ward_code_2019']}, {exprs['building_id']},"
             f" {exprs['parcel_id']}, %s, {exprs['valid_from']}, {exprs['valid_to']}, {point}"
             f" FROM {layer.table_sql} t WHERE {exprs['code']} ~ %s ORDER BY 1",
-            (source, settings.code_pattern))
+            (source, settings.code_pattern),
+        )
         loaded = cur.rowcount
         cur.execute(f"SELECT count(*) FROM {layer.table_sql}")
         skipped = cur.fetchone()[0] - loaded
@@ -434,8 +527,11 @@ def sync_from_layer(conn, catalog: Catalog, settings: AddressSettings) -> dict[s
         skipped += cur.rowcount
         loaded -= cur.rowcount
         cur.execute(UPSERT_SQL.format(stage="address_stage"))
-        cur.execute("DELETE FROM ioc.addresses a WHERE a.source = %s AND NOT EXISTS"
-                    " (SELECT 1 FROM address_stage s WHERE s.code = a.code)", (source,))
+        cur.execute(
+            "DELETE FROM ioc.addresses a WHERE a.source = %s AND NOT EXISTS"
+            " (SELECT 1 FROM address_stage s WHERE s.code = a.code)",
+            (source,),
+        )
         removed = cur.rowcount
     conn.commit()
     return {"loaded": loaded, "skipped": skipped, "removed": removed}
@@ -471,11 +567,19 @@ def _package_units() -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, s
     pre-2025 code -> (short, full, district). A fallback when no ward layer carries names."""
     path = resources.files("vietnamadminunits") / "data" / "dataset.db"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        new = {r[0]: (r[1], r[2]) for r in db.execute(
-            "SELECT wardCode, wardShort, ward FROM admin_units WHERE provinceCode = '79'")}
-        old = {r[0]: (r[1], r[2], r[3]) for r in db.execute(
-            "SELECT wardCode, wardShort, ward, district FROM admin_units_legacy"
-            " WHERE provinceCode = '79'")}
+        new = {
+            r[0]: (r[1], r[2])
+            for r in db.execute(
+                "SELECT wardCode, wardShort, ward FROM admin_units WHERE provinceCode = '79'"
+            )
+        }
+        old = {
+            r[0]: (r[1], r[2], r[3])
+            for r in db.execute(
+                "SELECT wardCode, wardShort, ward, district FROM admin_units_legacy"
+                " WHERE provinceCode = '79'"
+            )
+        }
     return new, old
 
 
@@ -508,8 +612,9 @@ def _ward_2019_names(code: str, attrs: dict[str, Any]) -> tuple[str, str, str | 
 
 
 def _district_vi(district: Any, package: str | None) -> str | None:
-    if package and (district is None or _fold(str(district)).replace("district", "quan")
-                    in _fold(package)):
+    if package and (
+        district is None or _fold(str(district)).replace("district", "quan") in _fold(package)
+    ):
         return package
     if district is None:
         return package
@@ -517,7 +622,9 @@ def _district_vi(district: Any, package: str | None) -> str | None:
     return f"Quận {numbered.group(1)}" if numbered else str(district)
 
 
-def _ward_rows(conn, catalog: Catalog, layer_id: str, codes: list[str]) -> dict[str, dict[str, Any]]:
+def _ward_rows(
+    conn, catalog: Catalog, layer_id: str, codes: list[str]
+) -> dict[str, dict[str, Any]]:
     """Attributes of the given wards of a ward layer."""
     layer = _layer(catalog, layer_id)
     if layer is None or layer.attribute("ward_code") is None or not codes:
@@ -528,7 +635,9 @@ def _ward_rows(conn, catalog: Catalog, layer_id: str, codes: list[str]) -> dict[
     with conn.cursor(cursor_factory=RealDictCursor) as cur:
         cur.execute(
             f"SELECT {', '.join(quote_ident(c) for c in columns)} FROM {layer.table_sql}"
-            " WHERE ward_code::text = ANY(%s)", (codes,))
+            " WHERE ward_code::text = ANY(%s)",
+            (codes,),
+        )
         return {str(r["ward_code"]): dict(r) for r in cur.fetchall()}
 
 
@@ -543,10 +652,14 @@ def refresh_names(conn, catalog: Catalog) -> dict[str, int]:
             FROM ioc.addresses WHERE street_key IS NOT NULL GROUP BY street_key""")
         counts = {"street": cur.rowcount}
         new_names, _ = _package_units()
-        for kind, column, layer_id in (("ward", "ward_code", WARDS_LAYER),
-                                       ("ward_2019", "ward_code_2019", WARDS_2019_LAYER)):
-            cur.execute(f"SELECT {column}, count(*) FROM ioc.addresses"
-                        f" WHERE {column} IS NOT NULL GROUP BY 1")
+        for kind, column, layer_id in (
+            ("ward", "ward_code", WARDS_LAYER),
+            ("ward_2019", "ward_code_2019", WARDS_2019_LAYER),
+        ):
+            cur.execute(
+                f"SELECT {column}, count(*) FROM ioc.addresses"
+                f" WHERE {column} IS NOT NULL GROUP BY 1"
+            )
             used = dict(cur.fetchall())
             layer_rows = _ward_rows(conn, catalog, layer_id, list(used))
             rows = []
@@ -562,7 +675,9 @@ def refresh_names(conn, catalog: Catalog) -> dict[str, int]:
                 rows.append((kind, code, str(name), str(label), district, n))
             cur.executemany(
                 "INSERT INTO ioc.address_names (kind, key, name, label, district, n)"
-                " VALUES (%s, %s, %s, %s, %s, %s)", rows)
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                rows,
+            )
             counts[kind] = len(rows)
     conn.commit()
     return counts
@@ -597,14 +712,19 @@ INTEGER_TYPES = {"bigint", "integer", "smallint"}
 
 def point_layers(catalog: Catalog, settings: AddressSettings) -> list[Layer]:
     """Layers whose features are linked to addresses: every point layer but the addresses."""
-    return [la for la in catalog if la.geometry_type in ("Point", "MultiPoint")
-            and la.id != settings.layer_id]
+    return [
+        la
+        for la in catalog
+        if la.geometry_type in ("Point", "MultiPoint") and la.id != settings.layer_id
+    ]
 
 
 def _id_is_integer(cur, layer: Layer) -> bool:
-    cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
-                " to_regclass(%s) AND attname = %s AND NOT attisdropped",
-                (layer.table_sql, layer.id_column))
+    cur.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
+        " to_regclass(%s) AND attname = %s AND NOT attisdropped",
+        (layer.table_sql, layer.id_column),
+    )
     row = cur.fetchone()
     return row is not None and row[0] in INTEGER_TYPES
 
@@ -627,8 +747,9 @@ WHERE n.d <= %(dist)s
 """
 
 
-def link_layer(conn, layer: Layer, settings: AddressSettings | None = None,
-               fids: Iterable[int] | None = None) -> int:
+def link_layer(
+    conn, layer: Layer, settings: AddressSettings | None = None, fids: Iterable[int] | None = None
+) -> int:
     """Link the features of a point layer to their nearest valid address within the link
     distance; all of them, or only ``fids`` (features just changed). Returns the links made.
 
@@ -639,8 +760,11 @@ def link_layer(conn, layer: Layer, settings: AddressSettings | None = None,
     point = f"ST_PointOnSurface({geom})"
     point = point if layer.srid == 4326 else f"ST_Transform({point}, 4326)"
     ident = quote_ident(layer.id_column)
-    params: dict[str, Any] = {"layer": layer.id, "dist": settings.link_distance_m,
-                              "deg": settings.link_distance_m / 100_000}
+    params: dict[str, Any] = {
+        "layer": layer.id,
+        "dist": settings.link_distance_m,
+        "deg": settings.link_distance_m / 100_000,
+    }
     with conn.cursor() as cur:
         if not _id_is_integer(cur, layer):
             return 0
@@ -649,11 +773,14 @@ def link_layer(conn, layer: Layer, settings: AddressSettings | None = None,
             where = f"WHERE {geom} IS NOT NULL"
         else:
             params["fids"] = [int(f) for f in fids]
-            cur.execute("DELETE FROM ioc.address_links WHERE layer_id = %s AND fid = ANY(%s)",
-                        (layer.id, params["fids"]))
+            cur.execute(
+                "DELETE FROM ioc.address_links WHERE layer_id = %s AND fid = ANY(%s)",
+                (layer.id, params["fids"]),
+            )
             where = f"WHERE {geom} IS NOT NULL AND {ident} = ANY(%(fids)s)"
-        cur.execute(LINK_SQL.format(id=ident, point=point, table=layer.table_sql, where=where),
-                    params)
+        cur.execute(
+            LINK_SQL.format(id=ident, point=point, table=layer.table_sql, where=where), params
+        )
         return cur.rowcount
 
 
@@ -664,8 +791,12 @@ def unlink_layer(conn, layer_id: str) -> int:
         return cur.rowcount
 
 
-def link_layers(conn, layers: Iterable[Layer], settings: AddressSettings | None = None,
-                progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
+def link_layers(
+    conn,
+    layers: Iterable[Layer],
+    settings: AddressSettings | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
     """Link several layers, committing after each (interrupting keeps the finished ones)."""
     counts = {}
     for layer in layers:
@@ -691,9 +822,14 @@ class IndexReport:
     count: int
 
 
-def build_address_index(conn, catalog: Catalog | None = None,
-                        settings: AddressSettings | None = None, *, link: bool = True,
-                        progress: Callable[[str, int], None] | None = None) -> IndexReport:
+def build_address_index(
+    conn,
+    catalog: Catalog | None = None,
+    settings: AddressSettings | None = None,
+    *,
+    link: bool = True,
+    progress: Callable[[str, int], None] | None = None,
+) -> IndexReport:
     """After seeding: load the address layer into the registry, rebuild the search vocabulary,
     record a new registry version and (``link``) link every point layer to its addresses."""
     settings = settings or AddressSettings()
@@ -702,9 +838,15 @@ def build_address_index(conn, catalog: Catalog | None = None,
     return finish_registry_change(conn, catalog, settings, synced, link=link, progress=progress)
 
 
-def finish_registry_change(conn, catalog: Catalog, settings: AddressSettings,
-                           synced: dict[str, int], *, link: bool,
-                           progress: Callable[[str, int], None] | None = None) -> IndexReport:
+def finish_registry_change(
+    conn,
+    catalog: Catalog,
+    settings: AddressSettings,
+    synced: dict[str, int],
+    *,
+    link: bool,
+    progress: Callable[[str, int], None] | None = None,
+) -> IndexReport:
     """Names, version and links after the registry changed (sync or import)."""
     names = refresh_names(conn, catalog)
     meta = bump_version(conn)

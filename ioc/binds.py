@@ -17,8 +17,14 @@ from ioc.identifiers import quote_ident
 ALIAS = "t"  # the layer table's alias in every feature query
 
 # Catalog attribute type → the SQL type of its bound values.
-CASTS = {"integer": "bigint", "number": "double precision", "boolean": "boolean",
-         "date": "date", "timestamp": "timestamptz", "text": "text"}
+CASTS = {
+    "integer": "bigint",
+    "number": "double precision",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamptz",
+    "text": "text",
+}
 
 
 class Binds:
@@ -47,7 +53,9 @@ def attribute_or_400(layer: Layer, name: str, parameter: str) -> Attribute:
         known = ", ".join(a.name for a in layer.attributes) or "none"
         raise InvalidParameter(
             f"Unknown property '{name}' in '{parameter}' for collection '{layer.id}' "
-            f"(queryables: {known}).", parameter=parameter)
+            f"(queryables: {known}).",
+            parameter=parameter,
+        )
     return attribute
 
 
@@ -68,8 +76,9 @@ def _as_datetime(value: Any, parameter: str) -> datetime | date:
             return _as_datetime(datetime.fromisoformat(value.replace("Z", "+00:00")), parameter)
         except ValueError:
             pass
-    raise InvalidParameter(f"'{value}' is not a date or timestamp (RFC 3339) in '{parameter}'.",
-                           parameter=parameter)
+    raise InvalidParameter(
+        f"'{value}' is not a date or timestamp (RFC 3339) in '{parameter}'.", parameter=parameter
+    )
 
 
 def coerce(value: Any, attribute_type: str, parameter: str) -> tuple[Any, str]:
@@ -78,8 +87,9 @@ def coerce(value: Any, attribute_type: str, parameter: str) -> tuple[Any, str]:
         return None, CASTS.get(attribute_type, "text")
     if attribute_type in ("integer", "number"):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidParameter(f"'{value}' is not a number in '{parameter}'.",
-                                   parameter=parameter)
+            raise InvalidParameter(
+                f"'{value}' is not a number in '{parameter}'.", parameter=parameter
+            )
         if isinstance(value, int) and attribute_type == "integer" and abs(value) < 2**63:
             return value, "bigint"
         if isinstance(value, float) and value != value:  # NaN matches nothing usefully
@@ -87,8 +97,9 @@ def coerce(value: Any, attribute_type: str, parameter: str) -> tuple[Any, str]:
         return float(value), "double precision"
     if attribute_type == "boolean":
         if not isinstance(value, bool):
-            raise InvalidParameter(f"'{value}' is not a boolean in '{parameter}'.",
-                                   parameter=parameter)
+            raise InvalidParameter(
+                f"'{value}' is not a boolean in '{parameter}'.", parameter=parameter
+            )
         return value, "boolean"
     if attribute_type in ("date", "timestamp"):
         moment = _as_datetime(value, parameter)
@@ -98,6 +109,7 @@ def coerce(value: Any, attribute_type: str, parameter: str) -> tuple[Any, str]:
             return datetime.combine(moment, time(), tzinfo=UTC), "timestamptz"
         return moment, "date"
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidParameter(f"'{value}' is not a text value in '{parameter}'.",
-                               parameter=parameter)
+        raise InvalidParameter(
+            f"'{value}' is not a text value in '{parameter}'.", parameter=parameter
+        )
     return str(value), "text"

@@ -211,9 +211,14 @@ def get_layer_doc(layer: Layer) -> dict[str, Any]:
         "origin": layer.origin,
         "geometry": {"type": layer.geometry_type, "srid": layer.srid},
         "attributes": [
-            {"name": a.name, "type": a.type, "label": {"vi": a.label_vi, "en": a.label_en},
-             "unit": a.unit, "required": a.required,
-             "values": list(a.values) if a.values else None}
+            {
+                "name": a.name,
+                "type": a.type,
+                "label": {"vi": a.label_vi, "en": a.label_en},
+                "unit": a.unit,
+                "required": a.required,
+                "values": list(a.values) if a.values else None,
+            }
             for a in layer.attributes
         ],
         "time_attribute": layer.time_column,
@@ -222,8 +227,12 @@ def get_layer_doc(layer: Layer) -> dict[str, Any]:
         "style": layer.style,
         "source": layer.source,
         "keywords": list(layer.keywords),
-        "extent": {"bbox": [list(layer.extent)], "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
-        if layer.extent else None,
+        "extent": {
+            "bbox": [list(layer.extent)],
+            "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84",
+        }
+        if layer.extent
+        else None,
         "feature_count": layer.feature_count,
         "version": layer.version,
         "last_update": layer.last_update.isoformat() if layer.last_update else None,

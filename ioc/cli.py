@@ -22,10 +22,14 @@ from ioc.maps_cli import app as maps_app
 from ioc.settings import get_settings
 from tiles.cli import tiles_app
 
-app = typer.Typer(help="ioc — map server of the HCMC Intelligent Operations Centre.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-db_app = typer.Typer(help="The database: the project-managed PostGIS or DATABASE_URL.",
-                     no_args_is_help=True)
+app = typer.Typer(
+    help="ioc — map server of the HCMC Intelligent Operations Centre.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="The database: the project-managed PostGIS or DATABASE_URL.", no_args_is_help=True
+)
 layers_app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -55,8 +59,11 @@ def db_start() -> None:
     user = privileges.serving_user(get_settings().server.run_as, required=False)
     started = pgcluster.start_cluster(settings, socket_gid=user.gid if user else None)
     state = "started" if started else "already running"
-    out.print(f"PostGIS cluster {state}: {settings.pg_dir / 'data'} (socket {settings.socket_dir},"
-              f" port {settings.pg_port})", highlight=False)
+    out.print(
+        f"PostGIS cluster {state}: {settings.pg_dir / 'data'} (socket {settings.socket_dir},"
+        f" port {settings.pg_port})",
+        highlight=False,
+    )
 
 
 @db_app.command("stop")
@@ -75,17 +82,21 @@ def db_status() -> None:
     settings = get_settings().database
     if settings.managed:
         status = pgcluster.cluster_status(settings)
-        out.print(f"cluster: {'running' if status.running else 'stopped'}"
-                  f" (PostgreSQL {status.version or '-'}, {status.data_dir}, port {status.port})",
-                  highlight=False)
+        out.print(
+            f"cluster: {'running' if status.running else 'stopped'}"
+            f" (PostgreSQL {status.version or '-'}, {status.data_dir}, port {status.port})",
+            highlight=False,
+        )
         if not status.running:
             raise typer.Exit(3)
     with connection(settings) as conn:
         postgis = migrations.check_postgis(conn)
         state = migrations.state(conn)
     label = "current" if state.current else ("ahead of the code" if state.ahead else "pending")
-    out.print(f"PostGIS {postgis}; schema version {state.version} ({label}"
-              f"{', ' + str(len(state.pending)) + ' pending' if state.pending else ''})")
+    out.print(
+        f"PostGIS {postgis}; schema version {state.version} ({label}"
+        f"{', ' + str(len(state.pending)) + ' pending' if state.pending else ''})"
+    )
 
 
 @db_app.command("migrate")
@@ -113,7 +124,9 @@ def db_url() -> None:
 @friendly
 def seed(
     scale: Annotated[str, typer.Option(help="demo (minutes) or city (city volumes)")] = "",
-    if_empty: Annotated[bool, typer.Option("--if-empty", help="Only when layers are empty.")] = False,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Only when layers are empty.")
+    ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Real city data (IOC_DATA_DIR).")] = None,
 ) -> None:
     """Build the demo city: sync the catalog and fill every layer, deterministically."""
@@ -127,15 +140,18 @@ def seed(
     if data_dir is not None and not data_dir.is_dir():
         raise IocError(f"The data folder {data_dir} does not exist (IOC_DATA_DIR).")
     with connection(settings.database) as conn, progress_bar() as progress:
-        result = seed_database(conn, scale=scale, data_dir=data_dir, only_if_empty=if_empty,
-                               progress=progress)
+        result = seed_database(
+            conn, scale=scale, data_dir=data_dir, only_if_empty=if_empty, progress=progress
+        )
     if result is None:
         out.print("The database is already seeded; nothing to do.")
         return
     total = sum(result.values())
-    out.print(f"Seeded {len(result)} layers, {total:,} features (scale {scale}"
-              f"{', real data from ' + str(data_dir) if data_dir else ', no real data'}).",
-              highlight=False)
+    out.print(
+        f"Seeded {len(result)} layers, {total:,} features (scale {scale}"
+        f"{', real data from ' + str(data_dir) if data_dir else ', no real data'}).",
+        highlight=False,
+    )
 
 
 @app.command("serve")
@@ -153,7 +169,9 @@ def serve(
         migrations.check_postgis(conn)
         state = migrations.state(conn)
     if state.ahead:
-        raise IocError(f"The database is ahead of the code (migrations {state.ahead}): upgrade ioc.")
+        raise IocError(
+            f"The database is ahead of the code (migrations {state.ahead}): upgrade ioc."
+        )
     if state.pending:
         raise IocError("The database needs migrations: run 'ioc db migrate'.")
     user = privileges.serving_user(settings.server.run_as)
@@ -164,12 +182,17 @@ def serve(
     # shutdown (what systemd and docker expect) instead of dying by the signal.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
-        "api.app:create_app", factory=True,
-        host=host or settings.server.host, port=port or settings.server.port,
-        workers=workers or settings.server.workers, log_config=None,
+        "api.app:create_app",
+        factory=True,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        workers=workers or settings.server.workers,
+        log_config=None,
         # The request-context middleware logs every request (with its id): uvicorn's own
         # access log would repeat it, and format its arguments on every request even when off.
-        access_log=False, proxy_headers=True, timeout_graceful_shutdown=10,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
     )
 
 
@@ -193,7 +216,9 @@ def _serve_as(user: privileges.ServingUser, settings) -> None:
 @friendly
 def layers_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    role: Annotated[str, typer.Option(help=f"See the catalog as this role: {', '.join(ROLES)}.")] = "admin",
+    role: Annotated[
+        str, typer.Option(help=f"See the catalog as this role: {', '.join(ROLES)}.")
+    ] = "admin",
     department: Annotated[str | None, typer.Option(help="Department of a publisher.")] = None,
 ) -> None:
     """List the layers a role may see (default: admin, i.e. all)."""
@@ -203,15 +228,29 @@ def layers_list(
     with connection(get_settings().database) as conn:
         layers = load_catalog_sync(conn).visible(principal)
     if as_json:
-        doc = [{"id": la.id, "title": {"vi": la.title_vi, "en": la.title_en}, "domain": la.domain,
-                "department": la.department, "access": la.access, "geometry_type": la.geometry_type,
-                "srid": la.srid, "feature_count": la.feature_count, "version": la.version,
-                "extent": la.extent, "origin": la.origin} for la in layers]
+        doc = [
+            {
+                "id": la.id,
+                "title": {"vi": la.title_vi, "en": la.title_en},
+                "domain": la.domain,
+                "department": la.department,
+                "access": la.access,
+                "geometry_type": la.geometry_type,
+                "srid": la.srid,
+                "feature_count": la.feature_count,
+                "version": la.version,
+                "extent": la.extent,
+                "origin": la.origin,
+            }
+            for la in layers
+        ]
         typer.echo(json.dumps(doc, ensure_ascii=False, indent=1))
         return
     table = Table("id", "domain", "department", "access", "features", "title")
     for la in layers:
-        table.add_row(la.id, la.domain, la.department, la.access, f"{la.feature_count:,}", la.title_vi)
+        table.add_row(
+            la.id, la.domain, la.department, la.access, f"{la.feature_count:,}", la.title_vi
+        )
     out.print(table)
     out.print(f"{len(layers)} layers in {len({la.domain for la in layers})} domains")
 
@@ -246,8 +285,16 @@ def layers_add_table(
     if not schema or not name:
         raise IocError("Give the table as SCHEMA.TABLE, e.g. public.flood_sensors.")
     with connection(get_settings().database) as conn:
-        registry.add_table(conn, schema, name, layer_id=layer_id, access=access,
-                           department=department, domain=domain, title=title)
+        registry.add_table(
+            conn,
+            schema,
+            name,
+            layer_id=layer_id,
+            access=access,
+            department=department,
+            domain=domain,
+            title=title,
+        )
     out.print(f"Registered {table} as layer '{layer_id}' ({access}).", highlight=False)
 
 
@@ -264,8 +311,10 @@ def keys_create(
     """Create an API key; the key is printed once, alone on the last line."""
     with connection(get_settings().database) as conn:
         key = keys_mod.create_key(conn, role, department, label)
-    err.print(f"Created a {role} key{' for ' + department if department else ''}; store it now,"
-              " it is not shown again:")
+    err.print(
+        f"Created a {role} key{' for ' + department if department else ''}; store it now,"
+        " it is not shown again:"
+    )
     typer.echo(key)
 
 
@@ -277,20 +326,25 @@ def keys_list() -> None:
         rows = keys_mod.list_keys(conn)
     table = Table("id", "prefix", "role", "department", "label", "created", "revoked")
     for k in rows:
-        table.add_row(str(k.id), k.prefix, k.role, k.department or "", k.label,
-                      f"{k.created_at:%Y-%m-%d %H:%M}",
-                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "")
+        table.add_row(
+            str(k.id),
+            k.prefix,
+            k.role,
+            k.department or "",
+            k.label,
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
     out.print(table)
 
 
 @keys_app.command("revoke")
 @friendly
-def keys_revoke(key_id: Annotated[int, typer.Argument(help="Key id from 'ioc keys list'.")]) -> None:
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="Key id from 'ioc keys list'.")],
+) -> None:
     """Revoke a key."""
     with connection(get_settings().database) as conn:
         if not keys_mod.revoke_key(conn, key_id):
             raise IocError(f"There is no active key with id {key_id}.")
     out.print(f"Key {key_id} revoked.")
-
-
-

@@ -44,5 +44,12 @@ def friendly(func: F) -> F:
 
 def progress_bar(*extra: ProgressColumn) -> Progress:
     """A progress bar on stderr (plain when stderr is not a terminal)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), *extra, console=err, transient=not sys.stderr.isatty())
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        *extra,
+        console=err,
+        transient=not sys.stderr.isatty(),
+    )

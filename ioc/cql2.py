@@ -37,11 +37,21 @@ MAX_FILTER_LENGTH = 20_000
 GEOMETRY_NAME = "geometry"  # the queryable name of every layer's geometry
 
 # Requirements classes of CQL2 this translator passes (listed in /conformance).
-CONFORMANCE = tuple(f"http://www.opengis.net/spec/cql2/1.0/conf/{c}" for c in (
-    "cql2-text", "cql2-json", "basic-cql2", "advanced-comparison-operators",
-    "case-insensitive-comparison", "accent-insensitive-comparison", "basic-spatial-functions",
-    "basic-spatial-functions-plus", "spatial-functions", "property-property",
-))
+CONFORMANCE = tuple(
+    f"http://www.opengis.net/spec/cql2/1.0/conf/{c}"
+    for c in (
+        "cql2-text",
+        "cql2-json",
+        "basic-cql2",
+        "advanced-comparison-operators",
+        "case-insensitive-comparison",
+        "accent-insensitive-comparison",
+        "basic-spatial-functions",
+        "basic-spatial-functions-plus",
+        "spatial-functions",
+        "property-property",
+    )
+)
 
 
 @dataclass
@@ -63,26 +73,23 @@ def _grammar() -> tuple[str, str]:
         # single-letter property names are legal CQL2 identifiers
         "attribute: /[a-zA-Z][a-zA-Z_:0-9.]+/": "attribute: /[a-zA-Z_][a-zA-Z_:0-9.]*/",
         # '' is an escaped quote inside a CQL2 string
-        "SINGLE_QUOTED: \"'\" /.*?/ \"'\"": "SINGLE_QUOTED: /'(?:[^']|'')*'/",
+        'SINGLE_QUOTED: "\'" /.*?/ "\'"': "SINGLE_QUOTED: /'(?:[^']|'')*'/",
         # intervals with open ends ('..') and dates
-        "?interval: \"INTERVAL\" \"(\"  \"'\" DATETIME \"'\" \",\" \"'\" DATETIME \"'\" \")\"":
-            "interval: \"INTERVAL\"i \"(\" SINGLE_QUOTED \",\" SINGLE_QUOTED \")\"",
+        '?interval: "INTERVAL" "("  "\'" DATETIME "\'" "," "\'" DATETIME "\'" ")"': 'interval: "INTERVAL"i "(" SINGLE_QUOTED "," SINGLE_QUOTED ")"',
         # the standard's function form T_AFTER(a, b) beside the draft's infix form
         "?temporal_predicate: expression _binary_temporal_predicate_func expression "
-        "-> binary_temporal_predicate":
-            "?temporal_predicate: expression _binary_temporal_predicate_func expression "
-            "-> binary_temporal_predicate\n"
-            "    | _binary_temporal_predicate_func \"(\" expression \",\" expression \")\" "
-            "-> temporal_function_predicate",
+        "-> binary_temporal_predicate": "?temporal_predicate: expression _binary_temporal_predicate_func expression "
+        "-> binary_temporal_predicate\n"
+        '    | _binary_temporal_predicate_func "(" expression "," expression ")" '
+        "-> temporal_function_predicate",
         # NOT applies to any parenthesised condition, not only to a single predicate
         '| "NOT"i "(" predicate ")"': '| "NOT"i "(" condition ")"',
         # T_DISJOINT is in CQL2 1.0 but not in pygeofilter's list
         '| "T_INTERSECTS"i': '| "T_INTERSECTS"i\n    | "T_DISJOINT"i',
         # S_DWITHIN(geometry, literal, distance[, units])
-        "?spatial_predicate: _binary_spatial_predicate_func":
-            "?spatial_predicate: \"S_DWITHIN\"i \"(\" expression \",\" expression \",\" "
-            "full_number [\",\" attribute] \")\" -> dwithin_predicate\n"
-            "    | _binary_spatial_predicate_func",
+        "?spatial_predicate: _binary_spatial_predicate_func": '?spatial_predicate: "S_DWITHIN"i "(" expression "," expression "," '
+        'full_number ["," attribute] ")" -> dwithin_predicate\n'
+        "    | _binary_spatial_predicate_func",
     }
     for old, new in replacements.items():
         if old not in grammar:
@@ -100,8 +107,10 @@ def _text_parser():
     @v_args(meta=False, inline=True)
     class Transformer(CQLTransformer):
         def wkt__geometry_with_srid(self, srid, geometry):  # pygeofilter prints here
-            geometry["crs"] = {"type": "name",
-                               "properties": {"name": f"urn:ogc:def:crs:EPSG::{srid}"}}
+            geometry["crs"] = {
+                "type": "name",
+                "properties": {"name": f"urn:ogc:def:crs:EPSG::{srid}"},
+            }
             return geometry
 
         def wkt__multipoint_2(self, *coordinates):  # pygeofilter prints here
@@ -133,8 +142,14 @@ def _text_parser():
             return ast.DistanceWithin(lhs, rhs, distance, unit)
 
     grammar, path = _grammar()
-    return Lark(grammar, parser="lalr", transformer=Transformer(), maybe_placeholders=False,
-                source_path=path, import_paths=[str(Path(path).parent.parent)])
+    return Lark(
+        grammar,
+        parser="lalr",
+        transformer=Transformer(),
+        maybe_placeholders=False,
+        source_path=path,
+        import_paths=[str(Path(path).parent.parent)],
+    )
 
 
 def _normalise_json(node: Any) -> Any:
@@ -149,8 +164,10 @@ def _normalise_json(node: Any) -> Any:
             b = [b[0], b[1], b[3], b[4]]
         if len(b) != 4:
             raise ValueError("a bbox literal needs 4 or 6 numbers")
-        return {"type": "Polygon", "coordinates": [[[b[0], b[1]], [b[2], b[1]], [b[2], b[3]],
-                                                    [b[0], b[3]], [b[0], b[1]]]]}
+        return {
+            "type": "Polygon",
+            "coordinates": [[[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]], [b[0], b[1]]]],
+        }
     op = node.get("op")
     args = node.get("args")
     if isinstance(op, str) and isinstance(args, list):
@@ -198,11 +215,13 @@ def parse_filter(text: str, lang: str | None = None, *, parameter: str = "filter
     """Parse a CQL2 filter into pygeofilter's AST; 400 naming the parameter when malformed."""
     lang = (lang or "cql2-text").lower()
     if lang not in FILTER_LANGS:
-        raise InvalidParameter(f"Unknown filter-lang '{lang}': use cql2-text or cql2-json.",
-                               parameter="filter-lang")
+        raise InvalidParameter(
+            f"Unknown filter-lang '{lang}': use cql2-text or cql2-json.", parameter="filter-lang"
+        )
     if len(text) > MAX_FILTER_LENGTH:
-        raise InvalidParameter(f"The filter is longer than {MAX_FILTER_LENGTH} characters.",
-                               parameter=parameter)
+        raise InvalidParameter(
+            f"The filter is longer than {MAX_FILTER_LENGTH} characters.", parameter=parameter
+        )
     try:
         if lang == "cql2-json":
             from pygeofilter.parsers.cql2_json.parser import walk_cql_json
@@ -218,18 +237,50 @@ def parse_filter(text: str, lang: str | None = None, *, parameter: str = "filter
 
 # --- translation -----------------------------------------------------------------------------
 
-_COMPARISONS = {ast.Equal: "=", ast.NotEqual: "<>", ast.LessThan: "<", ast.LessEqual: "<=",
-                ast.GreaterThan: ">", ast.GreaterEqual: ">="}
-_SPATIAL = {ast.GeometryIntersects: "ST_Intersects", ast.GeometryDisjoint: "ST_Disjoint",
-            ast.GeometryContains: "ST_Contains", ast.GeometryWithin: "ST_Within",
-            ast.GeometryTouches: "ST_Touches", ast.GeometryCrosses: "ST_Crosses",
-            ast.GeometryOverlaps: "ST_Overlaps", ast.GeometryEquals: "ST_Equals"}
-_FAMILY = {"integer": "number", "number": "number", "text": "text", "boolean": "boolean",
-           "date": "time", "timestamp": "time"}
-_UNITS = {"m": 1.0, "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 1.0, "km": 1000.0,
-          "kilometer": 1000.0, "kilometers": 1000.0, "kilometre": 1000.0, "kilometres": 1000.0,
-          "ft": 0.3048, "feet": 0.3048, "mi": 1609.344, "miles": 1609.344,
-          "nmi": 1852.0, "nautical miles": 1852.0}
+_COMPARISONS = {
+    ast.Equal: "=",
+    ast.NotEqual: "<>",
+    ast.LessThan: "<",
+    ast.LessEqual: "<=",
+    ast.GreaterThan: ">",
+    ast.GreaterEqual: ">=",
+}
+_SPATIAL = {
+    ast.GeometryIntersects: "ST_Intersects",
+    ast.GeometryDisjoint: "ST_Disjoint",
+    ast.GeometryContains: "ST_Contains",
+    ast.GeometryWithin: "ST_Within",
+    ast.GeometryTouches: "ST_Touches",
+    ast.GeometryCrosses: "ST_Crosses",
+    ast.GeometryOverlaps: "ST_Overlaps",
+    ast.GeometryEquals: "ST_Equals",
+}
+_FAMILY = {
+    "integer": "number",
+    "number": "number",
+    "text": "text",
+    "boolean": "boolean",
+    "date": "time",
+    "timestamp": "time",
+}
+_UNITS = {
+    "m": 1.0,
+    "meter": 1.0,
+    "meters": 1.0,
+    "metre": 1.0,
+    "metres": 1.0,
+    "km": 1000.0,
+    "kilometer": 1000.0,
+    "kilometers": 1000.0,
+    "kilometre": 1000.0,
+    "kilometres": 1000.0,
+    "ft": 0.3048,
+    "feet": 0.3048,
+    "mi": 1609.344,
+    "miles": 1609.344,
+    "nmi": 1852.0,
+    "nautical miles": 1852.0,
+}
 _TEXT_FUNCTIONS = {"lower": "lower", "accenti": "unaccent"}
 
 
@@ -282,10 +333,16 @@ class _Compiler:
             return "FALSE" if node.not_ else "TRUE"
         if type(node) in _COMPARISONS:
             return self.comparison(node)
-        handlers = ((ast.Like, self.like), (ast.In, self.in_), (ast.Between, self.between),
-                    (ast.IsNull, self.is_null), (ast.SpatialComparisonPredicate, self.spatial),
-                    (ast.BBox, self.bbox), (ast.DistanceWithin, self.dwithin),
-                    (ast.TemporalPredicate, self.temporal))
+        handlers = (
+            (ast.Like, self.like),
+            (ast.In, self.in_),
+            (ast.Between, self.between),
+            (ast.IsNull, self.is_null),
+            (ast.SpatialComparisonPredicate, self.spatial),
+            (ast.BBox, self.bbox),
+            (ast.DistanceWithin, self.dwithin),
+            (ast.TemporalPredicate, self.temporal),
+        )
         for cls, handler in handlers:
             if isinstance(node, cls):
                 return handler(node)
@@ -306,15 +363,14 @@ class _Compiler:
         if isinstance(node, ast.Attribute):
             if self.is_geometry(node):
                 raise self.fail("The geometry cannot be compared as a value")
-            return typed_column(self.layer,
-                                attribute_or_400(self.layer, node.name, self.parameter))
+            return typed_column(self.layer, attribute_or_400(self.layer, node.name, self.parameter))
         if isinstance(node, ast.Function):
             sql_name = _TEXT_FUNCTIONS.get(node.name)
             if sql_name is None or len(node.arguments) != 1:
                 raise self.fail(f"Unsupported function {node.name.upper()}")
             if self.type_of(node.arguments[0]) != "text":
                 raise self.fail(f"{node.name.upper()} applies to text only")
-            inner = self.operand(node.arguments[0], 'text')
+            inner = self.operand(node.arguments[0], "text")
             if sql_name == "lower":
                 # The ICU root collation lowercases every script (Đ → đ) even when the
                 # database's own locale is C.
@@ -355,8 +411,9 @@ class _Compiler:
             raise self.fail("A LIKE pattern cannot end with the escape character '\\'")
         # CQL2's wildcards (% and _) and escape (\) are PostgreSQL's own.
         negate = "NOT " if node.not_ else ""
-        return (f"({self.operand(node.lhs, 'text')} {negate}LIKE "
-                f"{self.operand(node.pattern, 'text')})")
+        return (
+            f"({self.operand(node.lhs, 'text')} {negate}LIKE {self.operand(node.pattern, 'text')})"
+        )
 
     def in_(self, node: ast.In) -> str:
         if not isinstance(node.sub_nodes, list):
@@ -371,21 +428,29 @@ class _Compiler:
         kind = self.common_type(node.lhs, node.low, node.high)
         if kind not in ("integer", "number", "date", "timestamp", "text"):
             raise self.fail("BETWEEN needs numbers, text, dates or timestamps")
-        return (f"({self.operand(node.lhs, kind)} {'NOT ' if node.not_ else ''}BETWEEN "
-                f"{self.operand(node.low, kind)} AND {self.operand(node.high, kind)})")
+        return (
+            f"({self.operand(node.lhs, kind)} {'NOT ' if node.not_ else ''}BETWEEN "
+            f"{self.operand(node.low, kind)} AND {self.operand(node.high, kind)})"
+        )
 
     def is_null(self, node: ast.IsNull) -> str:
         if not isinstance(node.lhs, ast.Attribute):
             raise self.fail("IS NULL applies to a property")
-        sql = self.geometry_column() if self.is_geometry(node.lhs) else column(
-            self.layer, attribute_or_400(self.layer, node.lhs.name, self.parameter).name)
+        sql = (
+            self.geometry_column()
+            if self.is_geometry(node.lhs)
+            else column(
+                self.layer, attribute_or_400(self.layer, node.lhs.name, self.parameter).name
+            )
+        )
         return f"({sql} IS {'NOT ' if node.not_ else ''}NULL)"
 
     # spatial
     def is_geometry(self, node: Any) -> bool:
         return isinstance(node, ast.Attribute) and (
             node.name == GEOMETRY_NAME
-            or (node.name == self.layer.geometry_column and self.layer.attribute(node.name) is None))
+            or (node.name == self.layer.geometry_column and self.layer.attribute(node.name) is None)
+        )
 
     def geometry_column(self) -> str:
         return column(self.layer, self.layer.geometry_column)
@@ -402,15 +467,19 @@ class _Compiler:
                 geom = shape(node.geometry)
             elif isinstance(node, values.Envelope):
                 geom = shape(node.geometry)
-            elif isinstance(node, ast.Function) and node.name == "bbox" and \
-                    len(node.arguments) in (4, 6) and all(
-                        _literal_type(a) in ("integer", "number") for a in node.arguments):
+            elif (
+                isinstance(node, ast.Function)
+                and node.name == "bbox"
+                and len(node.arguments) in (4, 6)
+                and all(_literal_type(a) in ("integer", "number") for a in node.arguments)
+            ):
                 a = [float(v) for v in node.arguments]
                 a = a if len(a) == 4 else [a[0], a[1], a[3], a[4]]
                 geom = box(min(a[0], a[2]), min(a[1], a[3]), max(a[0], a[2]), max(a[1], a[3]))
             else:
-                raise self.fail(f"Expected the geometry property or a geometry literal, not "
-                                f"{_describe(node)}")
+                raise self.fail(
+                    f"Expected the geometry property or a geometry literal, not {_describe(node)}"
+                )
         except InvalidParameter:
             raise
         except Exception as exc:
@@ -425,8 +494,10 @@ class _Compiler:
             if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
                 raise self.fail("Geometry coordinates must be finite numbers")
             if self.crs.geographic and not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
-                raise self.fail(f"Geometry coordinates are outside lon/lat range in axis order "
-                                f"of {self.crs.uri}")
+                raise self.fail(
+                    f"Geometry coordinates are outside lon/lat range in axis order "
+                    f"of {self.crs.uri}"
+                )
         if not geom.is_valid:
             raise self.fail(f"Invalid geometry literal: {explain_validity(geom)}")
         return geom
@@ -467,14 +538,18 @@ class _Compiler:
     def spatial(self, node: Any) -> str:
         function = _SPATIAL[type(node)]
         # Every relation except disjointness implies that the boxes overlap.
-        left, right, pre = self.spatial_operands(node.lhs, node.rhs,
-                                                 index=function != "ST_Disjoint")
+        left, right, pre = self.spatial_operands(
+            node.lhs, node.rhs, index=function != "ST_Disjoint"
+        )
         test = f"{function}({left}, {right})"
         return f"({pre} AND {test})" if pre else f"({test})"
 
     def bbox(self, node: ast.BBox) -> str:
-        box_crs = crsmod.parse_crs(node.crs, parameter=self.parameter,
-                                   storage_srid=self.layer.srid) if node.crs else self.crs
+        box_crs = (
+            crsmod.parse_crs(node.crs, parameter=self.parameter, storage_srid=self.layer.srid)
+            if node.crs
+            else self.crs
+        )
         saved, self.crs = self.crs, box_crs
         try:
             literal = ast.Function("bbox", [node.minx, node.miny, node.maxx, node.maxy])
@@ -484,8 +559,11 @@ class _Compiler:
 
     def dwithin(self, node: ast.DistanceWithin) -> str:
         distance = node.distance
-        if _literal_type(distance) not in ("integer", "number") or not math.isfinite(distance) \
-                or distance < 0:
+        if (
+            _literal_type(distance) not in ("integer", "number")
+            or not math.isfinite(distance)
+            or distance < 0
+        ):
             raise self.fail("S_DWITHIN needs a finite, non-negative distance")
         units = str(node.units.name if isinstance(node.units, ast.Attribute) else node.units)
         factor = _UNITS.get(units.lower())
@@ -495,10 +573,15 @@ class _Compiler:
         parts = [self.geography(n) for n in (node.lhs, node.rhs)]
         test = f"ST_DWithin({parts[0][0]}, {parts[1][0]}, {self.binds.add(metres, 'double precision')})"
         literal = parts[0][1] if parts[0][1] is not None else parts[1][1]
-        if literal is None or literal.is_empty or (parts[0][1] is not None and parts[1][1] is not None):
+        if (
+            literal is None
+            or literal.is_empty
+            or (parts[0][1] is not None and parts[1][1] is not None)
+        ):
             return f"({test})"
-        pre = self.prefilter(_grow(crsmod.to_lonlat_or_none(literal.bounds, self.crs.srid),
-                                   metres), 4326)
+        pre = self.prefilter(
+            _grow(crsmod.to_lonlat_or_none(literal.bounds, self.crs.srid), metres), 4326
+        )
         return f"({pre} AND {test})"
 
     def geography(self, node: Any) -> tuple[str, Any]:
@@ -545,6 +628,7 @@ def _temporal_sql(kind: type, prop: str, start: Any, end: Any, bind, fail) -> st
     Relations follow OWL-Time with the instant as a degenerate interval; only the bounds a
     relation uses are bound (an unused ``$n`` has no type PostgreSQL could infer).
     """
+
     def within(strict: bool) -> str:
         lo = f"{prop} {'>' if strict else '>='} {bind(start)}" if start is not None else "TRUE"
         hi = f"{prop} {'<' if strict else '<='} {bind(end)}" if end is not None else "TRUE"
@@ -562,8 +646,10 @@ def _temporal_sql(kind: type, prop: str, start: Any, end: Any, bind, fail) -> st
         return within(strict=False)
     if kind is ast.TimeDisjoint:
         return f"(NOT {within(strict=False)})"
-    raise fail(f"Unsupported temporal function {kind.__name__}: use T_AFTER, T_BEFORE, "
-               "T_DURING, T_EQUALS, T_INTERSECTS or T_DISJOINT")
+    raise fail(
+        f"Unsupported temporal function {kind.__name__}: use T_AFTER, T_BEFORE, "
+        "T_DURING, T_EQUALS, T_INTERSECTS or T_DISJOINT"
+    )
 
 
 def _grow(bounds: tuple[float, float, float, float] | None, metres: float):
@@ -574,12 +660,22 @@ def _grow(bounds: tuple[float, float, float, float] | None, metres: float):
     dlat = metres / 110_000.0
     lat = min(89.0, max(abs(y0), abs(y1)) + dlat)
     dlon = metres / (110_000.0 * math.cos(math.radians(lat)))
-    return (max(-180.0, x0 - dlon), max(-90.0, y0 - dlat), min(180.0, x1 + dlon),
-            min(90.0, y1 + dlat))
+    return (
+        max(-180.0, x0 - dlon),
+        max(-90.0, y0 - dlat),
+        min(180.0, x1 + dlon),
+        min(90.0, y1 + dlat),
+    )
 
 
-def compile_filter(tree: Any, layer: Layer, binds: Binds, filter_crs: crsmod.CRS = crsmod.CRS84,
-                   *, parameter: str = "filter") -> str:
+def compile_filter(
+    tree: Any,
+    layer: Layer,
+    binds: Binds,
+    filter_crs: crsmod.CRS = crsmod.CRS84,
+    *,
+    parameter: str = "filter",
+) -> str:
     """The SQL condition of a parsed filter for ``layer``; values go to ``binds``."""
     compiler = _Compiler(layer, binds, filter_crs, parameter)
     try:

@@ -40,8 +40,9 @@ class CRS:
 CRS84 = CRS(CRS84_URI, 4326, False, True, "WGS 84 (lon/lat, CRS84)")
 WGS84 = CRS(EPSG_URI.format(code=4326), 4326, True, True, "WGS 84 (lat/lon, EPSG:4326)")
 WEB_MERCATOR = CRS(EPSG_URI.format(code=3857), 3857, False, False, "WGS 84 / Pseudo-Mercator")
-VN2000_TM3_10545 = CRS(EPSG_URI.format(code=9210), 9210, False, False,
-                       "VN-2000 / TM-3 105°45' (EPSG:9210)")
+VN2000_TM3_10545 = CRS(
+    EPSG_URI.format(code=9210), 9210, False, False, "VN-2000 / TM-3 105°45' (EPSG:9210)"
+)
 
 # The CRSs every collection offers (Part 2 /req/crs/crs-uri), CRS84 first because it is the
 # default of Part 1 and of GeoJSON.
@@ -55,7 +56,9 @@ _EPSG_FORMS = (
 )
 _CRS84_FORMS = re.compile(
     r"^(https?://www\.opengis\.net/def/crs/OGC/1\.3/CRS84/?|\[?(OGC:)?CRS84\]?"
-    r"|urn:ogc:def:crs:OGC:1\.3:CRS84)$", re.IGNORECASE)
+    r"|urn:ogc:def:crs:OGC:1\.3:CRS84)$",
+    re.IGNORECASE,
+)
 
 
 @lru_cache(maxsize=64)
@@ -89,8 +92,9 @@ def collection_crs(storage_srid: int) -> list[CRS]:
     return offered
 
 
-def parse_crs(value: str | None, *, parameter: str, storage_srid: int | None = None,
-              default: CRS = CRS84) -> CRS:
+def parse_crs(
+    value: str | None, *, parameter: str, storage_srid: int | None = None, default: CRS = CRS84
+) -> CRS:
     """The CRS named by a URI (or ``EPSG:n``/``CRS84`` short forms); 400 when not offered."""
     if value is None or not value.strip():
         return default
@@ -108,8 +112,9 @@ def parse_crs(value: str | None, *, parameter: str, storage_srid: int | None = N
                 return crs_for_srid(code)
             break
     offered = ", ".join(c.uri for c in collection_crs(storage_srid or 4326))
-    raise InvalidParameter(f"Unsupported CRS '{value}' in '{parameter}': use one of {offered}.",
-                           parameter=parameter)
+    raise InvalidParameter(
+        f"Unsupported CRS '{value}' in '{parameter}': use one of {offered}.", parameter=parameter
+    )
 
 
 @dataclass(frozen=True)
@@ -137,34 +142,47 @@ def parse_bbox(text: str, crs: CRS, *, parameter: str = "bbox") -> list[BBox]:
     if len(parts) not in (4, 6):
         raise InvalidParameter(
             f"'{parameter}' needs 4 or 6 comma-separated numbers, not {len(parts)}.",
-            parameter=parameter)
+            parameter=parameter,
+        )
     try:
         numbers = [float(p) for p in parts]
     except ValueError:
-        raise InvalidParameter(f"'{parameter}' must contain numbers only: '{text}'.",
-                               parameter=parameter) from None
+        raise InvalidParameter(
+            f"'{parameter}' must contain numbers only: '{text}'.", parameter=parameter
+        ) from None
     if not all(math.isfinite(n) for n in numbers):
         raise InvalidParameter(f"'{parameter}' must contain finite numbers.", parameter=parameter)
-    a1, a2, b1, b2 = numbers if len(numbers) == 4 else (numbers[0], numbers[1], numbers[3],
-                                                        numbers[4])
+    a1, a2, b1, b2 = (
+        numbers if len(numbers) == 4 else (numbers[0], numbers[1], numbers[3], numbers[4])
+    )
     minx, miny, maxx, maxy = (a2, a1, b2, b1) if crs.lat_lon else (a1, a2, b1, b2)
     if miny > maxy:
         raise InvalidParameter(
             f"'{parameter}': the lower corner's {'latitude' if crs.geographic else 'northing'} "
-            "is above the upper corner's.", parameter=parameter)
+            "is above the upper corner's.",
+            parameter=parameter,
+        )
     if crs.geographic:
         if not (-90 <= miny <= 90 and -90 <= maxy <= 90):
-            raise InvalidParameter(f"'{parameter}': latitudes must lie within -90..90 "
-                                   f"(axis order of {crs.uri}).", parameter=parameter)
+            raise InvalidParameter(
+                f"'{parameter}': latitudes must lie within -90..90 (axis order of {crs.uri}).",
+                parameter=parameter,
+            )
         if not (-180 <= minx <= 180 and -180 <= maxx <= 180):
-            raise InvalidParameter(f"'{parameter}': longitudes must lie within -180..180 "
-                                   f"(axis order of {crs.uri}).", parameter=parameter)
+            raise InvalidParameter(
+                f"'{parameter}': longitudes must lie within -180..180 (axis order of {crs.uri}).",
+                parameter=parameter,
+            )
         if minx > maxx:  # spans the antimeridian (Part 1, 7.15.3): split in two
-            return [BBox(minx, miny, 180.0, maxy, crs.srid),
-                    BBox(-180.0, miny, maxx, maxy, crs.srid)]
+            return [
+                BBox(minx, miny, 180.0, maxy, crs.srid),
+                BBox(-180.0, miny, maxx, maxy, crs.srid),
+            ]
     elif minx > maxx:
-        raise InvalidParameter(f"'{parameter}': the lower corner's easting is right of the "
-                               "upper corner's.", parameter=parameter)
+        raise InvalidParameter(
+            f"'{parameter}': the lower corner's easting is right of the upper corner's.",
+            parameter=parameter,
+        )
     return [BBox(minx, miny, maxx, maxy, crs.srid)]
 
 
@@ -176,8 +194,9 @@ _WORLD = (-180.0, -90.0, 180.0, 90.0)
 # EPSG 'VN-2000 to WGS 84 (2)', the official shift (Decision 05/2007/QĐ-BTNMT), in the
 # position-vector form of TOWGS84. PROJ would otherwise pick 'VN-2000 to WGS 84 (1)', about
 # 0.8 m away in the city; migration 0006 makes PostGIS use these parameters too.
-VN2000_TOWGS84 = ("-191.90441429,-39.30318279,-111.45032835,"
-                  "0.00928836,-0.01975479,0.00427372,0.252906278")
+VN2000_TOWGS84 = (
+    "-191.90441429,-39.30318279,-111.45032835,0.00928836,-0.01975479,0.00427372,0.252906278"
+)
 VN2000_SRIDS = frozenset({*range(9205, 9219), 3405, 3406, 4756})
 
 
@@ -223,16 +242,21 @@ def safe_lonlat(srid: int) -> tuple[float, float, float, float]:
     if area is None:
         return _WORLD
     margin = 5.0  # data a little outside the official area of use is still served
-    return (max(-180.0, area.west - margin), max(-90.0, area.south - margin),
-            min(180.0, area.east + margin), min(90.0, area.north + margin))
+    return (
+        max(-180.0, area.west - margin),
+        max(-90.0, area.south - margin),
+        min(180.0, area.east + margin),
+        min(90.0, area.north + margin),
+    )
 
 
 def _finite(values: tuple[float, ...]) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
-def to_lonlat(bounds: tuple[float, float, float, float], srid: int
-              ) -> tuple[float, float, float, float]:
+def to_lonlat(
+    bounds: tuple[float, float, float, float], srid: int
+) -> tuple[float, float, float, float]:
     """Bounds in lon/lat (densified edges); ValueError when outside the CRS's domain."""
     if srid == 4326:
         return bounds
@@ -245,8 +269,9 @@ def to_lonlat(bounds: tuple[float, float, float, float], srid: int
     return out
 
 
-def to_lonlat_or_none(bounds: tuple[float, float, float, float], srid: int
-                      ) -> tuple[float, float, float, float] | None:
+def to_lonlat_or_none(
+    bounds: tuple[float, float, float, float], srid: int
+) -> tuple[float, float, float, float] | None:
     """Like :func:`to_lonlat`, None instead of an error."""
     try:
         return to_lonlat(bounds, srid)
@@ -254,8 +279,9 @@ def to_lonlat_or_none(bounds: tuple[float, float, float, float], srid: int
         return None
 
 
-def prefilter_bounds(bounds: tuple[float, float, float, float], src: int, dst: int
-                     ) -> tuple[float, float, float, float] | None:
+def prefilter_bounds(
+    bounds: tuple[float, float, float, float], src: int, dst: int
+) -> tuple[float, float, float, float] | None:
     """A box in ``dst`` that contains ``bounds`` (given in ``src``), padded, for ``&&``.
 
     None when nothing of the box lies where ``dst`` is meaningful. Only an index pre-filter:

@@ -26,8 +26,9 @@ def _unavailable(settings: DatabaseSettings, exc: Exception) -> DatabaseUnavaila
 def connect(settings: DatabaseSettings, database: str | None = None):
     """A psycopg2 connection, or DatabaseUnavailable with one clear sentence."""
     try:
-        return psycopg2.connect(settings.dsn(database), connect_timeout=5,
-                                application_name="ioc-cli")
+        return psycopg2.connect(
+            settings.dsn(database), connect_timeout=5, application_name="ioc-cli"
+        )
     except psycopg2.OperationalError as exc:
         raise _unavailable(settings, exc) from exc
 
@@ -44,8 +45,7 @@ def connection(settings: DatabaseSettings) -> Iterator:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
-        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads,
-                                  schema="pg_catalog")
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

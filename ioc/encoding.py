@@ -7,8 +7,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an ``Accept-Encoding`` header (RFC 9110 §12.5.3) takes gzip: listed, or ``*``,
     with a weight above 0 (``gzip;q=0`` refuses it)."""
     if ";" not in accept_encoding:  # the usual "gzip, deflate, br": no weights to read
-        return any(c.strip().lower() in ("gzip", "x-gzip", "*")
-                   for c in accept_encoding.split(","))
+        return any(c.strip().lower() in ("gzip", "x-gzip", "*") for c in accept_encoding.split(","))
     weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
         coding, _, params = item.partition(";")

@@ -94,8 +94,8 @@ def _moment(text: str) -> datetime | date:
         moment = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
         raise InvalidParameter(
-            f"'{text}' is not an RFC 3339 date-time or date in 'datetime'.",
-            parameter="datetime") from None
+            f"'{text}' is not an RFC 3339 date-time or date in 'datetime'.", parameter="datetime"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -110,8 +110,9 @@ def parse_datetime(text: str) -> tuple[datetime | date | None, datetime | date |
     start = None if start_text.strip() in ("", "..") else _moment(start_text)
     end = None if end_text.strip() in ("", "..") else _moment(end_text)
     if start is not None and end is not None and _as_utc(start) > _as_utc(end, end=True):
-        raise InvalidParameter("'datetime': the interval starts after it ends.",
-                               parameter="datetime")
+        raise InvalidParameter(
+            "'datetime': the interval starts after it ends.", parameter="datetime"
+        )
     return start, end
 
 
@@ -160,12 +161,12 @@ def _feature_sql(layer: Layer, q: ItemsQuery, fmt: str) -> str:
     """One output record as text: a GeoJSON feature, an RS-prefixed feature or a CSV line."""
     geom = _geometry_out(layer, q.crs)
     if fmt == "csv":
-        values = [column(layer, layer.id_column)] + [column(layer, n)
-                                                     for n in _property_names(layer, q)]
+        values = [column(layer, layer.id_column)] + [
+            column(layer, n) for n in _property_names(layer, q)
+        ]
         values.append(f"ST_AsText({geom}, {q.crs.precision + 2})")
         # RFC 4180: every non-null value quoted, quotes doubled; NULL is an empty field.
-        cells = [f"""COALESCE('"' || replace(({v})::text, '"', '""') || '"', '')"""
-                 for v in values]
+        cells = [f"""COALESCE('"' || replace(({v})::text, '"', '""') || '"', '')""" for v in values]
         return " || ',' || ".join(cells) + " || E'\\r\\n'"
     properties = "p" if _property_names(layer, q) else "'{}'::json"
     feature = (
@@ -197,8 +198,11 @@ def _where(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
     if q.filter is not None:
         conditions.append(cql2.compile_filter(q.filter, layer, binds, q.filter_crs))
     if q.address:
-        conditions.append(address_code_filter(layer, binds.add(layer.id, "text"),
-                                              binds.add(q.address, "text"), ALIAS))
+        conditions.append(
+            address_code_filter(
+                layer, binds.add(layer.id, "text"), binds.add(q.address, "text"), ALIAS
+            )
+        )
     return " AND ".join(conditions) or "TRUE"
 
 
@@ -218,21 +222,26 @@ def _bbox_sql(layer: Layer, bbox: BBox, binds: Binds) -> str:
     try:
         box = prefilter_bounds(bbox.values, bbox.srid, layer.srid)
     except ValueError as exc:
-        raise InvalidParameter(f"'bbox' lies outside the area of its CRS: {exc}.",
-                               parameter="bbox") from None
+        raise InvalidParameter(
+            f"'bbox' lies outside the area of its CRS: {exc}.", parameter="bbox"
+        ) from None
     if box is None:  # nothing of the box lies where the layer's CRS is meaningful
         return "FALSE"
-    return (f"({geom} && {envelope(box, layer.srid)} AND "
-            f"ST_Intersects(ST_Transform({geom}, {int(bbox.srid)}), "
-            f"{envelope(bbox.values, bbox.srid)}))")
+    return (
+        f"({geom} && {envelope(box, layer.srid)} AND "
+        f"ST_Intersects(ST_Transform({geom}, {int(bbox.srid)}), "
+        f"{envelope(bbox.values, bbox.srid)}))"
+    )
 
 
 def _interval_sql(layer: Layer, interval: tuple[Any, Any], binds: Binds) -> str:
     """``datetime`` on the layer's time attribute; intervals are closed (Part 1, 7.15.4)."""
     attribute = layer.attribute(layer.time_column) if layer.time_column else None
     if attribute is None or attribute.type not in ("date", "timestamp"):
-        raise InvalidParameter(f"Collection '{layer.id}' has no date or time attribute to "
-                               "filter with 'datetime'.", parameter="datetime")
+        raise InvalidParameter(
+            f"Collection '{layer.id}' has no date or time attribute to filter with 'datetime'.",
+            parameter="datetime",
+        )
     col = column(layer, attribute.name)
     start, end = interval
     cast = "date" if attribute.type == "date" else "timestamptz"
@@ -275,9 +284,11 @@ def items_sql(layer: Layer, q: ItemsQuery, fmt: str = "geojson") -> tuple[str, l
     Python), in a total order; ``limit + 1`` rows at most."""
     binds = Binds()
     where = _where(layer, q, binds)
-    sql = (f"SELECT convert_to({_feature_sql(layer, q, fmt)}, 'UTF8') "
-           f"FROM {layer.table_sql} {ALIAS}{_lateral_properties(layer, q)} WHERE {where} "
-           f"ORDER BY {_order(layer, q)}{_page_clause(q, binds)}")
+    sql = (
+        f"SELECT convert_to({_feature_sql(layer, q, fmt)}, 'UTF8') "
+        f"FROM {layer.table_sql} {ALIAS}{_lateral_properties(layer, q)} WHERE {where} "
+        f"ORDER BY {_order(layer, q)}{_page_clause(q, binds)}"
+    )
     return sql, binds.values
 
 
@@ -291,16 +302,19 @@ def count_sql(layer: Layer, q: ItemsQuery) -> tuple[str, list[Any]]:
 def feature_sql(layer: Layer, crs: CRS) -> str:
     """One feature by id (``$1``, typed by PostgreSQL from the id column)."""
     q = ItemsQuery(crs=crs)
-    return (f"SELECT convert_to({_feature_sql(layer, q, 'geojson')}, 'UTF8') "
-            f"FROM {layer.table_sql} {ALIAS}{_lateral_properties(layer, q)} "
-            f"WHERE {column(layer, layer.id_column)} = $1")
+    return (
+        f"SELECT convert_to({_feature_sql(layer, q, 'geojson')}, 'UTF8') "
+        f"FROM {layer.table_sql} {ALIAS}{_lateral_properties(layer, q)} "
+        f"WHERE {column(layer, layer.id_column)} = $1"
+    )
 
 
 def csv_header(layer: Layer, q: ItemsQuery) -> bytes:
     """The CSV header line (names from the catalog, CSV-quoted by Python's csv module)."""
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerow(
-        [layer.id_column, *_property_names(layer, q), "geometry"])
+        [layer.id_column, *_property_names(layer, q), "geometry"]
+    )
     return out.getvalue().encode()
 
 
@@ -315,8 +329,9 @@ def _db_error(exc: Exception, q: ItemsQuery | None = None) -> Exception:
     if isinstance(exc, asyncpg.DataError | asyncpg.UndefinedFunctionError):
         return InvalidParameter(f"The database rejected a value: {exc}.", parameter=parameter)
     if isinstance(exc, asyncpg.InternalServerError) and "transform" in str(exc):
-        return InvalidParameter(f"The features cannot be transformed to the requested CRS: "
-                                f"{exc}.", parameter="crs")
+        return InvalidParameter(
+            f"The features cannot be transformed to the requested CRS: {exc}.", parameter="crs"
+        )
     return exc
 
 
@@ -331,8 +346,9 @@ def _registry_count(layer: Layer, q: ItemsQuery) -> int | None:
     return layer.feature_count
 
 
-async def stream_items(pool, layer: Layer, q: ItemsQuery, fmt: str = "geojson"
-                       ) -> tuple[Page, AsyncIterator[bytes]]:
+async def stream_items(
+    pool, layer: Layer, q: ItemsQuery, fmt: str = "geojson"
+) -> tuple[Page, AsyncIterator[bytes]]:
     """Run a page (or, with ``limit=None``, an export) and return its counters and its bytes.
 
     The iterator is already started: errors in the SQL (bad values, timeouts) surface here,
@@ -364,13 +380,21 @@ def _take(rows: list[Any], q: ItemsQuery, page: Page) -> list[bytes]:
     """The rows that belong to the page; the (limit + 1)th only says a next page exists."""
     if q.limit is not None and page.returned + len(rows) > q.limit:
         page.has_next = True
-        rows = rows[:q.limit - page.returned]
+        rows = rows[: q.limit - page.returned]
     page.returned += len(rows)
     return [row[0] for row in rows]
 
 
-async def _fetched(pool, layer: Layer, q: ItemsQuery, sql: str, args: list[Any], page: Page,
-                   header: bytes, sep: bytes) -> AsyncIterator[bytes]:
+async def _fetched(
+    pool,
+    layer: Layer,
+    q: ItemsQuery,
+    sql: str,
+    args: list[Any],
+    page: Page,
+    header: bytes,
+    sep: bytes,
+) -> AsyncIterator[bytes]:
     """A small page: one round trip (plus a count), the connection back in the pool at once."""
     try:
         async with pool.acquire() as conn:
@@ -388,8 +412,16 @@ def _count(layer: Layer, q: ItemsQuery) -> list[Any]:
     return [sql, *args]
 
 
-async def _cursor(pool, layer: Layer, q: ItemsQuery, sql: str, args: list[Any], page: Page,
-                  header: bytes, sep: bytes) -> AsyncIterator[bytes]:
+async def _cursor(
+    pool,
+    layer: Layer,
+    q: ItemsQuery,
+    sql: str,
+    args: list[Any],
+    page: Page,
+    header: bytes,
+    sep: bytes,
+) -> AsyncIterator[bytes]:
     """A big page or an export through a server-side cursor: CURSOR_BATCH features per round
     trip, and never more than that in Python memory."""
     async with pool.acquire() as conn:
@@ -444,8 +476,9 @@ def _typed_id(feature_id: str, type_name: str) -> Any:
 async def get_feature(pool, layer: Layer, feature_id: str, crs: CRS = CRS84) -> bytes:
     """One feature as GeoJSON bytes; FeatureNotFound when there is no such id."""
     sql = feature_sql(layer, crs)
-    missing = FeatureNotFound(f"Collection '{layer.id}' has no feature '{feature_id}'.",
-                              parameter="featureId")
+    missing = FeatureNotFound(
+        f"Collection '{layer.id}' has no feature '{feature_id}'.", parameter="featureId"
+    )
     try:
         async with pool.acquire() as conn:
             key = (layer.id, layer.version)
@@ -469,6 +502,6 @@ def etag(layer: Layer, representation: str, params: list[tuple[str, str]]) -> st
     normalised = "&".join(f"{k}={v}" for k, v in sorted(params))
     digest = hashlib.sha256(
         f"{layer.id}\x00{layer.version}\x00{layer.last_update}\x00{representation}\x00"
-        f"{normalised}".encode()).hexdigest()[:32]
+        f"{normalised}".encode()
+    ).hexdigest()[:32]
     return f'"{digest}"'
-

@@ -39,8 +39,8 @@ from ioc.addresses import (
 from ioc.errors import InvalidParameter
 
 EXACT, FUZZY, PREFIX = 1.0, 0.75, 0.6
-NEAR_WEIGHT = 0.1          # a result 0 m away gains 0.1, one 1 km away 0.05
-DISTRICT_BONUS = 0.05      # a 2019 ward whose district is also named in the query
+NEAR_WEIGHT = 0.1  # a result 0 m away gains 0.1, one 1 km away 0.05
+DISTRICT_BONUS = 0.05  # a 2019 ward whose district is also named in the query
 MIN_SCORE = 0.2
 FALLBACK_SIMILARITY = 0.5  # trigram similarity of the whole query to a name
 MAX_QUERY_CHARS = 300
@@ -50,16 +50,29 @@ _SEGMENTS = re.compile(r"[,;|\n]+")
 _D = str.maketrans({"đ": "d", "Đ": "D", "ð": "d", "Ð": "D"})
 
 # Words that never identify a place here, removed before matching (longest first).
-STOP_PHRASES = tuple(tuple(p.split()) for p in (
-    "thanh pho ho chi minh", "tp ho chi minh", "ho chi minh", "tp hcm", "tphcm", "hcm",
-    "viet nam", "vietnam"))
+STOP_PHRASES = tuple(
+    tuple(p.split())
+    for p in (
+        "thanh pho ho chi minh",
+        "tp ho chi minh",
+        "ho chi minh",
+        "tp hcm",
+        "tphcm",
+        "hcm",
+        "viet nam",
+        "vietnam",
+    )
+)
 # Unit words: kept (a numbered ward is "phuong 8") but not counted as words to explain.
-ADMIN_WORDS = tuple(tuple(p.split()) for p in (
-    "thi tran", "dac khu", "so nha", "phuong", "p", "xa", "x", "tt", "duong", "d"))
+ADMIN_WORDS = tuple(
+    tuple(p.split())
+    for p in ("thi tran", "dac khu", "so nha", "phuong", "p", "xa", "x", "tt", "duong", "d")
+)
 # A district word makes the following words of its segment (at most 3) optional: districts no
 # longer exist since July 2025 and only help to tell apart numbered 2019 wards.
-DISTRICT_WORDS = tuple(tuple(p.split()) for p in (
-    "thanh pho", "thi xa", "quan", "huyen", "q", "tp", "tx"))
+DISTRICT_WORDS = tuple(
+    tuple(p.split()) for p in ("thanh pho", "thi xa", "quan", "huyen", "q", "tp", "tx")
+)
 # Sub-ward units with a number ("tổ 5", "khu phố 3", "ấp 2") are not in the registry.
 SUBUNIT_WORDS = tuple(tuple(p.split()) for p in ("khu pho", "kp", "to", "ap"))
 
@@ -85,8 +98,8 @@ def ward_tokens(name: str) -> tuple[str, ...]:
     """Words of a ward name; numbered wards keep their unit word ('Phường 8' → phuong 8)."""
     tokens = fold(name).split()
     for prefix in (("phuong",), ("xa",), ("thi", "tran"), ("dac", "khu"), ("ward",)):
-        if tuple(tokens[:len(prefix)]) == prefix and len(tokens) > len(prefix):
-            rest = tokens[len(prefix):]
+        if tuple(tokens[: len(prefix)]) == prefix and len(tokens) > len(prefix):
+            rest = tokens[len(prefix) :]
             return ("phuong", *rest) if rest[0].isdigit() else tuple(rest)
     return ("phuong", *tokens) if tokens and tokens[0].isdigit() else tuple(tokens)
 
@@ -94,8 +107,8 @@ def ward_tokens(name: str) -> tuple[str, ...]:
 def district_tokens(name: str | None) -> tuple[str, ...]:
     tokens = fold(name or "").split()
     for prefix in (("quan",), ("huyen",), ("thanh", "pho"), ("district",)):
-        if tuple(tokens[:len(prefix)]) == prefix:
-            return tuple(tokens[len(prefix):])
+        if tuple(tokens[: len(prefix)]) == prefix:
+            return tuple(tokens[len(prefix) :])
     return tuple(t for t in tokens if t != "district")
 
 
@@ -120,7 +133,7 @@ class Query:
 
 def _starts(tokens: list[str], i: int, phrases: Iterable[tuple[str, ...]]) -> int:
     for phrase in phrases:
-        if tuple(tokens[i:i + len(phrase)]) == phrase:
+        if tuple(tokens[i : i + len(phrase)]) == phrase:
             return len(phrase)
     return 0
 
@@ -131,8 +144,10 @@ def parse_query(text: str) -> Query:
     if not text:
         raise InvalidParameter("Thiếu từ khoá tìm kiếm / the search text is empty.", parameter="q")
     if len(text) > MAX_QUERY_CHARS:
-        raise InvalidParameter(f"Từ khoá quá dài / the search text is longer than "
-                               f"{MAX_QUERY_CHARS} characters.", parameter="q")
+        raise InvalidParameter(
+            f"Từ khoá quá dài / the search text is longer than {MAX_QUERY_CHARS} characters.",
+            parameter="q",
+        )
     tokens: list[str] = []
     segment: list[int] = []
     for k, part in enumerate(_SEGMENTS.split(text)):
@@ -151,7 +166,7 @@ def parse_query(text: str) -> Query:
     start = _starts(tokens, 0, (("so", "nha"), ("so",)))
     if len(tokens) > start + 1 and _HOUSE.match(tokens[start]):
         house = tokens[start]
-        del tokens[:start + 1], segment[:start + 1], required[:start + 1]
+        del tokens[: start + 1], segment[: start + 1], required[: start + 1]
     i = 0
     while i < len(tokens):
         n = _starts(tokens, i, SUBUNIT_WORDS)
@@ -174,8 +189,10 @@ def parse_query(text: str) -> Query:
             required[k] = False
         i += max(n, 1)
     if not tokens and house is None:
-        raise InvalidParameter("Từ khoá không chứa tên đường hay phường / the search text names "
-                               "no street or ward.", parameter="q")
+        raise InvalidParameter(
+            "Từ khoá không chứa tên đường hay phường / the search text names no street or ward.",
+            parameter="q",
+        )
     return Query(text, tokens, segment, required, house)
 
 
@@ -186,8 +203,8 @@ def parse_query(text: str) -> Query:
 class Name:
     """A street or ward of the registry's vocabulary."""
 
-    kind: str            # street | ward | ward_2019
-    key: str             # street_key or ward code
+    kind: str  # street | ward | ward_2019
+    key: str  # street_key or ward code
     label: str
     tokens: tuple[str, ...]
     district: tuple[str, ...]
@@ -195,7 +212,7 @@ class Name:
 
 
 def _deletions(word: str) -> set[str]:
-    return {word[:i] + word[i + 1:] for i in range(len(word))}
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
 def _one_edit(a: str, b: str) -> bool:
@@ -204,10 +221,14 @@ def _one_edit(a: str, b: str) -> bool:
         return False
     if len(a) == len(b):
         diff = [i for i in range(len(a)) if a[i] != b[i]]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
     short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
 
 
 def token_sim(name_token: str, query_token: str, last: bool) -> float:
@@ -218,8 +239,11 @@ def token_sim(name_token: str, query_token: str, last: bool) -> float:
         return 0.0
     if last and len(query_token) >= 2 and name_token.startswith(query_token):
         return PREFIX
-    if min(len(name_token), len(query_token)) >= 3 and max(len(name_token), len(query_token)) >= 4 \
-            and _one_edit(name_token, query_token):
+    if (
+        min(len(name_token), len(query_token)) >= 3
+        and max(len(name_token), len(query_token)) >= 4
+        and _one_edit(name_token, query_token)
+    ):
         return FUZZY
     return 0.0
 
@@ -231,7 +255,7 @@ class Span:
     name: Name
     start: int
     end: int
-    quality: float       # mean similarity over the whole name (1 = exact and complete)
+    quality: float  # mean similarity over the whole name (1 = exact and complete)
     contribution: float  # query words it explains (similarity-weighted, required words only)
 
 
@@ -265,8 +289,16 @@ class Vocabulary:
         for r in rows:
             tokens = street_tokens(r["name"]) if r["kind"] == "street" else ward_tokens(r["name"])
             if tokens:
-                names.append(Name(r["kind"], r["key"], r["label"], tokens,
-                                  district_tokens(r["district"]), r["n"]))
+                names.append(
+                    Name(
+                        r["kind"],
+                        r["key"],
+                        r["label"],
+                        tokens,
+                        district_tokens(r["district"]),
+                        r["n"],
+                    )
+                )
         return cls(names)
 
     def near_single(self, word: str, last: bool) -> list[str]:
@@ -284,7 +316,7 @@ class Vocabulary:
             found |= {c for c in candidates if token_sim(c, word, False) == FUZZY}
         if last and len(word) >= 3:
             k = bisect.bisect_left(self.sorted_single, word)
-            for cand in self.sorted_single[k:k + 50]:
+            for cand in self.sorted_single[k : k + 50]:
                 if not cand.startswith(word):
                     break
                 found.add(cand)
@@ -326,8 +358,11 @@ class Vocabulary:
             # ...or, next to a word the vocabulary does not know (a typo) or the unfinished last
             # word, every name with the known word.
             if word in self.index and any(
-                    0 <= k <= last and segment[k] == segment[i]
-                    and (words[k] not in self.index or k == last) for k in (i - 1, i + 1)):
+                0 <= k <= last
+                and segment[k] == segment[i]
+                and (words[k] not in self.index or k == last)
+                for k in (i - 1, i + 1)
+            ):
                 for name_idx, j in self.index[word]:
                     grow(name_idx, i, j)
             for name_idx in self.single.get(word, ()):
@@ -385,7 +420,7 @@ class Interpretation:
     street: Span | None
     ward: Span | None
     house: str | None
-    names_part: float    # explained words from names (and the district bonus)
+    names_part: float  # explained words from names (and the district bonus)
     score: float
     tag: int = 0
     rank_key: tuple = field(default=(), repr=False)
@@ -400,8 +435,9 @@ def _district_named(q: Query, span: Span) -> bool:
         return False
     words = q.tokens
     for i in range(len(words) - len(district) + 1):
-        if (i >= span.end or i + len(district) <= span.start) \
-                and tuple(words[i:i + len(district)]) == district:
+        if (i >= span.end or i + len(district) <= span.start) and tuple(
+            words[i : i + len(district)]
+        ) == district:
             return True
     return False
 
@@ -410,10 +446,13 @@ def interpret(q: Query, spans: list[Span], limit: int) -> list[Interpretation]:
     """The best interpretations of a query, best first: the ``limit`` best (street, ward)
     readings, each twice when the query has a house number (with it, then without it, so that
     a house number absent from the registry still leaves the street's other houses)."""
+
     def top(kinds: tuple[str, ...]) -> list[Span]:
         found = [s for s in spans if s.name.kind in kinds]
-        found.sort(key=lambda s: (s.contribution, s.quality, _KIND_PRIORITY.get(s.name.kind, 0),
-                                  s.name.n), reverse=True)
+        found.sort(
+            key=lambda s: (s.contribution, s.quality, _KIND_PRIORITY.get(s.name.kind, 0), s.name.n),
+            reverse=True,
+        )
         return found[:5]
 
     weight = max(q.weight, 1)
@@ -433,22 +472,28 @@ def interpret(q: Query, spans: list[Span], limit: int) -> list[Interpretation]:
             priority = _KIND_PRIORITY.get(ward.name.kind, 0) if ward else 0
             popularity = sum(s.name.n for s in (street, ward) if s)
             fields = sum(x is not None for x in (street, ward))
-            combos.append(((round(names, 6), fields, quality, priority, popularity),
-                           street, ward, names))
+            combos.append(
+                ((round(names, 6), fields, quality, priority, popularity), street, ward, names)
+            )
     combos.sort(key=lambda c: c[0], reverse=True)
     out = []
     for rank, street, ward, names in combos[:limit]:
-        for house in ([q.house, None] if q.house else [None]):
-            item = Interpretation(street, ward, house, names,
-                                  (names + (1 if house else 0)) / weight)
+        for house in [q.house, None] if q.house else [None]:
+            item = Interpretation(
+                street, ward, house, names, (names + (1 if house else 0)) / weight
+            )
             item.rank_key = (round(item.score, 6), *rank)
             out.append(item)
     out.sort(key=lambda it: it.rank_key, reverse=True)
     return out
 
 
-_FILTERS = {"w": "{t}.ward_code = p.w", "w19": "{t}.ward_code_2019 = p.w19",
-            "s": "{t}.street_key = p.s", "h": "{t}.house_key = p.h"}
+_FILTERS = {
+    "w": "{t}.ward_code = p.w",
+    "w19": "{t}.ward_code_2019 = p.w19",
+    "s": "{t}.street_key = p.s",
+    "h": "{t}.house_key = p.h",
+}
 _BITS = {"w": 8, "w19": 4, "s": 2, "h": 1}
 NEAR_CANDIDATES = 1000
 VALID = "({t}.valid_to IS NULL OR {t}.valid_to >= current_date)"
@@ -472,9 +517,12 @@ def _index_order(fields: list[str]) -> str:
 
 def _probe_fields(it: Interpretation) -> dict[str, str | None]:
     ward = it.ward.name if it.ward else None
-    return {"w": ward.key if ward and ward.kind == "ward" else None,
-            "w19": ward.key if ward and ward.kind == "ward_2019" else None,
-            "s": it.street.name.key if it.street else None, "h": it.house}
+    return {
+        "w": ward.key if ward and ward.kind == "ward" else None,
+        "w19": ward.key if ward and ward.kind == "ward_2019" else None,
+        "s": it.street.name.key if it.street else None,
+        "h": it.house,
+    }
 
 
 def probes_sql(shapes: Iterable[int], *, near: bool, bbox: bool) -> str:
@@ -492,24 +540,39 @@ def probes_sql(shapes: Iterable[int], *, near: bool, bbox: bool) -> str:
     for shape in sorted(set(shapes)):
         fields = _shape_fields(shape)
         where = [_FILTERS[f] for f in fields]
-        index_part = " AND ".join([w.format(t="a") for w in where] + [VALID.format(t="a")]
-                                  + ([f"a.geom && {box}"] if bbox else []))
-        part = (f"(SELECT a.code FROM ioc.addresses a WHERE {index_part}"
-                f" ORDER BY {_index_order(fields)} LIMIT $7)")
+        index_part = " AND ".join(
+            [w.format(t="a") for w in where]
+            + [VALID.format(t="a")]
+            + ([f"a.geom && {box}"] if bbox else [])
+        )
+        part = (
+            f"(SELECT a.code FROM ioc.addresses a WHERE {index_part}"
+            f" ORDER BY {_index_order(fields)} LIMIT $7)"
+        )
         if near:
-            near_part = " AND ".join([w.format(t="n") for w in where]
-                                     + ([f"n.geom && {box}"] if bbox else []))
-            part = (f"(SELECT n.code FROM near_set n WHERE {near_part} ORDER BY n.d, n.code"
-                    f" LIMIT $7) UNION {part}")
+            near_part = " AND ".join(
+                [w.format(t="n") for w in where] + ([f"n.geom && {box}"] if bbox else [])
+            )
+            part = (
+                f"(SELECT n.code FROM near_set n WHERE {near_part} ORDER BY n.d, n.code"
+                f" LIMIT $7) UNION {part}"
+            )
         # The shape number is a constant of this module, never user input.
-        branches.append(f"SELECT p.tag, x.code FROM probes p CROSS JOIN LATERAL ({part}) x"
-                        f" WHERE p.shape = {int(shape)}")
+        branches.append(
+            f"SELECT p.tag, x.code FROM probes p CROSS JOIN LATERAL ({part}) x"
+            f" WHERE p.shape = {int(shape)}"
+        )
     near_cte = (
-        " near_set AS MATERIALIZED (SELECT a.code, a.ward_code, a.ward_code_2019, a.street_key,"
-        " a.house_key, a.geom, a.geom <-> ST_SetSRID(ST_MakePoint($8, $9), 4326) AS d"
-        f" FROM ioc.addresses a WHERE {VALID.format(t='a')}"
-        " ORDER BY a.geom <-> ST_SetSRID(ST_MakePoint($8, $9), 4326)"
-        f" LIMIT {NEAR_CANDIDATES}),") if near else ""
+        (
+            " near_set AS MATERIALIZED (SELECT a.code, a.ward_code, a.ward_code_2019, a.street_key,"
+            " a.house_key, a.geom, a.geom <-> ST_SetSRID(ST_MakePoint($8, $9), 4326) AS d"
+            f" FROM ioc.addresses a WHERE {VALID.format(t='a')}"
+            " ORDER BY a.geom <-> ST_SetSRID(ST_MakePoint($8, $9), 4326)"
+            f" LIMIT {NEAR_CANDIDATES}),"
+        )
+        if near
+        else ""
+    )
     return (
         "WITH probes AS (SELECT * FROM unnest($1::int[], $2::int[], $3::text[], $4::text[],"
         " $5::text[], $6::text[]) AS p(tag, shape, w, w19, s, h)),"
@@ -519,9 +582,13 @@ def probes_sql(shapes: Iterable[int], *, near: bool, bbox: bool) -> str:
     )
 
 
-async def fetch_probes(conn, probes: list[Interpretation], per_probe: int,
-                       bbox: tuple[float, float, float, float] | None = None,
-                       near: tuple[float, float] | None = None) -> list[Any]:
+async def fetch_probes(
+    conn,
+    probes: list[Interpretation],
+    per_probe: int,
+    bbox: tuple[float, float, float, float] | None = None,
+    near: tuple[float, float] | None = None,
+) -> list[Any]:
     """Rows answering each probe (``tag``): up to ``per_probe`` in index order, and with
     ``near`` up to as many among the addresses nearest to it."""
     if not probes:
@@ -548,7 +615,9 @@ async def vocabulary(conn) -> Vocabulary:
     """The vocabulary of this database, reloaded when the registry version changed."""
     row = await conn.fetchrow(
         "SELECT current_database() AS db, (SELECT (value ->> 'version')::int FROM ioc.meta"
-        " WHERE key = $1) AS version", META_KEY)
+        " WHERE key = $1) AS version",
+        META_KEY,
+    )
     version = row["version"] or 0
     cached = _CACHE.get(row["db"])
     if cached and cached[0] == version:
@@ -566,7 +635,10 @@ async def _fallback_spans(conn, vocab: Vocabulary, q: Query) -> list[Span]:
     rows = await conn.fetch(
         "SELECT kind, key, similarity(search_text, $1) AS s FROM ioc.address_names"
         " WHERE search_text % $1 AND similarity(search_text, $1) >= $2"
-        " ORDER BY s DESC, n DESC LIMIT 5", text, FALLBACK_SIMILARITY)
+        " ORDER BY s DESC, n DESC LIMIT 5",
+        text,
+        FALLBACK_SIMILARITY,
+    )
     spans = []
     for r in rows:
         name = vocab.by_key.get((r["kind"], r["key"]))
@@ -597,8 +669,9 @@ def _distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
     return 6_371_008.8 * math.hypot(dx, dy)
 
 
-def _hits(q: Query, interps: list[Interpretation], rows: list[Any],
-          near: tuple[float, float] | None) -> list[Hit]:
+def _hits(
+    q: Query, interps: list[Interpretation], rows: list[Any], near: tuple[float, float] | None
+) -> list[Hit]:
     by_tag = {it.tag: it for it in interps}
     best: dict[str, tuple[tuple, Hit]] = {}
     weight = max(q.weight, 1)
@@ -609,10 +682,12 @@ def _hits(q: Query, interps: list[Interpretation], rows: list[Any],
         level = "address" if house_hit else ("street" if it.street else "ward")
         distance = _distance_m(near, (row["lon"], row["lat"])) if near else None
         boost = NEAR_WEIGHT / (1 + distance / 1000) if distance is not None else 0.0
-        matched = {"street": it.street.name.label if it.street else None,
-                   "ward": it.ward.name.label if it.ward else None,
-                   "ward_kind": it.ward.name.kind if it.ward else None,
-                   "house_number": house_hit}
+        matched = {
+            "street": it.street.name.label if it.street else None,
+            "ward": it.ward.name.label if it.ward else None,
+            "ward_kind": it.ward.name.kind if it.ward else None,
+            "house_number": house_hit,
+        }
         hit = Hit(row, round(score, 3), level, matched, distance)
         key = (score + boost, -interps.index(it), -(distance or 0.0))
         if row["code"] not in best or best[row["code"]][0] < key:
@@ -622,9 +697,14 @@ def _hits(q: Query, interps: list[Interpretation], rows: list[Any],
     return [hit for _, hit in ranked]
 
 
-async def search_addresses(conn, text: str, *, near: tuple[float, float] | None = None,
-                           bbox: tuple[float, float, float, float] | None = None,
-                           limit: int = 10) -> list[Hit]:
+async def search_addresses(
+    conn,
+    text: str,
+    *,
+    near: tuple[float, float] | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    limit: int = 10,
+) -> list[Hit]:
     """Addresses best matching a free text, best first (``near`` biases, ``bbox`` filters)."""
     q = parse_query(text)
     vocab = await vocabulary(conn)
@@ -649,8 +729,19 @@ def hit_feature(hit: Hit, base_url: str = "") -> dict[str, Any]:
 # --- batch geocoding -----------------------------------------------------------------------
 
 ADDRESS_HEADERS = ("address", "dia_chi", "diachi")
-GEOCODE_FIELDS = ("id", "address", "code", "lon", "lat", "ward_code", "ward_name",
-                  "ward_code_2019", "matched_address", "score", "match_level")
+GEOCODE_FIELDS = (
+    "id",
+    "address",
+    "code",
+    "lon",
+    "lat",
+    "ward_code",
+    "ward_name",
+    "ward_code_2019",
+    "matched_address",
+    "score",
+    "match_level",
+)
 
 
 def max_upload_bytes(max_rows: int) -> int:
@@ -661,45 +752,57 @@ def max_upload_bytes(max_rows: int) -> int:
 def read_geocode_csv(data: bytes, max_rows: int) -> list[tuple[str, str]]:
     """(id, address) rows of an uploaded CSV: an ``address`` column, an optional ``id``."""
     if len(data) > max_upload_bytes(max_rows):
-        raise TooManyRows(f"Tệp lớn hơn {max_upload_bytes(max_rows) // 1024:,} kB / the CSV is "
-                          f"larger than {max_upload_bytes(max_rows) // 1024:,} kB: split it.",
-                          parameter="file")
+        raise TooManyRows(
+            f"Tệp lớn hơn {max_upload_bytes(max_rows) // 1024:,} kB / the CSV is "
+            f"larger than {max_upload_bytes(max_rows) // 1024:,} kB: split it.",
+            parameter="file",
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidParameter("Tệp CSV phải mã hoá UTF-8 / the CSV must be UTF-8.",
-                               parameter="file") from None
+        raise InvalidParameter(
+            "Tệp CSV phải mã hoá UTF-8 / the CSV must be UTF-8.", parameter="file"
+        ) from None
     reader = csv.reader(io.StringIO(text))
     header = [fold(h).replace(" ", "_") for h in next(reader, [])]
     column = next((header.index(h) for h in ADDRESS_HEADERS if h in header), None)
     if column is None:
-        raise InvalidParameter("Tệp CSV cần cột 'address' / the CSV needs an 'address' column.",
-                               parameter="file")
+        raise InvalidParameter(
+            "Tệp CSV cần cột 'address' / the CSV needs an 'address' column.", parameter="file"
+        )
     id_column = header.index("id") if "id" in header else None
     rows = []
     for n, record in enumerate(reader, start=1):
         if not any(cell.strip() for cell in record):
             continue
         if len(rows) >= max_rows:
-            raise TooManyRows(f"Tệp có hơn {max_rows:,} dòng / the CSV has more than {max_rows:,} "
-                              "rows: split it into smaller files.", parameter="file")
+            raise TooManyRows(
+                f"Tệp có hơn {max_rows:,} dòng / the CSV has more than {max_rows:,} "
+                "rows: split it into smaller files.",
+                parameter="file",
+            )
         address = record[column].strip() if column < len(record) else ""
-        ident = record[id_column].strip() if id_column is not None and id_column < len(record) \
+        ident = (
+            record[id_column].strip()
+            if id_column is not None and id_column < len(record)
             else str(n)
+        )
         rows.append((ident, address))
     if not rows:
-        raise InvalidParameter("Tệp CSV không có dòng dữ liệu / the CSV has no rows.",
-                               parameter="file")
+        raise InvalidParameter(
+            "Tệp CSV không có dòng dữ liệu / the CSV has no rows.", parameter="file"
+        )
     return rows
 
 
-async def geocode_rows(conn, rows: Sequence[tuple[str, str]],
-                       chunk: int = 2000) -> list[dict[str, Any]]:
+async def geocode_rows(
+    conn, rows: Sequence[tuple[str, str]], chunk: int = 2000
+) -> list[dict[str, Any]]:
     """The best address for each (id, text): code, lon/lat, wards, score; empty when none."""
     vocab = await vocabulary(conn)
     out: list[dict[str, Any]] = []
     for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
+        part = rows[start : start + chunk]
         queries: list[Query | None] = []
         probes: list[Interpretation] = []
         owner: dict[int, int] = {}
@@ -732,11 +835,19 @@ def _geocode_record(ident: str, text: str, hit: Hit | None) -> dict[str, Any]:
     record.update({"id": ident, "address": text, "score": 0.0, "match_level": "none"})
     if hit is not None:
         props = address_properties(hit.row)
-        record.update({
-            "code": hit.row["code"], "lon": round(hit.row["lon"], 7),
-            "lat": round(hit.row["lat"], 7), "ward_code": hit.row["ward_code"],
-            "ward_name": hit.row["ward_label"], "ward_code_2019": hit.row["ward_code_2019"],
-            "matched_address": props["address"], "score": hit.score, "match_level": hit.level})
+        record.update(
+            {
+                "code": hit.row["code"],
+                "lon": round(hit.row["lon"], 7),
+                "lat": round(hit.row["lat"], 7),
+                "ward_code": hit.row["ward_code"],
+                "ward_name": hit.row["ward_label"],
+                "ward_code_2019": hit.row["ward_code_2019"],
+                "matched_address": props["address"],
+                "score": hit.score,
+                "match_level": hit.level,
+            }
+        )
     return record
 
 

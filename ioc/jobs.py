@@ -58,19 +58,30 @@ def _uuid(job_id: str) -> uuid.UUID:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") \
-        if value else None
+    return (
+        value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        if value
+        else None
+    )
 
 
 def job_doc(row: Any) -> dict[str, Any]:
     """A job as the API shows it (the owner's view)."""
     return {
-        "id": str(row["id"]), "status": row["status"], "phase": row["phase"],
-        "progress": round(float(row["progress"]), 3), "format": row["format"],
-        "rows_expected": row["rows_expected"], "rows_written": row["rows_written"],
-        "truncated": row["truncated"], "bytes": row["bytes"], "error": row["error"],
-        "created_at": _iso(row["created_at"]), "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]), "expires_at": _iso(row["expires_at"]),
+        "id": str(row["id"]),
+        "status": row["status"],
+        "phase": row["phase"],
+        "progress": round(float(row["progress"]), 3),
+        "format": row["format"],
+        "rows_expected": row["rows_expected"],
+        "rows_written": row["rows_written"],
+        "truncated": row["truncated"],
+        "bytes": row["bytes"],
+        "error": row["error"],
+        "created_at": _iso(row["created_at"]),
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "expires_at": _iso(row["expires_at"]),
         "query": row["query"],
     }
 
@@ -81,26 +92,42 @@ VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING *
 """
 
 
-async def submit(pool, catalog: Catalog, principal: Principal, doc: QueryDoc,
-                 settings: QuerySettings) -> dict[str, Any]:
+async def submit(
+    pool, catalog: Catalog, principal: Principal, doc: QueryDoc, settings: QuerySettings
+) -> dict[str, Any]:
     """Queue a query for its caller; it is checked now, so a bad one never becomes a job."""
     owner = owner_of(principal)
     plan_query(doc, catalog, principal, settings, job=True)
-    active = await pool.fetchval("SELECT count(*) FROM ioc.query_jobs WHERE owner_key_id = $1"
-                                 " AND status IN ('queued', 'running')", owner)
+    active = await pool.fetchval(
+        "SELECT count(*) FROM ioc.query_jobs WHERE owner_key_id = $1"
+        " AND status IN ('queued', 'running')",
+        owner,
+    )
     if active >= settings.jobs_per_owner:
-        raise Conflict(f"You already have {active} queued or running jobs (at most "
-                       f"{settings.jobs_per_owner}); wait for one to finish or cancel one.")
+        raise Conflict(
+            f"You already have {active} queued or running jobs (at most "
+            f"{settings.jobs_per_owner}); wait for one to finish or cancel one."
+        )
     document = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
-    row = await pool.fetchrow(INSERT_SQL, owner, principal.label, principal.role,
-                              principal.department, document, doc.format)
+    row = await pool.fetchrow(
+        INSERT_SQL,
+        owner,
+        principal.label,
+        principal.role,
+        principal.department,
+        document,
+        doc.format,
+    )
     return job_doc(row)
 
 
 async def get_job(pool, principal: Principal, job_id: str) -> dict[str, Any]:
     """A job of the caller's (404 for anyone else's)."""
-    row = await pool.fetchrow("SELECT * FROM ioc.query_jobs WHERE id = $1 AND owner_key_id = $2",
-                              _uuid(job_id), owner_of(principal))
+    row = await pool.fetchrow(
+        "SELECT * FROM ioc.query_jobs WHERE id = $1 AND owner_key_id = $2",
+        _uuid(job_id),
+        owner_of(principal),
+    )
     if row is None:
         raise JobNotFound(f"There is no job '{job_id}'.", parameter="jobId")
     return job_doc(row)
@@ -108,8 +135,11 @@ async def get_job(pool, principal: Principal, job_id: str) -> dict[str, Any]:
 
 async def list_jobs(pool, principal: Principal, limit: int = 50) -> list[dict[str, Any]]:
     """The caller's jobs, newest first."""
-    rows = await pool.fetch("SELECT * FROM ioc.query_jobs WHERE owner_key_id = $1"
-                            " ORDER BY created_at DESC LIMIT $2", owner_of(principal), limit)
+    rows = await pool.fetch(
+        "SELECT * FROM ioc.query_jobs WHERE owner_key_id = $1 ORDER BY created_at DESC LIMIT $2",
+        owner_of(principal),
+        limit,
+    )
     return [job_doc(row) for row in rows]
 
 
@@ -117,14 +147,20 @@ async def result_file(pool, principal: Principal, job_id: str) -> tuple[Path, st
     """(path, media type, file name) of a finished job's answer; 409 while it is not ready."""
     job = await get_job(pool, principal, job_id)
     if job["status"] != "succeeded":
-        raise Conflict(f"Job '{job_id}' is {job['status']}: its result is not available.",
-                       parameter="jobId")
-    path = await pool.fetchval("SELECT result_path FROM ioc.query_jobs WHERE id = $1",
-                               _uuid(job_id))
+        raise Conflict(
+            f"Job '{job_id}' is {job['status']}: its result is not available.", parameter="jobId"
+        )
+    path = await pool.fetchval(
+        "SELECT result_path FROM ioc.query_jobs WHERE id = $1", _uuid(job_id)
+    )
     if not path or not Path(path).exists():
         raise JobNotFound(f"The result of job '{job_id}' has expired.", parameter="jobId")
     source = job["query"].get("source", "query")
-    return Path(path), MEDIA_TYPES[job["format"]], f"{source}-{job_id[:8]}.{EXTENSIONS[job['format']]}"
+    return (
+        Path(path),
+        MEDIA_TYPES[job["format"]],
+        f"{source}-{job_id[:8]}.{EXTENSIONS[job['format']]}",
+    )
 
 
 async def cancel(pool, principal: Principal, job_id: str, keep_hours: float) -> dict[str, Any]:
@@ -133,7 +169,10 @@ async def cancel(pool, principal: Principal, job_id: str, keep_hours: float) -> 
     row = await pool.fetchrow(
         "UPDATE ioc.query_jobs SET status = 'cancelled', phase = 'done', finished_at = now(),"
         " expires_at = now() + make_interval(secs => $2) WHERE id = $1"
-        " AND status IN ('queued', 'running') RETURNING *", _uuid(job_id), keep_hours * 3600)
+        " AND status IN ('queued', 'running') RETURNING *",
+        _uuid(job_id),
+        keep_hours * 3600,
+    )
     if row is None:
         return await get_job(pool, principal, job_id)
     return job_doc(row)
@@ -153,8 +192,14 @@ RETURNING *
 class JobRunner:
     """Runs query jobs and the query service's housekeeping in an API process."""
 
-    def __init__(self, pool, settings: QuerySettings, *,
-                 get_catalog: Callable[[], Catalog], housekeeping_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        pool,
+        settings: QuerySettings,
+        *,
+        get_catalog: Callable[[], Catalog],
+        housekeeping_s: float = 15.0,
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.get_catalog = get_catalog
@@ -183,7 +228,8 @@ class JobRunner:
                 await self.pool.execute(
                     "UPDATE ioc.query_jobs SET status = 'queued', phase = 'queued', progress = 0,"
                     " worker = NULL WHERE id = ANY($1) AND status = 'running'",
-                    list(self._running))
+                    list(self._running),
+                )
 
     def wake(self) -> None:
         """Look for work now (a job was just submitted in this process)."""
@@ -209,7 +255,9 @@ class JobRunner:
         await self.pool.execute(
             "UPDATE ioc.query_jobs SET status = 'queued', phase = 'queued', progress = 0,"
             " worker = NULL WHERE status = 'running' AND heartbeat_at < now() - make_interval("
-            "secs => $1)", float(HEARTBEAT_STALE_S))
+            "secs => $1)",
+            float(HEARTBEAT_STALE_S),
+        )
 
     async def _tick(self) -> None:
         for job_id, task in list(self._running.items()):
@@ -218,7 +266,9 @@ class JobRunner:
         if self._running:
             cancelled = await self.pool.fetch(
                 "UPDATE ioc.query_jobs SET heartbeat_at = now() WHERE id = ANY($1)"
-                " RETURNING id, status", list(self._running))
+                " RETURNING id, status",
+                list(self._running),
+            )
             for row in cancelled:
                 if row["status"] == "cancelled":
                     self._running[row["id"]].cancel()
@@ -227,13 +277,15 @@ class JobRunner:
             if row is None:
                 break
             self._running[row["id"]] = asyncio.create_task(self._run(row))
-        if (self._chores is None or self._chores.done()) and \
-                time.monotonic() - self._last_chores >= self.housekeeping_s:
+        if (
+            self._chores is None or self._chores.done()
+        ) and time.monotonic() - self._last_chores >= self.housekeeping_s:
             self._last_chores = time.monotonic()
             self._chores = asyncio.create_task(self.housekeeping())
 
-    async def _progress(self, job_id: uuid.UUID, phase: str, rows: int,
-                        expected: int | None) -> None:
+    async def _progress(
+        self, job_id: uuid.UUID, phase: str, rows: int, expected: int | None
+    ) -> None:
         if phase == "querying":
             share = 0.1
         else:  # writing: rows against the planner's estimate (unknown: halfway)
@@ -241,7 +293,12 @@ class JobRunner:
         await self.pool.execute(
             "UPDATE ioc.query_jobs SET phase = $2, rows_written = $3, rows_expected = $4,"
             " progress = $5, heartbeat_at = now() WHERE id = $1 AND status = 'running'",
-            job_id, phase, rows, expected, share)
+            job_id,
+            phase,
+            rows,
+            expected,
+            share,
+        )
 
     async def _run(self, row: Any) -> None:
         job_id = row["id"]
@@ -260,41 +317,57 @@ class JobRunner:
         try:
             principal = await self._owner(row)
             doc = parse_query(row["query"])
-            plan, timeout_ms = plan_query(doc, self.get_catalog(), principal, self.settings,
-                                          job=True)
+            plan, timeout_ms = plan_query(
+                doc, self.get_catalog(), principal, self.settings, job=True
+            )
             await want_membership(self.pool, plan, self.settings)
-            outcome = await write_query(self.pool, plan, self.settings, timeout_ms, fmt,
-                                        partial, progress)
+            outcome = await write_query(
+                self.pool, plan, self.settings, timeout_ms, fmt, partial, progress
+            )
             partial.replace(final)
             await self.pool.execute(
                 "UPDATE ioc.query_jobs SET status = 'succeeded', phase = 'done', progress = 1,"
                 " rows_written = $2, truncated = $3, bytes = $4, result_path = $5,"
                 " finished_at = now(), expires_at = now() + make_interval(secs => $6)"
                 " WHERE id = $1 AND status = 'running'",
-                job_id, outcome.returned, outcome.truncated, final.stat().st_size, str(final),
-                keep)
+                job_id,
+                outcome.returned,
+                outcome.truncated,
+                final.stat().st_size,
+                str(final),
+                keep,
+            )
         except asyncio.CancelledError:
             partial.unlink(missing_ok=True)
             raise
         except Exception as exc:
             partial.unlink(missing_ok=True)
-            message = exc.message if isinstance(exc, IocError) else "An unexpected error " \
-                "occurred; it has been logged."
+            message = (
+                exc.message
+                if isinstance(exc, IocError)
+                else "An unexpected error occurred; it has been logged."
+            )
             if not isinstance(exc, IocError):
                 log.exception("query job failed", extra={"job": str(job_id)})
             await self.pool.execute(
                 "UPDATE ioc.query_jobs SET status = 'failed', phase = 'done', error = $2,"
                 " finished_at = now(), expires_at = now() + make_interval(secs => $3)"
-                " WHERE id = $1 AND status = 'running'", job_id, message, keep)
+                " WHERE id = $1 AND status = 'running'",
+                job_id,
+                message,
+                keep,
+            )
 
     async def _owner(self, row: Any) -> Principal:
         """The job's owner, as long as the key is still active."""
         active = await self.pool.fetchval(
-            "SELECT revoked_at IS NULL FROM ioc.api_keys WHERE id = $1", row["owner_key_id"])
+            "SELECT revoked_at IS NULL FROM ioc.api_keys WHERE id = $1", row["owner_key_id"]
+        )
         if not active:
             raise NotAuthenticated("The API key that submitted this job has been revoked.")
-        return Principal(role=row["owner_role"], department=row["owner_department"],
-                         key_id=row["owner_key_id"])
+        return Principal(
+            role=row["owner_role"], department=row["owner_department"], key_id=row["owner_key_id"]
+        )
 
     async def housekeeping(self) -> None:
         """Due saved queries, unit-membership caches, expired results."""
@@ -303,9 +376,12 @@ class JobRunner:
         try:
             # Refreshed layers have new versions: the app's catalog watcher reloads them.
             await derived.refresh_due(self.pool, self.get_catalog(), self.settings)
-            await units.maintain(self.pool, self.get_catalog(),
-                                 max_age_s=self.settings.membership_max_age_s,
-                                 timeout_ms=int(self.settings.membership_timeout_s * 1000))
+            await units.maintain(
+                self.pool,
+                self.get_catalog(),
+                max_age_s=self.settings.membership_max_age_s,
+                timeout_ms=int(self.settings.membership_timeout_s * 1000),
+            )
             await self.prune()
         except asyncio.CancelledError:
             raise
@@ -314,8 +390,9 @@ class JobRunner:
 
     async def prune(self) -> int:
         """Delete expired jobs and their files."""
-        rows = await self.pool.fetch("DELETE FROM ioc.query_jobs WHERE expires_at < now()"
-                                     " RETURNING result_path")
+        rows = await self.pool.fetch(
+            "DELETE FROM ioc.query_jobs WHERE expires_at < now() RETURNING result_path"
+        )
         for row in rows:
             if row["result_path"]:
                 Path(row["result_path"]).unlink(missing_ok=True)

@@ -42,7 +42,9 @@ def create_key(conn, role: str, department: str | None = None, label: str = "") 
     if role not in KEY_ROLES:
         raise InvalidParameter(f"Unknown role '{role}': use one of {', '.join(KEY_ROLES)}.")
     if role == "publisher" and not department:
-        raise InvalidParameter("A publisher key needs --department (the department it publishes for).")
+        raise InvalidParameter(
+            "A publisher key needs --department (the department it publishes for)."
+        )
     if role != "publisher" and department:
         raise InvalidParameter("Only publisher keys are bound to a department.")
     key = KEY_PREFIX + secrets.token_urlsafe(32)

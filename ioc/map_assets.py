@@ -60,8 +60,11 @@ def asset_url(name: str, base_url: str = "") -> str:
 
 def missing_vendor_files(vendor_dir: Path = NODE_MODULES) -> list[str]:
     """Vendor files that are not installed (empty when `npm ci` has run)."""
-    return [f"{package}/{path}" for package, path in VENDOR.values()
-            if not (vendor_dir / package / path).is_file()]
+    return [
+        f"{package}/{path}"
+        for package, path in VENDOR.values()
+        if not (vendor_dir / package / path).is_file()
+    ]
 
 
 class VendorFiles(StaticFiles):
@@ -77,8 +80,9 @@ class VendorFiles(StaticFiles):
             return "", None
         return super().lookup_path(path)
 
-    def file_response(self, full_path: Any, stat_result: Any, scope: Scope,
-                      status_code: int = 200) -> Any:
+    def file_response(
+        self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200
+    ) -> Any:
         response = super().file_response(full_path, stat_result, scope, status_code)
         # Pinned by package-lock.json: a day of caching, then revalidation by ETag.
         response.headers.setdefault("Cache-Control", "public, max-age=86400")
@@ -91,11 +95,12 @@ def static_files(vendor_dir: Path | None = None) -> Router:
         from ioc.maps import MapsSettings
 
         vendor_dir = MapsSettings().vendor_dir
-    return Router(routes=[
-        Mount("/vendor", app=VendorFiles(directory=vendor_dir,
-                                         packages=vendor_packages())),
-        Mount("/maps", app=StaticFiles(directory=MAP_JS_DIR)),
-    ])
+    return Router(
+        routes=[
+            Mount("/vendor", app=VendorFiles(directory=vendor_dir, packages=vendor_packages())),
+            Mount("/maps", app=StaticFiles(directory=MAP_JS_DIR)),
+        ]
+    )
 
 
 _URL_ATTR = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url\(\s*["']?([^)"']+)""", re.I)
@@ -174,8 +179,10 @@ class Map(folium.Map):
     def __init__(self, *args: Any, base_url: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.default_js = [("leaflet", asset_url("leaflet_js", base_url))]
-        self.default_css = [("leaflet_css", asset_url("leaflet_css", base_url)),
-                            ("ioc_maps_css", asset_url("ioc_maps_css", base_url))]
+        self.default_css = [
+            ("leaflet_css", asset_url("leaflet_css", base_url)),
+            ("ioc_maps_css", asset_url("ioc_maps_css", base_url)),
+        ]
 
 
 class LayerControl(folium.LayerControl):

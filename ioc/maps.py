@@ -57,7 +57,9 @@ DEFAULT_RAMP = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
 # scheme, wildcard subdomain, port and path (CSP Level 3, "source-expression").
 _CSP_SOURCE = re.compile(
     r"^(?:'self'|'none'|[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[a-z0-9-]+"
-    r"(?:\.[a-z0-9-]+)*(?::(?:\d{1,5}|\*))?(?:/[^\s;,'\"]*)?)$", re.I)
+    r"(?:\.[a-z0-9-]+)*(?::(?:\d{1,5}|\*))?(?:/[^\s;,'\"]*)?)$",
+    re.I,
+)
 
 
 class MapsSettings(BaseSettings):
@@ -68,12 +70,16 @@ class MapsSettings(BaseSettings):
     frame_ancestors: str = Field(
         default="'self'",
         description="CSP frame-ancestors sources allowed to embed map pages in an iframe, "
-                    "space-separated (e.g. \"'self' https://portal.hochiminhcity.gov.vn\").")
+        "space-separated (e.g. \"'self' https://portal.hochiminhcity.gov.vn\").",
+    )
     views_dir: Path = Field(default=VIEWS_DIR, description="Folder of the view YAML files.")
-    vendor_dir: Path = Field(default=PROJECT_ROOT / "node_modules",
-                             description="npm packages served under /static/vendor.")
-    session_hours: int = Field(default=12, ge=1, le=24 * 30,
-                               description="Lifetime of the operator map-session cookie.")
+    vendor_dir: Path = Field(
+        default=PROJECT_ROOT / "node_modules",
+        description="npm packages served under /static/vendor.",
+    )
+    session_hours: int = Field(
+        default=12, ge=1, le=24 * 30, description="Lifetime of the operator map-session cookie."
+    )
 
     @field_validator("frame_ancestors")
     @classmethod
@@ -153,12 +159,20 @@ class ViewLayer(_Model):
     live: bool = Field(default=False, description="Re-fetched every `refresh` seconds.")
     refresh: Seconds | None = Field(default=None, description="Overrides the view's period.")
     limit: int = Field(default=2000, ge=1, le=10_000, description="Features per GeoJSON request.")
-    max_features: int = Field(default=10_000, ge=1, le=100_000,
-                              description="Pages of `limit` are followed up to this many features.")
+    max_features: int = Field(
+        default=10_000,
+        ge=1,
+        le=100_000,
+        description="Pages of `limit` are followed up to this many features.",
+    )
     query: dict[str, str | int | float] = Field(
-        default_factory=dict, description="Extra query parameters of the items request.")
-    property: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,62}$",
-                                 description="Choropleth value, or heat-map weight.")
+        default_factory=dict, description="Extra query parameters of the items request."
+    )
+    property: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="Choropleth value, or heat-map weight.",
+    )
     breaks: list[float] | None = Field(default=None, min_length=1)
     colors: list[Colour] | None = Field(default=None, min_length=2)
     legend_title: Localized | None = None
@@ -259,15 +273,28 @@ def preview_view(layer: Layer) -> MapView:
         west, south, east, north = layer.extent
         centre = ((south + north) / 2, (west + east) / 2)
     return MapView(
-        id=("preview-" + layer.id)[:41], title=Localized(vi=layer.title_vi, en=layer.title_en),
-        description=Localized(vi=layer.description_vi or layer.title_vi,
-                              en=layer.description_en or layer.title_en),
-        audience="public" if layer.access == "public" else "internal", layout="preview",
-        theme="light", center=centre, zoom=11, min_zoom=0, max_zoom=20,
-        basemap=Basemap(background="#eef0f2", layers=[
-            BasemapLayer(layer="water_areas"), BasemapLayer(layer="roads"),
-            BasemapLayer(layer="wards")]),
-        layers=[ViewLayer(layer=layer.id)], fit_extent=True,
+        id=("preview-" + layer.id)[:41],
+        title=Localized(vi=layer.title_vi, en=layer.title_en),
+        description=Localized(
+            vi=layer.description_vi or layer.title_vi, en=layer.description_en or layer.title_en
+        ),
+        audience="public" if layer.access == "public" else "internal",
+        layout="preview",
+        theme="light",
+        center=centre,
+        zoom=11,
+        min_zoom=0,
+        max_zoom=20,
+        basemap=Basemap(
+            background="#eef0f2",
+            layers=[
+                BasemapLayer(layer="water_areas"),
+                BasemapLayer(layer="roads"),
+                BasemapLayer(layer="wards"),
+            ],
+        ),
+        layers=[ViewLayer(layer=layer.id)],
+        fit_extent=True,
     )
 
 
@@ -326,8 +353,10 @@ def plan_view(view: MapView, catalog: Catalog, principal: Principal) -> ViewPlan
             continue
         basemap.append((spec_b, layer))
     if dropped:
-        log.debug("map view layers dropped", extra={"view": view.id, "layers": dropped,
-                                                   "principal": principal.label})
+        log.debug(
+            "map view layers dropped",
+            extra={"view": view.id, "layers": dropped, "principal": principal.label},
+        )
     return ViewPlan(view, planned, basemap, dropped)
 
 
@@ -349,10 +378,14 @@ STRINGS: dict[str, dict[Lang, str]] = {
     "many": {"vi": "Nhiều", "en": "Many"},
     "no_data": {"vi": "Không có số liệu", "en": "No data"},
     "features": {"vi": "đối tượng", "en": "features"},
-    "click_hint": {"vi": "Chạm vào bản đồ để xem thông tin tại chỗ.",
-                   "en": "Tap the map to see what is there."},
-    "attribution": {"vi": "Dữ liệu: các sở, ngành TP.HCM qua ioc",
-                    "en": "Data: HCMC departments via ioc"},
+    "click_hint": {
+        "vi": "Chạm vào bản đồ để xem thông tin tại chỗ.",
+        "en": "Tap the map to see what is there.",
+    },
+    "attribution": {
+        "vi": "Dữ liệu: các sở, ngành TP.HCM qua ioc",
+        "en": "Data: HCMC departments via ioc",
+    },
     "maps": {"vi": "Bản đồ", "en": "Maps"},
     "close": {"vi": "Đóng", "en": "Close"},
     "flood_risk": {"vi": "Vùng nguy cơ ngập", "en": "Flood risk zone"},
@@ -378,8 +411,10 @@ BASEMAP_STYLE: dict[str, dict[str, dict[str, Any]]] = {
         "point": {"color": "#9aa5b1", "radius": 2, "opacity": 0.8},
     },
 }
-WATER_STYLE = {"dark": {"color": "#16365a", "fill": "#10304f"},
-               "light": {"color": "#8fc1d6", "fill": "#b5d9e8"}}
+WATER_STYLE = {
+    "dark": {"color": "#16365a", "fill": "#10304f"},
+    "light": {"color": "#8fc1d6", "fill": "#b5d9e8"},
+}
 
 
 def _t(key: str, lang: Lang) -> str:
@@ -393,12 +428,18 @@ def _title(layer: Layer, spec: ViewLayer | None, lang: Lang) -> str:
 
 
 def _style(layer: Layer, override: StyleOverride | None) -> dict[str, Any]:
-    style = {k: v for k, v in layer.style.items() if k in
-             ("color", "fill", "opacity", "width", "radius", "by")}
+    style = {
+        k: v
+        for k, v in layer.style.items()
+        if k in ("color", "fill", "opacity", "width", "radius", "by")
+    }
     legend = layer.style.get("legend") or []
     if style.get("by"):
-        style["categories"] = {category_key(entry["value"]): entry["color"]
-                               for entry in legend if entry.get("value") is not None}
+        style["categories"] = {
+            category_key(entry["value"]): entry["color"]
+            for entry in legend
+            if entry.get("value") is not None
+        }
     style.setdefault("color", "#3388ff")
     if override is not None:
         style.update(override.model_dump(exclude_none=True, exclude={"layer"}))
@@ -423,15 +464,22 @@ def _basemap_style(spec: BasemapLayer, layer: Layer, theme: str) -> dict[str, An
 
 
 def _attributes(layer: Layer, lang: Lang) -> list[dict[str, Any]]:
-    return [{"name": a.name, "label": a.label_vi if lang == "vi" else a.label_en, "unit": a.unit}
-            for a in layer.attributes[:16]]
+    return [
+        {"name": a.name, "label": a.label_vi if lang == "vi" else a.label_en, "unit": a.unit}
+        for a in layer.attributes[:16]
+    ]
 
 
 def _legend_entries(layer: Layer, style: dict[str, Any], lang: Lang) -> list[dict[str, str]]:
-    entries = [{"label": (e.get("label") or {}).get(lang) or str(e.get("value", "")),
-                "color": e["color"]} for e in layer.style.get("legend") or [] if e.get("color")]
+    entries = [
+        {"label": (e.get("label") or {}).get(lang) or str(e.get("value", "")), "color": e["color"]}
+        for e in layer.style.get("legend") or []
+        if e.get("color")
+    ]
     if not entries:
-        entries = [{"label": _title(layer, None, lang), "color": style.get("fill") or style["color"]}]
+        entries = [
+            {"label": _title(layer, None, lang), "color": style.get("fill") or style["color"]}
+        ]
     elif len(entries) == 1 and style.get("color") and not style.get("by"):
         entries[0]["color"] = style.get("fill") or style["color"]
     return entries
@@ -448,8 +496,9 @@ def _tiles_url(base: str, ids: Iterable[str]) -> str:
     return f"{base}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.pbf"
 
 
-def layer_config(item: PlannedLayer, view: MapView, lang: Lang, base: str,
-                 refresh: int | None = None) -> dict[str, Any]:
+def layer_config(
+    item: PlannedLayer, view: MapView, lang: Lang, base: str, refresh: int | None = None
+) -> dict[str, Any]:
     """What the page script needs to draw one layer (all of it from the public API).
 
     ``refresh`` overrides the period of the view's live layers (e.g. a faster wall screen).
@@ -461,10 +510,15 @@ def layer_config(item: PlannedLayer, view: MapView, lang: Lang, base: str,
     else:
         period = 0
     config: dict[str, Any] = {
-        "id": layer.id, "kind": item.kind, "title": _title(layer, spec, lang),
-        "geometry": geometry_family(layer), "style": style,
-        "attributes": _attributes(layer, lang), "refresh": period,
-        "minZoom": layer.zoom_min, "maxZoom": layer.zoom_max,
+        "id": layer.id,
+        "kind": item.kind,
+        "title": _title(layer, spec, lang),
+        "geometry": geometry_family(layer),
+        "style": style,
+        "attributes": _attributes(layer, lang),
+        "refresh": period,
+        "minZoom": layer.zoom_min,
+        "maxZoom": layer.zoom_max,
     }
     if item.kind == "tiles":
         config["url"] = _tiles_url(base, [layer.id])
@@ -474,13 +528,20 @@ def layer_config(item: PlannedLayer, view: MapView, lang: Lang, base: str,
         config["max"] = spec.max_features
     if item.kind == "choropleth":
         attribute = layer.attribute(spec.property or "")
-        config.update(property=spec.property, breaks=spec.breaks,
-                      outline="#8da2c0" if view.theme == "dark" else "#1b1f24",
-                      colors=list(spec.colors or DEFAULT_RAMP),
-                      legendTitle=(spec.legend_title.get(lang) if spec.legend_title else
-                                   (attribute.label_vi if lang == "vi" else attribute.label_en)
-                                   if attribute else spec.property),
-                      unit=attribute.unit if attribute else None)
+        config.update(
+            property=spec.property,
+            breaks=spec.breaks,
+            outline="#8da2c0" if view.theme == "dark" else "#1b1f24",
+            colors=list(spec.colors or DEFAULT_RAMP),
+            legendTitle=(
+                spec.legend_title.get(lang)
+                if spec.legend_title
+                else (attribute.label_vi if lang == "vi" else attribute.label_en)
+                if attribute
+                else spec.property
+            ),
+            unit=attribute.unit if attribute else None,
+        )
     if item.kind == "heatmap":
         config["property"] = spec.property
     return config
@@ -497,11 +558,24 @@ class IocLayer(JSCSSMixin, FoliumLayer):
         {% endmacro %}
         """
     )
-    FACTORIES = {"features": "features", "tiles": "tiles", "heatmap": "heatmap",
-                 "choropleth": "choropleth", "basemap": "tiles"}
+    FACTORIES = {
+        "features": "features",
+        "tiles": "tiles",
+        "heatmap": "heatmap",
+        "choropleth": "choropleth",
+        "basemap": "tiles",
+    }
 
-    def __init__(self, kind: str, config: dict[str, Any], *, name: str, show: bool = True,
-                 control: bool = True, base_url: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        config: dict[str, Any],
+        *,
+        name: str,
+        show: bool = True,
+        control: bool = True,
+        base_url: str = "",
+    ) -> None:
         # Leaflet's layer control puts a layer's name in the page as innerHTML: the name of a
         # layer is a catalog title (written by a department), so it is handed over as HTML text.
         super().__init__(name=str(escape(name)), overlay=True, control=control, show=show)
@@ -531,15 +605,22 @@ class IocPage(JSCSSMixin):
         self.default_css = []
 
 
-def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool,
-              refresh: int | None = None) -> map_assets.Map:
+def build_map(
+    plan: ViewPlan, *, lang: Lang, base: str, embed: bool, refresh: int | None = None
+) -> map_assets.Map:
     """The Folium map of a plan: basemap, layers, layer switcher, page behaviour."""
     view = plan.view
     fmap = map_assets.Map(
-        location=list(view.center), zoom_start=view.zoom, tiles=None, min_zoom=view.min_zoom,
-        max_zoom=view.max_zoom, control_scale=not embed, prefer_canvas=False,
+        location=list(view.center),
+        zoom_start=view.zoom,
+        tiles=None,
+        min_zoom=view.min_zoom,
+        max_zoom=view.max_zoom,
+        control_scale=not embed,
+        prefer_canvas=False,
         zoom_control="topleft" if view.layout != "wall" else "bottomright",
-        position="absolute", base_url=base,
+        position="absolute",
+        base_url=base,
         attribution_control=True,
     )
     # Page behaviour first: panes exist and the view is fitted before any layer loads.
@@ -550,31 +631,55 @@ def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool,
         if plan.layers[0].kind == "tiles":
             # Tiles are empty below the layer's zoom range: do not open on an empty map.
             fit_min_zoom = plan.layers[0].layer.zoom_min
-    IocPage({
-        "lang": lang, "base": base, "layout": view.layout, "embed": embed,
-        "background": view.basemap.background if view.basemap else None,
-        "clock": view.clock and not embed, "search": view.search and not embed,
-        "whatsHere": view.whats_here, "fitBounds": extent, "fitMinZoom": fit_min_zoom,
-        "strings": {key: _t(key, lang) for key in STRINGS},
-    }, base_url=base).add_to(fmap)
+    IocPage(
+        {
+            "lang": lang,
+            "base": base,
+            "layout": view.layout,
+            "embed": embed,
+            "background": view.basemap.background if view.basemap else None,
+            "clock": view.clock and not embed,
+            "search": view.search and not embed,
+            "whatsHere": view.whats_here,
+            "fitBounds": extent,
+            "fitMinZoom": fit_min_zoom,
+            "strings": {key: _t(key, lang) for key in STRINGS},
+        },
+        base_url=base,
+    ).add_to(fmap)
     if plan.basemap:
-        sublayers = [{"id": layer.id, "geometry": geometry_family(layer),
-                      "style": _basemap_style(spec, layer, view.theme)}
-                     for spec, layer in plan.basemap]
-        config = {"id": "basemap", "kind": "basemap", "title": _t("basemap", lang),
-                  "url": _tiles_url(base, [layer.id for _, layer in plan.basemap]),
-                  "layers": sublayers, "interactive": False, "refresh": 0, "pane": "ioc-base",
-                  # Leaflet's attribution control sets innerHTML too.
-                  "attribution": str(escape(_t("attribution", lang)))}
-        IocLayer("basemap", config, name=_t("basemap", lang), base_url=base,
-                 control=view.layer_control).add_to(fmap)
+        sublayers = [
+            {
+                "id": layer.id,
+                "geometry": geometry_family(layer),
+                "style": _basemap_style(spec, layer, view.theme),
+            }
+            for spec, layer in plan.basemap
+        ]
+        config = {
+            "id": "basemap",
+            "kind": "basemap",
+            "title": _t("basemap", lang),
+            "url": _tiles_url(base, [layer.id for _, layer in plan.basemap]),
+            "layers": sublayers,
+            "interactive": False,
+            "refresh": 0,
+            "pane": "ioc-base",
+            # Leaflet's attribution control sets innerHTML too.
+            "attribution": str(escape(_t("attribution", lang))),
+        }
+        IocLayer(
+            "basemap", config, name=_t("basemap", lang), base_url=base, control=view.layer_control
+        ).add_to(fmap)
     for item in plan.layers:
         config = layer_config(item, view, lang, base, refresh)
-        IocLayer(item.kind, config, name=config["title"], show=item.spec.show,
-                 base_url=base).add_to(fmap)
+        IocLayer(
+            item.kind, config, name=config["title"], show=item.spec.show, base_url=base
+        ).add_to(fmap)
     if view.layer_control and (plan.layers or plan.basemap):
-        map_assets.LayerControl(collapsed=view.layout != "wall" or embed,
-                                position="topright").add_to(fmap)
+        map_assets.LayerControl(
+            collapsed=view.layout != "wall" or embed, position="topright"
+        ).add_to(fmap)
     return fmap
 
 
@@ -590,15 +695,23 @@ def legend_items(plan: ViewPlan, lang: Lang) -> list[dict[str, Any]]:
             items.append({**common, "kind": "choropleth"})
         else:
             style = _style(item.layer, item.spec.style)
-            items.append({**common, "kind": "entries",
-                          "geometry": geometry_family(item.layer),
-                          "entries": _legend_entries(item.layer, style, lang)})
+            items.append(
+                {
+                    **common,
+                    "kind": "entries",
+                    "geometry": geometry_family(item.layer),
+                    "entries": _legend_entries(item.layer, style, lang),
+                }
+            )
     return items
 
 
-_env = Environment(loader=FileSystemLoader(str(map_assets.MAP_JS_DIR)),
-                   autoescape=select_autoescape(default=True, default_for_string=True),
-                   trim_blocks=True, lstrip_blocks=True)
+_env = Environment(
+    loader=FileSystemLoader(str(map_assets.MAP_JS_DIR)),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def new_nonce() -> str:
@@ -615,10 +728,12 @@ def content_security_policy(nonce: str, frame_ancestors: str = "'self'") -> str:
     the legend swatches carry ``style="--swatch: …"`` attributes (a nonce cannot cover
     attributes); CSS cannot run script, and img-src/connect-src keep it from reaching elsewhere.
     """
-    return (f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; "
-            "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
-            "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
-            f"form-action 'self'; frame-ancestors {frame_ancestors}")
+    return (
+        f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+        "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; "
+        f"form-action 'self'; frame-ancestors {frame_ancestors}"
+    )
 
 
 def _take_scripts(figure: Any) -> tuple[list[str], str]:
@@ -638,10 +753,18 @@ def _take_scripts(figure: Any) -> tuple[list[str], str]:
     return urls, header
 
 
-def render_page(plan: ViewPlan, *, lang: Lang | None = None, embed: bool = False,
-                base_url: str = "", page_path: str | None = None, refresh: int | None = None,
-                now: datetime | None = None, nonce: str | None = None,
-                meta_csp: bool = False) -> str:
+def render_page(
+    plan: ViewPlan,
+    *,
+    lang: Lang | None = None,
+    embed: bool = False,
+    base_url: str = "",
+    page_path: str | None = None,
+    refresh: int | None = None,
+    now: datetime | None = None,
+    nonce: str | None = None,
+    meta_csp: bool = False,
+) -> str:
     """The HTML page of a plan. ``base_url`` empty = same-origin (served by ioc).
 
     ``refresh`` (seconds, at least 5) overrides the period of the view's live layers. Every
@@ -654,8 +777,9 @@ def render_page(plan: ViewPlan, *, lang: Lang | None = None, embed: bool = False
     if lang not in LANGS:
         raise InvalidParameter(f"Unknown language '{lang}': use vi or en.", parameter="lang")
     if refresh is not None and not 5 <= refresh <= 86_400:
-        raise InvalidParameter("refresh is a period in seconds from 5 to 86400.",
-                               parameter="refresh")
+        raise InvalidParameter(
+            "refresh is a period in seconds from 5 to 86400.", parameter="refresh"
+        )
     base = base_url.rstrip("/")
     fmap = build_map(plan, lang=lang, base=base, embed=embed, refresh=refresh)
     figure = fmap.get_root()
@@ -667,16 +791,28 @@ def render_page(plan: ViewPlan, *, lang: Lang | None = None, embed: bool = False
     if meta_csp:
         # A <meta> policy cannot hold frame-ancestors; the script rules are what matter here.
         origin = base if base else "'self'"
-        csp = (f"script-src {origin} 'nonce-{nonce}'; object-src 'none'; base-uri 'self'")
+        csp = f"script-src {origin} 'nonce-{nonce}'; object-src 'none'; base-uri 'self'"
     page_path = page_path or f"/maps/{view.id}"
     other = "en" if lang == "vi" else "vi"
     switch = f"{base}{page_path}?lang={other}" + ("&embed=1" if embed else "")
     rendered_at = (now or datetime.now(TIMEZONE)).astimezone(TIMEZONE)
     return _env.get_template("page.html").render(
-        view=view, lang=lang, embed=embed, base=base, plan=plan,
-        title=view.title.get(lang), description=view.description.get(lang),
-        t={key: _t(key, lang) for key in STRINGS}, legend=legend_items(plan, lang),
-        lang_switch=switch, other_lang=other, rendered_at=rendered_at.strftime("%H:%M:%S %d/%m/%Y"),
-        map_header=Markup(header), map_html=Markup(figure.html.render()),
-        map_script=Markup(figure.script.render()), scripts=scripts, nonce=nonce, meta_csp=csp,
+        view=view,
+        lang=lang,
+        embed=embed,
+        base=base,
+        plan=plan,
+        title=view.title.get(lang),
+        description=view.description.get(lang),
+        t={key: _t(key, lang) for key in STRINGS},
+        legend=legend_items(plan, lang),
+        lang_switch=switch,
+        other_lang=other,
+        rendered_at=rendered_at.strftime("%H:%M:%S %d/%m/%Y"),
+        map_header=Markup(header),
+        map_html=Markup(figure.html.render()),
+        map_script=Markup(figure.script.render()),
+        scripts=scripts,
+        nonce=nonce,
+        meta_csp=csp,
     )

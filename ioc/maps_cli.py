@@ -13,8 +13,11 @@ from ioc.access import ADMIN, ANONYMOUS, ROLES, Principal
 from ioc.console import err, friendly, out
 from ioc.errors import IocError
 
-app = typer.Typer(help="Map views (Folium pages): list, check, render to a file.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Map views (Folium pages): list, check, render to a file.", no_args_is_help=True
+)
+
+
 def _views() -> dict[str, maps.MapView]:
     return maps.load_views(maps.MapsSettings().views_dir)
 
@@ -34,8 +37,13 @@ def list_views() -> None:
     """The view files and their layers."""
     table = Table("id", "audience", "layout", "layers", "title")
     for view in _views().values():
-        table.add_row(view.id, view.audience, view.layout,
-                      ", ".join(la.layer for la in view.layers), view.title.vi)
+        table.add_row(
+            view.id,
+            view.audience,
+            view.layout,
+            ", ".join(la.layer for la in view.layers),
+            view.title.vi,
+        )
     out.print(table)
 
 
@@ -52,12 +60,19 @@ def check() -> None:
 def render(
     view_id: Annotated[str, typer.Argument(metavar="VIEW", help="View id, or preview:LAYER.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="HTML file to write.")],
-    base_url: Annotated[str, typer.Option(help="Server the page loads assets and data from, "
-                                               "e.g. https://ioc.example.vn (default: same origin).")] = "",
+    base_url: Annotated[
+        str,
+        typer.Option(
+            help="Server the page loads assets and data from, "
+            "e.g. https://ioc.example.vn (default: same origin)."
+        ),
+    ] = "",
     lang: Annotated[str | None, typer.Option(help="vi or en (default: the view's).")] = None,
     embed: Annotated[bool, typer.Option(help="Chrome-less page for an iframe.")] = False,
-    role: Annotated[str | None, typer.Option(help="Render the layers this role may read "
-                                                  "(default: the view's audience).")] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(help="Render the layers this role may read (default: the view's audience)."),
+    ] = None,
     department: Annotated[str | None, typer.Option(help="Department of a publisher.")] = None,
 ) -> None:
     """Write one view to an HTML file (the layers come from the server at BASE_URL)."""
@@ -86,15 +101,24 @@ def render(
             raise IocError(f"There is no map view '{view_id}': see 'ioc maps list'.")
         view = views[view_id]
         principal = _principal(
-            role or ("anonymous" if view.audience == "public" else "operator"), department)
+            role or ("anonymous" if view.audience == "public" else "operator"), department
+        )
         plan = maps.plan_view(view, catalog, principal)
         page_path = f"/maps/{view.id}"
     # The file is served by something else: its own <meta> CSP keeps script to its nonce.
-    html = maps.render_page(plan, lang=lang, embed=embed, base_url=base_url,  # type: ignore[arg-type]
-                            page_path=page_path, meta_csp=True)
+    html = maps.render_page(
+        plan,
+        lang=lang,
+        embed=embed,
+        base_url=base_url,  # type: ignore[arg-type]
+        page_path=page_path,
+        meta_csp=True,
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(html, encoding="utf-8")
-    dropped = f"; left out (not readable as {principal.label}): {', '.join(plan.dropped)}" \
-        if plan.dropped else ""
+    dropped = (
+        f"; left out (not readable as {principal.label}): {', '.join(plan.dropped)}"
+        if plan.dropped
+        else ""
+    )
     err.print(f"wrote {output} ({len(plan.layers)} layers{dropped})", highlight=False)
-

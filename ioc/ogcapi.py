@@ -34,8 +34,10 @@ CONFORMANCE: tuple[str, ...] = (
     _FEATURES.format(part=3, name="queryables"),
     *cql2.CONFORMANCE,
     # OGC API – Tiles Part 1: vector tilesets of each collection, in WebMercatorQuad.
-    *(f"http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/{name}" for name in (
-        "core", "tileset", "tilesets-list", "geodata-tilesets", "mvt", "oas30")),
+    *(
+        f"http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/{name}"
+        for name in ("core", "tileset", "tilesets-list", "geodata-tilesets", "mvt", "oas30")
+    ),
 )
 
 _JSON_TYPES: dict[str, dict[str, str]] = {
@@ -70,12 +72,24 @@ def collection_doc(layer: Layer, base: str) -> dict[str, Any]:
             link(f"{href}/items", "items", GEOJSON, "Đối tượng / Features (GeoJSON)"),
             link(f"{href}/items?f=html", "items", HTML, "Đối tượng / Features (HTML)"),
             link(f"{href}/items?f=csv", "items", CSV, "Xuất CSV / CSV export"),
-            link(f"{href}/items?f=geojsonseq", "items", GEOJSON_SEQ,
-                 "Xuất GeoJSON-seq / GeoJSON text sequence export"),
-            link(f"{href}/queryables", REL_QUERYABLES, SCHEMA_JSON,
-                 "Thuộc tính lọc được / Queryables"),
-            link(f"{href}/tiles", REL_TILESETS_VECTOR, JSON,
-                 "Tile vector (OGC API – Tiles) / Vector tilesets"),
+            link(
+                f"{href}/items?f=geojsonseq",
+                "items",
+                GEOJSON_SEQ,
+                "Xuất GeoJSON-seq / GeoJSON text sequence export",
+            ),
+            link(
+                f"{href}/queryables",
+                REL_QUERYABLES,
+                SCHEMA_JSON,
+                "Thuộc tính lọc được / Queryables",
+            ),
+            link(
+                f"{href}/tiles",
+                REL_TILESETS_VECTOR,
+                JSON,
+                "Tile vector (OGC API – Tiles) / Vector tilesets",
+            ),
         ],
         "title_en": layer.title_en,
         "domain": layer.domain,
@@ -110,8 +124,11 @@ def queryables_doc(layer: Layer, base: str) -> dict[str, Any]:
         },
     }
     for attribute in layer.attributes:
-        schema: dict[str, Any] = {"title": attribute.label_vi, "description": attribute.label_en,
-                                  **_JSON_TYPES.get(attribute.type, {"type": "string"})}
+        schema: dict[str, Any] = {
+            "title": attribute.label_vi,
+            "description": attribute.label_en,
+            **_JSON_TYPES.get(attribute.type, {"type": "string"}),
+        }
         if attribute.values:
             schema["enum"] = list(attribute.values)
         if attribute.unit:

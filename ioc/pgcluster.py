@@ -120,8 +120,20 @@ def init_cluster(settings: DatabaseSettings) -> bool:
         return False
     _prepare_dirs(settings)
     bindir = find_bindir(settings)
-    _run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
-          "--no-locale", "--auth-local=trust", "--auth-host=reject"])
+    _run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--auth-local=trust",
+            "--auth-host=reject",
+        ]
+    )
     config = SERVER_CONFIG.format(port=settings.pg_port, socket_dir=settings.socket_dir)
     with open(data / "postgresql.conf", "a", encoding="utf-8") as handle:
         handle.write(config)
@@ -146,8 +158,19 @@ def start_cluster(settings: DatabaseSettings, socket_gid: int | None = None) -> 
     if not is_running(settings):
         _prepare_dirs(settings)
         log = settings.pg_dir / "log" / "postgres.log"
-        _run([str(find_bindir(settings) / "pg_ctl"), "-D", str(_data_dir(settings)),
-              "-l", str(log), "-w", "-t", "60", "start"])
+        _run(
+            [
+                str(find_bindir(settings) / "pg_ctl"),
+                "-D",
+                str(_data_dir(settings)),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         started = True
     ensure_database(settings)
     if socket_gid is not None:
@@ -169,8 +192,17 @@ def stop_cluster(settings: DatabaseSettings) -> bool:
     """Stop the cluster (fast shutdown); True when it was running."""
     if not is_running(settings):
         return False
-    _run([str(find_bindir(settings) / "pg_ctl"), "-D", str(_data_dir(settings)),
-          "-m", "fast", "-w", "stop"])
+    _run(
+        [
+            str(find_bindir(settings) / "pg_ctl"),
+            "-D",
+            str(_data_dir(settings)),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]
+    )
     return True
 
 
@@ -183,14 +215,18 @@ def ensure_database(settings: DatabaseSettings) -> None:
             break
         except psycopg2.OperationalError as exc:
             if time.monotonic() > deadline:
-                raise ClusterError(f"The managed cluster does not accept connections: {exc}") from exc
+                raise ClusterError(
+                    f"The managed cluster does not accept connections: {exc}"
+                ) from exc
             time.sleep(0.3)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.db_name,))
             if cur.fetchone() is None:
-                cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(settings.db_name)))
+                cur.execute(
+                    pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(settings.db_name))
+                )
     finally:
         conn.close()
 

@@ -53,8 +53,13 @@ def serving_user(name: str, *, required: bool = True) -> ServingUser | None:
         ) from None
     if entry.pw_uid == 0:
         raise IocError(f"IOC_RUN_AS names '{name}', which is root: name an unprivileged user.")
-    return ServingUser(name=name, uid=entry.pw_uid, gid=entry.pw_gid,
-                       groups=tuple(os.getgrouplist(name, entry.pw_gid)), home=entry.pw_dir)
+    return ServingUser(
+        name=name,
+        uid=entry.pw_uid,
+        gid=entry.pw_gid,
+        groups=tuple(os.getgrouplist(name, entry.pw_gid)),
+        home=entry.pw_dir,
+    )
 
 
 def _tree(folder: Path) -> Iterator[str]:
@@ -91,9 +96,17 @@ def check_can_run(user: ServingUser) -> None:
     and the interpreter (not the case, for instance, for a Python installed under /root)."""
     command = [sys.executable, "-c", "import api.app"]
     try:
-        result = subprocess.run(command, user=user.uid, group=user.gid, extra_groups=user.groups,
-                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-                                check=False)
+        result = subprocess.run(
+            command,
+            user=user.uid,
+            group=user.gid,
+            extra_groups=user.groups,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         lines = result.stderr.strip().splitlines()
         detail = None if result.returncode == 0 else (lines[-1] if lines else "no output")
     except PermissionError as exc:

@@ -36,13 +36,23 @@ def _layer(layer_id: str):
 
 @friendly
 def publish(
-    file: Annotated[Path, typer.Argument(help="GeoJSON, zipped Shapefile, GeoPackage, CSV or KML.")],
+    file: Annotated[
+        Path, typer.Argument(help="GeoJSON, zipped Shapefile, GeoPackage, CSV or KML.")
+    ],
     layer: Annotated[str, typer.Option(help="Layer id to publish to.")],
-    append: Annotated[bool, typer.Option("--append", help="Add features instead of replacing.")] = False,
-    crs: Annotated[str | None, typer.Option(help="CRS when the file has none, e.g. EPSG:9210.")] = None,
+    append: Annotated[
+        bool, typer.Option("--append", help="Add features instead of replacing.")
+    ] = False,
+    crs: Annotated[
+        str | None, typer.Option(help="CRS when the file has none, e.g. EPSG:9210.")
+    ] = None,
     repair: Annotated[bool, typer.Option("--repair", help="Repair invalid geometries.")] = False,
-    partial: Annotated[bool, typer.Option("--partial", help="Publish the valid features only.")] = False,
-    ignore_unknown: Annotated[bool, typer.Option("--ignore-unknown", help="Ignore unknown fields.")] = False,
+    partial: Annotated[
+        bool, typer.Option("--partial", help="Publish the valid features only.")
+    ] = False,
+    ignore_unknown: Annotated[
+        bool, typer.Option("--ignore-unknown", help="Ignore unknown fields.")
+    ] = False,
 ) -> None:
     """Validate FILE and make it the layer's data (atomically, versioned, audited)."""
     if not file.is_file():
@@ -51,23 +61,40 @@ def publish(
     with progress_bar() as bar:
         task = bar.add_task(f"publishing {file.name} → {layer}", total=None)
         report = publishing.publish_upload(
-            get_settings(), target, file, _principal(), mode="append" if append else "replace",
-            filename=file.name, crs=crs, invalid="repair" if repair else "reject",
-            partial=partial, ignore_unknown=ignore_unknown,
-            progress=lambda n: bar.update(task, completed=n))
-    out.print(f"Layer {layer} is now version {report.version}: {report.accepted:,} accepted, "
-              f"{report.repaired:,} repaired, {report.rejected:,} rejected; "
-              f"{report.feature_count:,} features.", highlight=False)
+            get_settings(),
+            target,
+            file,
+            _principal(),
+            mode="append" if append else "replace",
+            filename=file.name,
+            crs=crs,
+            invalid="repair" if repair else "reject",
+            partial=partial,
+            ignore_unknown=ignore_unknown,
+            progress=lambda n: bar.update(task, completed=n),
+        )
+    out.print(
+        f"Layer {layer} is now version {report.version}: {report.accepted:,} accepted, "
+        f"{report.repaired:,} repaired, {report.rejected:,} rejected; "
+        f"{report.feature_count:,} features.",
+        highlight=False,
+    )
 
 
 @friendly
 def import_dir(
-    folder: Annotated[Path, typer.Argument(help="A department's export: files named <layer_id>.<ext>.")],
+    folder: Annotated[
+        Path, typer.Argument(help="A department's export: files named <layer_id>.<ext>.")
+    ],
     crs: Annotated[str | None, typer.Option(help="CRS for files that have none.")] = None,
     repair: Annotated[bool, typer.Option("--repair", help="Repair invalid geometries.")] = False,
 ) -> None:
     """Publish every file of FOLDER to the layer named like the file; a summary at the end."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
+    files = (
+        sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
+        if folder.is_dir()
+        else []
+    )
     if not files:
         raise IocError(f"{folder} holds no {', '.join(FORMATS)} files named after layers.")
     settings = get_settings()
@@ -78,11 +105,23 @@ def import_dir(
         for path in files:
             layer_id = path.name.split(".")[0]
             try:
-                report = publishing.publish_upload(settings, _layer(layer_id), path, _principal(),
-                                                   filename=path.name, crs=crs,
-                                                   invalid="repair" if repair else "reject")
-                table.add_row(path.name, layer_id, "[green]published[/green]",
-                              f"{report.accepted:,}", f"{report.rejected:,}", str(report.version))
+                report = publishing.publish_upload(
+                    settings,
+                    _layer(layer_id),
+                    path,
+                    _principal(),
+                    filename=path.name,
+                    crs=crs,
+                    invalid="repair" if repair else "reject",
+                )
+                table.add_row(
+                    path.name,
+                    layer_id,
+                    "[green]published[/green]",
+                    f"{report.accepted:,}",
+                    f"{report.rejected:,}",
+                    str(report.version),
+                )
             except IocError as exc:
                 failures += 1
                 table.add_row(path.name, layer_id, f"[red]{exc.message}[/red]", "", "", "")

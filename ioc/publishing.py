@@ -34,30 +34,67 @@ def check_can_write(principal: Principal, layer: Layer) -> None:
     if not principal.authenticated:
         raise NotAuthenticated("Publishing needs an API key: send 'Authorization: Bearer KEY'.")
     if not can_write(principal, layer):
-        raise Forbidden(f"You may not change layer '{layer.id}': it belongs to the "
-                        f"'{layer.department}' department.")
+        raise Forbidden(
+            f"You may not change layer '{layer.id}': it belongs to the "
+            f"'{layer.department}' department."
+        )
 
 
 def limits(settings: Settings) -> ingest.IngestLimits:
     """Upload limits from the settings."""
-    return ingest.IngestLimits(max_bytes=settings.publish.upload_max_bytes,
-                               max_features=settings.publish.upload_max_features,
-                               max_uncompressed=settings.publish.upload_max_uncompressed)
+    return ingest.IngestLimits(
+        max_bytes=settings.publish.upload_max_bytes,
+        max_features=settings.publish.upload_max_features,
+        max_uncompressed=settings.publish.upload_max_uncompressed,
+    )
 
 
-def publish_upload(settings: Settings, layer: Layer, path: Path, principal: Principal | str, *,
-                   mode: str = "replace", filename: str | None = None, fmt: str | None = None,
-                   crs: str | None = None, invalid: str = "reject", partial: bool = False,
-                   ignore_unknown: bool = False, progress=None) -> PublishReport:
+def publish_upload(
+    settings: Settings,
+    layer: Layer,
+    path: Path,
+    principal: Principal | str,
+    *,
+    mode: str = "replace",
+    filename: str | None = None,
+    fmt: str | None = None,
+    crs: str | None = None,
+    invalid: str = "reject",
+    partial: bool = False,
+    ignore_unknown: bool = False,
+    progress=None,
+) -> PublishReport:
     """Publish one file to one layer (replace or append)."""
-    options = PublishOptions(mode=mode, crs=crs, format=fmt, invalid=invalid,  # type: ignore[arg-type]
-                             partial=partial, ignore_unknown=ignore_unknown)
+    options = PublishOptions(
+        mode=mode,
+        crs=crs,
+        format=fmt,
+        invalid=invalid,  # type: ignore[arg-type]
+        partial=partial,
+        ignore_unknown=ignore_unknown,
+    )
     with connection(settings.database) as conn:
-        report = publish_file(conn, layer, path, filename or path.name, principal, options,
-                              limits(settings), progress, settings.publish.keep_versions)
+        report = publish_file(
+            conn,
+            layer,
+            path,
+            filename or path.name,
+            principal,
+            options,
+            limits(settings),
+            progress,
+            settings.publish.keep_versions,
+        )
         after_publish(conn, layer)
-    log.info("layer published", extra={"layer": layer.id, "version": report.version,
-                                       "accepted": report.accepted, "mode": mode})
+    log.info(
+        "layer published",
+        extra={
+            "layer": layer.id,
+            "version": report.version,
+            "accepted": report.accepted,
+            "mode": mode,
+        },
+    )
     return report
 
 
@@ -96,10 +133,13 @@ def create(settings: Settings, document: dict[str, Any], principal: Principal) -
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "manifest"
-        raise InvalidParameter(f"Invalid manifest at '{where}': {first['msg']}.",
-                               parameter=where) from exc
+        raise InvalidParameter(
+            f"Invalid manifest at '{where}': {first['msg']}.", parameter=where
+        ) from exc
     if not principal.authenticated:
-        raise NotAuthenticated("Creating layers needs an API key: send 'Authorization: Bearer KEY'.")
+        raise NotAuthenticated(
+            "Creating layers needs an API key: send 'Authorization: Bearer KEY'."
+        )
     if not can_create_in(principal, manifest.department):
         raise Forbidden(f"You may not create layers for the '{manifest.department}' department.")
     with connection(settings.database) as conn:
@@ -115,7 +155,6 @@ def delete(settings: Settings, layer: Layer, principal: Principal) -> None:
         registry.soft_delete(conn, layer.id)
         unlink_layer(conn, layer.id)
         _audit(conn, principal, "layer.delete", layer.id)
-
 
 
 def _audit(conn, principal: Principal, action: str, layer_id: str) -> None:

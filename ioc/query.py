@@ -33,8 +33,11 @@ from ioc.identifiers import quote_ident
 from ioc.query_model import QueryDoc, QuerySettings, limits_for
 from ioc.query_sql import CITY_TZ_NAME, GEOM, ID, ORD, Compiled, Plan, analyse, build, resolve
 
-MEDIA_TYPES = {"geojson": "application/geo+json", "csv": "text/csv; charset=utf-8",
-               "gpkg": "application/geopackage+sqlite3"}
+MEDIA_TYPES = {
+    "geojson": "application/geo+json",
+    "csv": "text/csv; charset=utf-8",
+    "gpkg": "application/geopackage+sqlite3",
+}
 EXTENSIONS = {"geojson": "geojson", "csv": "csv", "gpkg": "gpkg"}
 BATCH = 1000  # rows per cursor round trip
 
@@ -58,8 +61,14 @@ class Answer:
     outcome: Outcome
 
 
-def plan_query(doc: QueryDoc, catalog: Catalog, principal: Principal, settings: QuerySettings,
-               *, job: bool = False) -> tuple[Plan, int]:
+def plan_query(
+    doc: QueryDoc,
+    catalog: Catalog,
+    principal: Principal,
+    settings: QuerySettings,
+    *,
+    job: bool = False,
+) -> tuple[Plan, int]:
     """Check a document for a caller: (plan, statement timeout in ms). 400/401/404 here."""
     timeout_ms, max_rows = limits_for(settings, principal, job=job)
     return analyse(doc, catalog, principal, max_rows, settings), timeout_ms
@@ -69,10 +78,13 @@ async def open_session(conn, timeout_ms: int) -> None:
     """Inside a transaction: the role's statement timeout, city time for timestamps, and
     plans made for the actual values (a generic plan cannot know that one time range keeps 1 %
     of a million reports and another all of them)."""
-    await conn.execute("SELECT set_config('statement_timeout', $1, true),"
-                       " set_config('TimeZone', $2, true),"
-                       " set_config('plan_cache_mode', 'force_custom_plan', true)",
-                       str(int(timeout_ms)), CITY_TZ_NAME)
+    await conn.execute(
+        "SELECT set_config('statement_timeout', $1, true),"
+        " set_config('TimeZone', $2, true),"
+        " set_config('plan_cache_mode', 'force_custom_plan', true)",
+        str(int(timeout_ms)),
+        CITY_TZ_NAME,
+    )
 
 
 async def compile_plan(conn, plan: Plan, settings: QuerySettings) -> Compiled:
@@ -84,12 +96,15 @@ async def compile_plan(conn, plan: Plan, settings: QuerySettings) -> Compiled:
 def db_error(exc: Exception) -> Exception:
     """A database error caused by the query, as a domain error; others stay bugs (500)."""
     if isinstance(exc, asyncpg.QueryCanceledError):
-        return QueryTimeout("The query took longer than your role allows: narrow it (filter, "
-                            "time range, limit) or run it as a job (POST /query/jobs).")
+        return QueryTimeout(
+            "The query took longer than your role allows: narrow it (filter, "
+            "time range, limit) or run it as a job (POST /query/jobs)."
+        )
     if isinstance(exc, asyncpg.DataError | asyncpg.UndefinedFunctionError):
         return InvalidParameter(f"The database rejected a value of the query: {exc}.")
     if isinstance(exc, asyncpg.InternalServerError) and (
-            "transform" in str(exc) or "GEOS" in str(exc) or "geometry" in str(exc).lower()):
+        "transform" in str(exc) or "GEOS" in str(exc) or "geometry" in str(exc).lower()
+    ):
         return InvalidParameter(f"PostGIS could not evaluate the query's geometries: {exc}.")
     return exc
 
@@ -113,11 +128,15 @@ def _ident(compiled: Compiled) -> str:
 def geojson_sql(compiled: Compiled) -> str:
     """One GeoJSON feature per row, as UTF-8 bytes."""
     props = "to_json(p)::text" if compiled.columns else "'{}'"
-    feature = (f"""'{{"type":"Feature","id":' || to_json({_ident(compiled)})::text || """
-               f"""',"geometry":' || COALESCE(ST_AsGeoJSON(r.{GEOM}, 7), 'null') || """
-               f"""',"properties":' || {props} || '}}'""")
-    return (f"SELECT convert_to({feature}, 'UTF8') FROM ({compiled.sql}) r{_properties(compiled)}"
-            f" ORDER BY r.{ORD}")
+    feature = (
+        f"""'{{"type":"Feature","id":' || to_json({_ident(compiled)})::text || """
+        f"""',"geometry":' || COALESCE(ST_AsGeoJSON(r.{GEOM}, 7), 'null') || """
+        f"""',"properties":' || {props} || '}}'"""
+    )
+    return (
+        f"SELECT convert_to({feature}, 'UTF8') FROM ({compiled.sql}) r{_properties(compiled)}"
+        f" ORDER BY r.{ORD}"
+    )
 
 
 def csv_sql(compiled: Compiled) -> str:
@@ -144,25 +163,44 @@ def csv_header(compiled: Compiled) -> bytes:
 
 def rows_sql(compiled: Compiled) -> str:
     """The rows with the geometry as WKB (GeoPackage, derived layers)."""
-    cols = ", ".join([f"r.{ID}"] + [f"r.{quote_ident(c.name)}" for c in compiled.columns]
-                     + [f"ST_AsBinary(r.{GEOM}) AS {GEOM}"])
+    cols = ", ".join(
+        [f"r.{ID}"]
+        + [f"r.{quote_ident(c.name)}" for c in compiled.columns]
+        + [f"ST_AsBinary(r.{GEOM}) AS {GEOM}"]
+    )
     return f"SELECT {cols} FROM ({compiled.sql}) r ORDER BY r.{ORD}"
 
 
 def column_doc(compiled: Compiled) -> list[dict[str, Any]]:
-    return [{"name": c.name, "type": c.type, "label": {"vi": c.label_vi, "en": c.label_en},
-             **({"unit": c.unit} if c.unit else {})} for c in compiled.columns]
+    return [
+        {
+            "name": c.name,
+            "type": c.type,
+            "label": {"vi": c.label_vi, "en": c.label_en},
+            **({"unit": c.unit} if c.unit else {}),
+        }
+        for c in compiled.columns
+    ]
 
 
 def _tail(outcome: Outcome, limit: int) -> bytes:
-    tail = {"numberReturned": outcome.returned, "truncated": outcome.truncated, "limit": limit,
-            "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+    tail = {
+        "numberReturned": outcome.returned,
+        "truncated": outcome.truncated,
+        "limit": limit,
+        "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
     return b"]," + orjson.dumps(tail)[1:]
 
 
-async def _records(conn, sql: str, args: list[Any], limit: int, outcome: Outcome,
-                   progress: Callable[[int], Awaitable[None]] | None = None
-                   ) -> AsyncIterator[list[Any]]:
+async def _records(
+    conn,
+    sql: str,
+    args: list[Any],
+    limit: int,
+    outcome: Outcome,
+    progress: Callable[[int], Awaitable[None]] | None = None,
+) -> AsyncIterator[list[Any]]:
     """Batches of rows from a cursor (inside the caller's transaction), cut at ``limit``."""
     cursor = await conn.cursor(sql, *args)
     while True:
@@ -171,7 +209,7 @@ async def _records(conn, sql: str, args: list[Any], limit: int, outcome: Outcome
             return
         if outcome.returned + len(rows) > limit:
             outcome.truncated = True
-            rows = rows[:limit - outcome.returned]
+            rows = rows[: limit - outcome.returned]
         outcome.returned += len(rows)
         if rows:
             yield rows
@@ -181,8 +219,9 @@ async def _records(conn, sql: str, args: list[Any], limit: int, outcome: Outcome
             return
 
 
-async def _text_chunks(conn, compiled: Compiled, fmt: str, outcome: Outcome,
-                       progress=None) -> AsyncIterator[bytes]:
+async def _text_chunks(
+    conn, compiled: Compiled, fmt: str, outcome: Outcome, progress=None
+) -> AsyncIterator[bytes]:
     """GeoJSON or CSV bytes of a compiled query (inside the caller's transaction)."""
     sql = csv_sql(compiled) if fmt == "csv" else geojson_sql(compiled)
     records = _records(conn, sql, compiled.args, compiled.limit, outcome, progress)
@@ -203,12 +242,14 @@ async def _text_chunks(conn, compiled: Compiled, fmt: str, outcome: Outcome,
         yield _tail(outcome, compiled.limit)
 
 
-async def _gpkg(conn, compiled: Compiled, path: Path, layer_name: str, outcome: Outcome,
-                progress=None) -> None:
+async def _gpkg(
+    conn, compiled: Compiled, path: Path, layer_name: str, outcome: Outcome, progress=None
+) -> None:
     """Write the rows to a GeoPackage (pyogrio, in a worker thread)."""
     rows: list[Any] = []
-    async for batch in _records(conn, rows_sql(compiled), compiled.args, compiled.limit,
-                                outcome, progress):
+    async for batch in _records(
+        conn, rows_sql(compiled), compiled.args, compiled.limit, outcome, progress
+    ):
         rows.extend(batch)
     await asyncio.to_thread(write_gpkg, compiled, rows, path, layer_name)
 
@@ -254,8 +295,9 @@ async def _file_chunks(path: Path, size: int = 1 << 16) -> AsyncIterator[bytes]:
 # --- running -----------------------------------------------------------------------------------
 
 
-async def run_query(pool, catalog: Catalog, principal: Principal, doc: QueryDoc,
-                    settings: QuerySettings) -> Answer:
+async def run_query(
+    pool, catalog: Catalog, principal: Principal, doc: QueryDoc, settings: QuerySettings
+) -> Answer:
     """Run a query for a caller and return its answer, already started: errors (bad values,
     unknown codes, timeouts) surface here, before a byte is sent."""
     plan, timeout_ms = plan_query(doc, catalog, principal, settings)
@@ -269,13 +311,15 @@ async def run_query(pool, catalog: Catalog, principal: Principal, doc: QueryDoc,
 
 async def want_membership(pool, plan: Plan, settings: QuerySettings) -> None:
     """Ask for the unit-membership cache of a large layer (built by the job runner)."""
-    if plan.unit_layer is not None and units.cacheable(plan.source,
-                                                       settings.membership_min_features):
+    if plan.unit_layer is not None and units.cacheable(
+        plan.source, settings.membership_min_features
+    ):
         await units.request(pool, plan.source, plan.unit_layer)
 
 
-async def _stream(pool, plan: Plan, settings: QuerySettings, timeout_ms: int, fmt: str,
-                  outcome: Outcome) -> AsyncIterator[bytes]:
+async def _stream(
+    pool, plan: Plan, settings: QuerySettings, timeout_ms: int, fmt: str, outcome: Outcome
+) -> AsyncIterator[bytes]:
     path: Path | None = None
     async with pool.acquire() as conn:
         try:
@@ -305,9 +349,15 @@ def _temp_path(suffix: str) -> Path:
     return Path(name)
 
 
-async def write_query(pool, plan: Plan, settings: QuerySettings, timeout_ms: int, fmt: str,
-                      path: Path, progress: Callable[[str, int, int | None], Awaitable[None]]
-                      ) -> Outcome:
+async def write_query(
+    pool,
+    plan: Plan,
+    settings: QuerySettings,
+    timeout_ms: int,
+    fmt: str,
+    path: Path,
+    progress: Callable[[str, int, int | None], Awaitable[None]],
+) -> Outcome:
     """Run a query into a file (jobs); ``progress(phase, rows, expected)`` along the way."""
     outcome = Outcome()
     async with pool.acquire() as conn:
@@ -344,8 +394,15 @@ async def estimate_rows(conn, compiled: Compiled) -> int | None:
         return None
 
 
-async def explain_query(pool, catalog: Catalog, principal: Principal, doc: QueryDoc,
-                        settings: QuerySettings, *, analyze: bool = False) -> str:
+async def explain_query(
+    pool,
+    catalog: Catalog,
+    principal: Principal,
+    doc: QueryDoc,
+    settings: QuerySettings,
+    *,
+    analyze: bool = False,
+) -> str:
     """The plan of a query's statement as text (tests, and operators tuning indexes)."""
     plan, timeout_ms = plan_query(doc, catalog, principal, settings)
     async with pool.acquire() as conn, conn.transaction(readonly=True):
@@ -356,14 +413,18 @@ async def explain_query(pool, catalog: Catalog, principal: Principal, doc: Query
     return "\n".join(row[0] for row in rows)
 
 
-async def fetch_rows(conn, plan: Plan, settings: QuerySettings, *, geojson: bool = False
-                     ) -> tuple[Compiled, list[Any]]:
+async def fetch_rows(
+    conn, plan: Plan, settings: QuerySettings, *, geojson: bool = False
+) -> tuple[Compiled, list[Any]]:
     """All rows of a small query (statistics), inside the caller's session; with ``geojson``
     the geometry comes as GeoJSON text instead of WKB."""
     compiled = await compile_plan(conn, plan, settings)
     if geojson:
-        cols = ", ".join([f"r.{ID}"] + [f"r.{quote_ident(c.name)}" for c in compiled.columns]
-                         + [f"ST_AsGeoJSON(r.{GEOM}, 6) AS {GEOM}"])
+        cols = ", ".join(
+            [f"r.{ID}"]
+            + [f"r.{quote_ident(c.name)}" for c in compiled.columns]
+            + [f"ST_AsGeoJSON(r.{GEOM}, 6) AS {GEOM}"]
+        )
         sql = f"SELECT {cols} FROM ({compiled.sql}) r ORDER BY r.{ORD}"
     else:
         sql = rows_sql(compiled)

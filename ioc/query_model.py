@@ -26,8 +26,12 @@ ALIAS = r"^[a-z][a-z0-9_]{0,62}$"
 MAX_DISTANCE_M = 100_000.0  # absolute ceiling; IOC_QUERY_MAX_DISTANCE_M may lower it
 
 LayerId = Annotated[str, Field(pattern=LAYER_ID, description="A layer id of the catalog.")]
-AttributeName = Annotated[str, Field(min_length=1, max_length=63,
-                                     description="An attribute of the layer (see its queryables).")]
+AttributeName = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=63, description="An attribute of the layer (see its queryables)."
+    ),
+]
 Metres = Annotated[float, Field(strict=True, gt=0, le=MAX_DISTANCE_M, allow_inf_nan=False)]
 Filter = str | dict[str, Any]
 FilterLang = Literal["cql2-text", "cql2-json"]
@@ -54,22 +58,32 @@ class SpatialPredicate(_Doc):
     layer: LayerId | None = None
     filter: Filter | None = Field(default=None, description="CQL2 filter on the target layer.")
     filter_lang: FilterLang | None = None
-    geometry: dict[str, Any] | None = Field(default=None,
-                                            description="A GeoJSON geometry, lon/lat (CRS84).")
-    address: str | None = Field(default=None, pattern=r"^[0-9A-Za-z]{4,20}$",
-                                description="A digital address code (layer digital_addresses).")
-    ward: str | None = Field(default=None, pattern=r"^[0-9]{1,8}$",
-                             description="A ward code: 2025 wards, or wards_2019 with "
-                                         "ward_edition '2019'.")
+    geometry: dict[str, Any] | None = Field(
+        default=None, description="A GeoJSON geometry, lon/lat (CRS84)."
+    )
+    address: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Za-z]{4,20}$",
+        description="A digital address code (layer digital_addresses).",
+    )
+    ward: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{1,8}$",
+        description="A ward code: 2025 wards, or wards_2019 with ward_edition '2019'.",
+    )
     ward_edition: Literal["current", "2019"] = "current"
     distance: Metres | None = Field(default=None, description="Metres (dwithin).")
-    k: int | None = Field(default=None, strict=True, ge=1, le=1000,
-                          description="How many nearest features (nearest).")
+    k: int | None = Field(
+        default=None, strict=True, ge=1, le=1000, description="How many nearest features (nearest)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        targets = [name for name in ("layer", "geometry", "address", "ward")
-                   if getattr(self, name) is not None]
+        targets = [
+            name
+            for name in ("layer", "geometry", "address", "ward")
+            if getattr(self, name) is not None
+        ]
         if len(targets) != 1:
             raise ValueError("give exactly one target: layer, geometry, address or ward")
         if (self.op == "dwithin") != (self.distance is not None):
@@ -82,8 +96,9 @@ class SpatialPredicate(_Doc):
 
     @property
     def target(self) -> str:
-        return next(n for n in ("layer", "geometry", "address", "ward")
-                    if getattr(self, n) is not None)
+        return next(
+            n for n in ("layer", "geometry", "address", "ward") if getattr(self, n) is not None
+        )
 
 
 class GroupKey(_Doc):
@@ -108,8 +123,9 @@ class Aggregate(_Doc):
 
     op: AggregateOp
     attribute: AttributeName | None = None
-    as_: str | None = Field(default=None, alias="as", pattern=ALIAS,
-                            description="Name of the result column.")
+    as_: str | None = Field(
+        default=None, alias="as", pattern=ALIAS, description="Name of the result column."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -131,34 +147,56 @@ class OrderKey(_Doc):
 QUERY_EXAMPLES: dict[str, dict[str, Any]] = {
     "schools_near_floods": {
         "summary": "Trường học cách điểm ngập ≤ 500 m / Schools within 500 m of a flood point",
-        "value": {"source": "schools",
-                  "spatial": [{"op": "dwithin", "distance": 500, "layer": "flood_points"}],
-                  "properties": ["name", "poi_type"], "format": "geojson"},
+        "value": {
+            "source": "schools",
+            "spatial": [{"op": "dwithin", "distance": 500, "layer": "flood_points"}],
+            "properties": ["name", "poi_type"],
+            "format": "geojson",
+        },
     },
     "reports_by_ward": {
         "summary": "Phản ánh 1022 trong tháng theo phường / 1022 reports this month by ward",
-        "value": {"source": "reports_1022", "from": "2025-07-01", "to": "2025-08-01",
-                  "filter": "category = 'ngập nước'", "group_by": [{"ward": "current"}],
-                  "aggregates": [{"op": "count"}],
-                  "order_by": [{"key": "count", "desc": True}], "limit": 20},
+        "value": {
+            "source": "reports_1022",
+            "from": "2025-07-01",
+            "to": "2025-08-01",
+            "filter": "category = 'ngập nước'",
+            "group_by": [{"ward": "current"}],
+            "aggregates": [{"op": "count"}],
+            "order_by": [{"key": "count", "desc": True}],
+            "limit": 20,
+        },
     },
     "permits_in_corridor": {
         "summary": "Giấy phép trong hành lang đường quy hoạch / Permits in a planned road corridor",
-        "value": {"source": "construction_permits",
-                  "spatial": [{"op": "dwithin", "distance": 30, "layer": "planned_roads",
-                               "filter": "status <> 'hoàn thành'"}],
-                  "format": "csv"},
+        "value": {
+            "source": "construction_permits",
+            "spatial": [
+                {
+                    "op": "dwithin",
+                    "distance": 30,
+                    "layer": "planned_roads",
+                    "filter": "status <> 'hoàn thành'",
+                }
+            ],
+            "format": "csv",
+        },
     },
     "nearest_hospitals": {
         "summary": "3 bệnh viện gần một địa chỉ số / The 3 hospitals nearest a digital address",
-        "value": {"source": "hospitals",
-                  "spatial": [{"op": "nearest", "k": 3, "address": "2022684788"}],
-                  "order_by": [{"key": "distance_m"}]},
+        "value": {
+            "source": "hospitals",
+            "spatial": [{"op": "nearest", "k": 3, "address": "2022684788"}],
+            "order_by": [{"key": "distance_m"}],
+        },
     },
     "monthly_floods": {
         "summary": "Điểm ngập theo tháng và nguyên nhân / Flood points by month and cause",
-        "value": {"source": "flood_points", "group_by": [{"time": "month"}, {"attribute": "cause"}],
-                  "aggregates": [{"op": "count"}, {"op": "avg", "attribute": "depth_cm"}]},
+        "value": {
+            "source": "flood_points",
+            "group_by": [{"time": "month"}, {"attribute": "cause"}],
+            "aggregates": [{"op": "count"}, {"op": "avg", "attribute": "depth_cm"}],
+        },
     },
 }
 
@@ -166,32 +204,52 @@ QUERY_EXAMPLES: dict[str, dict[str, Any]] = {
 class QueryDoc(_Doc):
     """A declarative spatial query over the catalog."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
-        "examples": [example["value"] for example in QUERY_EXAMPLES.values()]})
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={"examples": [example["value"] for example in QUERY_EXAMPLES.values()]},
+    )
 
     source: LayerId
     filter: Filter | None = Field(default=None, description="CQL2 text, or a CQL2 JSON object.")
-    filter_lang: FilterLang | None = Field(default=None, description="Default: cql2-json for an "
-                                           "object, cql2-text for a string.")
+    filter_lang: FilterLang | None = Field(
+        default=None, description="Default: cql2-json for an object, cql2-text for a string."
+    )
     # A date parses as midnight; a time without offset is city time (UTC+7).
-    from_: datetime | None = Field(default=None, alias="from", description=(
-        "Start (inclusive) on the layer's time attribute; a date or a time without offset is "
-        "city time (UTC+7)."))
+    from_: datetime | None = Field(
+        default=None,
+        alias="from",
+        description=(
+            "Start (inclusive) on the layer's time attribute; a date or a time without offset is "
+            "city time (UTC+7)."
+        ),
+    )
     to: datetime | None = Field(default=None, description="End (exclusive).")
     spatial: list[SpatialPredicate] = Field(default_factory=list, max_length=5)
     group_by: list[GroupKey] = Field(default_factory=list, max_length=3)
     aggregates: list[Aggregate] = Field(default_factory=list, max_length=12)
-    properties: list[AttributeName] | None = Field(default=None, max_length=200, description=(
-        "Attributes returned with features (default: all)."))
+    properties: list[AttributeName] | None = Field(
+        default=None,
+        max_length=200,
+        description=("Attributes returned with features (default: all)."),
+    )
     order_by: list[OrderKey] = Field(default_factory=list, max_length=5)
-    limit: int | None = Field(default=None, strict=True, ge=1, description=(
-        "Rows returned; at most the caller's row cap (the default)."))
+    limit: int | None = Field(
+        default=None,
+        strict=True,
+        ge=1,
+        description=("Rows returned; at most the caller's row cap (the default)."),
+    )
     offset: int = Field(default=0, strict=True, ge=0, le=10_000_000)
     format: OutputFormat = "geojson"
     geometry: bool = Field(default=True, strict=True, description="Return geometries.")
-    simplify: float | None = Field(default=None, ge=0, le=0.01, allow_inf_nan=False,
-                                   description="Simplify group (ward/district) geometries by "
-                                               "this many degrees.")
+    simplify: float | None = Field(
+        default=None,
+        ge=0,
+        le=0.01,
+        allow_inf_nan=False,
+        description="Simplify group (ward/district) geometries by this many degrees.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -223,8 +281,7 @@ def parse_query(data: Any) -> QueryDoc:
         first = exc.errors()[0]
         where = _location(first)
         message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise InvalidParameter(f"Invalid query at '{where}': {message}.", parameter=where
-                               ) from None
+        raise InvalidParameter(f"Invalid query at '{where}': {message}.", parameter=where) from None
 
 
 # --- limits -----------------------------------------------------------------------------------
@@ -235,15 +292,23 @@ class QuerySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="IOC_QUERY_", env_file=".env", extra="ignore")
 
-    anonymous: bool = Field(default=True, description=(
-        "Anonymous callers may query public layers (with the tight limits below); false: 401."))
+    anonymous: bool = Field(
+        default=True,
+        description=(
+            "Anonymous callers may query public layers (with the tight limits below); false: 401."
+        ),
+    )
     timeout_anonymous_s: float = Field(default=5, gt=0, le=3600)
     timeout_operator_s: float = Field(default=20, gt=0, le=3600)
     timeout_analyst_s: float = Field(default=60, gt=0, le=3600)
     timeout_publisher_s: float = Field(default=60, gt=0, le=3600)
     timeout_admin_s: float = Field(default=120, gt=0, le=3600)
-    timeout_job_s: float = Field(default=900, gt=0, le=86_400,
-                                 description="Statement timeout of jobs and saved-query refreshes.")
+    timeout_job_s: float = Field(
+        default=900,
+        gt=0,
+        le=86_400,
+        description="Statement timeout of jobs and saved-query refreshes.",
+    )
     rows_anonymous: int = Field(default=1_000, ge=1)
     rows_operator: int = Field(default=10_000, ge=1)
     rows_analyst: int = Field(default=100_000, ge=1)
@@ -253,19 +318,35 @@ class QuerySettings(BaseSettings):
     max_distance_m: float = Field(default=50_000, gt=0, le=MAX_DISTANCE_M)
     max_k: int = Field(default=100, ge=1, le=1000)
     max_vertices: int = Field(default=20_000, ge=4, description="Vertices of a query geometry.")
-    job_dir: Path = Field(default=PROJECT_ROOT / "var" / "query-jobs",
-                          description="Where job results are written (shared by the workers).")
+    job_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "query-jobs",
+        description="Where job results are written (shared by the workers).",
+    )
     job_keep_hours: float = Field(default=24, gt=0, description="Job results are kept this long.")
-    job_concurrency: int = Field(default=2, ge=1, le=32, description="Jobs run at once per process.")
+    job_concurrency: int = Field(
+        default=2, ge=1, le=32, description="Jobs run at once per process."
+    )
     jobs_per_owner: int = Field(default=5, ge=1, description="Queued or running jobs per key.")
-    poll_seconds: float = Field(default=2.0, gt=0, le=60,
-                                description="How often the runner looks for work.")
-    saved_min_every_s: int = Field(default=300, ge=60,
-                                   description="Shortest refresh interval of a saved query.")
-    membership_min_features: int = Field(default=50_000, ge=0, description=(
-        "Layers with at least this many features get a cached ward/district membership."))
-    membership_max_age_s: int = Field(default=3600, ge=60, description=(
-        "A cached membership is rebuilt at least this often (edits that bypass publishing)."))
+    poll_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How often the runner looks for work."
+    )
+    saved_min_every_s: int = Field(
+        default=300, ge=60, description="Shortest refresh interval of a saved query."
+    )
+    membership_min_features: int = Field(
+        default=50_000,
+        ge=0,
+        description=(
+            "Layers with at least this many features get a cached ward/district membership."
+        ),
+    )
+    membership_max_age_s: int = Field(
+        default=3600,
+        ge=60,
+        description=(
+            "A cached membership is rebuilt at least this often (edits that bypass publishing)."
+        ),
+    )
     membership_timeout_s: float = Field(default=1800, gt=0)
 
 
@@ -276,13 +357,16 @@ def query_settings(settings: Any) -> QuerySettings:
     return found if isinstance(found, QuerySettings) else QuerySettings()
 
 
-def limits_for(settings: QuerySettings, principal: Principal, *, job: bool = False
-               ) -> tuple[int, int]:
+def limits_for(
+    settings: QuerySettings, principal: Principal, *, job: bool = False
+) -> tuple[int, int]:
     """(statement timeout in ms, row cap) of a principal; jobs get the job limits."""
     if job:
         return int(settings.timeout_job_s * 1000), settings.rows_job
     if not principal.authenticated and not settings.anonymous:
         raise NotAuthenticated("Queries need an API key: send 'Authorization: Bearer KEY'.")
     role = principal.role
-    return (int(getattr(settings, f"timeout_{role}_s") * 1000),
-            int(getattr(settings, f"rows_{role}")))
+    return (
+        int(getattr(settings, f"timeout_{role}_s") * 1000),
+        int(getattr(settings, f"rows_{role}")),
+    )

@@ -44,8 +44,14 @@ _NUMERIC = ("integer", "number")
 _POLYGONS = ("Polygon", "MultiPolygon")
 _LINES = ("LineString", "MultiLineString")
 DRIVE_FROM_TARGET = 10  # source/target size ratio from which a layer join starts at the target
-_GEOMETRY_TYPES = ("Point", "LineString", "Polygon", "MultiPoint", "MultiLineString",
-                   "MultiPolygon")
+_GEOMETRY_TYPES = (
+    "Point",
+    "LineString",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,11 @@ class Column:
     unit: str | None = None
 
     def as_attribute(self) -> dict[str, Any]:
-        spec = {"name": self.name, "type": self.type,
-                "label": {"vi": self.label_vi, "en": self.label_en}}
+        spec = {
+            "name": self.name,
+            "type": self.type,
+            "label": {"vi": self.label_vi, "en": self.label_en},
+        }
         if self.unit:
             spec["unit"] = self.unit
         return spec
@@ -135,31 +144,36 @@ def _literal_geometry(value: dict[str, Any], parameter: str, max_vertices: int) 
     try:
         geom = shapely.force_2d(shape(value))
     except Exception as exc:  # shapely raises several kinds on malformed GeoJSON
-        raise _fail(parameter, f"Not a GeoJSON geometry: {str(exc)[:120] or type(exc).__name__}"
-                    ) from None
+        raise _fail(
+            parameter, f"Not a GeoJSON geometry: {str(exc)[:120] or type(exc).__name__}"
+        ) from None
     if geom.geom_type not in _GEOMETRY_TYPES or geom.is_empty:
         raise _fail(parameter, "Expected a non-empty Point, LineString or Polygon (or Multi-)")
     if shapely.get_num_coordinates(geom) > max_vertices:
         raise _fail(parameter, f"The geometry has more than {max_vertices} vertices")
     x0, y0, x1, y1 = geom.bounds
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (
-            -180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+        -180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90
+    ):
         raise _fail(parameter, "Coordinates must be longitude, latitude (CRS84)")
     if not geom.is_valid:
         raise _fail(parameter, f"Invalid geometry: {explain_validity(geom)}")
     return shapely.to_wkb(geom)
 
 
-def analyse(doc: QueryDoc, catalog: Catalog, principal: Principal, max_rows: int,
-            settings: QuerySettings) -> Plan:
+def analyse(
+    doc: QueryDoc, catalog: Catalog, principal: Principal, max_rows: int, settings: QuerySettings
+) -> Plan:
     """Check a document against the catalog: layers readable (404), attributes known and of
     the right type, targets well-formed, limits within the caller's (400)."""
     plan = Plan(doc, readable(catalog, doc.source, principal, "source"), max_rows)
     source = plan.source
     plan.layers.append(source)
     if doc.limit is not None and doc.limit > max_rows:
-        raise _fail("limit", f"At most {max_rows:,} rows for your role: run a job "
-                             "(POST /query/jobs) for more")
+        raise _fail(
+            "limit",
+            f"At most {max_rows:,} rows for your role: run a job (POST /query/jobs) for more",
+        )
     if doc.filter is not None:
         plan.filter = _parse_filter(doc.filter, doc.filter_lang, "filter")
     if (doc.from_ or doc.to) and _time_attribute(source, "from") is None:
@@ -195,8 +209,14 @@ def _time_attribute(layer: Layer, parameter: str):
     return attribute if attribute.type in ("date", "timestamp") else None
 
 
-def _analyse_predicate(plan: Plan, i: int, p: SpatialPredicate, catalog: Catalog,
-                       principal: Principal, settings: QuerySettings) -> None:
+def _analyse_predicate(
+    plan: Plan,
+    i: int,
+    p: SpatialPredicate,
+    catalog: Catalog,
+    principal: Principal,
+    settings: QuerySettings,
+) -> None:
     where = f"spatial.{i}"
     if p.distance is not None and p.distance > settings.max_distance_m:
         raise _fail(f"{where}.distance", f"At most {settings.max_distance_m:,.0f} m")
@@ -209,13 +229,16 @@ def _analyse_predicate(plan: Plan, i: int, p: SpatialPredicate, catalog: Catalog
         if p.filter is not None:
             plan.target_filters[i] = _parse_filter(p.filter, p.filter_lang, f"{where}.filter")
     elif p.geometry is not None:
-        plan.literals[i] = (_literal_geometry(p.geometry, f"{where}.geometry",
-                                              settings.max_vertices), 4326)
+        plan.literals[i] = (
+            _literal_geometry(p.geometry, f"{where}.geometry", settings.max_vertices),
+            4326,
+        )
     elif p.address is not None:
         layer = readable(catalog, ADDRESS_LAYER, principal, f"{where}.address")
         attribute_or_400(layer, ADDRESS_ATTRIBUTE, f"{where}.address")
-        plan.lookups[i] = Lookup(layer, ADDRESS_ATTRIBUTE, p.address, f"{where}.address",
-                                 "digital address")
+        plan.lookups[i] = Lookup(
+            layer, ADDRESS_ATTRIBUTE, p.address, f"{where}.address", "digital address"
+        )
         plan.layers.append(layer)
     else:
         units = UNITS[("ward", p.ward_edition)]
@@ -227,17 +250,22 @@ def _analyse_predicate(plan: Plan, i: int, p: SpatialPredicate, catalog: Catalog
 def _check_aggregate(source: Layer, aggregate, where: str) -> None:
     op = aggregate.op
     if op == "area" and source.geometry_type not in _POLYGONS:
-        raise _fail(f"{where}.op", f"'area' needs a polygon layer; '{source.id}' has "
-                                   f"{source.geometry_type} geometries")
+        raise _fail(
+            f"{where}.op",
+            f"'area' needs a polygon layer; '{source.id}' has {source.geometry_type} geometries",
+        )
     if op == "length" and source.geometry_type not in _LINES:
-        raise _fail(f"{where}.op", f"'length' needs a line layer; '{source.id}' has "
-                                   f"{source.geometry_type} geometries")
+        raise _fail(
+            f"{where}.op",
+            f"'length' needs a line layer; '{source.id}' has {source.geometry_type} geometries",
+        )
     if aggregate.attribute is None:
         return
     attribute = attribute_or_400(source, aggregate.attribute, f"{where}.attribute")
     if op in ("sum", "avg") and attribute.type not in _NUMERIC:
-        raise _fail(f"{where}.attribute", f"'{op}' needs a number; '{attribute.name}' is "
-                                          f"{attribute.type}")
+        raise _fail(
+            f"{where}.attribute", f"'{op}' needs a number; '{attribute.name}' is {attribute.type}"
+        )
     if op in ("min", "max") and attribute.type == "boolean":
         raise _fail(f"{where}.attribute", f"'{op}' does not apply to a boolean")
 
@@ -260,8 +288,10 @@ def expand(g4326: str, metres: str, srid: int) -> str:
     least 111.32 km × cos(latitude) on the ellipsoid; dividing by 110 km (at the latitude
     farthest from the equator, plus the margin) errs on the large side."""
     dy = f"(({metres}) / 110000.0)"
-    dx = (f"(({metres}) / (110000.0 * cos(radians(least(88.0, greatest(abs(ST_YMin({g4326})),"
-          f" abs(ST_YMax({g4326}))) + {dy})))))")
+    dx = (
+        f"(({metres}) / (110000.0 * cos(radians(least(88.0, greatest(abs(ST_YMin({g4326})),"
+        f" abs(ST_YMax({g4326}))) + {dy})))))"
+    )
     box = f"ST_Expand({g4326}, {dx}, {dy})"
     # Edges straight in lon/lat are curves in a projection: segmentize (0.01° ≈ 1 km) first.
     return box if srid == 4326 else f"ST_Transform(ST_Segmentize({box}, 0.01), {int(srid)})"
@@ -346,10 +376,15 @@ class _Builder:
         """A target layer as ``(SELECT geometry AS g FROM layer t WHERE filter) alias``."""
         target = self.plan.targets[i]
         tree = self.plan.target_filters.get(i)
-        cond = cql2.compile_filter(tree, target, self.binds, parameter=f"spatial.{i}.filter") \
-            if tree is not None else "TRUE"
-        return (f"(SELECT t.{quote_ident(target.geometry_column)} AS g FROM {target.table_sql} t"
-                f" WHERE {cond}) {alias}")
+        cond = (
+            cql2.compile_filter(tree, target, self.binds, parameter=f"spatial.{i}.filter")
+            if tree is not None
+            else "TRUE"
+        )
+        return (
+            f"(SELECT t.{quote_ident(target.geometry_column)} AS g FROM {target.table_sql} t"
+            f" WHERE {cond}) {alias}"
+        )
 
     def predicate(self, i: int, p: SpatialPredicate) -> str:
         src, g = self.src, self.geom
@@ -361,8 +396,10 @@ class _Builder:
                 return f"{_TOPOLOGY[p.op]}({g}, {transform(lit, lsrid, src.srid)})"
             if self.distance is None:
                 self.distance = f"ST_Distance({geog(g, src.srid)}, {geog(lit, lsrid)})"
-            return (f"({g} && {expand(to4326(lit, lsrid), d, src.srid)} AND "  # type: ignore[arg-type]
-                    f"ST_DWithin({geog(g, src.srid)}, {geog(lit, lsrid)}, {d}))")
+            return (
+                f"({g} && {expand(to4326(lit, lsrid), d, src.srid)} AND "  # type: ignore[arg-type]
+                f"ST_DWithin({geog(g, src.srid)}, {geog(lit, lsrid)}, {d}))"
+            )
         target = self.plan.targets[i]
         alias = f"o{i}"
         og = f"{alias}.g"
@@ -375,17 +412,21 @@ class _Builder:
                 cond = f"{og} && {moved} AND {fn}({moved}, {og})"
         else:
             # Both boxes, so that the planner may drive the join from either side's index.
-            cond = (f"{og} && {expand(to4326(g, src.srid), d, target.srid)} AND "  # type: ignore[arg-type]
-                    f"{g} && {expand(to4326(og, target.srid), d, src.srid)} AND "  # type: ignore[arg-type]
-                    f"ST_DWithin({geog(g, src.srid)}, {geog(og, target.srid)}, {d})")
+            cond = (
+                f"{og} && {expand(to4326(g, src.srid), d, target.srid)} AND "  # type: ignore[arg-type]
+                f"{g} && {expand(to4326(og, target.srid), d, src.srid)} AND "  # type: ignore[arg-type]
+                f"ST_DWithin({geog(g, src.srid)}, {geog(og, target.srid)}, {d})"
+            )
         subquery = self.target_subquery(i, alias)
         if src.feature_count >= DRIVE_FROM_TARGET * max(1, target.feature_count):
             # A large source against a small target (a million reports near 200 flood points):
             # join from the target's side, probing the source's index, then keep those ids —
             # EXISTS would probe the target once per source row (6.5 s against 0.9 s).
             inner = " AND ".join(self.attribute_conditions()) or "TRUE"
-            return (f"{self.fid} IN (SELECT {self.fid} FROM {src.table_sql} t JOIN {subquery} "
-                    f"ON {cond} WHERE {inner})")
+            return (
+                f"{self.fid} IN (SELECT {self.fid} FROM {src.table_sql} t JOIN {subquery} "
+                f"ON {cond} WHERE {inner})"
+            )
         return f"EXISTS (SELECT 1 FROM {subquery} WHERE {cond})"
 
     def nearest(self, i: int, p: SpatialPredicate) -> str:
@@ -396,14 +437,18 @@ class _Builder:
         k = self.binds.add(int(p.k or 1), "bigint")
         if i not in self.plan.targets:
             lit, lsrid = self.literal(i)
-            self.distance = self.distance or f"ST_Distance({geog(self.geom, self.src.srid)}, " \
-                                              f"{geog(lit, lsrid)})"
+            self.distance = (
+                self.distance
+                or f"ST_Distance({geog(self.geom, self.src.srid)}, {geog(lit, lsrid)})"
+            )
             return f"{self.fid} IN ({self.nearest_ids(lit, lsrid, k)})"
         target = self.plan.targets[i]
         alias = f"n{i}"
         ids = self.nearest_ids(f"{alias}.g", target.srid, k)
-        return (f"{self.fid} IN (SELECT x.id FROM {self.target_subquery(i, alias)} "
-                f"CROSS JOIN LATERAL ({ids}) x)")
+        return (
+            f"{self.fid} IN (SELECT x.id FROM {self.target_subquery(i, alias)} "
+            f"CROSS JOIN LATERAL ({ids}) x)"
+        )
 
     def nearest_ids(self, target: str, tsrid: int, k: str) -> str:
         src, g, table = self.src, self.geom, self.src.table_sql
@@ -412,15 +457,19 @@ class _Builder:
         candidates = " AND ".join(self.conditions()) or "TRUE"
         # r gets a hair of margin: ST_DWithin and ST_Distance on geography may disagree in the
         # last digits, and the farthest candidate must not fall out.
-        radius = (f"(SELECT max(ST_Distance({geog('c.g', src.srid)}, {tg})) * 1.000001 + 0.01"
-                  f" AS r FROM "
-                  f"(SELECT t.{geomcol} AS g FROM {table} t WHERE {candidates} ORDER BY "
-                  f"t.{geomcol} <-> {transform(target, tsrid, src.srid)} LIMIT {k}) c) rr")
+        radius = (
+            f"(SELECT max(ST_Distance({geog('c.g', src.srid)}, {tg})) * 1.000001 + 0.01"
+            f" AS r FROM "
+            f"(SELECT t.{geomcol} AS g FROM {table} t WHERE {candidates} ORDER BY "
+            f"t.{geomcol} <-> {transform(target, tsrid, src.srid)} LIMIT {k}) c) rr"
+        )
         again = " AND ".join(self.conditions()) or "TRUE"
-        return (f"SELECT {self.fid} AS id FROM {radius} CROSS JOIN {table} t WHERE {again} AND "
-                f"{g} && {expand(to4326(target, tsrid), 'rr.r', src.srid)} AND "
-                f"ST_DWithin({geog(g, src.srid)}, {tg}, rr.r) "
-                f"ORDER BY ST_Distance({geog(g, src.srid)}, {tg}), {self.fid} LIMIT {k}")
+        return (
+            f"SELECT {self.fid} AS id FROM {radius} CROSS JOIN {table} t WHERE {again} AND "
+            f"{g} && {expand(to4326(target, tsrid), 'rr.r', src.srid)} AND "
+            f"ST_DWithin({geog(g, src.srid)}, {tg}, rr.r) "
+            f"ORDER BY ST_Distance({geog(g, src.srid)}, {tg}), {self.fid} LIMIT {k}"
+        )
 
     # result rows
     def order(self, names: dict[str, str], default: list[str]) -> list[str]:
@@ -428,8 +477,9 @@ class _Builder:
         for i, key in enumerate(self.doc.order_by):
             if key.key not in names:
                 known = ", ".join(names) or "none"
-                raise _fail(f"order_by.{i}.key", f"Unknown sort key '{key.key}' (use one of "
-                                                 f"{known})")
+                raise _fail(
+                    f"order_by.{i}.key", f"Unknown sort key '{key.key}' (use one of {known})"
+                )
             direction = "DESC NULLS LAST" if key.desc else "ASC NULLS LAST"
             keys.append(f"{names[key.key]} {direction}")
         return keys + default
@@ -439,21 +489,28 @@ class _Builder:
         by = ", ".join(order)
         limit = self.binds.add(self.plan.limit + 1, "bigint")
         offset = self.binds.add(self.doc.offset, "bigint")
-        return (f"SELECT q.*, row_number() OVER (ORDER BY {by}) AS {ORD} FROM ({select}) q "
-                f"ORDER BY {by} LIMIT {limit} OFFSET {offset}")
+        return (
+            f"SELECT q.*, row_number() OVER (ORDER BY {by}) AS {ORD} FROM ({select}) q "
+            f"ORDER BY {by} LIMIT {limit} OFFSET {offset}"
+        )
 
     def features(self) -> Compiled:
         src = self.src
         where = self.where()
-        names = list(dict.fromkeys(self.doc.properties)) if self.doc.properties is not None \
+        names = (
+            list(dict.fromkeys(self.doc.properties))
+            if self.doc.properties is not None
             else [a.name for a in src.attributes]
+        )
         columns = [_attribute_column(src, n) for n in names]
         cols = [f"{self.col(n)} AS {quote_ident(n)}" for n in names]
         sortable = {n: f"q.{quote_ident(n)}" for n in names}
         if self.distance is not None:
             if "distance_m" in names:
-                raise _fail("properties", "'distance_m' is the distance column: do not select an "
-                                          "attribute of that name")
+                raise _fail(
+                    "properties",
+                    "'distance_m' is the distance column: do not select an attribute of that name",
+                )
             cols.append(f"{self.distance} AS distance_m")
             columns.append(Column("distance_m", "number", "Khoảng cách", "Distance", "m"))
             sortable["distance_m"] = "q.distance_m"
@@ -462,8 +519,10 @@ class _Builder:
                 cols.append(f"{self.col(key.key)} AS __ioc_s{i}")
                 sortable[key.key] = f"q.__ioc_s{i}"
         geometry = to4326(self.geom, src.srid) if self.doc.geometry else "NULL::geometry"
-        select = (f"SELECT {self.fid} AS {ID}, {', '.join(cols + [f'{geometry} AS {GEOM}'])} "
-                  f"FROM {src.table_sql} t WHERE {where}")
+        select = (
+            f"SELECT {self.fid} AS {ID}, {', '.join(cols + [f'{geometry} AS {GEOM}'])} "
+            f"FROM {src.table_sql} t WHERE {where}"
+        )
         default = (["q.distance_m"] if self.distance is not None else []) + [f"q.{ID}"]
         sql = self.wrap(select, self.order(sortable, default))
         gtype = src.geometry_type if self.doc.geometry else None
@@ -482,7 +541,8 @@ class _Builder:
                 attribute = attribute_or_400(src, key.attribute or "", "group_by")
                 keys.append((self.col(attribute.name), _attribute_column(src, attribute.name)))
         aggregates = [self.aggregate(a) for a in doc.aggregates] or [
-            ("count(*)", Column("count", "integer", "Số lượng", "Count"))]
+            ("count(*)", Column("count", "integer", "Số lượng", "Count"))
+        ]
         only_unit = unit is not None and len(keys) == 1
         counts_only = all(sql in ("count(*)",) for sql, _ in aggregates)
         clip = any(a.op in ("area", "length") for a in doc.aggregates)
@@ -501,8 +561,9 @@ class _Builder:
                         from_sql += f" JOIN {ulayer.table_sql} u ON {uid} = a.unit_fid"
                     unit_key = "a.unit_fid"
             else:
-                from_sql = (f"{src.table_sql} t JOIN {ulayer.table_sql} u ON "
-                            f"{join_condition(src, ulayer)}")
+                from_sql = (
+                    f"{src.table_sql} t JOIN {ulayer.table_sql} u ON {join_condition(src, ulayer)}"
+                )
                 unit_key = uid
             keys = [(unit_key if c is None else e, c) for e, c in keys]
         else:
@@ -510,7 +571,9 @@ class _Builder:
         inner_cols = [f"{e} AS k{i}" for i, (e, _) in enumerate(keys)]
         inner_cols += [f"{sql} AS a{i}" for i, (sql, _) in enumerate(aggregates)]
         group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
-        inner = f"SELECT {', '.join(inner_cols)} FROM {from_sql} WHERE {where_conds or 'TRUE'}{group}"
+        inner = (
+            f"SELECT {', '.join(inner_cols)} FROM {from_sql} WHERE {where_conds or 'TRUE'}{group}"
+        )
         out, columns, names = [], [], {}
         for i, (_, column) in enumerate(keys):
             if column is None:
@@ -529,8 +592,10 @@ class _Builder:
                 names[column.name] = f"q.{quote_ident(column.name)}"
         for i, (sql, column) in enumerate(aggregates):
             if column.name in names:
-                raise _fail(f"aggregates.{i}", f"Two result columns are named '{column.name}': "
-                                               "name the aggregate with 'as'")
+                raise _fail(
+                    f"aggregates.{i}",
+                    f"Two result columns are named '{column.name}': name the aggregate with 'as'",
+                )
             zero = sql.startswith("count(")
             value = f"COALESCE(g.a{i}, 0)" if zero and only_unit else f"g.a{i}"
             out.append(f"{value} AS {quote_ident(column.name)}")
@@ -548,15 +613,20 @@ class _Builder:
                     geometry = f"ST_Multi(ST_SimplifyPreserveTopology({geometry}, {tolerance}))"
             ident = f"u.{quote_ident(unit.code)}::text" if only_unit else "NULL::text"
             unit_k = next(i for i, (_, c) in enumerate(keys) if c is None)
-            joined = (f"{ulayer.table_sql} u LEFT JOIN ({inner}) g ON g.k{unit_k} = {uid}"
-                      if only_unit else f"({inner}) g JOIN {ulayer.table_sql} u ON {uid} = g.k{unit_k}")
+            joined = (
+                f"{ulayer.table_sql} u LEFT JOIN ({inner}) g ON g.k{unit_k} = {uid}"
+                if only_unit
+                else f"({inner}) g JOIN {ulayer.table_sql} u ON {uid} = g.k{unit_k}"
+            )
             select = f"SELECT {ident} AS {ID}, {', '.join(out)}, {geometry} AS {GEOM} FROM {joined}"
             gtype = "MultiPolygon" if doc.geometry else None
         else:
-            select = f"SELECT NULL::text AS {ID}, {', '.join(out)}, NULL::geometry AS {GEOM} " \
-                     f"FROM ({inner}) g"
+            select = (
+                f"SELECT NULL::text AS {ID}, {', '.join(out)}, NULL::geometry AS {GEOM} "
+                f"FROM ({inner}) g"
+            )
             gtype = None
-        default = [names[c.name] for c in columns[:len(columns) - len(aggregates)]] or [f"q.{ID}"]
+        default = [names[c.name] for c in columns[: len(columns) - len(aggregates)]] or [f"q.{ID}"]
         sql = self.wrap(select, self.order(names, default))
         return Compiled(sql, self.binds.values, columns, "groups", gtype, plan.limit)
 
@@ -565,13 +635,20 @@ class _Builder:
         assert attribute is not None
         unit = _BUCKETS[bucket]
         column = self.col(attribute.name)
-        label = {"hour": ("Giờ", "Hour"), "day": ("Ngày", "Day"), "week": ("Tuần", "Week"),
-                 "month": ("Tháng", "Month"), "year": ("Năm", "Year")}[unit]
+        label = {
+            "hour": ("Giờ", "Hour"),
+            "day": ("Ngày", "Day"),
+            "week": ("Tuần", "Week"),
+            "month": ("Tháng", "Month"),
+            "year": ("Năm", "Year"),
+        }[unit]
         if attribute.type == "date":
             return f"date_trunc('{unit}', {column})::date", Column(unit, "date", *label)
         # Buckets are city days and months (UTC+7), whatever the server's time zone.
-        return (f"date_trunc('{unit}', {column}, '{CITY_TZ_NAME}')",
-                Column(unit, "timestamp", *label))
+        return (
+            f"date_trunc('{unit}', {column}, '{CITY_TZ_NAME}')",
+            Column(unit, "timestamp", *label),
+        )
 
     def aggregate(self, aggregate) -> tuple[str, Column]:
         op, name = aggregate.op, aggregate.attribute
@@ -580,14 +657,17 @@ class _Builder:
             shape_sql, srid = self.geom, src.srid
             if self.plan.unit_layer is not None:  # the part inside the unit
                 ulayer = self.plan.unit_layer
-                shape_sql = (f"ST_Intersection({transform(self.geom, src.srid, ulayer.srid)}, "
-                             f"{self.col(ulayer.geometry_column, 'u')})")
+                shape_sql = (
+                    f"ST_Intersection({transform(self.geom, src.srid, ulayer.srid)}, "
+                    f"{self.col(ulayer.geometry_column, 'u')})"
+                )
                 srid = ulayer.srid
             fn = "ST_Area" if op == "area" else "ST_Length"
             sql = f"COALESCE(sum({fn}({geog(shape_sql, srid)})), 0)::double precision"
             label = ("Diện tích", "Area", "m²") if op == "area" else ("Chiều dài", "Length", "m")
-            return sql, Column(aggregate.as_ or f"{op}_m{'2' if op == 'area' else ''}", "number",
-                               *label)
+            return sql, Column(
+                aggregate.as_ or f"{op}_m{'2' if op == 'area' else ''}", "number", *label
+            )
         if name is None:
             return "count(*)", Column(aggregate.as_ or "count", "integer", "Số lượng", "Count")
         attribute = attribute_or_400(src, name, "aggregates")
@@ -600,29 +680,45 @@ class _Builder:
         if op == "count":
             return f"count({column})", Column(alias, "integer", f"Số lượng {vi}", f"Count of {en}")
         if op == "count_distinct":
-            return (f"count(DISTINCT {column})",
-                    Column(alias, "integer", f"Số giá trị {vi}", f"Distinct {en}"))
+            return (
+                f"count(DISTINCT {column})",
+                Column(alias, "integer", f"Số giá trị {vi}", f"Distinct {en}"),
+            )
         if op in ("sum", "avg"):
             word = ("Tổng", "Sum of") if op == "sum" else ("Trung bình", "Mean")
-            return (f"{op}({column})::double precision",
-                    Column(alias, "number", f"{word[0]} {vi}", f"{word[1]} {en}", attribute.unit))
+            return (
+                f"{op}({column})::double precision",
+                Column(alias, "number", f"{word[0]} {vi}", f"{word[1]} {en}", attribute.unit),
+            )
         word = ("Nhỏ nhất", "Minimum") if op == "min" else ("Lớn nhất", "Maximum")
-        return (f"{op}({column})", Column(alias, attribute.type, f"{vi} {word[0].lower()}",
-                                          f"{word[1]} {en}", attribute.unit))
+        return (
+            f"{op}({column})",
+            Column(
+                alias, attribute.type, f"{vi} {word[0].lower()}", f"{word[1]} {en}", attribute.unit
+            ),
+        )
 
 
 def _attribute_column(layer: Layer, name: str) -> Column:
     a = attribute_or_400(layer, name, "properties")
-    return Column(a.name, a.type if a.type in ("integer", "number", "text", "boolean", "date",
-                                                 "timestamp") else "text",
-                  a.label_vi, a.label_en, a.unit)
+    return Column(
+        a.name,
+        a.type
+        if a.type in ("integer", "number", "text", "boolean", "date", "timestamp")
+        else "text",
+        a.label_vi,
+        a.label_en,
+        a.unit,
+    )
 
 
 def _unit_columns(unit: UnitSet) -> list[tuple[str, str, str, str]]:
     """(attribute, result column, labels) of a unit: code, name and extras."""
     kind_vi, kind_en = unit.label_vi, unit.label_en
-    cols = [(unit.code, unit.out_code, f"Mã — {kind_vi}", f"Code — {kind_en}"),
-            (unit.name, unit.out_name, f"Tên — {kind_vi}", f"Name — {kind_en}")]
+    cols = [
+        (unit.code, unit.out_code, f"Mã — {kind_vi}", f"Code — {kind_en}"),
+        (unit.name, unit.out_name, f"Tên — {kind_vi}", f"Name — {kind_en}"),
+    ]
     cols += [(attr, name, name, name) for attr, name in unit.extra]
     return cols
 
@@ -644,10 +740,14 @@ async def resolve(conn, plan: Plan, *, min_features: int | None = None) -> None:
         row = await conn.fetchrow(
             f"SELECT ST_AsBinary(t.{quote_ident(layer.geometry_column)}) AS wkb FROM "
             f"{layer.table_sql} t WHERE t.{quote_ident(lookup.attribute)}::text = $1 "
-            f"ORDER BY t.{quote_ident(layer.id_column)} LIMIT 1", lookup.value)
+            f"ORDER BY t.{quote_ident(layer.id_column)} LIMIT 1",
+            lookup.value,
+        )
         if row is None or row["wkb"] is None:
-            raise InvalidParameter(f"There is no {lookup.what} '{lookup.value}' (in "
-                                   f"'{lookup.parameter}').", parameter=lookup.parameter)
+            raise InvalidParameter(
+                f"There is no {lookup.what} '{lookup.value}' (in '{lookup.parameter}').",
+                parameter=lookup.parameter,
+            )
         plan.literals[i] = (bytes(row["wkb"]), layer.srid)
     if plan.unit_layer is not None and min_features is not None:
         from ioc import units

@@ -35,19 +35,31 @@ def _upsert(cur, manifest: LayerManifest, origin: str) -> None:
     for statement in create_table_sql(manifest):
         cur.execute(statement)
     doc = manifest.model_dump(mode="json", exclude_none=True)
-    cur.execute(UPSERT_SQL, {
-        "id": manifest.id, "schema": DATA_SCHEMA, "table": manifest.id,
-        "geometry_type": manifest.geometry.type, "srid": manifest.geometry.srid,
-        "title_vi": manifest.title.vi, "title_en": manifest.title.en,
-        "description_vi": manifest.description.vi, "description_en": manifest.description.en,
-        "domain": manifest.domain, "department": manifest.department,
-        "access": manifest.access, "cadence": manifest.cadence, "origin": origin,
-        "manifest": json.dumps(doc, ensure_ascii=False),
-    })
+    cur.execute(
+        UPSERT_SQL,
+        {
+            "id": manifest.id,
+            "schema": DATA_SCHEMA,
+            "table": manifest.id,
+            "geometry_type": manifest.geometry.type,
+            "srid": manifest.geometry.srid,
+            "title_vi": manifest.title.vi,
+            "title_en": manifest.title.en,
+            "description_vi": manifest.description.vi,
+            "description_en": manifest.description.en,
+            "domain": manifest.domain,
+            "department": manifest.department,
+            "access": manifest.access,
+            "cadence": manifest.cadence,
+            "origin": origin,
+            "manifest": json.dumps(doc, ensure_ascii=False),
+        },
+    )
 
 
-def sync_manifests(conn, manifests: Iterable[LayerManifest],
-                   progress: Callable[[str], None] | None = None) -> int:
+def sync_manifests(
+    conn, manifests: Iterable[LayerManifest], progress: Callable[[str], None] | None = None
+) -> int:
     """Create missing layer tables and upsert registry rows; one transaction. Returns the count.
 
     Only rows that came from manifests are updated: a published or registered layer with the
@@ -71,12 +83,14 @@ def create_layer(conn, manifest: LayerManifest) -> None:
     One sentence for every reason an id is taken (a layer the caller sees, one hidden from
     them, a soft-deleted one, a bare table): a restricted layer's existence must not leak."""
     with conn.cursor() as cur:
-        cur.execute("SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = %s)"
-                    " OR to_regclass(%s) IS NOT NULL",
-                    (manifest.id, f"{quote_ident(DATA_SCHEMA)}.{quote_ident(manifest.id)}"))
+        cur.execute(
+            "SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = %s) OR to_regclass(%s) IS NOT NULL",
+            (manifest.id, f"{quote_ident(DATA_SCHEMA)}.{quote_ident(manifest.id)}"),
+        )
         if cur.fetchone()[0]:
-            raise Conflict(f"The id '{manifest.id}' is not available; choose another.",
-                           parameter="id")
+            raise Conflict(
+                f"The id '{manifest.id}' is not available; choose another.", parameter="id"
+            )
         _upsert(cur, manifest, "published")
     conn.commit()
 
@@ -84,8 +98,11 @@ def create_layer(conn, manifest: LayerManifest) -> None:
 def soft_delete(conn, layer_id: str) -> None:
     """Hide a layer from the catalog; its table and versions are kept for restore by an admin."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE ioc.layers SET deleted_at = now(), updated_at = now()"
-                    " WHERE id = %s AND deleted_at IS NULL", (layer_id,))
+        cur.execute(
+            "UPDATE ioc.layers SET deleted_at = now(), updated_at = now()"
+            " WHERE id = %s AND deleted_at IS NULL",
+            (layer_id,),
+        )
         if cur.rowcount != 1:
             raise LayerNotFound(f"There is no layer '{layer_id}'.")
     conn.commit()
@@ -98,8 +115,9 @@ FROM s, LATERAL (SELECT ST_Transform(e, 4326) AS t) wgs84
 """
 
 
-def update_stats(cur, layer_id: str, *, bump_version: bool = True,
-                 metadata: dict[str, Any] | None = None) -> int:
+def update_stats(
+    cur, layer_id: str, *, bump_version: bool = True, metadata: dict[str, Any] | None = None
+) -> int:
     """Recount a layer and recompute its WGS 84 extent inside the caller's transaction."""
     cur.execute(
         "SELECT schema_name, table_name, geometry_column, srid FROM ioc.layers WHERE id = %s",
@@ -117,14 +135,20 @@ def update_stats(cur, layer_id: str, *, bump_version: bool = True,
         "UPDATE ioc.layers SET feature_count = %s, extent = %s, last_update = now(),"
         " updated_at = now(), version = version + %s, metadata = metadata || %s::jsonb"
         " WHERE id = %s",
-        (count, extent, 1 if bump_version else 0,
-         json.dumps(metadata or {}, ensure_ascii=False), layer_id),
+        (
+            count,
+            extent,
+            1 if bump_version else 0,
+            json.dumps(metadata or {}, ensure_ascii=False),
+            layer_id,
+        ),
     )
     return count
 
 
-def refresh_stats(conn, layer_id: str, *, bump_version: bool = True,
-                  metadata: dict[str, Any] | None = None) -> int:
+def refresh_stats(
+    conn, layer_id: str, *, bump_version: bool = True, metadata: dict[str, Any] | None = None
+) -> int:
     """Recount a layer, recompute its extent, stamp last_update (and bump its version); commit."""
     with conn.cursor() as cur:
         count = update_stats(cur, layer_id, bump_version=bump_version, metadata=metadata)
@@ -147,21 +171,40 @@ SELECT a.attname FROM pg_index i
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
 WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
 """
-_GEOMETRY_TYPES = {t.upper(): t for t in (
-    "Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon")}
+_GEOMETRY_TYPES = {
+    t.upper(): t
+    for t in ("Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon")
+}
 _TYPE_MAP = {
-    "integer": "integer", "bigint": "integer", "smallint": "integer", "numeric": "number",
-    "double precision": "number", "real": "number", "boolean": "boolean", "date": "date",
-    "timestamp with time zone": "timestamp", "timestamp without time zone": "timestamp",
+    "integer": "integer",
+    "bigint": "integer",
+    "smallint": "integer",
+    "numeric": "number",
+    "double precision": "number",
+    "real": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp with time zone": "timestamp",
+    "timestamp without time zone": "timestamp",
 }
 
 
-def add_table(conn, schema: str, table: str, *, layer_id: str, access: str = "internal",
-              department: str = "science_tech", domain: str = "registered",
-              title: str | None = None) -> None:
+def add_table(
+    conn,
+    schema: str,
+    table: str,
+    *,
+    layer_id: str,
+    access: str = "internal",
+    department: str = "science_tech",
+    domain: str = "registered",
+    title: str | None = None,
+) -> None:
     """Register an existing PostGIS table as a layer (origin 'registered')."""
     if access not in ACCESS_LEVELS:
-        raise InvalidParameter(f"Unknown access level '{access}': use public, internal or restricted.")
+        raise InvalidParameter(
+            f"Unknown access level '{access}': use public, internal or restricted."
+        )
     regclass = qualified(schema, table)
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM ioc.layers WHERE id = %s", (layer_id,))
@@ -175,27 +218,48 @@ def add_table(conn, schema: str, table: str, *, layer_id: str, access: str = "in
         cur.execute(PKEY_SQL, (regclass,))
         pkey = [r[0] for r in cur.fetchall()]
         if len(pkey) != 1:
-            raise InvalidParameter(f"{schema}.{table} needs a single-column primary key to be served.")
+            raise InvalidParameter(
+                f"{schema}.{table} needs a single-column primary key to be served."
+            )
         cur.execute(COLUMNS_SQL, (regclass,))
         attributes = [
             {"name": name, "type": _TYPE_MAP.get(pgtype, "text"), "label": {"vi": name, "en": name}}
-            for name, pgtype in cur.fetchall() if name not in (geom_column, pkey[0])
+            for name, pgtype in cur.fetchall()
+            if name not in (geom_column, pkey[0])
         ]
         manifest = {
-            "id": layer_id, "title": {"vi": title or table, "en": title or table},
-            "description": {"vi": "", "en": ""}, "domain": domain, "department": department,
+            "id": layer_id,
+            "title": {"vi": title or table, "en": title or table},
+            "description": {"vi": "", "en": ""},
+            "domain": domain,
+            "department": department,
             "geometry": {"type": _GEOMETRY_TYPES.get(geom_type.upper(), "Geometry"), "srid": srid},
-            "access": access, "cadence": "static", "attributes": attributes,
-            "zoom": {"min": 0, "max": 22}, "style": {"color": "#3388ff", "legend": []},
+            "access": access,
+            "cadence": "static",
+            "attributes": attributes,
+            "zoom": {"min": 0, "max": 22},
+            "style": {"color": "#3388ff", "legend": []},
             "source": {"name": f"{schema}.{table}", "licence": "unknown"},
         }
         cur.execute(
             "INSERT INTO ioc.layers (id, schema_name, table_name, geometry_column, id_column,"
             " geometry_type, srid, title_vi, title_en, domain, department, access, origin, manifest)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'registered', %s)",
-            (layer_id, schema, table, geom_column, pkey[0], manifest["geometry"]["type"], srid,
-             manifest["title"]["vi"], manifest["title"]["en"], domain, department, access,
-             json.dumps(manifest, ensure_ascii=False)),
+            (
+                layer_id,
+                schema,
+                table,
+                geom_column,
+                pkey[0],
+                manifest["geometry"]["type"],
+                srid,
+                manifest["title"]["vi"],
+                manifest["title"]["en"],
+                domain,
+                department,
+                access,
+                json.dumps(manifest, ensure_ascii=False),
+            ),
         )
     conn.commit()
     refresh_stats(conn, layer_id, bump_version=False)

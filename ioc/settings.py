@@ -74,21 +74,26 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     catalog_check_seconds: float = Field(
-        default=2.0, ge=0, description="How often a process looks for registry changes made "
-        "by other processes (publishes, registrations)."
+        default=2.0,
+        ge=0,
+        description="How often a process looks for registry changes made "
+        "by other processes (publishes, registrations).",
     )
     public_url: str | None = Field(
         default=None, description="Base URL used in links when behind a proxy."
     )
     run_as: str = Field(
-        default="ioc", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        default="ioc",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
         description="System user that 'ioc serve' serves as when started as root ('root' "
         "keeps root: not recommended). Ignored when not started as root.",
     )
     request_body_max_bytes: int = Field(
-        default=1 << 20, ge=1024, description="Largest request body of every route except the "
+        default=1 << 20,
+        ge=1024,
+        description="Largest request body of every route except the "
         "uploads (publishing: IOC_UPLOAD_MAX_BYTES; batch geocoding: IOC_ADDRESS_GEOCODE_MAX_ROWS "
-        "kB): JSON queries, saved queries, manifests. Refused with 413 while it is read."
+        "kB): JSON queries, saved queries, manifests. Refused with 413 while it is read.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default=["*"],
@@ -110,8 +115,9 @@ class ServerSettings(BaseSettings):
     def _origins_only(cls, value: list[str]) -> list[str]:
         for origin in value:
             if origin != "*" and not ORIGIN.fullmatch(origin):
-                raise ValueError(f"'{origin}' is not a web origin (scheme://host[:port], no "
-                                 "path) nor '*'")
+                raise ValueError(
+                    f"'{origin}' is not a web origin (scheme://host[:port], no path) nor '*'"
+                )
         return value
 
 
@@ -136,35 +142,43 @@ class PublishSettings(BaseSettings):
 
     upload_max_bytes: int = Field(default=1 << 30, ge=1024, description="Largest upload (bytes).")
     upload_max_features: int = Field(default=2_000_000, ge=1)
-    upload_max_uncompressed: int = Field(default=4 << 30, ge=1024,
-                                         description="Largest total size inside a zip.")
+    upload_max_uncompressed: int = Field(
+        default=4 << 30, ge=1024, description="Largest total size inside a zip."
+    )
     keep_versions: int = Field(default=5, ge=1, description="Data versions kept per layer.")
 
 
 class FeatureSettings(BaseSettings):
     """OGC API – Features answers (``IOC_FEATURES_*``): what one request may take."""
 
-    model_config = SettingsConfigDict(env_prefix="IOC_FEATURES_", env_file=".env",
-                                      extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IOC_FEATURES_", env_file=".env", extra="ignore")
 
     anonymous_max_features: int = Field(
-        default=10_000, ge=1, description="Most features one answer gives an anonymous caller "
-        "(exports included); the answer then links the rest (Link: rel=next)."
+        default=10_000,
+        ge=1,
+        description="Most features one answer gives an anonymous caller "
+        "(exports included); the answer then links the rest (Link: rel=next).",
     )
     export_max_seconds: float = Field(
-        default=300.0, gt=0, description="Longest time one items answer (a page or an export) may "
+        default=300.0,
+        gt=0,
+        description="Longest time one items answer (a page or an export) may "
         "take from the request to its last byte; past it the answer is cut off, never ended as "
-        "if complete."
+        "if complete.",
     )
 
 
 class Settings:
     """All settings groups, built once."""
 
-    def __init__(self, database: DatabaseSettings | None = None,
-                 server: ServerSettings | None = None, data: DataSettings | None = None,
-                 publish: PublishSettings | None = None,
-                 features: FeatureSettings | None = None) -> None:
+    def __init__(
+        self,
+        database: DatabaseSettings | None = None,
+        server: ServerSettings | None = None,
+        data: DataSettings | None = None,
+        publish: PublishSettings | None = None,
+        features: FeatureSettings | None = None,
+    ) -> None:
         self.database = database or DatabaseSettings()
         self.server = server or ServerSettings()
         self.data = data or DataSettings()

@@ -39,8 +39,10 @@ _SHAPES: dict[tuple[str, int], dict[str, bytes]] = {}
 async def unit_geometries(conn, layer_id: str, code: str) -> dict[str, bytes]:
     """Simplified GeoJSON geometries of a units layer by code, cached per layer version (read
     from the registry, so another process's publish is seen)."""
-    row = await conn.fetchrow("SELECT schema_name, table_name, geometry_column, version"
-                              " FROM ioc.layers WHERE id = $1", layer_id)
+    row = await conn.fetchrow(
+        "SELECT schema_name, table_name, geometry_column, version FROM ioc.layers WHERE id = $1",
+        layer_id,
+    )
     key = (layer_id, row["version"])
     if key not in _SHAPES:
         table = qualified(row["schema_name"], row["table_name"])
@@ -48,7 +50,8 @@ async def unit_geometries(conn, layer_id: str, code: str) -> dict[str, bytes]:
         rows = await conn.fetch(
             f"SELECT u.{quote_ident(code)}::text, ST_AsGeoJSON(ST_Multi("
             f"ST_SimplifyPreserveTopology(ST_Transform(u.{geom}, 4326), $1)), 6) FROM {table} u",
-            SIMPLIFY_DEGREES)
+            SIMPLIFY_DEGREES,
+        )
         if len(_SHAPES) >= 8:
             _SHAPES.pop(next(iter(_SHAPES)))
         _SHAPES[key] = {r[0]: r[1].encode() for r in rows}
@@ -61,8 +64,11 @@ def quantile_breaks(values: list[float], classes: int = CLASSES) -> list[float]:
     if not ordered:
         return []
     n = len(ordered)
-    limits = [ordered[0]] + [ordered[min(n - 1, max(0, -(-k * n // classes) - 1))]
-                             for k in range(1, classes)] + [ordered[-1]]
+    limits = (
+        [ordered[0]]
+        + [ordered[min(n - 1, max(0, -(-k * n // classes) - 1))] for k in range(1, classes)]
+        + [ordered[-1]]
+    )
     return sorted(set(limits))
 
 
@@ -100,24 +106,44 @@ def _legend(breaks: list[float]) -> list[dict[str, Any]]:
     def fmt(v: float) -> str:
         return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.2f}"
 
-    return [{"class": i, "min": lo, "max": hi,
-             "label": {"vi": f"{fmt(lo)} – {fmt(hi)}", "en": f"{fmt(lo)} – {fmt(hi)}"}}
-            for i, (lo, hi) in enumerate(zip(breaks, breaks[1:], strict=False))]
+    return [
+        {
+            "class": i,
+            "min": lo,
+            "max": hi,
+            "label": {"vi": f"{fmt(lo)} – {fmt(hi)}", "en": f"{fmt(lo)} – {fmt(hi)}"},
+        }
+        for i, (lo, hi) in enumerate(zip(breaks, breaks[1:], strict=False))
+    ]
 
 
-async def by_ward(pool, catalog: Catalog, principal: Principal, layer_id: str, *,
-                  measure: Measure = "count", attribute: str | None = None,
-                  start: str | None = None, end: str | None = None, filter: str | None = None,
-                  filter_lang: str | None = None, wards: Edition = "current",
-                  settings: QuerySettings) -> tuple[bytes, bool]:
+async def by_ward(
+    pool,
+    catalog: Catalog,
+    principal: Principal,
+    layer_id: str,
+    *,
+    measure: Measure = "count",
+    attribute: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    filter: str | None = None,
+    filter_lang: str | None = None,
+    wards: Edition = "current",
+    settings: QuerySettings,
+) -> tuple[bytes, bool]:
     """A GeoJSON FeatureCollection of every ward with ``value``, ``rank`` and ``class`` of the
     layer's count, sum or mean, and the quantile ``breaks`` at collection level; and whether
     it is public data (every layer it reads is public)."""
     document: dict[str, Any] = {
-        "source": layer_id, "group_by": [{"ward": wards}],
+        "source": layer_id,
+        "group_by": [{"ward": wards}],
         "aggregates": [{"op": measure, "attribute": attribute, "as": "value"}],
-        "geometry": False, "filter": filter, "filter_lang": filter_lang,
-        "from": start, "to": end,
+        "geometry": False,
+        "filter": filter,
+        "filter_lang": filter_lang,
+        "from": start,
+        "to": end,
     }
     if measure == "count" and attribute is None:
         document["aggregates"] = [{"op": "count", "as": "value"}]
@@ -146,20 +172,36 @@ async def by_ward(pool, catalog: Catalog, principal: Principal, layer_id: str, *
         props["rank"] = rank
         props["class"] = class_of(None if value is None else float(value), breaks)
         shape = shapes.get(row[ID])
-        features.append({"type": "Feature", "id": row[ID], "properties": props,
-                         "geometry": orjson.Fragment(shape) if shape else None})
+        features.append(
+            {
+                "type": "Feature",
+                "id": row[ID],
+                "properties": props,
+                "geometry": orjson.Fragment(shape) if shape else None,
+            }
+        )
     present = [v for v in values if v is not None]
     layer = plan.source
     doc_out = {
         "type": "FeatureCollection",
         "layer": layer.id,
-        "title": {"vi": f"{layer.title_vi} theo {unit.label_vi.lower()}",
-                  "en": f"{layer.title_en} by {unit.label_en.lower()}"},
-        "measure": measure, "attribute": attribute, "wards": wards,
-        "units_layer": unit.layer_id, "from": start, "to": end, "filter": filter,
-        "classes": max(0, len(breaks) - 1), "breaks": breaks, "legend": _legend(breaks),
+        "title": {
+            "vi": f"{layer.title_vi} theo {unit.label_vi.lower()}",
+            "en": f"{layer.title_en} by {unit.label_en.lower()}",
+        },
+        "measure": measure,
+        "attribute": attribute,
+        "wards": wards,
+        "units_layer": unit.layer_id,
+        "from": start,
+        "to": end,
+        "filter": filter,
+        "classes": max(0, len(breaks) - 1),
+        "breaks": breaks,
+        "legend": _legend(breaks),
         "total": sum(present) if measure != "avg" else None,
-        "min": min(present) if present else None, "max": max(present) if present else None,
+        "min": min(present) if present else None,
+        "max": max(present) if present else None,
         "numberReturned": len(features),
         "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "features": features,

@@ -44,19 +44,43 @@ class UnitSet:
 
 
 UNITS: dict[tuple[str, str], UnitSet] = {
-    ("ward", "current"): UnitSet("wards", "ward_code", "name", "ward_code", "ward_name",
-                                 label_vi="Phường, xã (từ 7/2025)", label_en="Ward (2025)"),
-    ("ward", "2019"): UnitSet("wards_2019", "ward_code", "ward_name_ascii", "ward_code",
-                              "ward_name", (("district_code", "district_code"),
-                                            ("district_name_ascii", "district_name")),
-                              label_vi="Phường, xã (trước 7/2025)", label_en="Ward (pre-2025)"),
-    ("district", "2019"): UnitSet("districts_2019", "district_code", "district_name_ascii",
-                                  "district_code", "district_name",
-                                  label_vi="Quận, huyện (2019)", label_en="District (2019)"),
-    ("district", "2024"): UnitSet("districts_2024", "district_code", "district_name",
-                                  "district_code", "district_name",
-                                  label_vi="Quận, huyện (2021–6/2025)",
-                                  label_en="District (2021–2025)"),
+    ("ward", "current"): UnitSet(
+        "wards",
+        "ward_code",
+        "name",
+        "ward_code",
+        "ward_name",
+        label_vi="Phường, xã (từ 7/2025)",
+        label_en="Ward (2025)",
+    ),
+    ("ward", "2019"): UnitSet(
+        "wards_2019",
+        "ward_code",
+        "ward_name_ascii",
+        "ward_code",
+        "ward_name",
+        (("district_code", "district_code"), ("district_name_ascii", "district_name")),
+        label_vi="Phường, xã (trước 7/2025)",
+        label_en="Ward (pre-2025)",
+    ),
+    ("district", "2019"): UnitSet(
+        "districts_2019",
+        "district_code",
+        "district_name_ascii",
+        "district_code",
+        "district_name",
+        label_vi="Quận, huyện (2019)",
+        label_en="District (2019)",
+    ),
+    ("district", "2024"): UnitSet(
+        "districts_2024",
+        "district_code",
+        "district_name",
+        "district_code",
+        "district_name",
+        label_vi="Quận, huyện (2021–6/2025)",
+        label_en="District (2021–2025)",
+    ),
 }
 
 
@@ -74,8 +98,11 @@ def join_condition(layer: Layer, units: Layer, t: str = "t", u: str = "u") -> st
 
 def cacheable(layer: Layer, min_features: int) -> bool:
     """True when per-unit groupings of the layer should use (and build) the cache."""
-    return (layer.origin in CACHEABLE_ORIGINS and layer.id_column == "fid"
-            and layer.feature_count >= min_features)
+    return (
+        layer.origin in CACHEABLE_ORIGINS
+        and layer.id_column == "fid"
+        and layer.feature_count >= min_features
+    )
 
 
 STATE_SQL = """
@@ -94,8 +121,9 @@ async def cached_max_fid(conn, layer: Layer, units: Layer) -> int | None:
     if row is None or row["status"] != "ready" or not row["current"]:
         return None
     fid = f"t.{quote_ident(layer.id_column)}"
-    count = await conn.fetchval(f"SELECT count(*) FROM {layer.table_sql} t WHERE {fid} <= $1",
-                                row["max_fid"])
+    count = await conn.fetchval(
+        f"SELECT count(*) FROM {layer.table_sql} t WHERE {fid} <= $1", row["max_fid"]
+    )
     return row["max_fid"] if count == row["member_rows"] else None
 
 
@@ -115,10 +143,12 @@ def members_sql(layer: Layer, units: Layer, binds, max_fid: int) -> str:
     """(fid, unit_fid) pairs of the layer: the cached ones, and live ones for rows added since."""
     t_id = f"t.{quote_ident(layer.id_column)}"
     u_id = f"u.{quote_ident(units.id_column)}"
-    return (f"(SELECT m.fid, m.unit_fid FROM ioc.unit_members m WHERE m.layer_id = "
-            f"{binds.add(layer.id, 'text')} AND m.unit_layer_id = {binds.add(units.id, 'text')}"
-            f" UNION ALL SELECT {t_id}, {u_id} FROM {units.table_sql} u JOIN {layer.table_sql} t"
-            f" ON {join_condition(layer, units)} WHERE {t_id} > {binds.add(max_fid, 'bigint')})")
+    return (
+        f"(SELECT m.fid, m.unit_fid FROM ioc.unit_members m WHERE m.layer_id = "
+        f"{binds.add(layer.id, 'text')} AND m.unit_layer_id = {binds.add(units.id, 'text')}"
+        f" UNION ALL SELECT {t_id}, {u_id} FROM {units.table_sql} u JOIN {layer.table_sql} t"
+        f" ON {join_condition(layer, units)} WHERE {t_id} > {binds.add(max_fid, 'bigint')})"
+    )
 
 
 async def build(pool, layer: Layer, units: Layer, timeout_ms: int) -> int | None:
@@ -128,24 +158,42 @@ async def build(pool, layer: Layer, units: Layer, timeout_ms: int) -> int | None
     u_id = f"u.{quote_ident(units.id_column)}"
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT set_config('statement_timeout', $1, true)", str(timeout_ms))
-        await conn.execute("INSERT INTO ioc.unit_member_sets (layer_id, unit_layer_id)"
-                           " VALUES ($1, $2) ON CONFLICT DO NOTHING", layer.id, units.id)
+        await conn.execute(
+            "INSERT INTO ioc.unit_member_sets (layer_id, unit_layer_id)"
+            " VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            layer.id,
+            units.id,
+        )
         locked = await conn.fetchval(
             "SELECT 1 FROM ioc.unit_member_sets WHERE layer_id = $1 AND unit_layer_id = $2"
-            " FOR UPDATE SKIP LOCKED", layer.id, units.id)
+            " FOR UPDATE SKIP LOCKED",
+            layer.id,
+            units.id,
+        )
         if locked is None:
             return None
-        versions = dict(await conn.fetch("SELECT id, version FROM ioc.layers WHERE id = ANY($1)",
-                                         [layer.id, units.id]))
+        versions = dict(
+            await conn.fetch(
+                "SELECT id, version FROM ioc.layers WHERE id = ANY($1)", [layer.id, units.id]
+            )
+        )
         max_fid = await conn.fetchval(f"SELECT coalesce(max({t_id}), 0) FROM {layer.table_sql} t")
-        await conn.execute("DELETE FROM ioc.unit_members WHERE layer_id = $1 AND unit_layer_id = $2",
-                           layer.id, units.id)
+        await conn.execute(
+            "DELETE FROM ioc.unit_members WHERE layer_id = $1 AND unit_layer_id = $2",
+            layer.id,
+            units.id,
+        )
         inserted = await conn.execute(
             f"INSERT INTO ioc.unit_members (layer_id, unit_layer_id, fid, unit_fid)"
             f" SELECT $1, $2, {t_id}, {u_id} FROM {units.table_sql} u JOIN {layer.table_sql} t"
-            f" ON {join_condition(layer, units)} WHERE {t_id} <= $3", layer.id, units.id, max_fid)
-        rows = await conn.fetchval(f"SELECT count(*) FROM {layer.table_sql} t WHERE {t_id} <= $1",
-                                   max_fid)
+            f" ON {join_condition(layer, units)} WHERE {t_id} <= $3",
+            layer.id,
+            units.id,
+            max_fid,
+        )
+        rows = await conn.fetchval(
+            f"SELECT count(*) FROM {layer.table_sql} t WHERE {t_id} <= $1", max_fid
+        )
         # Fresh statistics now, not when autovacuum gets to it: the planner's choice of join for
         # the first queries after a build depends on them (3.8 s against 0.4 s).
         await conn.execute("ANALYZE ioc.unit_members")
@@ -154,9 +202,18 @@ async def build(pool, layer: Layer, units: Layer, timeout_ms: int) -> int | None
             "UPDATE ioc.unit_member_sets SET status = 'ready', layer_version = $3,"
             " unit_version = $4, max_fid = $5, member_rows = $6, built_at = now(), build_ms = $7,"
             " error = NULL WHERE layer_id = $1 AND unit_layer_id = $2",
-            layer.id, units.id, versions.get(layer.id), versions.get(units.id), max_fid, rows, ms)
-    log.info("unit membership built", extra={"layer": layer.id, "units": units.id, "ms": ms,
-                                              "pairs": inserted})
+            layer.id,
+            units.id,
+            versions.get(layer.id),
+            versions.get(units.id),
+            max_fid,
+            rows,
+            ms,
+        )
+    log.info(
+        "unit membership built",
+        extra={"layer": layer.id, "units": units.id, "ms": ms, "pairs": inserted},
+    )
     return ms
 
 
@@ -171,22 +228,27 @@ ORDER BY s.used_at DESC
 """
 
 
-async def maintain(pool, catalog: Catalog, *, max_age_s: int, timeout_ms: int,
-                   tail_share: float = 0.05) -> list[tuple[str, str]]:
+async def maintain(
+    pool, catalog: Catalog, *, max_age_s: int, timeout_ms: int, tail_share: float = 0.05
+) -> list[tuple[str, str]]:
     """Build pending sets and rebuild stale ones: old, built at other versions, rows deleted
     since, or a long tail of rows joined live."""
     layers = {layer.id: layer for layer in catalog}
     due = [tuple(r) for r in await pool.fetch(DUE_SQL, float(max_age_s))]
-    for row in await pool.fetch("SELECT layer_id, unit_layer_id, max_fid, member_rows FROM"
-                                " ioc.unit_member_sets WHERE status = 'ready'"
-                                " AND used_at > now() - interval '7 days'"):
+    for row in await pool.fetch(
+        "SELECT layer_id, unit_layer_id, max_fid, member_rows FROM"
+        " ioc.unit_member_sets WHERE status = 'ready'"
+        " AND used_at > now() - interval '7 days'"
+    ):
         layer = layers.get(row["layer_id"])
         if layer is None or (row["layer_id"], row["unit_layer_id"]) in due:
             continue
         t_id = f"t.{quote_ident(layer.id_column)}"
         counts = await pool.fetchrow(
             f"SELECT count(*) FILTER (WHERE {t_id} > $1) AS tail, count(*) FILTER (WHERE"
-            f" {t_id} <= $1) AS kept FROM {layer.table_sql} t", row["max_fid"])
+            f" {t_id} <= $1) AS kept FROM {layer.table_sql} t",
+            row["max_fid"],
+        )
         deleted = counts["kept"] != row["member_rows"]
         if deleted or counts["tail"] > max(1000, tail_share * (row["member_rows"] or 0)):
             due.append((row["layer_id"], row["unit_layer_id"]))
@@ -200,7 +262,11 @@ async def maintain(pool, catalog: Catalog, *, max_age_s: int, timeout_ms: int,
                 built.append((layer_id, unit_id))
         except Exception as exc:  # one bad layer must not stop the others
             log.warning("unit membership failed", extra={"layer": layer_id, "error": str(exc)})
-            await pool.execute("UPDATE ioc.unit_member_sets SET status = 'failed', error = $3,"
-                               " built_at = now() WHERE layer_id = $1 AND unit_layer_id = $2",
-                               layer_id, unit_id, str(exc)[:500])
+            await pool.execute(
+                "UPDATE ioc.unit_member_sets SET status = 'failed', error = $3,"
+                " built_at = now() WHERE layer_id = $1 AND unit_layer_id = $2",
+                layer_id,
+                unit_id,
+                str(exc)[:500],
+            )
     return built

@@ -33,7 +33,7 @@ Mode = Literal["contains", "nearest", "within"]
 class Section:
     """One part of the answer: where it goes, which layer, and how the layer is asked."""
 
-    group: str | None      # answer key holding it (None: at the top level)
+    group: str | None  # answer key holding it (None: at the top level)
     key: str
     layer_id: str
     mode: Mode
@@ -73,28 +73,37 @@ def section_sql(layer: Layer, section: Section) -> str:
     geom = quote_ident(layer.geometry_column)
     here = "ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography"
     distance = f"ST_Distance({_geography(layer)}, {here})"
-    position = (f"ST_AsGeoJSON(ST_Transform(ST_PointOnSurface({geom}), 4326), 7) AS position")
+    position = f"ST_AsGeoJSON(ST_Transform(ST_PointOnSurface({geom}), 4326), 7) AS position"
     ident = quote_ident(layer.id_column)
     if section.mode == "contains":
-        return (f"SELECT {ident} AS fid{columns} FROM {layer.table_sql}"
-                f" WHERE ST_Intersects({geom}, {_point(layer)}) ORDER BY {ident}"
-                f" LIMIT {int(section.limit)}")
+        return (
+            f"SELECT {ident} AS fid{columns} FROM {layer.table_sql}"
+            f" WHERE ST_Intersects({geom}, {_point(layer)}) ORDER BY {ident}"
+            f" LIMIT {int(section.limit)}"
+        )
     if section.mode == "nearest":
         # KNN in the layer's SRID picks candidates by the index; the 5 nearest are re-ranked in
         # metres on the spheroid (degrees of lon and lat differ in length).
-        return (f"SELECT * FROM (SELECT {ident} AS fid{columns}, {distance} AS distance_m,"
-                f" {position} FROM {layer.table_sql} ORDER BY {geom} <-> {_point(layer)}"
-                f" LIMIT 5) s ORDER BY distance_m, fid LIMIT {int(section.limit)}")
+        return (
+            f"SELECT * FROM (SELECT {ident} AS fid{columns}, {distance} AS distance_m,"
+            f" {position} FROM {layer.table_sql} ORDER BY {geom} <-> {_point(layer)}"
+            f" LIMIT 5) s ORDER BY distance_m, fid LIMIT {int(section.limit)}"
+        )
     # within: a box pre-filter (metres, or degrees with 1 m < 1e-5 degree here) uses the GiST
     # index, the exact geodesic distance decides.
     reach = section.radius_m if layer.srid != 4326 else section.radius_m / 100_000
-    order = f"{quote_ident(layer.time_column)} DESC NULLS LAST, distance_m" \
-        if layer.time_column else "distance_m"
-    return (f"SELECT *, count(*) OVER () AS total FROM (SELECT {ident} AS fid{columns},"
-            f" {distance} AS distance_m, {position} FROM {layer.table_sql}"
-            f" WHERE {geom} && ST_Expand({_point(layer)}, {float(reach)})) s"
-            f" WHERE distance_m <= {float(section.radius_m)} ORDER BY {order}, fid"
-            f" LIMIT {int(section.limit)}")
+    order = (
+        f"{quote_ident(layer.time_column)} DESC NULLS LAST, distance_m"
+        if layer.time_column
+        else "distance_m"
+    )
+    return (
+        f"SELECT *, count(*) OVER () AS total FROM (SELECT {ident} AS fid{columns},"
+        f" {distance} AS distance_m, {position} FROM {layer.table_sql}"
+        f" WHERE {geom} && ST_Expand({_point(layer)}, {float(reach)})) s"
+        f" WHERE distance_m <= {float(section.radius_m)} ORDER BY {order}, fid"
+        f" LIMIT {int(section.limit)}"
+    )
 
 
 def _feature(layer: Layer, row: Any, base_url: str) -> dict[str, Any]:
@@ -107,9 +116,17 @@ def _feature(layer: Layer, row: Any, base_url: str) -> dict[str, Any]:
     return out
 
 
-async def what_is_here(conn, catalog: Catalog, principal: Principal, settings: AddressSettings,
-                       *, lon: float | None = None, lat: float | None = None,
-                       code: str | None = None, base_url: str = "") -> dict[str, Any]:
+async def what_is_here(
+    conn,
+    catalog: Catalog,
+    principal: Principal,
+    settings: AddressSettings,
+    *,
+    lon: float | None = None,
+    lat: float | None = None,
+    code: str | None = None,
+    base_url: str = "",
+) -> dict[str, Any]:
     """Everything the caller may know about a position or a digital address, in one answer."""
     address = None
     if code is not None:
@@ -118,8 +135,9 @@ async def what_is_here(conn, catalog: Catalog, principal: Principal, settings: A
         lon, lat = row["lon"], row["lat"]
         address = address_feature(row, base_url)
     if lon is None or lat is None:
-        raise InvalidParameter("Cần lon và lat, hoặc address / give lon and lat, or address.",
-                               parameter="lon,lat")
+        raise InvalidParameter(
+            "Cần lon và lat, hoặc address / give lon and lat, or address.", parameter="lon,lat"
+        )
     await check_in_city(conn, catalog, lon, lat)
     answer: dict[str, Any] = {"position": {"lon": lon, "lat": lat}}
     if address is None and _registry_readable(catalog, principal, settings):
@@ -146,8 +164,11 @@ async def what_is_here(conn, catalog: Catalog, principal: Principal, settings: A
 def _section_value(layer: Layer, section: Section, rows: list[Any], base_url: str) -> Any:
     features = [_feature(layer, r, base_url) for r in rows]
     if section.mode == "within":
-        return {"radius_m": section.radius_m, "count": rows[0]["total"] if rows else 0,
-                "items": features}
+        return {
+            "radius_m": section.radius_m,
+            "count": rows[0]["total"] if rows else 0,
+            "items": features,
+        }
     if section.limit == 1:
         return features[0] if features else None
     return features

@@ -17,9 +17,20 @@ from ioc.errors import InvalidParameter
 
 # VN-2000 / TM-3 zones: central meridian → EPSG code (EPSG:9205–9218).
 TM3_ZONES: dict[float, int] = {
-    103.0: 9205, 104.0: 9206, 104.5: 9207, 104.75: 9208, 105.5: 9209, 105.75: 9210,
-    106.0: 9211, 106.25: 9212, 106.5: 9213, 107.0: 9214, 107.25: 9215, 107.5: 9216,
-    108.25: 9217, 108.5: 9218,
+    103.0: 9205,
+    104.0: 9206,
+    104.5: 9207,
+    104.75: 9208,
+    105.5: 9209,
+    105.75: 9210,
+    106.0: 9211,
+    106.25: 9212,
+    106.5: 9213,
+    107.0: 9214,
+    107.25: 9215,
+    107.5: 9216,
+    108.25: 9217,
+    108.5: 9218,
 }
 # VN-2000 / UTM zones 48N and 49N.
 UTM_ZONES = {105.0: 3405, 111.0: 3406}
@@ -75,24 +86,30 @@ def resolve_srid(wkt_or_code: str | None, *, explicit: str | None = None) -> int
     """The SRID to load a file with: an explicit ``crs`` parameter wins over the file's own."""
     source = explicit or wkt_or_code
     if not source:
-        raise InvalidParameter(f"The file's CRS cannot be determined: {HOW_TO_FIX}.", parameter="crs")
+        raise InvalidParameter(
+            f"The file's CRS cannot be determined: {HOW_TO_FIX}.", parameter="crs"
+        )
     normalised = _normalise(source)
     if _NAMES_ELSEWHERE.search(normalised):
         # PROJ reads "+init=FILE:ID" from any path, and a URL is no CRS: never follow either.
-        raise InvalidParameter(f"The CRS must be given by code or definition, not by a file or "
-                               f"URL: {HOW_TO_FIX}.", parameter="crs")
+        raise InvalidParameter(
+            f"The CRS must be given by code or definition, not by a file or URL: {HOW_TO_FIX}.",
+            parameter="crs",
+        )
     try:
         crs = CRS.from_user_input(normalised)
     except CRSError as exc:
-        raise InvalidParameter(f"Unknown CRS '{source[:80]}': {HOW_TO_FIX}.",
-                               parameter="crs") from exc
+        raise InvalidParameter(
+            f"Unknown CRS '{source[:80]}': {HOW_TO_FIX}.", parameter="crs"
+        ) from exc
     vn = vn2000_epsg(crs)
     if vn is not None:
         return vn
     code = crs.to_epsg(min_confidence=70)
     if code is None:
-        raise InvalidParameter(f"The CRS '{crs.name}' has no EPSG code ioc can use: {HOW_TO_FIX}.",
-                               parameter="crs")
+        raise InvalidParameter(
+            f"The CRS '{crs.name}' has no EPSG code ioc can use: {HOW_TO_FIX}.", parameter="crs"
+        )
     return code
 
 
@@ -100,7 +117,7 @@ def _normalise(value: str) -> str:
     value = value.strip()
     for prefix in ("http://www.opengis.net/def/crs/EPSG/0/", "urn:ogc:def:crs:EPSG::"):
         if value.startswith(prefix):
-            return "EPSG:" + value[len(prefix):]
+            return "EPSG:" + value[len(prefix) :]
     if value in ("CRS84", "http://www.opengis.net/def/crs/OGC/1.3/CRS84", "OGC:CRS84"):
         return "EPSG:4326"
     return value

@@ -28,8 +28,15 @@ from layers import upload_check
 upload_check.harden_gdal()
 
 FORMATS = ("geojson", "shapefile", "gpkg", "csv", "kml")
-_EXTENSIONS = {".geojson": "geojson", ".json": "geojson", ".zip": "zip", ".gpkg": "gpkg",
-               ".csv": "csv", ".kml": "kml", ".kmz": "zip"}
+_EXTENSIONS = {
+    ".geojson": "geojson",
+    ".json": "geojson",
+    ".zip": "zip",
+    ".gpkg": "gpkg",
+    ".csv": "csv",
+    ".kml": "kml",
+    ".kmz": "zip",
+}
 LON_NAMES = ("lon", "lng", "long", "longitude", "kinh_do", "kinhdo")
 LAT_NAMES = ("lat", "latitude", "vi_do", "vido")
 X_NAMES = ("x", "toa_do_x", "x_vn2000")
@@ -92,19 +99,23 @@ def detect_format(filename: str, explicit: str | None = None) -> str:
     """geojson, zip, gpkg, csv or kml from the parameter or the file name."""
     if explicit:
         if explicit not in FORMATS:
-            raise InvalidParameter(f"Unknown format '{explicit}': use one of {', '.join(FORMATS)}.",
-                                   parameter="format")
+            raise InvalidParameter(
+                f"Unknown format '{explicit}': use one of {', '.join(FORMATS)}.", parameter="format"
+            )
         return "zip" if explicit == "shapefile" else explicit
     kind = _EXTENSIONS.get(Path(filename).suffix.lower())
     if kind is None:
         raise InvalidParameter(
             f"Cannot tell the format of '{filename}': upload .geojson, .zip (Shapefile), .gpkg, "
-            ".csv or .kml, or pass format=.", parameter="format")
+            ".csv or .kml, or pass format=.",
+            parameter="format",
+        )
     return kind
 
 
-def open_source(path: Path, filename: str, *, fmt: str | None = None,
-                limits: IngestLimits | None = None) -> Source:
+def open_source(
+    path: Path, filename: str, *, fmt: str | None = None, limits: IngestLimits | None = None
+) -> Source:
     """Check the upload and open it; raises InvalidParameter with one clear sentence.
 
     The format comes from ``fmt`` or the file name (the first bytes only when there is no
@@ -116,11 +127,13 @@ def open_source(path: Path, filename: str, *, fmt: str | None = None,
     if size == 0:
         raise InvalidParameter("The uploaded file is empty.", parameter="file")
     if size > limits.max_bytes:
-        raise UploadTooLarge(f"The upload is {size:,} bytes; the limit is {limits.max_bytes:,}.",
-                             parameter="file")
+        raise UploadTooLarge(
+            f"The upload is {size:,} bytes; the limit is {limits.max_bytes:,}.", parameter="file"
+        )
     sniffed = sniff_format(path) if not fmt and "." not in filename else None
-    kind = detect_format(filename, fmt or (None if sniffed is None else
-                                            "shapefile" if sniffed == "zip" else sniffed))
+    kind = detect_format(
+        filename, fmt or (None if sniffed is None else "shapefile" if sniffed == "zip" else sniffed)
+    )
     if kind == "csv":
         return _open_csv(path)
     workdir = Path(tempfile.mkdtemp(prefix="ioc-ingest-"))
@@ -161,8 +174,9 @@ def _read_meta(gdal_path: str, kind: str) -> Source:
         with open_arrow(gdal_path, use_pyarrow=True, batch_size=1) as (meta, _reader):
             crs, fields = meta.get("crs"), [str(f) for f in meta["fields"]]
     except (DataSourceError, DataLayerError, OSError, ValueError) as exc:
-        raise InvalidParameter(f"The file cannot be read as {kind}: {_reason(exc, gdal_path)}.",
-                               parameter="file") from exc
+        raise InvalidParameter(
+            f"The file cannot be read as {kind}: {_reason(exc, gdal_path)}.", parameter="file"
+        ) from exc
     return Source(path=gdal_path, format=kind, crs=crs, fields=fields)
 
 
@@ -185,8 +199,10 @@ def _open_csv(path: Path) -> Source:
         if x and y:
             fields = [h for h in header if h not in (x, y)]
             return Source(path=str(path), format="csv", crs=crs, fields=fields, csv_columns=(x, y))
-    raise InvalidParameter("The CSV needs lon/lat columns (WGS 84) or X/Y columns (with crs=, "
-                           "e.g. EPSG:9210).", parameter="file")
+    raise InvalidParameter(
+        "The CSV needs lon/lat columns (WGS 84) or X/Y columns (with crs=, e.g. EPSG:9210).",
+        parameter="file",
+    )
 
 
 def iter_rows(source: Source, batch_size: int = 10_000) -> Iterator[list[dict[str, Any]]]:
@@ -196,17 +212,24 @@ def iter_rows(source: Source, batch_size: int = 10_000) -> Iterator[list[dict[st
         return
     try:
         with open_arrow(source.path, use_pyarrow=True, batch_size=batch_size) as (meta, reader):
-            geom_name = next((f.name for f in reader.schema
-                              if f.metadata and b"geoarrow.wkb" in f.metadata.get(
-                                  b"ARROW:extension:name", b"")), "wkb_geometry")
+            geom_name = next(
+                (
+                    f.name
+                    for f in reader.schema
+                    if f.metadata
+                    and b"geoarrow.wkb" in f.metadata.get(b"ARROW:extension:name", b"")
+                ),
+                "wkb_geometry",
+            )
             for batch in reader:
                 rows = batch.to_pylist()
                 for row in rows:
                     row["__wkb__"] = row.pop(geom_name, None)
                 yield rows
     except (DataSourceError, DataLayerError, OSError) as exc:
-        raise InvalidParameter(f"The file could not be read to the end: "
-                               f"{_reason(exc, source.path)}.", parameter="file") from exc
+        raise InvalidParameter(
+            f"The file could not be read to the end: {_reason(exc, source.path)}.", parameter="file"
+        ) from exc
 
 
 def _iter_csv(source: Source, batch_size: int) -> Iterator[list[dict[str, Any]]]:

@@ -77,9 +77,14 @@ def _principal_label(principal: Principal | str) -> str:
 # --- reading and coercing -----------------------------------------------------------------
 
 
-_KIND_WORDS = {"integer": "a whole number", "number": "a number", "boolean": "true or false",
-               "date": "a date (YYYY-MM-DD)", "timestamp": "a timestamp (ISO 8601)",
-               "text": "text"}
+_KIND_WORDS = {
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "date": "a date (YYYY-MM-DD)",
+    "timestamp": "a timestamp (ISO 8601)",
+    "text": "text",
+}
 _TRUE = ("true", "1", "yes", "có", "t", "y")
 _FALSE = ("false", "0", "no", "không", "f", "n")
 
@@ -92,8 +97,9 @@ def _coerce(attr: Attribute, value: Any) -> Any:
     try:
         return _convert(attr.type, value)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(f"'{attr.name}' must be {_KIND_WORDS.get(attr.type, attr.type)}, "
-                         f"not {excerpt(value)}") from exc
+        raise ValueError(
+            f"'{attr.name}' must be {_KIND_WORDS.get(attr.type, attr.type)}, not {excerpt(value)}"
+        ) from exc
 
 
 def _convert(kind: str, value: Any) -> Any:
@@ -137,11 +143,14 @@ def _map_fields(source_fields: list[str], layer: Layer, ignore_unknown: bool) ->
         raise UploadRejected(
             f"The file has fields that layer '{layer.id}' does not know: {', '.join(shown)}"
             " (rename them to the layer's attributes or pass ignore_unknown=true).",
-            {"unknown_fields": shown})
+            {"unknown_fields": shown},
+        )
     missing = [a.name for a in layer.attributes if a.required and a.name not in mapping.values()]
     if missing:
-        raise UploadRejected(f"Required field(s) missing from the file: {', '.join(missing)}.",
-                             {"missing_fields": missing})
+        raise UploadRejected(
+            f"Required field(s) missing from the file: {', '.join(missing)}.",
+            {"missing_fields": missing},
+        )
     return mapping
 
 
@@ -160,15 +169,27 @@ def _create_staging(cur, layer: Layer) -> str:
     """A fresh UNLOGGED staging table shaped like the layer, plus bookkeeping columns."""
     name = f"{layer.id[:40]}__{secrets.token_hex(4)}"
     table = qualified("staging", name)
-    columns = ["_row bigint", "_reason text", "_repaired boolean NOT NULL DEFAULT false",
-               "geom_src geometry", "geom geometry"]
+    columns = [
+        "_row bigint",
+        "_reason text",
+        "_repaired boolean NOT NULL DEFAULT false",
+        "geom_src geometry",
+        "geom geometry",
+    ]
     columns += [f"{quote_ident(a.name)} {PG_TYPES[a.type]}" for a in layer.attributes]
     cur.execute(f"CREATE UNLOGGED TABLE {table} ({', '.join(columns)})")
     return table
 
 
-def _load_rows(cur, table: str, layer: Layer, source: ingest.Source, mapping: dict[str, str],
-               limits: ingest.IngestLimits, progress: Callable[[int], None] | None) -> int:
+def _load_rows(
+    cur,
+    table: str,
+    layer: Layer,
+    source: ingest.Source,
+    mapping: dict[str, str],
+    limits: ingest.IngestLimits,
+    progress: Callable[[int], None] | None,
+) -> int:
     """Stream the file's rows into staging with COPY; per-row type errors become reasons."""
     attrs = layer.attributes
     columns = ["_row", "_reason", "geom_src", *[quote_ident(a.name) for a in attrs]]
@@ -181,8 +202,9 @@ def _load_rows(cur, table: str, layer: Layer, source: ingest.Source, mapping: di
         for row in batch:
             count += 1
             if count > limits.max_features:
-                raise UploadTooLarge(f"The upload has more than {limits.max_features:,} features.",
-                                     parameter="file")
+                raise UploadTooLarge(
+                    f"The upload has more than {limits.max_features:,} features.", parameter="file"
+                )
             values, reason = [], None
             for attr in attrs:
                 raw = row.get(by_attr[attr.name]) if attr.name in by_attr else None
@@ -210,22 +232,33 @@ def _validate_geometry(cur, table: str, layer: Layer, source_srid: int, invalid:
     multi = layer.geometry_type.startswith("Multi")
     base = _BASE_TYPES[layer.geometry_type.removeprefix("Multi")]
     pending = "_reason IS NULL"
-    cur.execute(f"UPDATE {table} SET _reason = 'missing geometry' WHERE {pending} AND geom_src IS NULL")
-    cur.execute(f"UPDATE {table} SET geom_src = ST_SetSRID(ST_Force2D(geom_src), %s)"
-                f" WHERE {pending}", (source_srid,))
+    cur.execute(
+        f"UPDATE {table} SET _reason = 'missing geometry' WHERE {pending} AND geom_src IS NULL"
+    )
+    cur.execute(
+        f"UPDATE {table} SET geom_src = ST_SetSRID(ST_Force2D(geom_src), %s) WHERE {pending}",
+        (source_srid,),
+    )
     cur.execute(
         f"UPDATE {table} SET _reason = 'expected ' || %s || ', got ' || GeometryType(geom_src)"
         f" WHERE {pending} AND replace(GeometryType(geom_src), 'MULTI', '') <> %s",
-        (layer.geometry_type, base))
+        (layer.geometry_type, base),
+    )
     if invalid == "repair":
         cur.execute(
             f"UPDATE {table} SET geom_src = ST_CollectionExtract(ST_MakeValid(geom_src), %s),"
-            f" _repaired = true WHERE {pending} AND NOT ST_IsValid(geom_src)", (_DIMENSION[base],))
-        cur.execute(f"UPDATE {table} SET _reason = 'geometry could not be repaired'"
-                    f" WHERE {pending} AND ST_IsEmpty(geom_src)")
+            f" _repaired = true WHERE {pending} AND NOT ST_IsValid(geom_src)",
+            (_DIMENSION[base],),
+        )
+        cur.execute(
+            f"UPDATE {table} SET _reason = 'geometry could not be repaired'"
+            f" WHERE {pending} AND ST_IsEmpty(geom_src)"
+        )
     else:
-        cur.execute(f"UPDATE {table} SET _reason = 'invalid geometry: ' || ST_IsValidReason(geom_src)"
-                    f" WHERE {pending} AND NOT ST_IsValid(geom_src)")
+        cur.execute(
+            f"UPDATE {table} SET _reason = 'invalid geometry: ' || ST_IsValidReason(geom_src)"
+            f" WHERE {pending} AND NOT ST_IsValid(geom_src)"
+        )
     xmin, ymin, xmax, ymax = CITY_EXTENT
     cur.execute(
         f"""UPDATE {table} s SET _reason = CASE
@@ -235,29 +268,44 @@ def _validate_geometry(cur, table: str, layer: Layer, source_srid: int, invalid:
             FROM (SELECT _row, ST_Transform(geom_src, 4326) AS g FROM {table} WHERE {pending}) w
             WHERE s._row = w._row
               AND NOT ST_Within(w.g, ST_MakeEnvelope(%s, %s, %s, %s, 4326))""",
-        (xmin, ymin, xmax, ymax, xmin, ymin, xmax, ymax))
-    shape = "ST_Multi(g)" if multi else "CASE WHEN ST_NumGeometries(g) = 1 THEN ST_GeometryN(g, 1) ELSE g END"
-    cur.execute(f"UPDATE {table} SET geom = (SELECT {shape} FROM (SELECT ST_Transform(geom_src, %s)"
-                f" AS g) t) WHERE {pending}", (layer.srid,))
+        (xmin, ymin, xmax, ymax, xmin, ymin, xmax, ymax),
+    )
+    shape = (
+        "ST_Multi(g)"
+        if multi
+        else "CASE WHEN ST_NumGeometries(g) = 1 THEN ST_GeometryN(g, 1) ELSE g END"
+    )
+    cur.execute(
+        f"UPDATE {table} SET geom = (SELECT {shape} FROM (SELECT ST_Transform(geom_src, %s)"
+        f" AS g) t) WHERE {pending}",
+        (layer.srid,),
+    )
     if not multi:
-        cur.execute(f"UPDATE {table} SET _reason = 'multi-part geometry for a single-part layer'"
-                    f" WHERE {pending} AND GeometryType(geom) LIKE 'MULTI%%'")
+        cur.execute(
+            f"UPDATE {table} SET _reason = 'multi-part geometry for a single-part layer'"
+            f" WHERE {pending} AND GeometryType(geom) LIKE 'MULTI%%'"
+        )
     if layer.id_attribute:
         ident = quote_ident(layer.id_attribute)
         cur.execute(
             f"""UPDATE {table} s SET _reason = 'duplicate id ' || left(s.{ident}::text, 40)
                 FROM (SELECT _row, row_number() OVER (PARTITION BY {ident} ORDER BY _row) AS n
                       FROM {table} WHERE {pending} AND {ident} IS NOT NULL) d
-                WHERE s._row = d._row AND d.n > 1""")
+                WHERE s._row = d._row AND d.n > 1"""
+        )
 
 
 def _summarise(cur, table: str, report: PublishReport) -> None:
-    cur.execute(f"SELECT count(*) FILTER (WHERE _reason IS NULL),"
-                f" count(*) FILTER (WHERE _reason IS NULL AND _repaired),"
-                f" count(*) FILTER (WHERE _reason IS NOT NULL) FROM {table}")
+    cur.execute(
+        f"SELECT count(*) FILTER (WHERE _reason IS NULL),"
+        f" count(*) FILTER (WHERE _reason IS NULL AND _repaired),"
+        f" count(*) FILTER (WHERE _reason IS NOT NULL) FROM {table}"
+    )
     report.accepted, report.repaired, report.rejected = cur.fetchone()
-    cur.execute(f"SELECT _row, _reason FROM {table} WHERE _reason IS NOT NULL ORDER BY _row"
-                f" LIMIT {_MAX_REASONS}")
+    cur.execute(
+        f"SELECT _row, _reason FROM {table} WHERE _reason IS NOT NULL ORDER BY _row"
+        f" LIMIT {_MAX_REASONS}"
+    )
     report.reasons = [{"row": row, "reason": reason} for row, reason in cur.fetchall()]
 
 
@@ -271,67 +319,112 @@ def _snapshot(cur, layer: Layer, version: int) -> str:
     return name
 
 
-def _record_version(cur, layer: Layer, version: int, snapshot: str, operation: str, count: int,
-                    checksum: str | None, principal: str, restored_from: int | None = None) -> None:
+def _record_version(
+    cur,
+    layer: Layer,
+    version: int,
+    snapshot: str,
+    operation: str,
+    count: int,
+    checksum: str | None,
+    principal: str,
+    restored_from: int | None = None,
+) -> None:
     cur.execute(
         "INSERT INTO ioc.layer_versions (layer_id, version, snapshot, operation, restored_from,"
         " feature_count, checksum, principal) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (layer_id, version) DO NOTHING",
-        (layer.id, version, snapshot, operation, restored_from, count, checksum, principal))
+        (layer.id, version, snapshot, operation, restored_from, count, checksum, principal),
+    )
 
 
 def _lock_and_version(cur, layer: Layer, principal: str) -> int:
     """Lock the registry row (serialises publishes of a layer); snapshot the first version."""
-    cur.execute("SELECT version, feature_count FROM ioc.layers WHERE id = %s FOR UPDATE", (layer.id,))
+    cur.execute(
+        "SELECT version, feature_count FROM ioc.layers WHERE id = %s FOR UPDATE", (layer.id,)
+    )
     version, count = cur.fetchone()
-    cur.execute("SELECT 1 FROM ioc.layer_versions WHERE layer_id = %s AND version = %s",
-                (layer.id, version))
+    cur.execute(
+        "SELECT 1 FROM ioc.layer_versions WHERE layer_id = %s AND version = %s", (layer.id, version)
+    )
     if cur.fetchone() is None:
         snapshot = _snapshot(cur, layer, version)
         _record_version(cur, layer, version, snapshot, "seed", count, None, principal)
     return version
 
 
-def write_audit(cur, principal: Principal | str, action: str, layer_id: str,
-                version: int | None, counts: dict[str, Any], checksum: str | None = None,
-                detail: dict[str, Any] | None = None) -> None:
+def write_audit(
+    cur,
+    principal: Principal | str,
+    action: str,
+    layer_id: str,
+    version: int | None,
+    counts: dict[str, Any],
+    checksum: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     """One audit record: who, when (now), what, counts, checksum."""
     cur.execute(
         "INSERT INTO ioc.audit (principal, key_id, action, layer_id, version, counts, checksum,"
         " detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (_principal_label(principal), getattr(principal, "key_id", None), action, layer_id,
-         version, json.dumps(counts), checksum, json.dumps(detail or {}, ensure_ascii=False)))
+        (
+            _principal_label(principal),
+            getattr(principal, "key_id", None),
+            action,
+            layer_id,
+            version,
+            json.dumps(counts),
+            checksum,
+            json.dumps(detail or {}, ensure_ascii=False),
+        ),
+    )
 
 
 def _prune_versions(cur, layer: Layer, keep: int) -> None:
-    cur.execute("SELECT version, snapshot FROM ioc.layer_versions WHERE layer_id = %s"
-                " ORDER BY version DESC OFFSET %s", (layer.id, keep))
+    cur.execute(
+        "SELECT version, snapshot FROM ioc.layer_versions WHERE layer_id = %s"
+        " ORDER BY version DESC OFFSET %s",
+        (layer.id, keep),
+    )
     for version, snapshot in cur.fetchall():
         if snapshot:
             cur.execute(f"DROP TABLE IF EXISTS {qualified('versions', snapshot)}")
-            cur.execute("UPDATE ioc.layer_versions SET snapshot = NULL WHERE layer_id = %s AND"
-                        " version = %s", (layer.id, version))
+            cur.execute(
+                "UPDATE ioc.layer_versions SET snapshot = NULL WHERE layer_id = %s AND"
+                " version = %s",
+                (layer.id, version),
+            )
 
 
 def _drop_orphans(conn, layer: Layer) -> None:
     """Staging tables left by an interrupted publish of this layer (server killed mid-load)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'staging'"
-                    " AND tablename LIKE %s", (layer.id[:40].replace("_", r"\_") + r"\_\_%",))
+        cur.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'staging' AND tablename LIKE %s",
+            (layer.id[:40].replace("_", r"\_") + r"\_\_%",),
+        )
         for (name,) in cur.fetchall():
             cur.execute(f"DROP TABLE IF EXISTS {qualified('staging', name)}")
     conn.commit()
 
 
 def _columns(layer: Layer) -> str:
-    return ", ".join([quote_ident(a.name) for a in layer.attributes] + [quote_ident(layer.geometry_column)])
+    return ", ".join(
+        [quote_ident(a.name) for a in layer.attributes] + [quote_ident(layer.geometry_column)]
+    )
 
 
-def publish_file(conn, layer: Layer, path: Path, filename: str, principal: Principal | str,
-                 options: PublishOptions | None = None,
-                 limits: ingest.IngestLimits | None = None,
-                 progress: Callable[[int], None] | None = None,
-                 keep_versions: int = KEEP_VERSIONS) -> PublishReport:
+def publish_file(
+    conn,
+    layer: Layer,
+    path: Path,
+    filename: str,
+    principal: Principal | str,
+    options: PublishOptions | None = None,
+    limits: ingest.IngestLimits | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_versions: int = KEEP_VERSIONS,
+) -> PublishReport:
     """Validate an uploaded file and make it the layer's data (replace or append), atomically."""
     options = options or PublishOptions()
     limits = limits or ingest.IngestLimits()
@@ -339,16 +432,24 @@ def publish_file(conn, layer: Layer, path: Path, filename: str, principal: Princ
         raise Forbidden(f"You may not publish to layer '{layer.id}'.")
     source = ingest.open_source(path, filename, fmt=options.format, limits=limits)
     try:
-        return _publish_source(conn, layer, path, source, principal, options, limits, progress,
-                               keep_versions)
+        return _publish_source(
+            conn, layer, path, source, principal, options, limits, progress, keep_versions
+        )
     finally:
         source.close()
 
 
-def _publish_source(conn, layer: Layer, path: Path, source: ingest.Source,
-                    principal: Principal | str, options: PublishOptions,
-                    limits: ingest.IngestLimits, progress: Callable[[int], None] | None,
-                    keep_versions: int) -> PublishReport:
+def _publish_source(
+    conn,
+    layer: Layer,
+    path: Path,
+    source: ingest.Source,
+    principal: Principal | str,
+    options: PublishOptions,
+    limits: ingest.IngestLimits,
+    progress: Callable[[int], None] | None,
+    keep_versions: int,
+) -> PublishReport:
     report = PublishReport(layer=layer.id, mode=options.mode)
     report.source_srid = resolve_srid(source.crs, explicit=options.crs)
     report.checksum = ingest.file_checksum(path)
@@ -364,13 +465,15 @@ def _publish_source(conn, layer: Layer, path: Path, source: ingest.Source,
             _summarise(cur, table, report)
         conn.commit()
         if report.accepted == 0:
-            raise UploadRejected("No feature of the upload is valid; nothing was published.",
-                                 report.as_dict())
+            raise UploadRejected(
+                "No feature of the upload is valid; nothing was published.", report.as_dict()
+            )
         if report.rejected and not options.partial:
             raise UploadRejected(
                 f"{report.rejected} of {report.received} features are invalid; nothing was "
                 "published (fix them, or pass partial=true to publish the valid ones).",
-                report.as_dict())
+                report.as_dict(),
+            )
         _swap(conn, layer, table, report, principal, options.mode, keep_versions)
     except BaseException:
         conn.rollback()
@@ -382,8 +485,15 @@ def _publish_source(conn, layer: Layer, path: Path, source: ingest.Source,
     return report
 
 
-def _swap(conn, layer: Layer, table: str, report: PublishReport, principal: Principal | str,
-          mode: str, keep_versions: int) -> None:
+def _swap(
+    conn,
+    layer: Layer,
+    table: str,
+    report: PublishReport,
+    principal: Principal | str,
+    mode: str,
+    keep_versions: int,
+) -> None:
     label = _principal_label(principal)
     cols = _columns(layer)
     staged = ", ".join([quote_ident(a.name) for a in layer.attributes] + ["geom"])
@@ -391,17 +501,31 @@ def _swap(conn, layer: Layer, table: str, report: PublishReport, principal: Prin
         current = _lock_and_version(cur, layer, label)
         if mode == "replace":
             cur.execute(f"DELETE FROM {layer.table_sql}")
-        cur.execute(f"INSERT INTO {layer.table_sql} ({cols}) SELECT {staged} FROM {table}"
-                    f" WHERE _reason IS NULL ORDER BY _row")
+        cur.execute(
+            f"INSERT INTO {layer.table_sql} ({cols}) SELECT {staged} FROM {table}"
+            f" WHERE _reason IS NULL ORDER BY _row"
+        )
         report.version = current + 1
         report.feature_count = registry.update_stats(cur, layer.id)
         snapshot = _snapshot(cur, layer, report.version)
-        _record_version(cur, layer, report.version, snapshot, mode, report.feature_count,
-                        report.checksum, label)
-        write_audit(cur, principal, f"layer.{mode}", layer.id, report.version,
-               {"received": report.received, "accepted": report.accepted,
-                "repaired": report.repaired, "rejected": report.rejected,
-                "feature_count": report.feature_count}, report.checksum)
+        _record_version(
+            cur, layer, report.version, snapshot, mode, report.feature_count, report.checksum, label
+        )
+        write_audit(
+            cur,
+            principal,
+            f"layer.{mode}",
+            layer.id,
+            report.version,
+            {
+                "received": report.received,
+                "accepted": report.accepted,
+                "repaired": report.repaired,
+                "rejected": report.rejected,
+                "feature_count": report.feature_count,
+            },
+            report.checksum,
+        )
         _prune_versions(cur, layer, keep_versions)
     conn.commit()
 
@@ -415,21 +539,42 @@ def restore_version(conn, layer: Layer, version: int, principal: Principal | str
     try:
         with conn.cursor() as cur:
             current = _lock_and_version(cur, layer, label)
-            cur.execute("SELECT snapshot FROM ioc.layer_versions WHERE layer_id = %s AND version = %s",
-                        (layer.id, version))
+            cur.execute(
+                "SELECT snapshot FROM ioc.layer_versions WHERE layer_id = %s AND version = %s",
+                (layer.id, version),
+            )
             row = cur.fetchone()
             if row is None or row[0] is None:
-                raise VersionNotFound(f"Layer '{layer.id}' has no kept version {version}.",
-                                      parameter="version")
+                raise VersionNotFound(
+                    f"Layer '{layer.id}' has no kept version {version}.", parameter="version"
+                )
             cur.execute(f"DELETE FROM {layer.table_sql}")
-            cur.execute(f"INSERT INTO {layer.table_sql} SELECT * FROM {qualified('versions', row[0])}")
+            cur.execute(
+                f"INSERT INTO {layer.table_sql} SELECT * FROM {qualified('versions', row[0])}"
+            )
             report.version = current + 1
             report.feature_count = registry.update_stats(cur, layer.id)
             report.accepted = report.feature_count
-            _record_version(cur, layer, report.version, row[0], "restore", report.feature_count,
-                            None, label, restored_from=version)
-            write_audit(cur, principal, "layer.restore", layer.id, report.version,
-                   {"feature_count": report.feature_count}, detail={"restored_from": version})
+            _record_version(
+                cur,
+                layer,
+                report.version,
+                row[0],
+                "restore",
+                report.feature_count,
+                None,
+                label,
+                restored_from=version,
+            )
+            write_audit(
+                cur,
+                principal,
+                "layer.restore",
+                layer.id,
+                report.version,
+                {"feature_count": report.feature_count},
+                detail={"restored_from": version},
+            )
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -440,13 +585,24 @@ def restore_version(conn, layer: Layer, version: int, principal: Principal | str
 def list_versions(conn, layer: Layer) -> list[dict[str, Any]]:
     """Kept and past versions of a layer, newest first."""
     with conn.cursor() as cur:
-        cur.execute("SELECT version, operation, restored_from, feature_count, checksum, principal,"
-                    " created_at, snapshot IS NOT NULL FROM ioc.layer_versions WHERE layer_id = %s"
-                    " ORDER BY version DESC", (layer.id,))
+        cur.execute(
+            "SELECT version, operation, restored_from, feature_count, checksum, principal,"
+            " created_at, snapshot IS NOT NULL FROM ioc.layer_versions WHERE layer_id = %s"
+            " ORDER BY version DESC",
+            (layer.id,),
+        )
         rows = cur.fetchall()
     conn.rollback()
-    keys = ("version", "operation", "restored_from", "feature_count", "checksum", "principal",
-            "created_at", "restorable")
+    keys = (
+        "version",
+        "operation",
+        "restored_from",
+        "feature_count",
+        "checksum",
+        "principal",
+        "created_at",
+        "restorable",
+    )
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 

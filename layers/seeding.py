@@ -28,9 +28,15 @@ def _empty_layers(conn, layer_ids: list[str]) -> list[str]:
     return layer_ids if not seeded else empty
 
 
-def seed_database(conn, *, scale: str = "demo", data_dir: Path | None = None,
-                  only_if_empty: bool = False, progress: Progress | None = None,
-                  seed: int = 2025) -> dict[str, int] | None:
+def seed_database(
+    conn,
+    *,
+    scale: str = "demo",
+    data_dir: Path | None = None,
+    only_if_empty: bool = False,
+    progress: Progress | None = None,
+    seed: int = 2025,
+) -> dict[str, int] | None:
     """Build the demo city; None when ``only_if_empty`` and every layer already has data."""
     from layers.democity import seed_city
 
@@ -66,8 +72,12 @@ def seed_database(conn, *, scale: str = "demo", data_dir: Path | None = None,
         cur.execute(
             "INSERT INTO ioc.meta (key, value) VALUES (%s, %s) ON CONFLICT (key)"
             " DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-            (SEED_KEY, json.dumps({"scale": scale, "seed": seed,
-                                   "data_dir": str(data_dir) if data_dir else None})),
+            (
+                SEED_KEY,
+                json.dumps(
+                    {"scale": scale, "seed": seed, "data_dir": str(data_dir) if data_dir else None}
+                ),
+            ),
         )
     conn.commit()
     return counts

@@ -57,18 +57,29 @@ def refuse(sentence: str) -> InvalidParameter:
 def excerpt(value: Any, limit: int = 40) -> str:
     """A short, escaped quotation of a value for a report (never a whole row)."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- GeoJSON ------------------------------------------------------------------------------
 
-_GEOJSON_TYPES = {"FeatureCollection", "Feature", "Point", "LineString", "Polygon", "MultiPoint",
-                  "MultiLineString", "MultiPolygon", "GeometryCollection"}
+_GEOJSON_TYPES = {
+    "FeatureCollection",
+    "Feature",
+    "Point",
+    "LineString",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+    "GeometryCollection",
+}
 # Members that hold the bulk of a document: the check stops there and GDAL reads the rest.
 _BULKY = {"features", "geometry", "geometries", "coordinates"}
 _CRS_NAME = re.compile(
     r"(EPSG:\d{4,6}|OGC:CRS84|CRS84|urn:ogc:def:crs:(EPSG::\d{4,6}|OGC:1\.3:CRS84)"
-    r"|https?://www\.opengis\.net/def/crs/(EPSG/0/\d{4,6}|OGC/1\.3/CRS84))", re.IGNORECASE)
+    r"|https?://www\.opengis\.net/def/crs/(EPSG/0/\d{4,6}|OGC/1\.3/CRS84))",
+    re.IGNORECASE,
+)
 HEAD_BYTES = 1 << 20
 
 
@@ -83,16 +94,20 @@ def _check_crs_member(value: Any) -> None:
     props = value.get("properties")
     name = props.get("name") if isinstance(props, dict) else None
     if value.get("type") != "name" or not isinstance(name, str) or not _CRS_NAME.fullmatch(name):
-        raise refuse("The GeoJSON 'crs' member may only name a CRS code (e.g. EPSG:4326); links,"
-                     " files and URLs are refused.")
+        raise refuse(
+            "The GeoJSON 'crs' member may only name a CRS code (e.g. EPSG:4326); links,"
+            " files and URLs are refused."
+        )
 
 
 def check_geojson(path: Path) -> None:
     """The file starts as a GeoJSON object: a FeatureCollection, Feature or geometry."""
     with open(path, "rb") as handle:
         text = handle.read(HEAD_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    not_geojson = refuse("The file is not GeoJSON: it must be a JSON object with \"type\": "
-                         "\"FeatureCollection\" (or a Feature or geometry).")
+    not_geojson = refuse(
+        'The file is not GeoJSON: it must be a JSON object with "type": '
+        '"FeatureCollection" (or a Feature or geometry).'
+    )
     if not text.startswith("{"):
         raise not_geojson
     decoder, pos, kind, key = json.JSONDecoder(), 1, None, None
@@ -139,8 +154,10 @@ def check_gpkg(path: Path) -> None:
     if not header.startswith(b"SQLite format 3\x00"):
         raise refuse("The file is not a GeoPackage (it is not an SQLite database).")
     if int.from_bytes(header[68:72], "big") not in _GPKG_IDS:
-        raise refuse("The file is an SQLite database but not a GeoPackage (its application id "
-                     "is not 'GPKG').")
+        raise refuse(
+            "The file is an SQLite database but not a GeoPackage (its application id "
+            "is not 'GPKG')."
+        )
     uri = f"file:{quote(str(path))}?mode=ro&immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True)
@@ -153,20 +170,29 @@ def check_gpkg(path: Path) -> None:
     for kind, name, sql in rows:
         text = (sql or "").strip()
         if kind == "view":
-            raise refuse(f"The GeoPackage holds a view ({excerpt(name)}): export the data as "
-                         "plain tables.")
+            raise refuse(
+                f"The GeoPackage holds a view ({excerpt(name)}): export the data as plain tables."
+            )
         if text.upper().startswith("CREATE VIRTUAL") and not _RTREE.match(text):
-            raise refuse(f"The GeoPackage holds a virtual table ({excerpt(name)}): only plain "
-                         "tables and spatial indexes are accepted.")
+            raise refuse(
+                f"The GeoPackage holds a virtual table ({excerpt(name)}): only plain "
+                "tables and spatial indexes are accepted."
+            )
 
 
 # --- KML ----------------------------------------------------------------------------------
 
-_KML_ROOT = re.compile(
-    rb'\s*(<\?xml[^>]*\?>)?(\s|<!--.*?-->)*<(kml:)?kml[\s>]', re.DOTALL)
+_KML_ROOT = re.compile(rb"\s*(<\?xml[^>]*\?>)?(\s|<!--.*?-->)*<(kml:)?kml[\s>]", re.DOTALL)
 _XML_ENCODING = re.compile(rb'<\?xml[^>]*encoding\s*=\s*["\']([^"\']+)["\']')
-_KML_ENCODINGS = {b"utf-8", b"utf8", b"us-ascii", b"ascii", b"iso-8859-1", b"latin1",
-                  b"windows-1252"}
+_KML_ENCODINGS = {
+    b"utf-8",
+    b"utf8",
+    b"us-ascii",
+    b"ascii",
+    b"iso-8859-1",
+    b"latin1",
+    b"windows-1252",
+}
 # Markers a KML document never needs; each makes a parser or a GDAL driver reach elsewhere.
 _KML_FORBIDDEN = {
     b"<!doctype": "a DTD (<!DOCTYPE>)",
@@ -201,13 +227,23 @@ def check_kml(path: Path) -> None:
 
 # --- zip archives -------------------------------------------------------------------------
 
-SHAPEFILE_PARTS = {".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".xml",
-                   ".qmd", ".fix"}
+SHAPEFILE_PARTS = {
+    ".shp",
+    ".shx",
+    ".dbf",
+    ".prj",
+    ".cpg",
+    ".qix",
+    ".sbn",
+    ".sbx",
+    ".xml",
+    ".qmd",
+    ".fix",
+}
 SINGLE_FILES = {".geojson": "geojson", ".json": "geojson", ".kml": "kml", ".gpkg": "gpkg"}
 _ARCHIVES = {".zip", ".kmz", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz", ".zst"}
 _SHP_MAGIC = b"\x00\x00\x27\x0a"
-_DBF_VERSIONS = {0x02, 0x03, 0x04, 0x05, 0x30, 0x31, 0x32, 0x43, 0x63, 0x83, 0x8B, 0xCB,
-                 0xF5, 0xFB}
+_DBF_VERSIONS = {0x02, 0x03, 0x04, 0x05, 0x30, 0x31, 0x32, 0x43, 0x63, 0x83, 0x8B, 0xCB, 0xF5, 0xFB}
 
 
 def _is_junk(name: str) -> bool:
@@ -227,13 +263,19 @@ def check_zip(path: Path, max_uncompressed: int, max_ratio: int) -> list[zipfile
     for member in members:
         name = member.filename.replace("\\", "/")
         parts = PurePosixPath(name)
-        if name.startswith("/") or parts.is_absolute() or ".." in parts.parts \
-                or ":" in name.split("/")[0]:
+        if (
+            name.startswith("/")
+            or parts.is_absolute()
+            or ".." in parts.parts
+            or ":" in name.split("/")[0]
+        ):
             raise refuse(f"The zip entry {excerpt(member.filename)} points outside the archive.")
         kind = stat.S_IFMT(member.external_attr >> 16)  # 0 when the archiver set no type
         if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-            raise refuse(f"The zip entry {excerpt(member.filename)} is a link or device, not a "
-                         "file: refused.")
+            raise refuse(
+                f"The zip entry {excerpt(member.filename)} is a link or device, not a "
+                "file: refused."
+            )
         if member.flag_bits & 0x1:
             raise refuse("The zip archive is encrypted: send it without a password.")
         if name.lower() in seen:
@@ -242,17 +284,23 @@ def check_zip(path: Path, max_uncompressed: int, max_ratio: int) -> list[zipfile
         total += member.file_size
         ratio = member.file_size / max(member.compress_size, 1)
         if total > max_uncompressed or (member.file_size > 1 << 20 and ratio > max_ratio):
-            raise UploadTooLarge("The zip archive expands far beyond its size (a zip bomb?): "
-                                 "refused.", parameter="file")
+            raise UploadTooLarge(
+                "The zip archive expands far beyond its size (a zip bomb?): refused.",
+                parameter="file",
+            )
         if member.is_dir() or _is_junk(name):
             continue
         suffix = parts.suffix.lower()
         if suffix in _ARCHIVES:
-            raise refuse(f"The zip holds another archive ({excerpt(member.filename)}); nested "
-                         "archives are refused.")
+            raise refuse(
+                f"The zip holds another archive ({excerpt(member.filename)}); nested "
+                "archives are refused."
+            )
         if suffix not in SHAPEFILE_PARTS and suffix not in SINGLE_FILES:
-            raise refuse(f"The zip entry {excerpt(member.filename)} is not part of a Shapefile, "
-                         "GeoJSON, KML or GeoPackage: refused.")
+            raise refuse(
+                f"The zip entry {excerpt(member.filename)} is not part of a Shapefile, "
+                "GeoJSON, KML or GeoPackage: refused."
+            )
         data.append(member)
     return data
 
@@ -264,9 +312,12 @@ def shapefile_member(path: Path, members: list[zipfile.ZipInfo]) -> str | None:
     if not shps:
         return None
     if len(shps) > 1 or len(members) > len(
-            [m for m in members if PurePosixPath(m.filename).suffix.lower() in SHAPEFILE_PARTS]):
-        raise refuse(f"The zip must hold one Shapefile and nothing else; found {len(shps)} .shp "
-                     "files or other kinds of file.")
+        [m for m in members if PurePosixPath(m.filename).suffix.lower() in SHAPEFILE_PARTS]
+    ):
+        raise refuse(
+            f"The zip must hold one Shapefile and nothing else; found {len(shps)} .shp "
+            "files or other kinds of file."
+        )
     shp = shps[0]
     stem = shp[:-4]
     needed = {".shx": "its index", ".dbf": "its attribute table"}
@@ -274,12 +325,15 @@ def shapefile_member(path: Path, members: list[zipfile.ZipInfo]) -> str | None:
         for suffix, role in needed.items():
             part = by_name.get((stem + suffix).lower())
             if part is None:
-                raise refuse(f"The Shapefile '{PurePosixPath(shp).name}' has no "
-                             f"{PurePosixPath(stem).name}{suffix} ({role}): add it to the zip.")
+                raise refuse(
+                    f"The Shapefile '{PurePosixPath(shp).name}' has no "
+                    f"{PurePosixPath(stem).name}{suffix} ({role}): add it to the zip."
+                )
             with archive.open(part) as handle:
                 head = handle.read(4)
             if (suffix == ".shx" and head != _SHP_MAGIC) or (
-                    suffix == ".dbf" and (not head or head[0] not in _DBF_VERSIONS)):
+                suffix == ".dbf" and (not head or head[0] not in _DBF_VERSIONS)
+            ):
                 raise refuse(f"{excerpt(part)} is not a Shapefile {suffix} file.")
         with archive.open(shp) as handle:
             if handle.read(4) != _SHP_MAGIC:
@@ -290,8 +344,10 @@ def shapefile_member(path: Path, members: list[zipfile.ZipInfo]) -> str | None:
 def extract_single(path: Path, members: list[zipfile.ZipInfo], workdir: Path) -> tuple[str, Path]:
     """The one GeoJSON, KML or GeoPackage of a zip, copied out to a local file for checking."""
     if len(members) != 1 or PurePosixPath(members[0].filename).suffix.lower() not in SINGLE_FILES:
-        raise refuse("The zip must hold exactly one Shapefile (.shp with its .shx and .dbf), "
-                     f"GeoJSON, KML or GeoPackage file; found {len(members)} files.")
+        raise refuse(
+            "The zip must hold exactly one Shapefile (.shp with its .shx and .dbf), "
+            f"GeoJSON, KML or GeoPackage file; found {len(members)} files."
+        )
     member = members[0]
     suffix = PurePosixPath(member.filename).suffix.lower()
     target = workdir / f"upload{suffix}"

@@ -137,7 +137,8 @@ def live_server(db_settings: DatabaseSettings) -> Iterator[str]:
     """A real `ioc serve` process on a free port, for real HTTP clients."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(VENV_BIN / "ioc"), "serve", "--port", str(port)], cwd=PROJECT_ROOT,
+        [str(VENV_BIN / "ioc"), "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
         env=server_env(db_settings, IOC_LOG_LEVEL="warning"),
     )
     url = f"http://127.0.0.1:{port}"

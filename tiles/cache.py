@@ -83,8 +83,11 @@ class MemoryCache:
 
     def drop_layers(self, layer_ids: set[str]) -> int:
         """Forget every tile that contains one of these layers; returns how many."""
-        stale = [k for k in self._items if {i for i, _ in parse_layers_key(k[0].split("/", 1)[1])}
-                 & layer_ids]
+        stale = [
+            k
+            for k in self._items
+            if {i for i, _ in parse_layers_key(k[0].split("/", 1)[1])} & layer_ids
+        ]
         for key in stale:
             self.size -= len(self._items.pop(key).data) + 64
         return len(stale)
@@ -117,8 +120,12 @@ class DiskCache:
         self.written = 0
         if self.max_bytes is None:
             return 0
-        levels = [(*_usage(z_dir), z_dir) for fp_dir in _dirs(self.root)
-                  for key_dir in _dirs(fp_dir) for z_dir in _dirs(key_dir)]
+        levels = [
+            (*_usage(z_dir), z_dir)
+            for fp_dir in _dirs(self.root)
+            for key_dir in _dirs(fp_dir)
+            for z_dir in _dirs(key_dir)
+        ]
         total = sum(size for _, size, _ in levels)
         if total <= self.max_bytes:
             return 0
@@ -216,5 +223,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-

@@ -33,8 +33,10 @@ tiles_app = typer.Typer(help="Vector tiles: seed the cache, export PMTiles.", no
 
 LayersOpt = Annotated[str, typer.Option("--layers", help="Layer ids, comma-separated.")]
 ZoomOpt = Annotated[str, typer.Option("--zoom", help="Zoom range, e.g. 10-14.")]
-BboxOpt = Annotated[str | None, typer.Option(
-    "--bbox", help="west,south,east,north (WGS 84); default: the layers' extent.")]
+BboxOpt = Annotated[
+    str | None,
+    typer.Option("--bbox", help="west,south,east,north (WGS 84); default: the layers' extent."),
+]
 ConcurrencyOpt = Annotated[int, typer.Option(min=1, max=32, help="Tiles rendered at once.")]
 
 
@@ -42,10 +44,15 @@ def _progress() -> Progress:
     return progress_bar(TimeRemainingColumn())
 
 
-async def _render_all(service: TileService, pool, groups: Sequence[list[Layer]],
-                      tiles: Sequence[tuple[int, int, int]], concurrency: int,
-                      advance: Callable[[], None],
-                      keep: Callable[[int, int, int, bytes], None] | None = None) -> dict[str, int]:
+async def _render_all(
+    service: TileService,
+    pool,
+    groups: Sequence[list[Layer]],
+    tiles: Sequence[tuple[int, int, int]],
+    concurrency: int,
+    advance: Callable[[], None],
+    keep: Callable[[int, int, int, bytes], None] | None = None,
+) -> dict[str, int]:
     """Render (or find in cache) every tile of every layer group, ``concurrency`` at a time."""
     counts = {"database": 0, "disk": 0, "none": 0, "memory": 0, "truncated": 0}
     queue: asyncio.Queue = asyncio.Queue()
@@ -67,9 +74,14 @@ async def _render_all(service: TileService, pool, groups: Sequence[list[Layer]],
     return counts
 
 
-async def _run(layer_ids: str, zoom: str, bbox: str | None, concurrency: int, composite: bool,
-               keep: Callable[[int, int, int, bytes], None] | None = None,
-               ) -> tuple[list[Layer], tuple[float, float, float, float], dict[str, int]]:
+async def _run(
+    layer_ids: str,
+    zoom: str,
+    bbox: str | None,
+    concurrency: int,
+    composite: bool,
+    keep: Callable[[int, int, int, bytes], None] | None = None,
+) -> tuple[list[Layer], tuple[float, float, float, float], dict[str, int]]:
     """Shared by seed and export: resolve layers and area, then render with a progress bar."""
     settings = get_settings()
     tile_settings = TileSettings().model_copy(update={"memory_mb": 0})
@@ -85,9 +97,18 @@ async def _run(layer_ids: str, zoom: str, bbox: str | None, concurrency: int, co
         total = count_tiles(area, zmin, zmax) * len(groups)
         service = TileService(tile_settings)
         with _progress() as progress:
-            task = progress.add_task(f"tiles {','.join(la.id for la in layers)} z{zoom}", total=total)
-            counts = await _render_all(service, pool, groups, list(tiles_in_bbox(area, zmin, zmax)),
-                                       concurrency, lambda: progress.advance(task), keep)
+            task = progress.add_task(
+                f"tiles {','.join(la.id for la in layers)} z{zoom}", total=total
+            )
+            counts = await _render_all(
+                service,
+                pool,
+                groups,
+                list(tiles_in_bbox(area, zmin, zmax)),
+                concurrency,
+                lambda: progress.advance(task),
+                keep,
+            )
     finally:
         await pool.close()
     return layers, area, counts  # type: ignore[return-value]
@@ -95,27 +116,48 @@ async def _run(layer_ids: str, zoom: str, bbox: str | None, concurrency: int, co
 
 @tiles_app.command("seed")
 @friendly
-def seed(layers: LayersOpt, zoom: ZoomOpt = "10-14", bbox: BboxOpt = None,
-         concurrency: ConcurrencyOpt = 4,
-         composite: Annotated[bool, typer.Option(
-             help="Seed the combined tile of all the layers (/tiles/a,b/…) instead of each "
-                  "layer's own.")] = False) -> None:
+def seed(
+    layers: LayersOpt,
+    zoom: ZoomOpt = "10-14",
+    bbox: BboxOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+    composite: Annotated[
+        bool,
+        typer.Option(
+            help="Seed the combined tile of all the layers (/tiles/a,b/…) instead of each "
+            "layer's own."
+        ),
+    ] = False,
+) -> None:
     """Pre-render tiles into the shared disk cache (IOC_TILE_CACHE_DIR)."""
     _, _, counts = asyncio.run(_run(layers, zoom, bbox, concurrency, composite))
-    out.print(f"rendered {counts['database']:,}, already cached {counts['disk']:,}, outside the "
-              f"zoom range {counts['none']:,}; {counts['truncated']:,} tile(s) hit the feature cap.")
+    out.print(
+        f"rendered {counts['database']:,}, already cached {counts['disk']:,}, outside the "
+        f"zoom range {counts['none']:,}; {counts['truncated']:,} tile(s) hit the feature cap."
+    )
 
 
 @tiles_app.command("export")
 @friendly
-def export(layers: LayersOpt, pmtiles: Annotated[Path, typer.Option(
-               "--pmtiles", help="The PMTiles v3 archive to write.")],
-           zoom: ZoomOpt = "10-14", bbox: BboxOpt = None,
-           concurrency: ConcurrencyOpt = 4) -> None:
+def export(
+    layers: LayersOpt,
+    pmtiles: Annotated[Path, typer.Option("--pmtiles", help="The PMTiles v3 archive to write.")],
+    zoom: ZoomOpt = "10-14",
+    bbox: BboxOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
     """Write an offline PMTiles archive of the layers (one MVT per tile, all layers in it)."""
     collected: list[tuple[int, int, int, bytes]] = []
-    found, area, _ = asyncio.run(_run(layers, zoom, bbox, concurrency, True,
-                                      keep=lambda z, x, y, data: collected.append((z, x, y, data))))
+    found, area, _ = asyncio.run(
+        _run(
+            layers,
+            zoom,
+            bbox,
+            concurrency,
+            True,
+            keep=lambda z, x, y, data: collected.append((z, x, y, data)),
+        )
+    )
     zmin, zmax = parse_zoom_range(zoom)
     metadata = tilejson(found, "", TileSettings())
     metadata.pop("tiles")
@@ -128,6 +170,7 @@ def export(layers: LayersOpt, pmtiles: Annotated[Path, typer.Option(
 @friendly
 def prune() -> None:
     """Delete cached tiles of layer versions (or tile settings) that are no longer current."""
+
     async def versions() -> dict[str, int]:
         pool = await create_pool(get_settings().database)
         try:
@@ -140,5 +183,6 @@ def prune() -> None:
     if service.disk is None:
         raise IocError("The disk cache is off: nothing to prune.")
     removed = service.disk.prune(asyncio.run(versions()), service.fingerprint)
-    out.print(f"removed {removed} stale cache folder(s) under {tile_settings.cache_dir}",
-              highlight=False)
+    out.print(
+        f"removed {removed} stale cache folder(s) under {tile_settings.cache_dir}", highlight=False
+    )

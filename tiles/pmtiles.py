@@ -23,10 +23,13 @@ def parse_zoom_range(text: str) -> tuple[int, int]:
     try:
         zmin, zmax = int(low), int(high or low)
     except ValueError:
-        raise InvalidParameter(f"Zoom '{text}' is not a range like 10-14.", parameter="zoom") from None
+        raise InvalidParameter(
+            f"Zoom '{text}' is not a range like 10-14.", parameter="zoom"
+        ) from None
     if not 0 <= zmin <= zmax <= 24:
-        raise InvalidParameter(f"Zoom range '{text}' must be within 0-24, low to high.",
-                               parameter="zoom")
+        raise InvalidParameter(
+            f"Zoom range '{text}' must be within 0-24, low to high.", parameter="zoom"
+        )
     return zmin, zmax
 
 
@@ -35,11 +38,13 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     try:
         west, south, east, north = (float(v) for v in text.split(","))
     except ValueError:
-        raise InvalidParameter("The bbox is four numbers: west,south,east,north.",
-                               parameter="bbox") from None
+        raise InvalidParameter(
+            "The bbox is four numbers: west,south,east,north.", parameter="bbox"
+        ) from None
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise InvalidParameter("The bbox must be west<east and south<north, in degrees.",
-                               parameter="bbox")
+        raise InvalidParameter(
+            "The bbox must be west<east and south<north, in degrees.", parameter="bbox"
+        )
     return west, south, east, north
 
 
@@ -74,8 +79,12 @@ def count_tiles(bbox: Sequence[float], zmin: int, zmax: int) -> int:
     return total
 
 
-def write_pmtiles(path: Path, tiles: Iterable[tuple[int, int, int, bytes]],
-                  bounds: Sequence[float], metadata: dict[str, Any]) -> int:
+def write_pmtiles(
+    path: Path,
+    tiles: Iterable[tuple[int, int, int, bytes]],
+    bounds: Sequence[float],
+    metadata: dict[str, Any],
+) -> int:
     """Write gzip-compressed MVTs to a PMTiles v3 archive; returns the number of tiles.
 
     Tiles are sorted by PMTiles tile id (Hilbert order) so that the archive is "clustered";
@@ -90,10 +99,14 @@ def write_pmtiles(path: Path, tiles: Iterable[tuple[int, int, int, bytes]],
     zooms = [_zoom_of(tile_id) for tile_id, _ in (entries[0], entries[-1])]
     west, south, east, north = bounds
     header = {
-        "tile_type": TileType.MVT, "tile_compression": Compression.GZIP,
-        "min_lon_e7": int(west * 1e7), "min_lat_e7": int(south * 1e7),
-        "max_lon_e7": int(east * 1e7), "max_lat_e7": int(north * 1e7),
-        "center_zoom": zooms[0], "center_lon_e7": int((west + east) / 2 * 1e7),
+        "tile_type": TileType.MVT,
+        "tile_compression": Compression.GZIP,
+        "min_lon_e7": int(west * 1e7),
+        "min_lat_e7": int(south * 1e7),
+        "max_lon_e7": int(east * 1e7),
+        "max_lat_e7": int(north * 1e7),
+        "center_zoom": zooms[0],
+        "center_lon_e7": int((west + east) / 2 * 1e7),
         "center_lat_e7": int((south + north) / 2 * 1e7),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

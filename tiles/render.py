@@ -58,8 +58,9 @@ class Tile:
 def check_tile(z: int, x: int, y: int) -> None:
     """Raise TileOutOfRange unless (z, x, y) is a tile of WebMercatorQuad."""
     if not 0 <= z <= MAX_ZOOM or not (0 <= x < 1 << z and 0 <= y < 1 << z):
-        raise TileOutOfRange(f"Tile {z}/{x}/{y} is outside the WebMercatorQuad tile matrix set.",
-                             parameter="tile")
+        raise TileOutOfRange(
+            f"Tile {z}/{x}/{y} is outside the WebMercatorQuad tile matrix set.", parameter="tile"
+        )
 
 
 class TileService:
@@ -71,8 +72,11 @@ class TileService:
         self.sql = TileSQL(settings)
         on = settings.enabled
         self.memory = MemoryCache(settings.memory_mb << 20) if on and settings.memory_mb else None
-        self.disk = (DiskCache(settings.cache_dir, settings.disk_max_mb << 20)
-                     if on and settings.disk_cache else None)
+        self.disk = (
+            DiskCache(settings.cache_dir, settings.disk_max_mb << 20)
+            if on and settings.disk_cache
+            else None
+        )
         self.sweeping: asyncio.Task | None = None
         self._inflight: dict[tuple, asyncio.Future[CachedTile]] = {}
         self._integer_ids: dict[tuple[str, int], bool] = {}
@@ -99,7 +103,9 @@ class TileService:
             self.memory.drop_layers(changed)
         if self.disk is not None:
             versions = {layer.id: layer.version for layer in fresh}
-            task = asyncio.create_task(asyncio.to_thread(self.disk.prune, versions, self.fingerprint))
+            task = asyncio.create_task(
+                asyncio.to_thread(self.disk.prune, versions, self.fingerprint)
+            )
             task.add_done_callback(lambda t: t.exception())  # pruning is best effort
 
     async def get_tile(self, pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
@@ -171,13 +177,16 @@ class TileService:
         try:
             row = await pool.fetchrow(self.sql.get(plans), z, x, y)
         except asyncpg.QueryCanceledError as exc:
-            raise QueryTimeout(f"Tile {z}/{x}/{y} took longer than the statement timeout to "
-                               "render; a zoom closer in draws fewer features.") from exc
+            raise QueryTimeout(
+                f"Tile {z}/{x}/{y} took longer than the statement timeout to "
+                "render; a zoom closer in draws fewer features."
+            ) from exc
         mvt: bytes = row["mvt"] or b""
         truncated = tuple(p.layer.id for p, hit in zip(plans, row["truncated"], strict=True) if hit)
         if truncated:
-            log.warning("tile feature cap hit", extra={"tile": f"{z}/{x}/{y}",
-                                                       "layers": list(truncated)})
+            log.warning(
+                "tile feature cap hit", extra={"tile": f"{z}/{x}/{y}", "layers": list(truncated)}
+            )
         return CachedTile(await self.compress(mvt), truncated)
 
     async def compress(self, mvt: bytes) -> bytes:
@@ -215,8 +224,9 @@ def resolve_layers(catalog: Catalog, principal: Principal, ids: str) -> list[Lay
     return layers
 
 
-def tile_answer(tile: Tile, public: bool, settings: TileSettings, if_none_match: str,
-                accept_encoding: str) -> tuple[int, dict[str, str], bytes]:
+def tile_answer(
+    tile: Tile, public: bool, settings: TileSettings, if_none_match: str, accept_encoding: str
+) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body of a tile: headers by access level, ETag/304, 204 when empty,
     gzip passed through when the client accepts it."""
     headers = {"ETag": tile.etag, "Content-Type": MVT_MEDIA_TYPE}

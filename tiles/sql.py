@@ -122,7 +122,8 @@ def _value_sql(attribute: Attribute) -> str:
 
 def _mvt_type(attribute_type: str) -> str:
     return {"integer": "Number", "number": "Number", "boolean": "Boolean"}.get(
-        attribute_type, "String")
+        attribute_type, "String"
+    )
 
 
 def tile_properties(layer: Layer) -> list[Property]:
@@ -194,7 +195,9 @@ def _geometry_sql(n: int, layer: Layer, settings: TileSettings) -> str:
         # polygon is not transformed and simplified whole for every z16 tile; then simplify by
         # a fraction of a pixel (ST_AsMVTGeom only snaps to its grid). ST_AsMVTGeom clips
         # exactly and repairs what ST_ClipByBox2D and ST_Simplify may leave invalid.
-        geom = (f"CASE WHEN {geom} @ b.f{n} THEN {geom} ELSE ST_ClipByBox2D({geom}, Box2D(b.f{n})) END")
+        geom = (
+            f"CASE WHEN {geom} @ b.f{n} THEN {geom} ELSE ST_ClipByBox2D({geom}, Box2D(b.f{n})) END"
+        )
         if settings.simplify_px > 0:
             geom = f"ST_Simplify({geom}, b.px{n} * {settings.simplify_px!r}, true)"
     if layer.srid != 3857:
@@ -212,8 +215,10 @@ def _features_cte(n: int, layer: Layer, settings: TileSettings) -> str:
         # Drop sub-pixel lines and polygons before any geometry work: at low zoom they are
         # most of a layer's rows and would collapse to nothing (or a speck) anyway.
         size = f"b.px{n} * {settings.min_feature_px!r}"
-        where += (f" AND (ST_XMax({geom}) - ST_XMin({geom}) >= {size}"
-                  f" OR ST_YMax({geom}) - ST_YMin({geom}) >= {size})")
+        where += (
+            f" AND (ST_XMax({geom}) - ST_XMin({geom}) >= {size}"
+            f" OR ST_YMax({geom}) - ST_YMin({geom}) >= {size})"
+        )
     return (
         f"l{n} AS MATERIALIZED (SELECT * FROM (SELECT {', '.join(columns)},"
         f" {_geometry_sql(n, layer, settings)} AS geom"
@@ -228,8 +233,10 @@ def _mercator_xy(layer: Layer) -> tuple[str, str]:
     geom = f"t.{quote_ident(layer.geometry_column)}"
     point = f"ST_Centroid({geom})" if layer.geometry_type == "MultiPoint" else geom
     if layer.srid == 4326:
-        return (f"{EARTH_RADIUS!r} * radians(ST_X({point}))",
-                f"{EARTH_RADIUS!r} * ln(tan(pi() / 4 + radians(ST_Y({point})) / 2))")
+        return (
+            f"{EARTH_RADIUS!r} * radians(ST_X({point}))",
+            f"{EARTH_RADIUS!r} * ln(tan(pi() / 4 + radians(ST_Y({point})) / 2))",
+        )
     if layer.srid != 3857:
         point = f"ST_Transform({point}, 3857)"
     return f"ST_X({point})", f"ST_Y({point})"
@@ -248,13 +255,17 @@ def _cluster_cte(n: int, layer: Layer, settings: TileSettings) -> str:
     category = f"t.{quote_ident(by.name)}" if by else "NULL::text"
     # OFFSET 0 keeps the planner from inlining px/py into every place they are used (it would
     # compute the projection up to eight times per row).
-    points = (f"SELECT {x} AS px, {y} AS py, {category} AS c FROM {layer.table_sql} t, b"
-              f" WHERE {geom} && b.f{n} OFFSET 0")
-    cells = (f"l{n}c AS (SELECT floor((s.px - b.xmin) / b.cell) AS i,"
-             f" floor((b.ymax - s.py) / b.cell) AS j, s.c, count(*) AS n, sum(s.px) AS sx,"
-             f" sum(s.py) AS sy FROM b, ({points}) s"
-             f" WHERE s.px >= b.xmin AND s.px < b.xmax AND s.py > b.ymin AND s.py <= b.ymax"
-             f" GROUP BY 1, 2, 3)")
+    points = (
+        f"SELECT {x} AS px, {y} AS py, {category} AS c FROM {layer.table_sql} t, b"
+        f" WHERE {geom} && b.f{n} OFFSET 0"
+    )
+    cells = (
+        f"l{n}c AS (SELECT floor((s.px - b.xmin) / b.cell) AS i,"
+        f" floor((b.ymax - s.py) / b.cell) AS j, s.c, count(*) AS n, sum(s.px) AS sx,"
+        f" sum(s.py) AS sy FROM b, ({points}) s"
+        f" WHERE s.px >= b.xmin AND s.px < b.xmax AND s.py > b.ymin AND s.py <= b.ymax"
+        f" GROUP BY 1, 2, 3)"
+    )
     by_column = f", (array_agg(c ORDER BY n DESC, c))[1] AS {quote_ident(by.name)}" if by else ""
     by_outer = f", a.{quote_ident(by.name)}" if by else ""
     return (
@@ -273,9 +284,14 @@ def build_tile_sql(plans: Sequence[Plan], settings: TileSettings) -> str:
     """
     if not plans:
         raise ValueError("a tile needs at least one layer")
-    bounds = ["e.env", "ST_XMin(e.env) AS xmin", "ST_YMin(e.env) AS ymin",
-              "ST_XMax(e.env) AS xmax", "ST_YMax(e.env) AS ymax",
-              f"(ST_XMax(e.env) - ST_XMin(e.env)) / {settings.cluster_grid} AS cell"]
+    bounds = [
+        "e.env",
+        "ST_XMin(e.env) AS xmin",
+        "ST_YMin(e.env) AS ymin",
+        "ST_XMax(e.env) AS xmax",
+        "ST_YMax(e.env) AS ymax",
+        f"(ST_XMax(e.env) - ST_XMin(e.env)) / {settings.cluster_grid} AS cell",
+    ]
     ctes, parts, flags = [], [], []
     cap = settings.max_features
     for n, plan in enumerate(plans):
@@ -284,19 +300,26 @@ def build_tile_sql(plans: Sequence[Plan], settings: TileSettings) -> str:
         name = literal(layer.id)
         if plan.mode == "cluster":
             ctes.append(_cluster_cte(n, layer, settings))
-            parts.append(f"COALESCE((SELECT ST_AsMVT(q, {name}, {settings.extent}, 'geom')"
-                         f" FROM l{n} q WHERE q.geom IS NOT NULL), ''::bytea)")
+            parts.append(
+                f"COALESCE((SELECT ST_AsMVT(q, {name}, {settings.extent}, 'geom')"
+                f" FROM l{n} q WHERE q.geom IS NOT NULL), ''::bytea)"
+            )
             flags.append("false")
         else:
             ctes.append(_features_cte(n, layer, settings))
             id_name = f", {literal(layer.id_column)}" if plan.integer_id else ""
-            parts.append(f"COALESCE((SELECT ST_AsMVT(q, {name}, {settings.extent}, 'geom'"
-                         f"{id_name}) FROM (SELECT * FROM l{n} LIMIT {cap}) q), ''::bytea)")
+            parts.append(
+                f"COALESCE((SELECT ST_AsMVT(q, {name}, {settings.extent}, 'geom'"
+                f"{id_name}) FROM (SELECT * FROM l{n} LIMIT {cap}) q), ''::bytea)"
+            )
             flags.append(f"(SELECT count(*) FROM l{n}) > {cap}")
-    head = (f"WITH b AS (SELECT {', '.join(bounds)}"
-            f" FROM (SELECT ST_TileEnvelope($1, $2, $3) AS env) e)")
-    return (f"{head}, {', '.join(ctes)} SELECT {' || '.join(parts)} AS mvt,"
-            f" ARRAY[{', '.join(flags)}]::boolean[] AS truncated")
+    head = (
+        f"WITH b AS (SELECT {', '.join(bounds)} FROM (SELECT ST_TileEnvelope($1, $2, $3) AS env) e)"
+    )
+    return (
+        f"{head}, {', '.join(ctes)} SELECT {' || '.join(parts)} AS mvt,"
+        f" ARRAY[{', '.join(flags)}]::boolean[] AS truncated"
+    )
 
 
 def plan_key(plans: Sequence[Plan]) -> tuple[tuple[str, int, str], ...]:

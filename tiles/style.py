@@ -54,8 +54,13 @@ def colour_expression(layer: Layer, colour_key: str = "color") -> Any:
     return expression + [_default(layer, colour_key)]
 
 
-def colour_layers(layer: Layer, style_layer: dict[str, Any], colour_property: str,
-                  colour_key: str = "color", split: bool = False) -> list[dict[str, Any]]:
+def colour_layers(
+    layer: Layer,
+    style_layer: dict[str, Any],
+    colour_property: str,
+    colour_key: str = "color",
+    split: bool = False,
+) -> list[dict[str, Any]]:
     """``style_layer`` coloured as the legend says: one layer with a ``match`` colour, or, with
     ``split`` or a legend of booleans, one layer per legend value (filtered with ``==``) over a
     layer for the other values.
@@ -70,12 +75,19 @@ def colour_layers(layer: Layer, style_layer: dict[str, Any], colour_property: st
     # `!=` per value rather than `match … false true`: booleans cannot be `match` labels.
     others = ["all", *(["!=", ["get", by], value] for value, _ in pairs)]
     rules = [(others, _default(layer, colour_key), "")]
-    rules += [(["==", ["get", by], value], colour, f"-{n}")
-              for n, (value, colour) in reversed(list(enumerate(pairs, 1)))]
-    return [{**style_layer, "id": style_layer["id"] + suffix,
-             "filter": ["all", base, rule] if base else rule,
-             "paint": {colour_property: colour, **style_layer["paint"]}}
-            for rule, colour, suffix in rules]
+    rules += [
+        (["==", ["get", by], value], colour, f"-{n}")
+        for n, (value, colour) in reversed(list(enumerate(pairs, 1)))
+    ]
+    return [
+        {
+            **style_layer,
+            "id": style_layer["id"] + suffix,
+            "filter": ["all", base, rule] if base else rule,
+            "paint": {colour_property: colour, **style_layer["paint"]},
+        }
+        for rule, colour, suffix in rules
+    ]
 
 
 def _zooms(minzoom: int, maxzoom: int) -> dict[str, int]:
@@ -92,60 +104,117 @@ def point_layers(layer: Layer, settings: TileSettings, glyphs: bool) -> list[dic
     circles for aggregated cells (coloured by their dominant value)."""
     style = layer.style
     base = {"source": SOURCE, "source-layer": layer.id, "metadata": _meta(layer)}
-    layers = colour_layers(layer, {
-        "id": layer.id, "type": "circle", **base, **_zooms(layer.zoom_min, layer.zoom_max),
-        "filter": ["!", ["has", "count"]],
-        "paint": {"circle-radius": style.get("radius") or 4,
-                  "circle-opacity": style.get("opacity") or 0.9,
-                  "circle-stroke-color": "#ffffff", "circle-stroke-width": 1},
-    }, "circle-color", split=True)
+    layers = colour_layers(
+        layer,
+        {
+            "id": layer.id,
+            "type": "circle",
+            **base,
+            **_zooms(layer.zoom_min, layer.zoom_max),
+            "filter": ["!", ["has", "count"]],
+            "paint": {
+                "circle-radius": style.get("radius") or 4,
+                "circle-opacity": style.get("opacity") or 0.9,
+                "circle-stroke-color": "#ffffff",
+                "circle-stroke-width": 1,
+            },
+        },
+        "circle-color",
+        split=True,
+    )
     if is_clustered(layer, settings):
         top = max(layer.zoom_min, min(layer.zoom_max, cluster_max_zoom(layer, settings)))
         # QGIS 3.22 cannot read the radius expression and draws its default marker size.
-        layers += colour_layers(layer, {
-            "id": f"{layer.id}-cluster", "type": "circle", **base, **_zooms(layer.zoom_min, top),
-            "filter": ["has", "count"],
-            "paint": {"circle-radius": CLUSTER_RADIUS, "circle-opacity": 0.75,
-                      "circle-stroke-color": "#ffffff", "circle-stroke-width": 1},
-        }, "circle-color", split=True)
+        layers += colour_layers(
+            layer,
+            {
+                "id": f"{layer.id}-cluster",
+                "type": "circle",
+                **base,
+                **_zooms(layer.zoom_min, top),
+                "filter": ["has", "count"],
+                "paint": {
+                    "circle-radius": CLUSTER_RADIUS,
+                    "circle-opacity": 0.75,
+                    "circle-stroke-color": "#ffffff",
+                    "circle-stroke-width": 1,
+                },
+            },
+            "circle-color",
+            split=True,
+        )
         if glyphs:
-            layers.append({
-                "id": f"{layer.id}-cluster-count", "type": "symbol", **base,
-                **_zooms(layer.zoom_min, top), "filter": ["has", "count"],
-                "layout": {"text-field": ["to-string", ["get", "count"]], "text-size": 11},
-                "paint": {"text-color": "#111111"},
-            })
+            layers.append(
+                {
+                    "id": f"{layer.id}-cluster-count",
+                    "type": "symbol",
+                    **base,
+                    **_zooms(layer.zoom_min, top),
+                    "filter": ["has", "count"],
+                    "layout": {"text-field": ["to-string", ["get", "count"]], "text-size": 11},
+                    "paint": {"text-color": "#111111"},
+                }
+            )
     return layers
 
 
 def line_layers(layer: Layer) -> list[dict[str, Any]]:
     """A line layer (split by legend value only for a legend of booleans)."""
     style = layer.style
-    return colour_layers(layer, {
-        "id": layer.id, "type": "line", "source": SOURCE, "source-layer": layer.id,
-        "metadata": _meta(layer), **_zooms(layer.zoom_min, layer.zoom_max),
-        "layout": {"line-join": "round", "line-cap": "round"},
-        "paint": {"line-width": style.get("width") or 1.5, "line-opacity": style.get("opacity") or 1},
-    }, "line-color")
+    return colour_layers(
+        layer,
+        {
+            "id": layer.id,
+            "type": "line",
+            "source": SOURCE,
+            "source-layer": layer.id,
+            "metadata": _meta(layer),
+            **_zooms(layer.zoom_min, layer.zoom_max),
+            "layout": {"line-join": "round", "line-cap": "round"},
+            "paint": {
+                "line-width": style.get("width") or 1.5,
+                "line-opacity": style.get("opacity") or 1,
+            },
+        },
+        "line-color",
+    )
 
 
 def polygon_layers(layer: Layer) -> list[dict[str, Any]]:
     """A fill (categorised on ``style.by`` if any) and its outline."""
     style = layer.style
-    base = {"source": SOURCE, "source-layer": layer.id, "metadata": _meta(layer),
-            **_zooms(layer.zoom_min, layer.zoom_max)}
+    base = {
+        "source": SOURCE,
+        "source-layer": layer.id,
+        "metadata": _meta(layer),
+        **_zooms(layer.zoom_min, layer.zoom_max),
+    }
     opacity = style.get("opacity") if style.get("opacity") is not None else 0.4
     return [
-        *colour_layers(layer, {"id": f"{layer.id}-fill", "type": "fill", **base,
-                               "paint": {"fill-opacity": opacity}}, "fill-color", "fill"),
-        {"id": f"{layer.id}-outline", "type": "line", **base,
-         "paint": {"line-color": style.get("color") or "#3388ff",
-                   "line-width": style.get("width") or 1}},
+        *colour_layers(
+            layer,
+            {"id": f"{layer.id}-fill", "type": "fill", **base, "paint": {"fill-opacity": opacity}},
+            "fill-color",
+            "fill",
+        ),
+        {
+            "id": f"{layer.id}-outline",
+            "type": "line",
+            **base,
+            "paint": {
+                "line-color": style.get("color") or "#3388ff",
+                "line-width": style.get("width") or 1,
+            },
+        },
     ]
 
 
-def maplibre_style(layers: Sequence[Layer], tilejson_url: str, settings: TileSettings,
-                   glyphs_url: str | None = None) -> dict[str, Any]:
+def maplibre_style(
+    layers: Sequence[Layer],
+    tilejson_url: str,
+    settings: TileSettings,
+    glyphs_url: str | None = None,
+) -> dict[str, Any]:
     """A MapLibre style v8 drawing the layers in order (first = bottom)."""
     style_layers: list[dict[str, Any]] = []
     for layer in layers:

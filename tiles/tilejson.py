@@ -33,8 +33,12 @@ def union_bounds(layers: Sequence[Layer]) -> list[float]:
     extents = [la.extent for la in layers if la.extent]
     if not extents:
         return [-180.0, -85.0511, 180.0, 85.0511]
-    return [min(e[0] for e in extents), min(e[1] for e in extents),
-            max(e[2] for e in extents), max(e[3] for e in extents)]
+    return [
+        min(e[0] for e in extents),
+        min(e[1] for e in extents),
+        max(e[2] for e in extents),
+        max(e[3] for e in extents),
+    ]
 
 
 def vector_layer(layer: Layer, settings: TileSettings) -> dict[str, Any]:
@@ -83,22 +87,34 @@ def tileset_list(layer: Layer, base: str) -> dict[str, Any]:
     return {
         "title": f"{layer.title_vi} — {layer.title_en}",
         "links": [{"rel": "self", "type": "application/json", "href": tiles}],
-        "tilesets": [{
-            "title": f"{layer.title_vi} — {layer.title_en}",
-            "dataType": "vector",
-            "crs": CRS_3857,
-            "tileMatrixSetURI": WEB_MERCATOR_QUAD,
-            "links": [
-                {"rel": "self", "type": "application/json",
-                 "href": f"{tiles}/WebMercatorQuad"},
-                {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme",
-                 "type": "application/json", "href": f"{base}/tileMatrixSets/WebMercatorQuad"},
-                {"rel": "item", "type": MVT_MEDIA_TYPE, "templated": True,
-                 "href": f"{tiles}/WebMercatorQuad/{{tileMatrix}}/{{tileRow}}/{{tileCol}}"},
-                {"rel": "describedby", "type": "application/json",
-                 "href": f"{tiles}/WebMercatorQuad/tilejson.json", "title": "TileJSON"},
-            ],
-        }],
+        "tilesets": [
+            {
+                "title": f"{layer.title_vi} — {layer.title_en}",
+                "dataType": "vector",
+                "crs": CRS_3857,
+                "tileMatrixSetURI": WEB_MERCATOR_QUAD,
+                "links": [
+                    {"rel": "self", "type": "application/json", "href": f"{tiles}/WebMercatorQuad"},
+                    {
+                        "rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme",
+                        "type": "application/json",
+                        "href": f"{base}/tileMatrixSets/WebMercatorQuad",
+                    },
+                    {
+                        "rel": "item",
+                        "type": MVT_MEDIA_TYPE,
+                        "templated": True,
+                        "href": f"{tiles}/WebMercatorQuad/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
+                    },
+                    {
+                        "rel": "describedby",
+                        "type": "application/json",
+                        "href": f"{tiles}/WebMercatorQuad/tilejson.json",
+                        "title": "TileJSON",
+                    },
+                ],
+            }
+        ],
     }
 
 
@@ -106,13 +122,24 @@ def tileset(layer: Layer, base: str) -> dict[str, Any]:
     """``/collections/{id}/tiles/WebMercatorQuad``: tileset metadata with limits by zoom."""
     doc = tileset_list(layer, base)["tilesets"][0]
     doc["tileMatrixSetLimits"] = [
-        {"tileMatrix": str(z), "minTileRow": 0, "maxTileRow": (1 << z) - 1,
-         "minTileCol": 0, "maxTileCol": (1 << z) - 1}
+        {
+            "tileMatrix": str(z),
+            "minTileRow": 0,
+            "maxTileRow": (1 << z) - 1,
+            "minTileCol": 0,
+            "maxTileCol": (1 << z) - 1,
+        }
         for z in range(layer.zoom_min, layer.zoom_max + 1)
     ]
-    doc["layers"] = [{"id": layer.id, "dataType": "vector",
-                      "geometryDimension": _dimension(layer.geometry_type),
-                      "minTileMatrix": str(layer.zoom_min), "maxTileMatrix": str(layer.zoom_max)}]
+    doc["layers"] = [
+        {
+            "id": layer.id,
+            "dataType": "vector",
+            "geometryDimension": _dimension(layer.geometry_type),
+            "minTileMatrix": str(layer.zoom_min),
+            "maxTileMatrix": str(layer.zoom_max),
+        }
+    ]
     return doc
 
 
@@ -127,10 +154,19 @@ def tile_matrix_set(base: str, max_zoom: int = 24) -> dict[str, Any]:
         size = 1 << z
         # Scale denominator for 0.28 mm pixels, as the standard defines it.
         cell = 2 * ORIGIN / 256 / size
-        matrices.append({"id": str(z), "scaleDenominator": cell / 0.00028, "cellSize": cell,
-                         "cornerOfOrigin": "topLeft", "pointOfOrigin": [-ORIGIN, ORIGIN],
-                         "tileWidth": 256, "tileHeight": 256,
-                         "matrixWidth": size, "matrixHeight": size})
+        matrices.append(
+            {
+                "id": str(z),
+                "scaleDenominator": cell / 0.00028,
+                "cellSize": cell,
+                "cornerOfOrigin": "topLeft",
+                "pointOfOrigin": [-ORIGIN, ORIGIN],
+                "tileWidth": 256,
+                "tileHeight": 256,
+                "matrixWidth": size,
+                "matrixHeight": size,
+            }
+        )
     return {
         "id": "WebMercatorQuad",
         "title": "Google Maps Compatible for the World",
@@ -138,6 +174,11 @@ def tile_matrix_set(base: str, max_zoom: int = 24) -> dict[str, Any]:
         "crs": CRS_3857,
         "orderedAxes": ["E", "N"],
         "tileMatrices": matrices,
-        "links": [{"rel": "self", "type": "application/json",
-                   "href": f"{base}/tileMatrixSets/WebMercatorQuad"}],
+        "links": [
+            {
+                "rel": "self",
+                "type": "application/json",
+                "href": f"{base}/tileMatrixSets/WebMercatorQuad",
+            }
+        ],
     }

@@ -32,9 +32,11 @@ async def read_upload(request: Request, file: UploadFile | None, limit: int) -> 
         return await file.read(limit + 1)
     if request.headers.get("content-type", "").lower().startswith("multipart/"):
         # The form parser has read the body already: there is no raw CSV left to read.
-        raise InvalidParameter("Thiếu phần 'file' / the multipart body has no part named "
-                               "'file': send the CSV as the 'file' part, or as a text/csv body.",
-                               parameter="file")
+        raise InvalidParameter(
+            "Thiếu phần 'file' / the multipart body has no part named "
+            "'file': send the CSV as the 'file' part, or as a text/csv body.",
+            parameter="file",
+        )
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
@@ -51,14 +53,22 @@ def geojson(doc: dict[str, Any]) -> JSONResponse:
     return JSONResponse(doc, media_type=GEOJSON)
 
 
-@router.get("/addresses", summary="Search addresses (free text, with or without diacritics)",
-            responses=GEOJSON_ANSWER)
-async def search(request: Request, pool: PoolDep, catalog: CatalogDep, principal: PrincipalDep,
-                 settings: AddressSettingsDep,
-                 q: Annotated[str, Query(description="Free text: 'tan dinh', '12 Lê Lợi, Bến Thành'")],
-                 near: Annotated[str | None, Query(description="lon,lat: rank nearer results higher")] = None,
-                 bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat filter")] = None,
-                 limit: Annotated[int, Query(ge=1, le=100)] = 10):
+@router.get(
+    "/addresses",
+    summary="Search addresses (free text, with or without diacritics)",
+    responses=GEOJSON_ANSWER,
+)
+async def search(
+    request: Request,
+    pool: PoolDep,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    settings: AddressSettingsDep,
+    q: Annotated[str, Query(description="Free text: 'tan dinh', '12 Lê Lợi, Bến Thành'")],
+    near: Annotated[str | None, Query(description="lon,lat: rank nearer results higher")] = None,
+    bbox: Annotated[str | None, Query(description="minLon,minLat,maxLon,maxLat filter")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+):
     """Addresses ranked by how much of the text they explain (``score``), typo-tolerant."""
     addresses.require_registry(catalog, principal, settings)
     point = addresses.parse_point(near, "near") if near else None
@@ -66,32 +76,55 @@ async def search(request: Request, pool: PoolDep, catalog: CatalogDep, principal
     async with pool.acquire() as conn:
         hits = await geocode.search_addresses(conn, q, near=point, bbox=box, limit=limit)
     base = base_url(request)
-    return geojson({"type": "FeatureCollection", "query": q, "numberReturned": len(hits),
-                    "features": [geocode.hit_feature(h, base) for h in hits]})
+    return geojson(
+        {
+            "type": "FeatureCollection",
+            "query": q,
+            "numberReturned": len(hits),
+            "features": [geocode.hit_feature(h, base) for h in hits],
+        }
+    )
 
 
-@router.get("/addresses/reverse", summary="Nearest address to a position, and its ward",
-            responses={**GEOJSON_ANSWER,
-                       404: {"description": "No digital address within the radius"}})
-async def reverse(request: Request, pool: PoolDep, catalog: CatalogDep, principal: PrincipalDep,
-                  settings: AddressSettingsDep, lon: Lon, lat: Lat,
-                  radius: Annotated[float | None, Query(gt=0, le=50_000, description="metres")] = None):
+@router.get(
+    "/addresses/reverse",
+    summary="Nearest address to a position, and its ward",
+    responses={**GEOJSON_ANSWER, 404: {"description": "No digital address within the radius"}},
+)
+async def reverse(
+    request: Request,
+    pool: PoolDep,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    settings: AddressSettingsDep,
+    lon: Lon,
+    lat: Lat,
+    radius: Annotated[float | None, Query(gt=0, le=50_000, description="metres")] = None,
+):
     """The nearest valid address (distance in metres on the spheroid) and the ward polygon
     (`ward_at_position`: null when there is no ward layer the caller may read)."""
     addresses.require_registry(catalog, principal, settings)
     async with pool.acquire() as conn:
-        row, ward = await addresses.reverse_geocode(conn, catalog, principal, lon, lat,
-                                                    radius or settings.reverse_radius_m)
-    return geojson(addresses.address_feature(row, base_url(request),
-                                             distance_m=round(row["distance_m"], 1),
-                                             ward_at_position=ward))
+        row, ward = await addresses.reverse_geocode(
+            conn, catalog, principal, lon, lat, radius or settings.reverse_radius_m
+        )
+    return geojson(
+        addresses.address_feature(
+            row, base_url(request), distance_m=round(row["distance_m"], 1), ward_at_position=ward
+        )
+    )
 
 
 @router.post("/addresses/geocode", summary="Batch geocoding of a CSV of addresses")
-async def batch_geocode(request: Request, pool: PoolDep, catalog: CatalogDep,
-                        principal: PrincipalDep, settings: AddressSettingsDep,
-                        file: UploadFile | None = None,
-                        f: Annotated[Literal["csv", "json"], Query()] = "csv"):
+async def batch_geocode(
+    request: Request,
+    pool: PoolDep,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    settings: AddressSettingsDep,
+    file: UploadFile | None = None,
+    f: Annotated[Literal["csv", "json"], Query()] = "csv",
+):
     """Upload a CSV (multipart ``file`` or a ``text/csv`` body) with an ``address`` column and
     an optional ``id``; get code, lon, lat, ward and a match score per row."""
     addresses.require_registry(catalog, principal, settings)
@@ -102,13 +135,22 @@ async def batch_geocode(request: Request, pool: PoolDep, catalog: CatalogDep,
         records = await geocode.geocode_rows(conn, rows)
     if f == "json":
         return {"numberOfRows": len(records), "rows": records}
-    return Response(geocode.geocode_csv(records), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="geocoded.csv"'})
+    return Response(
+        geocode.geocode_csv(records),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="geocoded.csv"'},
+    )
 
 
 @router.get("/addresses/{code}", summary="One digital address", responses=GEOJSON_ANSWER)
-async def get_address(request: Request, code: str, pool: PoolDep, catalog: CatalogDep,
-                      principal: PrincipalDep, settings: AddressSettingsDep):
+async def get_address(
+    request: Request,
+    code: str,
+    pool: PoolDep,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    settings: AddressSettingsDep,
+):
     """Point, full Vietnamese address, wards before and since 2025, links; 400 for a malformed
     code, 404 for an unknown one."""
     addresses.require_registry(catalog, principal, settings)
@@ -118,30 +160,60 @@ async def get_address(request: Request, code: str, pool: PoolDep, catalog: Catal
     return geojson(addresses.address_feature(row, base_url(request)))
 
 
-@router.get("/addresses/{code}/features", summary="Features linked to an address",
-            responses=GEOJSON_ANSWER)
-async def address_features(request: Request, code: str, pool: PoolDep, catalog: CatalogDep,
-                           principal: PrincipalDep, settings: AddressSettingsDep):
+@router.get(
+    "/addresses/{code}/features", summary="Features linked to an address", responses=GEOJSON_ANSWER
+)
+async def address_features(
+    request: Request,
+    code: str,
+    pool: PoolDep,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    settings: AddressSettingsDep,
+):
     """Features of point layers linked to the address, from the layers the caller may read."""
     addresses.require_registry(catalog, principal, settings)
     code = addresses.validate_code(code, settings.code_pattern)
     async with pool.acquire() as conn:
         await addresses.get_address(conn, code)
-        features = await addresses.linked_features(conn, catalog, principal, code,
-                                                   base_url(request))
-    return geojson({"type": "FeatureCollection", "address": code,
-                    "numberReturned": len(features), "features": features})
+        features = await addresses.linked_features(
+            conn, catalog, principal, code, base_url(request)
+        )
+    return geojson(
+        {
+            "type": "FeatureCollection",
+            "address": code,
+            "numberReturned": len(features),
+            "features": features,
+        }
+    )
 
 
 @router.get("/whats-here", summary="What is here: wards, flood, planning, services, reports")
-async def whats_here(request: Request, pool: PoolDep, catalog: CatalogDep,
-                     principal: PrincipalDep, settings: AddressSettingsDep,
-                     lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
-                     lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
-                     address: Annotated[str | None, Query(description="A digital address code")] = None):
+async def whats_here(
+    request: Request,
+    pool: PoolDep,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    settings: AddressSettingsDep,
+    lon: Annotated[float | None, Query(ge=-180, le=180)] = None,
+    lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
+    address: Annotated[str | None, Query(description="A digital address code")] = None,
+):
     """One answer about a position or an address, from the layers the caller may read only."""
-    code = addresses.validate_code(address, settings.code_pattern, "address") \
-        if address is not None else None
+    code = (
+        addresses.validate_code(address, settings.code_pattern, "address")
+        if address is not None
+        else None
+    )
     async with pool.acquire() as conn:
-        return await what_is_here(conn, catalog, principal, settings, lon=lon, lat=lat,
-                                  code=code, base_url=base_url(request))
+        return await what_is_here(
+            conn,
+            catalog,
+            principal,
+            settings,
+            lon=lon,
+            lat=lat,
+            code=code,
+            base_url=base_url(request),
+        )

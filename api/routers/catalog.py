@@ -29,21 +29,34 @@ def summary(layer: Layer, base: str) -> dict[str, Any]:
 
 
 @router.get("/layers", summary="Layers the caller may read")
-async def list_layers(request: Request, catalog: CatalogDep, principal: PrincipalDep,
-                      domain: str | None = None, f: str | None = None):
+async def list_layers(
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    domain: str | None = None,
+    f: str | None = None,
+):
     """Every layer visible to the caller, with domain, owner and access level."""
     base = str(request.base_url).rstrip("/")
     layers = [la for la in catalog.visible(principal) if domain is None or la.domain == domain]
-    doc = {"layers": [summary(la, base) for la in layers], "numberOfLayers": len(layers),
-           "domains": sorted({la.domain for la in layers})}
+    doc = {
+        "layers": [summary(la, base) for la in layers],
+        "numberOfLayers": len(layers),
+        "domains": sorted({la.domain for la in layers}),
+    }
     if negotiate(request, f) == "html":
         return render(request, "catalog.html", {"doc": doc, "principal": principal})
     return doc
 
 
 @router.get("/layers/{layer_id}", summary="One layer's manifest, schema, extent and counts")
-async def get_layer(request: Request, layer_id: str, catalog: CatalogDep,
-                    principal: PrincipalDep, f: str | None = None):
+async def get_layer(
+    request: Request,
+    layer_id: str,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    f: str | None = None,
+):
     """The layer's full description; 404 when unknown or not readable by the caller."""
     layer = catalog.get(layer_id, principal)
     doc = get_layer_doc(layer)

@@ -29,17 +29,22 @@ from ioc.features import ItemsQuery, Page
 
 router = APIRouter(tags=["features"])
 
-MEDIA = {"json": ogcapi.GEOJSON, "html": ogcapi.HTML, "csv": ogcapi.CSV + "; charset=utf-8",
-         "geojsonseq": ogcapi.GEOJSON_SEQ}
-_ACCEPT = (("text/html", "html"), ("application/geo+json-seq", "geojsonseq"),
-           ("text/csv", "csv"))
+MEDIA = {
+    "json": ogcapi.GEOJSON,
+    "html": ogcapi.HTML,
+    "csv": ogcapi.CSV + "; charset=utf-8",
+    "geojsonseq": ogcapi.GEOJSON_SEQ,
+}
+_ACCEPT = (("text/html", "html"), ("application/geo+json-seq", "geojsonseq"), ("text/csv", "csv"))
 NUMBER_MATCHED = (
     "`numberMatched` is exact when present: the registry's count (as of the last publish) when "
     "the request has no bbox/datetime/filter and the layer is not realtime; otherwise a count "
     f"when the layer has at most {features.EXACT_COUNT_MAX:,} features, and omitted on larger "
-    "layers (never an estimate). `next`/`prev` links page with `offset`.")
-ITEM_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
-    ogcapi.GEOJSON: {}, ogcapi.HTML: {}, ogcapi.CSV: {}, ogcapi.GEOJSON_SEQ: {}}}}
+    "layers (never an estimate). `next`/`prev` links page with `offset`."
+)
+ITEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {ogcapi.GEOJSON: {}, ogcapi.HTML: {}, ogcapi.CSV: {}, ogcapi.GEOJSON_SEQ: {}}}
+}
 
 
 def item_format(request: Request, f: str | None) -> str:
@@ -58,12 +63,21 @@ def cache_headers(principal: Principal, layer: Layer | None = None) -> dict[str,
     """Public data may be cached by anyone for a minute; anything else never leaves the
     client's private cache (and responses vary with the API key)."""
     public = layer.access == "public" if layer else not principal.authenticated
-    return {"Cache-Control": "public, max-age=60" if public else "private, no-store",
-            "Vary": "Accept, Authorization"}
+    return {
+        "Cache-Control": "public, max-age=60" if public else "private, no-store",
+        "Vary": "Accept, Authorization",
+    }
 
 
-def answer(request: Request, f: str | None, doc: dict, headers: dict[str, str], template: str,
-           context: dict | None = None, media_type: str | None = None):
+def answer(
+    request: Request,
+    f: str | None,
+    doc: dict,
+    headers: dict[str, str],
+    template: str,
+    context: dict | None = None,
+    media_type: str | None = None,
+):
     """The document as HTML (``?f=html`` or a browser) or JSON, with the caching headers."""
     if negotiate(request, f) == "html":
         response = render(request, template, {"doc": doc, **(context or {})})
@@ -81,11 +95,23 @@ def not_modified(request: Request, tag: str) -> bool:
     return "*" in tags or tag in tags
 
 
-
-
-ITEMS_PARAMETERS = frozenset({"bbox", "bbox-crs", "datetime", "limit", "offset", "filter",
-                              "filter-lang", "filter-crs", "sortby", "properties", "crs", "f",
-                              "address"})
+ITEMS_PARAMETERS = frozenset(
+    {
+        "bbox",
+        "bbox-crs",
+        "datetime",
+        "limit",
+        "offset",
+        "filter",
+        "filter-lang",
+        "filter-crs",
+        "sortby",
+        "properties",
+        "crs",
+        "f",
+        "address",
+    }
+)
 
 
 LIMIT_DOC = (
@@ -93,7 +119,8 @@ LIMIT_DOC = (
     f"larger value is capped to {features.MAX_LIMIT:,} (not refused; ogcapi-features#640) and "
     "the `next` link goes on from there. csv/geojsonseq without `limit`: the whole collection. "
     "Anonymous callers get at most IOC_FEATURES_ANONYMOUS_MAX_FEATURES (10,000 by default) per "
-    "answer; an export cut there carries `Link: <…>; rel=\"next\"`.")
+    'answer; an export cut there carries `Link: <…>; rel="next"`.'
+)
 
 
 async def items_query(
@@ -102,32 +129,49 @@ async def items_query(
     principal: PrincipalDep,
     catalog: CatalogDep,
     address_settings: AddressSettingsDep,
-    bbox: Annotated[str | None, Query(description="minx,miny,maxx,maxy (4 or 6 numbers) in "
-                                      "`bbox-crs` axis order (EPSG:4326 is lat,lon)")] = None,
-    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="CRS URI of `bbox` "
-                                          "(default CRS84)")] = None,
-    datetime_: Annotated[str | None, Query(alias="datetime", description="RFC 3339 instant or "
-                                           "interval `start/end` (`..` = open)")] = None,
+    bbox: Annotated[
+        str | None,
+        Query(
+            description="minx,miny,maxx,maxy (4 or 6 numbers) in "
+            "`bbox-crs` axis order (EPSG:4326 is lat,lon)"
+        ),
+    ] = None,
+    bbox_crs: Annotated[
+        str | None, Query(alias="bbox-crs", description="CRS URI of `bbox` (default CRS84)")
+    ] = None,
+    datetime_: Annotated[
+        str | None,
+        Query(
+            alias="datetime", description="RFC 3339 instant or interval `start/end` (`..` = open)"
+        ),
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, description=LIMIT_DOC)] = None,
     offset: Annotated[int, Query(ge=0, le=2**53, description="Features to skip")] = 0,
     filter_: Annotated[str | None, Query(alias="filter", description="CQL2 filter")] = None,
-    filter_lang: Annotated[str | None, Query(alias="filter-lang",
-                                             description="cql2-text (default) or cql2-json")] = None,
-    filter_crs: Annotated[str | None, Query(alias="filter-crs", description="CRS URI of "
-                                            "geometries in `filter` (default CRS84)")] = None,
+    filter_lang: Annotated[
+        str | None, Query(alias="filter-lang", description="cql2-text (default) or cql2-json")
+    ] = None,
+    filter_crs: Annotated[
+        str | None,
+        Query(alias="filter-crs", description="CRS URI of geometries in `filter` (default CRS84)"),
+    ] = None,
     sortby: Annotated[str | None, Query(description="`+a,-b`: sort keys")] = None,
     properties: Annotated[str | None, Query(description="`a,b`: properties to return")] = None,
     crs: Annotated[str | None, Query(description="CRS URI of the response")] = None,
-    address: Annotated[str | None, Query(description="Digital address code: only features "
-                                         "linked to that address")] = None,
+    address: Annotated[
+        str | None, Query(description="Digital address code: only features linked to that address")
+    ] = None,
 ) -> ItemsQuery:
     """The items query parameters, validated against the layer (400 names the parameter)."""
     # OGC API – Features /req/core/query-param-unknown: an unknown parameter is a 400, so a
     # misspelt filter never silently returns the whole collection.
     unknown = sorted(set(request.query_params) - ITEMS_PARAMETERS)
     if unknown:
-        raise InvalidParameter(f"Unknown query parameter '{unknown[0]}': this endpoint takes "
-                               f"{', '.join(sorted(ITEMS_PARAMETERS))}.", parameter=unknown[0])
+        raise InvalidParameter(
+            f"Unknown query parameter '{unknown[0]}': this endpoint takes "
+            f"{', '.join(sorted(ITEMS_PARAMETERS))}.",
+            parameter=unknown[0],
+        )
     if address is not None:  # the links are the address layer's data: its read check applies
         require_registry(catalog, principal, address_settings)
     storage = layer.srid
@@ -137,12 +181,14 @@ async def items_query(
         interval=features.parse_datetime(datetime_) if datetime_ is not None else None,
         filter=cql2.parse_filter(filter_, filter_lang) if filter_ is not None else None,
         filter_crs=parse_crs(filter_crs, parameter="filter-crs", storage_srid=storage),
-        limit=min(limit, features.MAX_LIMIT) if limit is not None else None, offset=offset,
+        limit=min(limit, features.MAX_LIMIT) if limit is not None else None,
+        offset=offset,
         sortby=features.parse_sortby(sortby, layer) if sortby else (),
         properties=features.parse_properties(properties, layer) if properties is not None else None,
         crs=parse_crs(crs, parameter="crs", storage_srid=storage),
         address=validate_code(address, address_settings.code_pattern, "address")
-        if address is not None else None,
+        if address is not None
+        else None,
     )
 
 
@@ -159,56 +205,100 @@ async def conformance(request: Request, principal: PrincipalDep, f: str | None =
 
 
 @router.get("/collections", summary="Collections the caller may read")
-async def list_collections(request: Request, principal: PrincipalDep, catalog: CatalogDep,
-                           f: str | None = None):
+async def list_collections(
+    request: Request, principal: PrincipalDep, catalog: CatalogDep, f: str | None = None
+):
     """Every layer visible to the caller (internal/restricted ones only with a key)."""
     doc = ogcapi.collections_doc(catalog.visible(principal), base_url(request))
-    return answer(request, f, doc, cache_headers(principal), "collections.html",
-                  {"principal": principal})
+    return answer(
+        request, f, doc, cache_headers(principal), "collections.html", {"principal": principal}
+    )
 
 
 @router.get("/collections/{collectionId}", summary="One collection")
-async def get_collection(request: Request, layer: LayerDep, principal: PrincipalDep,
-                         f: str | None = None):
+async def get_collection(
+    request: Request, layer: LayerDep, principal: PrincipalDep, f: str | None = None
+):
     """Extent, CRSs (Part 2: `crs`, `storageCrs`) and links of a layer; 404 if hidden."""
     doc = ogcapi.collection_doc(layer, base_url(request))
-    return answer(request, f, doc, cache_headers(principal, layer), "collection.html",
-                  {"layer": layer, "queryables": ogcapi.queryables_doc(layer, base_url(request))})
+    return answer(
+        request,
+        f,
+        doc,
+        cache_headers(principal, layer),
+        "collection.html",
+        {"layer": layer, "queryables": ogcapi.queryables_doc(layer, base_url(request))},
+    )
 
 
-@router.get("/collections/{collectionId}/queryables", summary="Queryable properties",
-            responses={200: {"content": {"application/schema+json": {}, ogcapi.HTML: {}}}})
-async def get_queryables(request: Request, layer: LayerDep, principal: PrincipalDep,
-                         f: str | None = None):
+@router.get(
+    "/collections/{collectionId}/queryables",
+    summary="Queryable properties",
+    responses={200: {"content": {"application/schema+json": {}, ogcapi.HTML: {}}}},
+)
+async def get_queryables(
+    request: Request, layer: LayerDep, principal: PrincipalDep, f: str | None = None
+):
     """JSON Schema of the properties usable in `filter`, `sortby` and `properties`."""
     doc = ogcapi.queryables_doc(layer, base_url(request))
-    return answer(request, f, doc, cache_headers(principal, layer), "queryables.html",
-                  {"layer": layer}, media_type=ogcapi.SCHEMA_JSON)
+    return answer(
+        request,
+        f,
+        doc,
+        cache_headers(principal, layer),
+        "queryables.html",
+        {"layer": layer},
+        media_type=ogcapi.SCHEMA_JSON,
+    )
 
 
 def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> list[dict]:
     """self/alternate/collection links, and next/prev by offset."""
     url = request.url.remove_query_params("f")
-    links = [ogcapi.link(str(url.include_query_params(f="json")), "self", ogcapi.GEOJSON,
-                         "Trang này / This page"),
-             ogcapi.link(str(url.include_query_params(f="html")), "alternate", ogcapi.HTML,
-                         "Trang HTML / HTML page"),
-             ogcapi.link(f"{base_url(request)}/collections/{layer.id}", "collection",
-                         ogcapi.JSON, "Lớp / Collection")]
+    links = [
+        ogcapi.link(
+            str(url.include_query_params(f="json")), "self", ogcapi.GEOJSON, "Trang này / This page"
+        ),
+        ogcapi.link(
+            str(url.include_query_params(f="html")),
+            "alternate",
+            ogcapi.HTML,
+            "Trang HTML / HTML page",
+        ),
+        ogcapi.link(
+            f"{base_url(request)}/collections/{layer.id}",
+            "collection",
+            ogcapi.JSON,
+            "Lớp / Collection",
+        ),
+    ]
     limit = q.limit or features.DEFAULT_LIMIT
     if page.has_next:
-        links.append(ogcapi.link(str(url.include_query_params(offset=q.offset + limit,
-                                                                limit=limit, f="json")),
-                                 "next", ogcapi.GEOJSON, "Trang sau / Next page"))
+        links.append(
+            ogcapi.link(
+                str(url.include_query_params(offset=q.offset + limit, limit=limit, f="json")),
+                "next",
+                ogcapi.GEOJSON,
+                "Trang sau / Next page",
+            )
+        )
     if q.offset > 0:
-        links.append(ogcapi.link(str(url.include_query_params(offset=max(0, q.offset - limit),
-                                                                limit=limit, f="json")),
-                                 "prev", ogcapi.GEOJSON, "Trang trước / Previous page"))
+        links.append(
+            ogcapi.link(
+                str(
+                    url.include_query_params(offset=max(0, q.offset - limit), limit=limit, f="json")
+                ),
+                "prev",
+                ogcapi.GEOJSON,
+                "Trang trước / Previous page",
+            )
+        )
     return links
 
 
-async def feature_collection(chunks: AsyncIterator[bytes], page: Page,
-                             links) -> AsyncIterator[bytes]:
+async def feature_collection(
+    chunks: AsyncIterator[bytes], page: Page, links
+) -> AsyncIterator[bytes]:
     """A FeatureCollection around the streamed features; counts and links come last, once
     the stream has told whether there is a next page."""
     yield b'{"type":"FeatureCollection","features":['
@@ -245,19 +335,26 @@ def export_headers(request: Request, q: ItemsQuery, page: Page, fmt: str) -> dic
     return headers
 
 
-@router.get("/collections/{collectionId}/items", summary="Features of a collection",
-            description="bbox, datetime, CQL2 filter, sortby, properties, crs; GeoJSON, HTML, "
-                        "CSV or GeoJSON text sequence. " + NUMBER_MATCHED,
-            responses=ITEM_RESPONSES)
-async def get_items(request: Request, layer: LayerDep, principal: PrincipalDep,
-                    q: ItemsQueryDep, f: str | None = None):
+@router.get(
+    "/collections/{collectionId}/items",
+    summary="Features of a collection",
+    description="bbox, datetime, CQL2 filter, sortby, properties, crs; GeoJSON, HTML, "
+    "CSV or GeoJSON text sequence. " + NUMBER_MATCHED,
+    responses=ITEM_RESPONSES,
+)
+async def get_items(
+    request: Request,
+    layer: LayerDep,
+    principal: PrincipalDep,
+    q: ItemsQueryDep,
+    f: str | None = None,
+):
     """A page of features, streamed from PostgreSQL; 304 when If-None-Match matches."""
     fmt = item_format(request, f)
     if q.limit is None and fmt in ("json", "html"):
         q = replace(q, limit=features.DEFAULT_LIMIT)
     bounds = request.app.state.settings.features
-    q, cut = features.capped(q, None if principal.authenticated
-                             else bounds.anonymous_max_features)
+    q, cut = features.capped(q, None if principal.authenticated else bounds.anonymous_max_features)
     representation = f"{fmt};limit={q.limit}" if cut else fmt  # a bounded answer is another one
     tag = features.etag(layer, representation, request.query_params.multi_items())
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{q.crs.uri}>"}
@@ -269,9 +366,13 @@ async def get_items(request: Request, layer: LayerDep, principal: PrincipalDep,
         page, chunks = await features.stream_items(request.app.state.pool, layer, q, domain_fmt)
         found = await collect(chunks) if fmt == "html" else None
     if fmt == "html":
-        context = {"layer": layer, "features": found, "page": page,
-                   "links": {x["rel"]: x["href"] for x in page_links(request, layer, q, page)},
-                   "q": q}
+        context = {
+            "layer": layer,
+            "features": found,
+            "page": page,
+            "links": {x["rel"]: x["href"] for x in page_links(request, layer, q, page)},
+            "q": q,
+        }
         response = render(request, "items.html", context)
         response.headers.update(headers)
         return response
@@ -282,30 +383,48 @@ async def get_items(request: Request, layer: LayerDep, principal: PrincipalDep,
             headers.update(export_headers(request, q, page, fmt))
         if fmt == "csv":
             headers["Content-Disposition"] = f'attachment; filename="{layer.id}.csv"'
-    return TimedStreamingResponse(chunks, media_type=MEDIA[fmt], headers=headers,
-                                  deadline=deadline, seconds=seconds)
+    return TimedStreamingResponse(
+        chunks, media_type=MEDIA[fmt], headers=headers, deadline=deadline, seconds=seconds
+    )
 
 
-@router.get("/collections/{collectionId}/items/{featureId:path}", summary="One feature",
-            responses={200: {"content": {ogcapi.GEOJSON: {}, ogcapi.HTML: {}}}})
-async def get_item(request: Request, layer: LayerDep, principal: PrincipalDep,
-                   feature_id: FeatureIdPath, crs: CrsParam = None, f: str | None = None):
+@router.get(
+    "/collections/{collectionId}/items/{featureId:path}",
+    summary="One feature",
+    responses={200: {"content": {ogcapi.GEOJSON: {}, ogcapi.HTML: {}}}},
+)
+async def get_item(
+    request: Request,
+    layer: LayerDep,
+    principal: PrincipalDep,
+    feature_id: FeatureIdPath,
+    crs: CrsParam = None,
+    f: str | None = None,
+):
     """A feature by id (404 when unknown), in CRS84 or the `crs` asked for."""
     fmt = negotiate(request, f, ("json", "html"))
     out_crs = parse_crs(crs, parameter="crs", storage_srid=layer.srid, default=CRS84)
-    tag = features.etag(layer, fmt, [("featureId", feature_id),
-                                     *request.query_params.multi_items()])
+    tag = features.etag(
+        layer, fmt, [("featureId", feature_id), *request.query_params.multi_items()]
+    )
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{out_crs.uri}>"}
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)
     body = await features.get_feature(request.app.state.pool, layer, feature_id, out_crs)
     href = f"{base_url(request)}/collections/{layer.id}"
-    links = [ogcapi.link(f"{href}/items/{quote(feature_id, safe='')}", "self", ogcapi.GEOJSON,
-                         "Đối tượng này / This feature"),
-             ogcapi.link(href, "collection", ogcapi.JSON, "Lớp / Collection")]
+    links = [
+        ogcapi.link(
+            f"{href}/items/{quote(feature_id, safe='')}",
+            "self",
+            ogcapi.GEOJSON,
+            "Đối tượng này / This feature",
+        ),
+        ogcapi.link(href, "collection", ogcapi.JSON, "Lớp / Collection"),
+    ]
     if fmt == "html":
-        response = render(request, "feature.html", {"layer": layer, "feature": orjson.loads(body),
-                                                    "links": links})
+        response = render(
+            request, "feature.html", {"layer": layer, "feature": orjson.loads(body), "links": links}
+        )
         response.headers.update(headers)
         return response
     # Splice the links into the feature PostgreSQL wrote: drop its final '}'.

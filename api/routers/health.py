@@ -19,16 +19,25 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database is reachable and its schema is current",
-            responses={503: {"description": "Not ready: database down or migrations not current"}})
+@router.get(
+    "/readyz",
+    summary="The database is reachable and its schema is current",
+    responses={503: {"description": "Not ready: database down or migrations not current"}},
+)
 async def readyz(pool: PoolDep) -> JSONResponse:
     """200 when PostGIS answers and every migration of this version is applied, else 503."""
     try:
         state = await asyncio.wait_for(migrations.state_async(pool), timeout=3)
     except Exception as exc:  # any failure to reach the database means "not ready"
-        return JSONResponse({"status": "unavailable", "database": "unreachable",
-                             "detail": type(exc).__name__}, status_code=503)
-    body = {"status": "ok" if state.current else "unavailable", "database": "ok",
-            "schema_version": state.version, "pending": [m.version for m in state.pending],
-            "ahead": state.ahead}
+        return JSONResponse(
+            {"status": "unavailable", "database": "unreachable", "detail": type(exc).__name__},
+            status_code=503,
+        )
+    body = {
+        "status": "ok" if state.current else "unavailable",
+        "database": "ok",
+        "schema_version": state.version,
+        "pending": [m.version for m in state.pending],
+        "ahead": state.ahead,
+    }
     return JSONResponse(body, status_code=200 if state.current else 503)

@@ -22,9 +22,12 @@ router = APIRouter(prefix="/maps", tags=["maps"])
 # so that a wall screen's browser (which cannot send an Authorization header) reads internal
 # layers. See docs/maps.md, and api/deps.py (SESSION_COOKIE) for how GET requests accept it.
 EmbedQuery = Annotated[bool, Query(description="1 = chrome-less page for an iframe")]
-RefreshQuery = Annotated[int | None, Query(ge=5, le=86_400,
-                                           description="Period of live layers, seconds")]
-LangQuery = Annotated[Literal["vi", "en"] | None, Query(description="Language (default: the view's)")]
+RefreshQuery = Annotated[
+    int | None, Query(ge=5, le=86_400, description="Period of live layers, seconds")
+]
+LangQuery = Annotated[
+    Literal["vi", "en"] | None, Query(description="Language (default: the view's)")
+]
 
 
 def get_maps_settings(request: Request) -> maps.MapsSettings:
@@ -72,23 +75,42 @@ def page_headers(settings: maps.MapsSettings, cacheable: bool, nonce: str) -> di
 
 
 def _view_doc(view: maps.MapView, base: str, readable: list[str]) -> dict:
-    return {"id": view.id, "title": view.title.model_dump(),
-            "description": view.description.model_dump(), "audience": view.audience,
-            "layout": view.layout, "language": view.language, "layers": readable,
-            "href": f"{base}/maps/{view.id}", "embed": f"{base}/maps/{view.id}?embed=1"}
+    return {
+        "id": view.id,
+        "title": view.title.model_dump(),
+        "description": view.description.model_dump(),
+        "audience": view.audience,
+        "layout": view.layout,
+        "language": view.language,
+        "layers": readable,
+        "href": f"{base}/maps/{view.id}",
+        "embed": f"{base}/maps/{view.id}?embed=1",
+    }
 
 
 @router.get("", summary="Map views the caller may open")
-async def list_views(request: Request, views: ViewsDep, catalog: CatalogDep,
-                     principal: MapPrincipalDep, f: str | None = None):
+async def list_views(
+    request: Request,
+    views: ViewsDep,
+    catalog: CatalogDep,
+    principal: MapPrincipalDep,
+    f: str | None = None,
+):
     """The views for this caller (public ones for everyone, internal ones for city users),
     each with the layers the caller would see in it."""
     base = str(request.base_url).rstrip("/")
     visible = maps.visible_views(views, principal)
-    doc = {"views": [_view_doc(view, base, [item.layer.id for item in
-                                            maps.plan_view(view, catalog, principal).layers])
-                     for view in visible],
-           "numberOfViews": len(visible)}
+    doc = {
+        "views": [
+            _view_doc(
+                view,
+                base,
+                [item.layer.id for item in maps.plan_view(view, catalog, principal).layers],
+            )
+            for view in visible
+        ],
+        "numberOfViews": len(visible),
+    }
     if negotiate(request, f) == "html":
         return render(request, "maps/index.html", {"doc": doc, "principal": principal})
     return doc
@@ -105,8 +127,12 @@ def _safe_next(target: str | None) -> str:
 
 
 def _login_page(request: Request, target: str, status_code: int = 200, error: str | None = None):
-    return render(request, "maps/session.html", {"next": _safe_next(target), "error": error},
-                  status_code=status_code)
+    return render(
+        request,
+        "maps/session.html",
+        {"next": _safe_next(target), "error": error},
+        status_code=status_code,
+    )
 
 
 @router.get("/session", summary="Sign in to the map pages (operators)", response_class=HTMLResponse)
@@ -129,13 +155,22 @@ def _secure(request: Request) -> bool:
 
 
 @router.post(
-    "/session", summary="Trade an API key for an HttpOnly map-session cookie",
-    responses={303: {"description": "Signed in from the form: on to the page it came from"},
-               401: {"description": "Unknown or revoked key (the form gets its page again)",
-                     "content": {"application/json": {"schema": {
-                         "$ref": "#/components/schemas/Error"}}, "text/html": {}}}})
+    "/session",
+    summary="Trade an API key for an HttpOnly map-session cookie",
+    responses={
+        303: {"description": "Signed in from the form: on to the page it came from"},
+        401: {
+            "description": "Unknown or revoked key (the form gets its page again)",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+                "text/html": {},
+            },
+        },
+    },
+)
 async def open_session(
-    request: Request, settings: MapsSettingsDep,
+    request: Request,
+    settings: MapsSettingsDep,
     authorization: Annotated[str | None, Header()] = None,
     key: Annotated[str | None, Form(description="API key (form posts)")] = None,
     next: Annotated[str | None, Form()] = None,  # noqa: A002
@@ -148,8 +183,10 @@ async def open_session(
     never appears in a URL nor in the cookie.
     """
     origin = request.headers.get("origin")
-    if origin and origin not in (f"{request.url.scheme}://{request.url.netloc}",
-                                 _public_origin(request)):
+    if origin and origin not in (
+        f"{request.url.scheme}://{request.url.netloc}",
+        _public_origin(request),
+    ):
         raise Forbidden("Map sessions are opened from this server's own pages only.")
     from_form = key is not None
     secret = api_key_of(authorization) if authorization else (key or "").strip()
@@ -164,11 +201,19 @@ async def open_session(
     if from_form:
         response = RedirectResponse(_safe_next(next), status_code=303)
     else:
-        response = JSONResponse({"role": principal.role, "department": principal.department,
-                                 "expires_in": max_age})
+        response = JSONResponse(
+            {"role": principal.role, "department": principal.department, "expires_in": max_age}
+        )
     token = await sessions.open_session(pool, principal.key_id, settings.session_hours)
-    response.set_cookie(SESSION_COOKIE, token, max_age=max_age, path="/", httponly=True,
-                        samesite="strict", secure=_secure(request))
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -184,38 +229,73 @@ async def close_session(
         await sessions.close_session(request.app.state.pool, session)
         session_cache(request.app.state).forget(session)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=_secure(request))
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request)
+    )
     return response
 
 
-async def _page(plan: maps.ViewPlan, settings: maps.MapsSettings, *, lang: str | None,
-                embed: bool, page_path: str, cacheable: bool,
-                refresh: int | None = None) -> HTMLResponse:
+async def _page(
+    plan: maps.ViewPlan,
+    settings: maps.MapsSettings,
+    *,
+    lang: str | None,
+    embed: bool,
+    page_path: str,
+    cacheable: bool,
+    refresh: int | None = None,
+) -> HTMLResponse:
     nonce = maps.new_nonce()
-    html = await run_in_threadpool(maps.render_page, plan, lang=lang, embed=embed,  # type: ignore[arg-type]
-                                   page_path=page_path, refresh=refresh, nonce=nonce)
+    html = await run_in_threadpool(
+        maps.render_page,
+        plan,
+        lang=lang,
+        embed=embed,  # type: ignore[arg-type]
+        page_path=page_path,
+        refresh=refresh,
+        nonce=nonce,
+    )
     return HTMLResponse(html, headers=page_headers(settings, cacheable, nonce))
 
 
-@router.get("/preview/{layer_id}", summary="Preview of one layer with its legend and popups",
-            response_class=HTMLResponse)
-async def preview_layer(layer_id: str, catalog: CatalogDep, principal: MapPrincipalDep,
-                        settings: MapsSettingsDep, lang: LangQuery = None,
-                        embed: EmbedQuery = False):
+@router.get(
+    "/preview/{layer_id}",
+    summary="Preview of one layer with its legend and popups",
+    response_class=HTMLResponse,
+)
+async def preview_layer(
+    layer_id: str,
+    catalog: CatalogDep,
+    principal: MapPrincipalDep,
+    settings: MapsSettingsDep,
+    lang: LangQuery = None,
+    embed: EmbedQuery = False,
+):
     """Any layer the caller may read (404 otherwise), over ioc's own basemap."""
     layer = catalog.get(layer_id, principal)
     plan = maps.plan_view(maps.preview_view(layer), catalog, principal)
-    return await _page(plan, settings, lang=lang, embed=embed,
-                       page_path=f"/maps/preview/{layer.id}",
-                       cacheable=not principal.authenticated)
+    return await _page(
+        plan,
+        settings,
+        lang=lang,
+        embed=embed,
+        page_path=f"/maps/preview/{layer.id}",
+        cacheable=not principal.authenticated,
+    )
 
 
 @router.get("/{view_id}", summary="A map view", response_class=HTMLResponse)
-async def view_page(request: Request, view_id: str, views: ViewsDep, catalog: CatalogDep,
-                    principal: MapPrincipalDep, settings: MapsSettingsDep,
-                    lang: LangQuery = None, embed: EmbedQuery = False,
-                    refresh: RefreshQuery = None):
+async def view_page(
+    request: Request,
+    view_id: str,
+    views: ViewsDep,
+    catalog: CatalogDep,
+    principal: MapPrincipalDep,
+    settings: MapsSettingsDep,
+    lang: LangQuery = None,
+    embed: EmbedQuery = False,
+    refresh: RefreshQuery = None,
+):
     """The view as this caller may see it: layers it may not read are left out."""
     view = views.get(view_id)
     if view is None:
@@ -223,12 +303,24 @@ async def view_page(request: Request, view_id: str, views: ViewsDep, catalog: Ca
     if not maps.can_open(principal, view):
         if "text/html" in request.headers.get("accept", ""):
             # Browsers go to the sign-in form, which comes back here.
-            target = quote(_safe_next(str(request.url.path) + (
-                f"?{request.url.query}" if request.url.query else "")), safe="")
+            target = quote(
+                _safe_next(
+                    str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+                ),
+                safe="",
+            )
             return RedirectResponse(f"/maps/session?next={target}", status_code=303)
-        raise NotAuthenticated(f"The map view '{view_id}' is for city users: send an API key "
-                               "or open a map session (POST /maps/session).")
+        raise NotAuthenticated(
+            f"The map view '{view_id}' is for city users: send an API key "
+            "or open a map session (POST /maps/session)."
+        )
     plan = maps.plan_view(view, catalog, principal)
-    return await _page(plan, settings, lang=lang, embed=embed, page_path=f"/maps/{view.id}",
-                       cacheable=view.audience == "public" and not principal.authenticated,
-                       refresh=refresh)
+    return await _page(
+        plan,
+        settings,
+        lang=lang,
+        embed=embed,
+        page_path=f"/maps/{view.id}",
+        cacheable=view.audience == "public" and not principal.authenticated,
+        refresh=refresh,
+    )

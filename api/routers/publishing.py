@@ -36,8 +36,9 @@ async def _receive(request: Request, max_bytes: int) -> Path:
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
-                raise UploadTooLarge(f"The upload exceeds the limit of {max_bytes:,} bytes.",
-                                     parameter="file")
+                raise UploadTooLarge(
+                    f"The upload exceeds the limit of {max_bytes:,} bytes.", parameter="file"
+                )
             handle.write(chunk)
     except (ClientDisconnect, UploadTooLarge):
         handle.close()
@@ -52,7 +53,8 @@ async def _upload(request: Request, layer, principal, settings, mode: str, **opt
     path = await _receive(request, settings.publish.upload_max_bytes)
     try:
         report = await run_in_threadpool(
-            publishing.publish_upload, settings, layer, path, principal, mode=mode, **options)
+            publishing.publish_upload, settings, layer, path, principal, mode=mode, **options
+        )
     finally:
         path.unlink(missing_ok=True)
     request.app.state.catalog = await load_catalog(request.app.state.pool)
@@ -60,11 +62,17 @@ async def _upload(request: Request, layer, principal, settings, mode: str, **opt
 
 
 Filename = Annotated[str | None, Query(description="Original file name (tells the format).")]
-Fmt = Annotated[Literal["geojson", "shapefile", "gpkg", "csv", "kml"] | None,
-                Query(alias="format", description="Format, when the file name does not say.")]
+Fmt = Annotated[
+    Literal["geojson", "shapefile", "gpkg", "csv", "kml"] | None,
+    Query(alias="format", description="Format, when the file name does not say."),
+]
 Crs = Annotated[str | None, Query(description="CRS of the file, e.g. EPSG:9210, when it has none.")]
-Invalid = Annotated[Literal["reject", "repair"], Query(description="Invalid geometries: reject or repair.")]
-Partial = Annotated[bool, Query(description="Publish the valid features even if some are rejected.")]
+Invalid = Annotated[
+    Literal["reject", "repair"], Query(description="Invalid geometries: reject or repair.")
+]
+Partial = Annotated[
+    bool, Query(description="Publish the valid features even if some are rejected.")
+]
 IgnoreUnknown = Annotated[bool, Query(description="Ignore fields the layer does not know.")]
 
 
@@ -84,32 +92,53 @@ UploadDep = Annotated[UploadParams, Depends()]
 RESPONSES = {413: {"description": "Too large"}, 422: {"description": "Rejected, with report"}}
 
 
-@router.put("/{collectionId}/data", summary="Replace a layer's data", description=UPLOAD_DOC,
-            responses=RESPONSES)
-async def replace_data(request: Request, layer: LayerDep, principal: PrincipalDep,
-                       settings: SettingsDep, params: UploadDep) -> dict[str, Any]:
+@router.put(
+    "/{collectionId}/data",
+    summary="Replace a layer's data",
+    description=UPLOAD_DOC,
+    responses=RESPONSES,
+)
+async def replace_data(
+    request: Request,
+    layer: LayerDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    params: UploadDep,
+) -> dict[str, Any]:
     """Validate the uploaded file and make it the layer's data in one transaction."""
     return await _upload(request, layer, principal, settings, "replace", **asdict(params))
 
 
-@router.post("/{collectionId}/data", summary="Append to a layer's data", description=UPLOAD_DOC,
-             responses=RESPONSES)
-async def append_data(request: Request, layer: LayerDep, principal: PrincipalDep,
-                      settings: SettingsDep, params: UploadDep) -> dict[str, Any]:
+@router.post(
+    "/{collectionId}/data",
+    summary="Append to a layer's data",
+    description=UPLOAD_DOC,
+    responses=RESPONSES,
+)
+async def append_data(
+    request: Request,
+    layer: LayerDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    params: UploadDep,
+) -> dict[str, Any]:
     """Validate the uploaded file and add its features to the layer in one transaction."""
     return await _upload(request, layer, principal, settings, "append", **asdict(params))
 
 
 @router.get("/{collectionId}/versions", summary="A layer's data versions")
-async def versions(layer: LayerDep, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
+async def versions(
+    layer: LayerDep, principal: PrincipalDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Past versions, newest first; `restorable` ones can be restored."""
     rows = await run_in_threadpool(publishing.versions, settings, layer, principal)
     return {"layer": layer.id, "current": layer.version, "versions": rows}
 
 
 @router.post("/{collectionId}/versions/{version}/restore", summary="Restore an earlier version")
-async def restore(request: Request, layer: LayerDep, principal: PrincipalDep,
-                  settings: SettingsDep, version: int) -> dict[str, Any]:
+async def restore(
+    request: Request, layer: LayerDep, principal: PrincipalDep, settings: SettingsDep, version: int
+) -> dict[str, Any]:
     """Make a kept version the live data again; recorded as a new version."""
     report = await run_in_threadpool(publishing.restore, settings, layer, version, principal)
     request.app.state.catalog = await load_catalog(request.app.state.pool)
@@ -117,9 +146,14 @@ async def restore(request: Request, layer: LayerDep, principal: PrincipalDep,
 
 
 @router.post("", status_code=201, summary="Create a layer from a manifest")
-async def create(request: Request, principal: PrincipalDep, settings: SettingsDep,
-                 manifest: Annotated[dict[str, Any], Body(description="A layer manifest (as the "
-                                                          "YAML files in layers/catalog).")]):
+async def create(
+    request: Request,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    manifest: Annotated[
+        dict[str, Any], Body(description="A layer manifest (as the YAML files in layers/catalog).")
+    ],
+):
     """A publisher creates layers in its own department; admins anywhere."""
     layer_id = await run_in_threadpool(publishing.create, settings, manifest, principal)
     request.app.state.catalog = catalog = await load_catalog(request.app.state.pool)
@@ -127,9 +161,9 @@ async def create(request: Request, principal: PrincipalDep, settings: SettingsDe
 
 
 @router.delete("/{collectionId}", status_code=204, summary="Delete a layer (soft)")
-async def delete(request: Request, layer: LayerDep, principal: PrincipalDep,
-                 settings: SettingsDep) -> None:
+async def delete(
+    request: Request, layer: LayerDep, principal: PrincipalDep, settings: SettingsDep
+) -> None:
     """Hide the layer everywhere; its table and versions are kept."""
     await run_in_threadpool(publishing.delete, settings, layer, principal)
     request.app.state.catalog = await load_catalog(request.app.state.pool)
-

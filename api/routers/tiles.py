@@ -26,9 +26,11 @@ router = APIRouter(tags=["tiles"])
 MVT = tj.MVT_MEDIA_TYPE
 TMS = "WebMercatorQuad"
 Ids = Annotated[str, Path(description="Layer id, or several separated by commas")]
-TILE_RESPONSES = {200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
-                  204: {"description": "Empty tile (no feature, or outside the zoom range)"},
-                  304: {"description": "Not modified (ETag)"}}
+TILE_RESPONSES = {
+    200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
+    204: {"description": "Empty tile (no feature, or outside the zoom range)"},
+    304: {"description": "Not modified (ETag)"},
+}
 
 
 def _json_answer(schema: dict[str, Any]) -> dict:
@@ -38,28 +40,54 @@ def _json_answer(schema: dict[str, Any]) -> dict:
 Strings = {"type": "array", "items": {"type": "string"}}
 Zoom = {"type": "integer", "minimum": 0, "maximum": MAX_ZOOM}
 # What clients rely on (TileJSON 3.0.0, MapLibre style spec v8), checked by the schemathesis test.
-TILEJSON_ANSWER = _json_answer({
-    "required": ["tilejson", "tiles", "vector_layers"],
-    "properties": {
-        "tilejson": {"type": "string", "pattern": r"^3\.0\.\d+$"},
-        "tiles": {**Strings, "minItems": 1}, "minzoom": Zoom, "maxzoom": Zoom,
-        "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
-        "center": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3},
-        "vector_layers": {"type": "array", "items": {
-            "type": "object", "required": ["id", "fields"],
-            "properties": {"id": {"type": "string"}, "minzoom": Zoom, "maxzoom": Zoom,
-                           "fields": {"type": "object",
-                                      "additionalProperties": {"type": "string"}}}}},
-    }})
-STYLE_ANSWER = _json_answer({
-    "required": ["version", "sources", "layers"],
-    "properties": {
-        "version": {"const": 8}, "sources": {"type": "object"},
-        "layers": {"type": "array", "items": {
-            "type": "object", "required": ["id", "type"],
-            "properties": {"id": {"type": "string"}, "type": {"type": "string"},
-                           "source": {"type": "string"}, "source-layer": {"type": "string"}}}},
-    }})
+TILEJSON_ANSWER = _json_answer(
+    {
+        "required": ["tilejson", "tiles", "vector_layers"],
+        "properties": {
+            "tilejson": {"type": "string", "pattern": r"^3\.0\.\d+$"},
+            "tiles": {**Strings, "minItems": 1},
+            "minzoom": Zoom,
+            "maxzoom": Zoom,
+            "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+            "center": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3},
+            "vector_layers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "fields"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "minzoom": Zoom,
+                        "maxzoom": Zoom,
+                        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    }
+)
+STYLE_ANSWER = _json_answer(
+    {
+        "required": ["version", "sources", "layers"],
+        "properties": {
+            "version": {"const": 8},
+            "sources": {"type": "object"},
+            "layers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "type"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "type": {"type": "string"},
+                        "source": {"type": "string"},
+                        "source-layer": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+)
 
 
 async def get_tile_service(request: Request) -> TileService:
@@ -109,9 +137,13 @@ def base_url(request: Request) -> str:
 
 def tile_response(request: Request, tile: Tile, public: bool, settings: TileSettings) -> Response:
     """The HTTP answer of a tile (see tiles.render.tile_answer)."""
-    status, headers, body = tile_answer(tile, public, settings,
-                                        request.headers.get("if-none-match", ""),
-                                        request.headers.get("accept-encoding", ""))
+    status, headers, body = tile_answer(
+        tile,
+        public,
+        settings,
+        request.headers.get("if-none-match", ""),
+        request.headers.get("accept-encoding", ""),
+    )
     return Response(body, status_code=status, headers=headers)
 
 
@@ -125,13 +157,24 @@ async def serve_tile(ctx: TileContext, ids: str, z: int, x: int, y: int) -> Resp
 
 def _parameters(*specs: tuple[str, str]) -> dict:
     """OpenAPI path parameters of the tile handlers (which parse them by hand)."""
+
     def schema(name: str) -> dict:
         if name in ("layers", "collectionId"):
             return {"type": "string"}
         return {"type": "integer", "minimum": 0}
 
-    return {"parameters": [{"name": name, "in": "path", "required": True, "description": text,
-                            "schema": schema(name)} for name, text in specs]}
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "description": text,
+                "schema": schema(name),
+            }
+            for name, text in specs
+        ]
+    }
 
 
 def path_int(request: Request, name: str, high: int | None = None) -> int:
@@ -143,11 +186,18 @@ def path_int(request: Request, name: str, high: int | None = None) -> int:
     return int(text)
 
 
-@router.get("/collections/{collectionId}/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}",
-            summary="A vector tile of one layer (OGC API - Tiles)", responses=TILE_RESPONSES,
-            response_class=Response, openapi_extra=_parameters(
-                ("collectionId", "Layer id"), ("tileMatrix", "Zoom level 0-24"),
-                ("tileRow", "Row (y)"), ("tileCol", "Column (x)")))
+@router.get(
+    "/collections/{collectionId}/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}",
+    summary="A vector tile of one layer (OGC API - Tiles)",
+    responses=TILE_RESPONSES,
+    response_class=Response,
+    openapi_extra=_parameters(
+        ("collectionId", "Layer id"),
+        ("tileMatrix", "Zoom level 0-24"),
+        ("tileRow", "Row (y)"),
+        ("tileCol", "Column (x)"),
+    ),
+)
 async def collection_tile(request: Request, principal: PrincipalDep) -> Response:
     """One layer's tile; the path order is the standard's: tileMatrix/tileRow/tileCol = z/y/x.
 
@@ -161,10 +211,18 @@ async def collection_tile(request: Request, principal: PrincipalDep) -> Response
     return await serve_tile(ctx, collection_id, z, x, y)
 
 
-@router.get("/tiles/{layers}/{z}/{x}/{y}.pbf", summary="A vector tile of one or several layers",
-            responses=TILE_RESPONSES, response_class=Response, openapi_extra=_parameters(
-                ("layers", "Layer id, or several separated by commas"), ("z", "Zoom level 0-24"),
-                ("x", "Column"), ("y", "Row")))
+@router.get(
+    "/tiles/{layers}/{z}/{x}/{y}.pbf",
+    summary="A vector tile of one or several layers",
+    responses=TILE_RESPONSES,
+    response_class=Response,
+    openapi_extra=_parameters(
+        ("layers", "Layer id, or several separated by commas"),
+        ("z", "Zoom level 0-24"),
+        ("x", "Column"),
+        ("y", "Row"),
+    ),
+)
 async def xyz_tile(request: Request, principal: PrincipalDep) -> Response:
     """Short XYZ path. With several ids (`roads,wards`) one MVT holds every layer the caller
     may read, rendered in one database round trip; the others are silently left out."""
@@ -174,45 +232,77 @@ async def xyz_tile(request: Request, principal: PrincipalDep) -> Response:
 
 
 @router.get("/collections/{collectionId}/tiles", summary="Tilesets of a layer")
-async def collection_tilesets(request: Request, catalog: FreshCatalogDep, principal: PrincipalDep,
-                              collection_id: Annotated[str, Path(alias="collectionId")]) -> dict:
+async def collection_tilesets(
+    request: Request,
+    catalog: FreshCatalogDep,
+    principal: PrincipalDep,
+    collection_id: Annotated[str, Path(alias="collectionId")],
+) -> dict:
     """The layer's vector tileset in WebMercatorQuad, with its tile URL template."""
     return tj.tileset_list(catalog.get(collection_id, principal), base_url(request))
 
 
 @router.get("/collections/{collectionId}/tiles/WebMercatorQuad", summary="Tileset metadata")
-async def collection_tileset(request: Request, catalog: FreshCatalogDep, principal: PrincipalDep,
-                             collection_id: Annotated[str, Path(alias="collectionId")]) -> dict:
+async def collection_tileset(
+    request: Request,
+    catalog: FreshCatalogDep,
+    principal: PrincipalDep,
+    collection_id: Annotated[str, Path(alias="collectionId")],
+) -> dict:
     """Tileset metadata with the tile matrix limits of the layer's zoom range."""
     return tj.tileset(catalog.get(collection_id, principal), base_url(request))
 
 
-@router.get("/collections/{collectionId}/tiles/WebMercatorQuad/tilejson.json",
-            summary="TileJSON 3.0.0 of a layer", responses=TILEJSON_ANSWER)
-async def collection_tilejson(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
-                              principal: PrincipalDep,
-                              collection_id: Annotated[str, Path(alias="collectionId")]) -> dict:
+@router.get(
+    "/collections/{collectionId}/tiles/WebMercatorQuad/tilejson.json",
+    summary="TileJSON 3.0.0 of a layer",
+    responses=TILEJSON_ANSWER,
+)
+async def collection_tilejson(
+    request: Request,
+    tiles: TilesDep,
+    catalog: FreshCatalogDep,
+    principal: PrincipalDep,
+    collection_id: Annotated[str, Path(alias="collectionId")],
+) -> dict:
     """TileJSON whose tile URL is the OGC API path of the layer."""
     layer = catalog.get(collection_id, principal)
     url = f"{base_url(request)}/collections/{layer.id}/tiles/{TMS}/{{z}}/{{y}}/{{x}}"
     return tj.tilejson([layer], url, tiles.settings)
 
 
-@router.get("/tiles/{layers}/tilejson.json", summary="TileJSON 3.0.0 of one or several layers",
-            responses=TILEJSON_ANSWER)
-async def xyz_tilejson(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
-                       principal: PrincipalDep, layers: Ids) -> dict:
+@router.get(
+    "/tiles/{layers}/tilejson.json",
+    summary="TileJSON 3.0.0 of one or several layers",
+    responses=TILEJSON_ANSWER,
+)
+async def xyz_tilejson(
+    request: Request,
+    tiles: TilesDep,
+    catalog: FreshCatalogDep,
+    principal: PrincipalDep,
+    layers: Ids,
+) -> dict:
     """TileJSON of the composite tiles of the readable layers among `layers`."""
     found = resolve_layers(catalog, principal, layers)
     ids = ",".join(la.id for la in found)
-    return tj.tilejson(found, f"{base_url(request)}/tiles/{ids}/{{z}}/{{x}}/{{y}}.pbf",
-                       tiles.settings)
+    return tj.tilejson(
+        found, f"{base_url(request)}/tiles/{ids}/{{z}}/{{x}}/{{y}}.pbf", tiles.settings
+    )
 
 
-@router.get("/styles/{layers}.json", summary="MapLibre style (v8) of one or several layers",
-            responses=STYLE_ANSWER)
-async def style(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
-                principal: PrincipalDep, layers: Ids) -> dict:
+@router.get(
+    "/styles/{layers}.json",
+    summary="MapLibre style (v8) of one or several layers",
+    responses=STYLE_ANSWER,
+)
+async def style(
+    request: Request,
+    tiles: TilesDep,
+    catalog: FreshCatalogDep,
+    principal: PrincipalDep,
+    layers: Ids,
+) -> dict:
     """A self-contained MapLibre style (no basemap, sprite or glyphs) from the catalog styles."""
     found = resolve_layers(catalog, principal, layers)
     ids = ",".join(la.id for la in found)
@@ -223,10 +313,22 @@ async def style(request: Request, tiles: TilesDep, catalog: FreshCatalogDep,
 async def tile_matrix_sets(request: Request) -> dict:
     """The one tile matrix set served: WebMercatorQuad."""
     base = base_url(request)
-    return {"tileMatrixSets": [{"id": TMS, "title": "Google Maps Compatible for the World",
-                                "uri": tj.WEB_MERCATOR_QUAD, "links": [
-                                    {"rel": "self", "type": "application/json",
-                                     "href": f"{base}/tileMatrixSets/{TMS}"}]}]}
+    return {
+        "tileMatrixSets": [
+            {
+                "id": TMS,
+                "title": "Google Maps Compatible for the World",
+                "uri": tj.WEB_MERCATOR_QUAD,
+                "links": [
+                    {
+                        "rel": "self",
+                        "type": "application/json",
+                        "href": f"{base}/tileMatrixSets/{TMS}",
+                    }
+                ],
+            }
+        ]
+    }
 
 
 @router.get("/tileMatrixSets/WebMercatorQuad", summary="The WebMercatorQuad tile matrix set")

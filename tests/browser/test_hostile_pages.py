@@ -32,28 +32,44 @@ pytestmark = pytest.mark.browser
 
 IMG = "<img src=x onerror=\"document.title='pwned'\">"
 SCRIPT = "</script><script>window.__pwned=1</script>"
-SVG = "<svg onload=\"window.__pwned=2\"></svg>"
+SVG = '<svg onload="window.__pwned=2"></svg>'
 LAYER = "hx_points"
 SAVED = "hx_saved"
 HOSTILE = {
-    "id": LAYER, "title": {"vi": IMG, "en": SCRIPT},
-    "description": {"vi": SVG, "en": IMG}, "domain": "flooding", "department": "construction",
-    "geometry": {"type": "Point", "srid": 4326}, "access": "public", "cadence": "static",
-    "source": {"name": SCRIPT, "licence": "CC0"}, "id_attribute": "code",
-    "zoom": {"min": 8, "max": 22}, "keywords": [IMG],
+    "id": LAYER,
+    "title": {"vi": IMG, "en": SCRIPT},
+    "description": {"vi": SVG, "en": IMG},
+    "domain": "flooding",
+    "department": "construction",
+    "geometry": {"type": "Point", "srid": 4326},
+    "access": "public",
+    "cadence": "static",
+    "source": {"name": SCRIPT, "licence": "CC0"},
+    "id_attribute": "code",
+    "zoom": {"min": 8, "max": 22},
+    "keywords": [IMG],
     "attributes": [
         {"name": "code", "type": "text", "label": {"vi": "Mã", "en": "Code"}, "required": True},
         {"name": "name", "type": "text", "label": {"vi": SVG, "en": SVG}},
         {"name": "note", "type": "text", "label": {"vi": IMG, "en": SCRIPT}, "unit": SVG},
     ],
-    "style": {"color": "#d7191c", "legend": [{"label": {"vi": SCRIPT, "en": IMG},
-                                              "color": "#d7191c"}]},
+    "style": {
+        "color": "#d7191c",
+        "legend": [{"label": {"vi": SCRIPT, "en": IMG}, "color": "#d7191c"}],
+    },
     "demo": {"count": 1, "weight": "uniform"},
 }
-FEATURES = {"type": "FeatureCollection", "features": [
-    {"type": "Feature", "geometry": {"type": "Point", "coordinates": [106.70 + i / 100, 10.78]},
-     "properties": {"code": f"{IMG}{i}", "name": SCRIPT if i % 2 else IMG, "note": SVG}}
-    for i in range(3)]}
+FEATURES = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [106.70 + i / 100, 10.78]},
+            "properties": {"code": f"{IMG}{i}", "name": SCRIPT if i % 2 else IMG, "note": SVG},
+        }
+        for i in range(3)
+    ],
+}
 
 
 # The layers and saved query of this module, with their tables, versions and audit rows.
@@ -97,7 +113,8 @@ def hostile(db_settings, make_key, server_tmp):
     port = free_port()
     proc = subprocess.Popen(
         [str(VENV_BIN / "ioc"), "serve", "--port", str(port)],
-        env=server_env(db_settings, IOC_LOG_LEVEL="warning", IOC_MAPS_VIEWS_DIR=str(views)))
+        env=server_env(db_settings, IOC_LOG_LEVEL="warning", IOC_MAPS_VIEWS_DIR=str(views)),
+    )
     url = f"http://127.0.0.1:{port}"
     publisher = {"Authorization": f"Bearer {make_key('publisher', 'construction')}"}
     analyst = {"Authorization": f"Bearer {make_key('analyst')}"}
@@ -106,12 +123,24 @@ def hostile(db_settings, make_key, server_tmp):
         with httpx.Client(base_url=url, timeout=120) as http:
             created = http.post("/layers", json=HOSTILE, headers=publisher)
             assert created.status_code == 201, created.text
-            data = http.put(f"/layers/{LAYER}/data", params={"filename": "hx.geojson"},
-                            content=json.dumps(FEATURES).encode(), headers=publisher)
+            data = http.put(
+                f"/layers/{LAYER}/data",
+                params={"filename": "hx.geojson"},
+                content=json.dumps(FEATURES).encode(),
+                headers=publisher,
+            )
             assert data.status_code == 200, data.text
-            saved = http.post("/query/saved", headers=analyst, json={
-                "id": SAVED, "access": "internal", "title": {"vi": SCRIPT, "en": IMG},
-                "description": {"vi": IMG, "en": SVG}, "query": {"source": LAYER}})
+            saved = http.post(
+                "/query/saved",
+                headers=analyst,
+                json={
+                    "id": SAVED,
+                    "access": "internal",
+                    "title": {"vi": SCRIPT, "en": IMG},
+                    "description": {"vi": IMG, "en": SVG},
+                    "query": {"source": LAYER},
+                },
+            )
             assert saved.status_code == 201, saved.text
         yield {"url": url, "analyst": analyst}
     finally:
@@ -146,9 +175,11 @@ def _nothing_ran(page, rec, title: str) -> None:
 
 
 def _wait_drawn(page, layers: int) -> None:
-    page.wait_for_function(f"() => window.IocMaps && IocMaps.status().loaded >= {layers} && "
-                           "IocMaps.status().pending === 0 && IocMaps.status().tiles > 0",
-                           timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_function(
+        f"() => window.IocMaps && IocMaps.status().loaded >= {layers} && "
+        "IocMaps.status().pending === 0 && IocMaps.status().tiles > 0",
+        timeout=LOAD_TIMEOUT_MS,
+    )
     page.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
     status = page.evaluate("IocMaps.status()")
     assert status["errors"] == 0 and status["tileErrors"] == 0, status
@@ -156,9 +187,12 @@ def _wait_drawn(page, layers: int) -> None:
 
 def _control_labels(page) -> list[str]:
     """The layer switcher's names as text (Leaflet puts ' ' + name in a span)."""
-    return [text.strip() for text in page.locator(
-        ".leaflet-control-layers-overlays label span span").evaluate_all(
-        "nodes => nodes.map(n => n.textContent)")]
+    return [
+        text.strip()
+        for text in page.locator(".leaflet-control-layers-overlays label span span").evaluate_all(
+            "nodes => nodes.map(n => n.textContent)"
+        )
+    ]
 
 
 def _legend_titles(page) -> list[str]:
@@ -175,15 +209,16 @@ def test_preview_shows_hostile_layer_text_as_text(browser, hostile, lang, title,
         assert title in _control_labels(page)
         assert page.locator(".ioc-brand h1").text_content() == title
         assert _legend_titles(page) == [title]
-        assert page.locator("#ioc-legend li").evaluate_all(
-            "ns => ns.map(n => n.textContent)") == [legend]
+        assert page.locator("#ioc-legend li").evaluate_all("ns => ns.map(n => n.textContent)") == [
+            legend
+        ]
         page.locator(".leaflet-ioc-points-pane path").nth(1).click(force=True)
         page.wait_for_selector(".ioc-popup dl dt", timeout=10_000)
         popup = page.locator(".ioc-popup")
-        assert popup.locator("h3").text_content() == SCRIPT                  # props.name
+        assert popup.locator("h3").text_content() == SCRIPT  # props.name
         assert popup.locator(".ioc-popup-layer").text_content() == title
         assert (IMG if lang == "vi" else SCRIPT) in popup.locator("dt").all_text_contents()
-        assert f"{SVG} {SVG}" in popup.locator("dd").all_text_contents()   # value and unit
+        assert f"{SVG} {SVG}" in popup.locator("dd").all_text_contents()  # value and unit
         _nothing_ran(page, rec, f"{title} — IOC TP.HCM")
         screenshot(page, f"hostile-preview-{lang}")
     finally:
@@ -192,8 +227,9 @@ def test_preview_shows_hostile_layer_text_as_text(browser, hostile, lang, title,
 
 def test_saved_query_preview_shows_its_title_as_text(browser, hostile):
     url = hostile["url"]
-    context, page, rec = _visit(browser, f"{url}/maps/preview/{SAVED}", url,
-                                headers=hostile["analyst"])
+    context, page, rec = _visit(
+        browser, f"{url}/maps/preview/{SAVED}", url, headers=hostile["analyst"]
+    )
     try:
         _wait_drawn(page, layers=1)
         assert paths_in(page, "ioc-points") == 3
@@ -204,21 +240,30 @@ def test_saved_query_preview_shows_its_title_as_text(browser, hostile):
         context.close()
 
 
-@pytest.mark.parametrize("path", ["/maps/wall", "/maps/wall?lang=en", "/maps/wall?embed=1",
-                                  "/maps/portal", "/maps/portal?lang=en",
-                                  "/maps/portal?embed=1"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/maps/wall",
+        "/maps/wall?lang=en",
+        "/maps/wall?embed=1",
+        "/maps/portal",
+        "/maps/portal?lang=en",
+        "/maps/portal?embed=1",
+    ],
+)
 def test_views_show_hostile_titles_as_text(browser, hostile, path):
     url = hostile["url"]
     wall = path.startswith("/maps/wall")
     en = "lang=en" in path
-    context, page, rec = _visit(browser, url + path, url,
-                                headers=hostile["analyst"] if wall else None)
+    context, page, rec = _visit(
+        browser, url + path, url, headers=hostile["analyst"] if wall else None
+    )
     try:
         _wait_drawn(page, layers=6 if wall else 4)
         labels = _control_labels(page)
         assert (SCRIPT if en else IMG) in labels
         if wall:
-            assert (IMG if en else SCRIPT) in labels                        # the saved query
+            assert (IMG if en else SCRIPT) in labels  # the saved query
         assert (SCRIPT if en else IMG) in _legend_titles(page)
         view = maps.load_view(maps.VIEWS_DIR / f"{path.split('/')[2].split('?')[0]}.yaml")
         _nothing_ran(page, rec, f"{view.title.get('en' if en else 'vi')} — IOC TP.HCM")
@@ -227,16 +272,27 @@ def test_views_show_hostile_titles_as_text(browser, hostile, path):
         context.close()
 
 
-@pytest.mark.parametrize("path", [
-    "/?f=html", "/maps?f=html", "/catalog/layers?f=html", f"/catalog/layers/{LAYER}?f=html",
-    "/collections?f=html", f"/collections/{LAYER}?f=html", f"/collections/{LAYER}/items?f=html",
-    f"/collections/{LAYER}/queryables?f=html"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/?f=html",
+        "/maps?f=html",
+        "/catalog/layers?f=html",
+        f"/catalog/layers/{LAYER}?f=html",
+        "/collections?f=html",
+        f"/collections/{LAYER}?f=html",
+        f"/collections/{LAYER}/items?f=html",
+        f"/collections/{LAYER}/queryables?f=html",
+    ],
+)
 def test_html_pages_show_hostile_text_as_text(browser, hostile, path):
     url = hostile["url"]
     served = httpx.get(url + path, headers=hostile["analyst"], timeout=60)
     assert served.status_code == 200, served.text
     # The title as the browser must show it: the <title> element's text, whitespace collapsed.
-    title = " ".join(html.unescape(re.search(r"<title>(.*?)</title>", served.text, re.S)[1]).split())
+    title = " ".join(
+        html.unescape(re.search(r"<title>(.*?)</title>", served.text, re.S)[1]).split()
+    )
     context, page, rec = _visit(browser, url + path, url, headers=hostile["analyst"])
     try:
         if "/maps" not in path and path != "/?f=html":

@@ -36,8 +36,11 @@ class Recorder:
     tiles: list[tuple[str, int, bytes]] = field(default_factory=list)
 
     def external(self) -> list[str]:
-        return [url for url in self.requests
-                if not (url.startswith(self.origin + "/") or url.startswith(("data:", "blob:")))]
+        return [
+            url
+            for url in self.requests
+            if not (url.startswith(self.origin + "/") or url.startswith(("data:", "blob:")))
+        ]
 
     def check_clean(self) -> None:
         assert self.page_errors == [], self.page_errors
@@ -45,17 +48,36 @@ class Recorder:
         assert self.external() == [], self.external()
 
 
-def open_page(browser, url: str, origin: str, *, viewport=WALL, mobile: bool = False,
-              headers: dict[str, str] | None = None):
-    context = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile,
-                                  device_scale_factor=1, locale="vi-VN",
-                                  timezone_id="Asia/Ho_Chi_Minh", service_workers="block",
-                                  extra_http_headers=headers or {})
+def open_page(
+    browser,
+    url: str,
+    origin: str,
+    *,
+    viewport=WALL,
+    mobile: bool = False,
+    headers: dict[str, str] | None = None,
+):
+    context = browser.new_context(
+        viewport=viewport,
+        is_mobile=mobile,
+        has_touch=mobile,
+        device_scale_factor=1,
+        locale="vi-VN",
+        timezone_id="Asia/Ho_Chi_Minh",
+        service_workers="block",
+        extra_http_headers=headers or {},
+    )
     page = context.new_page()
     rec = Recorder(origin)
     page.on("request", lambda request: rec.requests.append(request.url))
-    page.on("console", lambda msg: rec.console_errors.append(f"{msg.text} @ {msg.location}")
-            if msg.type == "error" else None)
+    page.on(
+        "console",
+        lambda msg: (
+            rec.console_errors.append(f"{msg.text} @ {msg.location}")
+            if msg.type == "error"
+            else None
+        ),
+    )
     page.on("pageerror", lambda error: rec.page_errors.append(str(error)))
     context.route("**/*.pbf", lambda route: _intercept_tile(route, rec))
     if url:
@@ -73,8 +95,10 @@ def _intercept_tile(route, rec: Recorder) -> None:
 def wait_loaded(page, layers: int, tiles: bool = True) -> dict:
     """Until the page script has loaded `layers` GeoJSON layers (and some tiles), idle."""
     tiles_loaded = " && IocMaps.status().tiles > 0" if tiles else ""
-    condition = (f"() => window.IocMaps && IocMaps.status().loaded >= {layers} && "
-                 f"IocMaps.status().pending === 0{tiles_loaded}")
+    condition = (
+        f"() => window.IocMaps && IocMaps.status().loaded >= {layers} && "
+        f"IocMaps.status().pending === 0{tiles_loaded}"
+    )
     page.wait_for_function(condition, timeout=LOAD_TIMEOUT_MS)
     page.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
     status = page.evaluate("IocMaps.status()")
@@ -89,14 +113,16 @@ def decoded_tiles(rec: Recorder) -> list[dict]:
         assert status in (200, 204), (url, status)
         if status == 200:
             tiles.append(mapbox_vector_tile.decode(body))
-    assert any(any(layer["features"] for layer in tile.values()) for tile in tiles), \
+    assert any(any(layer["features"] for layer in tile.values()) for tile in tiles), (
         f"no tile with features among {len(tiles)}"
+    )
     return tiles
 
 
 def painted(page, selector: str) -> int:
     """How many canvases matching `selector` have at least one non-transparent pixel."""
-    return page.evaluate("""(selector) => {
+    return page.evaluate(
+        """(selector) => {
         let n = 0;
         for (const canvas of document.querySelectorAll(selector)) {
             if (!canvas.width || !canvas.height) continue;
@@ -104,7 +130,9 @@ def painted(page, selector: str) -> int:
             for (let i = 3; i < data.length; i += 4 * 7) { if (data[i] > 0) { n += 1; break; } }
         }
         return n;
-    }""", selector)
+    }""",
+        selector,
+    )
 
 
 def screenshot(page, name: str) -> Path:
@@ -132,18 +160,18 @@ def test_wall_map_for_operators(browser, live_server, make_key):
         page.wait_for_url(f"{live_server}/maps/wall", timeout=LOAD_TIMEOUT_MS)
         cookie = next(c for c in context.cookies() if c["name"] == "ioc_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-        assert page.evaluate("document.cookie") == ""           # not readable by scripts
+        assert page.evaluate("document.cookie") == ""  # not readable by scripts
         status = wait_loaded(page, layers=4)
         assert status["features"]["flood_points"] > 0
-        assert status["features"]["reports_1022"] > 1000        # open 1022 reports in the heat
+        assert status["features"]["reports_1022"] > 1000  # open 1022 reports in the heat
         assert status["features"]["ward_indicators"] >= 100
-        assert painted(page, ".leaflet-ioc-base-pane canvas") > 0          # the basemap
-        assert painted(page, "canvas.leaflet-heatmap-layer") == 1          # the heat map
-        assert paths_in(page, "ioc-fill") >= 100                            # the choropleth
-        assert paths_in(page, "ioc-points") > 0                             # flood points
-        assert paths_in(page, "ioc-lines") > 0                              # congestion
+        assert painted(page, ".leaflet-ioc-base-pane canvas") > 0  # the basemap
+        assert painted(page, "canvas.leaflet-heatmap-layer") == 1  # the heat map
+        assert paths_in(page, "ioc-fill") >= 100  # the choropleth
+        assert paths_in(page, "ioc-points") > 0  # flood points
+        assert paths_in(page, "ioc-lines") > 0  # congestion
         classes = page.locator('[data-choropleth="ward_indicators"] li .ioc-swatch').count()
-        assert classes >= 3                                                 # its legend
+        assert classes >= 3  # its legend
         assert page.locator(".leaflet-control-layers-overlays label").count() >= 6
         clock = page.inner_text("#ioc-clock")
         page.wait_for_timeout(1500)
@@ -159,8 +187,9 @@ def test_wall_map_for_operators(browser, live_server, make_key):
 
 def test_wall_refreshes_live_layers_without_reloading(browser, live_server, make_key):
     headers = {"Authorization": f"Bearer {make_key('operator')}"}
-    context, page, rec = open_page(browser, f"{live_server}/maps/wall?refresh=5", live_server,
-                                   headers=headers)
+    context, page, rec = open_page(
+        browser, f"{live_server}/maps/wall?refresh=5", live_server, headers=headers
+    )
     try:
         wait_loaded(page, layers=4)
         page.evaluate("window.__sameDocument = true")
@@ -168,7 +197,7 @@ def test_wall_refreshes_live_layers_without_reloading(browser, live_server, make
         page.wait_for_timeout(11_000)
         again = sum("/collections/flood_points/items" in url for url in rec.requests)
         assert again >= first + 1
-        assert page.evaluate("window.__sameDocument") is True     # no reload
+        assert page.evaluate("window.__sameDocument") is True  # no reload
         assert page.evaluate("IocMaps.status().errors") == 0
         rec.check_clean()
     finally:
@@ -198,12 +227,13 @@ def test_portal_for_citizens(browser, live_server):
 
 
 def test_portal_on_a_phone(browser, live_server):
-    context, page, rec = open_page(browser, f"{live_server}/maps/portal", live_server,
-                                   viewport=PHONE, mobile=True)
+    context, page, rec = open_page(
+        browser, f"{live_server}/maps/portal", live_server, viewport=PHONE, mobile=True
+    )
     try:
         wait_loaded(page, layers=3)
         width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"]                                  # no sideways scroll
+        assert width <= PHONE["width"]  # no sideways scroll
         search = page.locator("#ioc-search-q").bounding_box()
         assert search and search["width"] > 200
         box = page.locator(".ioc-map").bounding_box()
@@ -245,7 +275,7 @@ def test_portal_search_and_whats_here(browser, live_server, address_index):
         page.click("#ioc-search-results li button >> nth=0")
         page.wait_for_selector(".leaflet-popup-content strong")
         assert any("/addresses?" in url and "q=" in url for url in rec.requests)
-        page.wait_for_timeout(800)                      # the fly-to animation
+        page.wait_for_timeout(800)  # the fly-to animation
         page.evaluate("IocMaps.map.closePopup()")
         size = page.viewport_size
         page.mouse.click(size["width"] * 0.5 + 40, size["height"] * 0.5 + 60)
@@ -259,14 +289,13 @@ def test_portal_search_and_whats_here(browser, live_server, address_index):
 
 
 def test_layer_preview_with_legend_and_popups(browser, live_server):
-    context, page, rec = open_page(browser, f"{live_server}/maps/preview/flood_points",
-                                   live_server)
+    context, page, rec = open_page(browser, f"{live_server}/maps/preview/flood_points", live_server)
     try:
         wait_loaded(page, layers=1)
         assert page.locator("#ioc-legend li").count() >= 2
         page.locator(".leaflet-ioc-points-pane path").first.click(force=True)
         page.wait_for_selector(".ioc-popup dl dt", timeout=10_000)
-        page.wait_for_timeout(400)                      # the popup's fade-in
+        page.wait_for_timeout(400)  # the popup's fade-in
         labels = page.locator(".ioc-popup dt").all_inner_texts()
         assert any("Độ sâu" in label or "sâu" in label for label in labels), labels
         rec.check_clean()
@@ -277,11 +306,13 @@ def test_layer_preview_with_legend_and_popups(browser, live_server):
 
 def test_large_layer_preview_uses_vector_tiles(browser, live_server, make_key):
     headers = {"Authorization": f"Bearer {make_key('operator')}"}
-    context, page, rec = open_page(browser, f"{live_server}/maps/preview/roads", live_server,
-                                   headers=headers)
+    context, page, rec = open_page(
+        browser, f"{live_server}/maps/preview/roads", live_server, headers=headers
+    )
     try:
-        page.wait_for_function("() => window.IocMaps && IocMaps.status().tiles > 4",
-                               timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_function(
+            "() => window.IocMaps && IocMaps.status().tiles > 4", timeout=LOAD_TIMEOUT_MS
+        )
         page.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
         tiles = decoded_tiles(rec)
         assert any("roads" in tile for tile in tiles)
@@ -296,14 +327,18 @@ def test_embed_in_an_iframe(browser, live_server):
     """?embed=1 is chrome-less and frameable by the server's own pages ('self')."""
     context, page, rec = open_page(browser, f"{live_server}/maps?f=html", live_server)
     try:
-        page.evaluate("""(src) => { const f = document.createElement('iframe');
+        page.evaluate(
+            """(src) => { const f = document.createElement('iframe');
             f.src = src; f.id = 'embed'; f.width = 640; f.height = 420;
-            document.body.appendChild(f); }""", "/maps/portal?embed=1")
+            document.body.appendChild(f); }""",
+            "/maps/portal?embed=1",
+        )
         frame = page.frame_locator("#embed")
         frame.locator(".ioc-map").wait_for(timeout=LOAD_TIMEOUT_MS)
         inner = next(f for f in page.frames if f.url.endswith("/maps/portal?embed=1"))
-        inner.wait_for_function("() => window.IocMaps && IocMaps.status().loaded >= 3",
-                                timeout=LOAD_TIMEOUT_MS)
+        inner.wait_for_function(
+            "() => window.IocMaps && IocMaps.status().loaded >= 3", timeout=LOAD_TIMEOUT_MS
+        )
         assert inner.locator(".ioc-bar").count() == 0
         assert "ioc-embed" in inner.get_attribute("body", "class")
         page.wait_for_load_state("networkidle")
@@ -319,9 +354,11 @@ def test_embedding_from_another_origin_is_refused(browser, live_server):
     other = live_server.replace("127.0.0.1", "localhost")
     context, page, rec = open_page(browser, f"{other}/maps?f=html", other)
     try:
-        page.evaluate("""(src) => { const f = document.createElement('iframe');
+        page.evaluate(
+            """(src) => { const f = document.createElement('iframe');
             f.src = src; f.id = 'embed'; document.body.appendChild(f); }""",
-                      f"{live_server}/maps/portal?embed=1")
+            f"{live_server}/maps/portal?embed=1",
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not rec.console_errors:
             page.wait_for_timeout(200)

@@ -55,8 +55,9 @@ def department_site(live_server, tmp_path: Path) -> Iterator[str]:
         (tmp_path / name).write_bytes((MAPLIBRE / name).read_bytes())
     style_url = f"{live_server}/styles/{LAYERS}.json"
     (tmp_path / "map.html").write_text(PAGE.replace("STYLE_URL", json.dumps(style_url)))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                functools.partial(_Quiet, directory=str(tmp_path)))
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path))
+    )
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
@@ -70,13 +71,19 @@ def test_maplibre_on_another_origin_draws_ioc_style(browser, live_server, depart
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
     answers: list[tuple[str, int, str | None]] = []
-    page.on("response", lambda r: answers.append(
-        (r.url, r.status, r.headers.get("access-control-allow-origin")))
-        if r.url.startswith(live_server) else None)
+    page.on(
+        "response",
+        lambda r: (
+            answers.append((r.url, r.status, r.headers.get("access-control-allow-origin")))
+            if r.url.startswith(live_server)
+            else None
+        ),
+    )
     try:
         page.goto(f"{department_site}/map.html", wait_until="load")
-        page.wait_for_function("window.mapIdle === true || window.mapErrors.length > 0",
-                               timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_function(
+            "window.mapIdle === true || window.mapErrors.length > 0", timeout=LOAD_TIMEOUT_MS
+        )
         assert page.evaluate("window.mapErrors") == [] and errors == []
         drawn = page.evaluate("""() => {
             const seen = {};
@@ -87,8 +94,13 @@ def test_maplibre_on_another_origin_draws_ioc_style(browser, live_server, depart
         }""")
         assert drawn.get("wards", 0) > 0 and drawn.get("reports_1022_public", 0) > 0, drawn
         # The style, its TileJSON and the tiles all came from ioc, across origins.
-        kinds = {kind for url, status, allow in answers if status in (200, 204) and allow == "*"
-                 for kind in ("/styles/", "tilejson.json", ".pbf") if kind in url}
+        kinds = {
+            kind
+            for url, status, allow in answers
+            if status in (200, 204) and allow == "*"
+            for kind in ("/styles/", "tilejson.json", ".pbf")
+            if kind in url
+        }
         assert kinds == {"/styles/", "tilejson.json", ".pbf"}, answers[:5]
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "maplibre-other-origin.png"))

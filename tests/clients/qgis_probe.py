@@ -50,8 +50,11 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize, QVariant
 from qgis.PyQt.QtGui import QColor
 
-GEOMETRY = {"point": QgsWkbTypes.PointGeometry, "line": QgsWkbTypes.LineGeometry,
-            "polygon": QgsWkbTypes.PolygonGeometry}
+GEOMETRY = {
+    "point": QgsWkbTypes.PointGeometry,
+    "line": QgsWkbTypes.LineGeometry,
+    "polygon": QgsWkbTypes.PolygonGeometry,
+}
 
 
 def start(home: str) -> QgsApplication:
@@ -83,7 +86,8 @@ def oapif(request: dict) -> dict:
         uri += f" authcfg='{basic_auth(request['key'])}'"
     messages: list[str] = []
     QgsApplication.messageLog().messageReceived.connect(
-        lambda message, tag, level: messages.append(f"{tag}: {message}"))
+        lambda message, tag, level: messages.append(f"{tag}: {message}")
+    )
     layer = QgsVectorLayer(uri, request["layer"], "OAPIF")
     if not layer.isValid():  # (its error() would crash here: there is no provider)
         QgsApplication.processEvents()
@@ -130,9 +134,13 @@ def legend(request: dict) -> dict:
     for wanted in request["layers"]:
         fields = QgsFields()
         values = wanted["values"]
-        kind = QVariant.Bool if all(isinstance(v, bool) for v in values if v is not None) \
-            else QVariant.Double if all(isinstance(v, (int, float)) for v in values if v is not None) \
+        kind = (
+            QVariant.Bool
+            if all(isinstance(v, bool) for v in values if v is not None)
+            else QVariant.Double
+            if all(isinstance(v, (int, float)) for v in values if v is not None)
             else QVariant.String
+        )
         fields.append(QgsField(wanted["by"], kind))
         fields.append(QgsField("count", QVariant.Int))  # absent (NULL) on a single feature
         colours = []
@@ -146,12 +154,16 @@ def legend(request: dict) -> dict:
             context.appendScope(scope)
             colour = None
             for style in styles:  # later styles are drawn on top
-                if (style.layerName() != wanted["layer"] or not style.isEnabled()
-                        or style.geometryType() != GEOMETRY[wanted["geometry"]]
-                        or not style.isActive(wanted.get("zoom", 14))):
+                if (
+                    style.layerName() != wanted["layer"]
+                    or not style.isEnabled()
+                    or style.geometryType() != GEOMETRY[wanted["geometry"]]
+                    or not style.isActive(wanted.get("zoom", 14))
+                ):
                     continue
                 if style.filterExpression() and not QgsExpression(
-                        style.filterExpression()).evaluate(context):
+                    style.filterExpression()
+                ).evaluate(context):
                     continue
                 colour = painted(style, context)
             colours.append(colour)
@@ -172,8 +184,9 @@ def render(request: dict) -> dict:
     layer.setRenderer(converter.renderer())
     QgsProject.instance().addMapLayer(layer)
     mercator = QgsCoordinateReferenceSystem("EPSG:3857")
-    to_mercator = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), mercator,
-                                         QgsProject.instance())
+    to_mercator = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:4326"), mercator, QgsProject.instance()
+    )
     settings = QgsMapSettings()
     settings.setDestinationCrs(mercator)
     settings.setOutputSize(QSize(request.get("size", 512), request.get("size", 512)))
@@ -192,15 +205,22 @@ def render(request: dict) -> dict:
             drawn += image.pixel(x, y) != white
             pixel = QColor(image.pixel(x, y))
             for name, colour in wanted.items():
-                if (abs(pixel.red() - colour.red()) <= tolerance
-                        and abs(pixel.green() - colour.green()) <= tolerance
-                        and abs(pixel.blue() - colour.blue()) <= tolerance):
+                if (
+                    abs(pixel.red() - colour.red()) <= tolerance
+                    and abs(pixel.green() - colour.green()) <= tolerance
+                    and abs(pixel.blue() - colour.blue()) <= tolerance
+                ):
                     counts[name] += 1
     if request.get("save"):
         image.save(request["save"])
-    return {"valid": True, "pixels": counts, "drawn": drawn, "size": [image.width(), image.height()],
-            "warnings": converter.warnings(), "errors": job.errors() and
-            [error.message for error in job.errors()]}
+    return {
+        "valid": True,
+        "pixels": counts,
+        "drawn": drawn,
+        "size": [image.width(), image.height()],
+        "warnings": converter.warnings(),
+        "errors": job.errors() and [error.message for error in job.errors()],
+    }
 
 
 def main() -> None:

@@ -79,12 +79,15 @@ def sample(db, where: str = "TRUE", params: tuple = ()) -> dict[str, Any]:
         cur.execute(
             "SELECT a.code, a.house_number, a.street, a.ward_code, n.name, ST_X(a.geom),"
             f" ST_Y(a.geom) FROM ioc.addresses a JOIN ioc.address_names n ON n.kind = 'ward'"
-            f" AND n.key = a.ward_code WHERE {where} ORDER BY a.code LIMIT 1", params)
+            f" AND n.key = a.ward_code WHERE {where} ORDER BY a.code LIMIT 1",
+            params,
+        )
         row = cur.fetchone()
     db.rollback()
     assert row is not None, "no address matches"
-    return dict(zip(("code", "house", "street", "ward_code", "ward", "lon", "lat"), row,
-                    strict=True))
+    return dict(
+        zip(("code", "house", "street", "ward_code", "ward", "lon", "lat"), row, strict=True)
+    )
 
 
 # --- normalisation -------------------------------------------------------------------------
@@ -97,8 +100,11 @@ def test_sql_and_python_fold_alike(db, index):
         keys = [r[0] for r in cur.fetchall()]
         cur.execute("SELECT ioc.street_key('Đường Lê Lợi'), ioc.street_key('Đường số 20')")
         streets = cur.fetchone()
-    assert keys == [fold(t) for t in texts] == [
-        "duong tan dinh", "phuong ben thanh", "dong khoi", "hoa loi", "quoc lo 1a"]
+    assert (
+        keys
+        == [fold(t) for t in texts]
+        == ["duong tan dinh", "phuong ben thanh", "dong khoi", "hoa loi", "quoc lo 1a"]
+    )
     assert streets == ("le loi", "duong so 20")
 
 
@@ -149,8 +155,11 @@ def test_full_address_finds_the_address(arun, db):
     a = sample(db, "a.ward_code = '26743' AND a.house_number IS NOT NULL AND a.street IS NOT NULL")
     hits = arun(search_addresses, f"{a['house']} {a['street']}, Phường {a['ward']}, TP.HCM")
     top = hits[0]
-    assert (top.row["house_number"], top.row["street"], top.row["ward_code"]) == \
-        (a["house"], a["street"], "26743")
+    assert (top.row["house_number"], top.row["street"], top.row["ward_code"]) == (
+        a["house"],
+        a["street"],
+        "26743",
+    )
     assert top.level == "address" and top.score == 1.0
     # without diacritics and with a typo in the street, the same address still comes first
     typo = fold(a["street"]).replace(" ", "  ", 1)
@@ -164,8 +173,9 @@ def test_near_biases_and_bbox_filters(arun, db):
     assert hits[0].row["code"] == a["code"] and hits[0].distance_m < 1
     box = (a["lon"] - 0.002, a["lat"] - 0.002, a["lon"] + 0.002, a["lat"] + 0.002)
     inside = arun(search_addresses, "ben thanh", bbox=box, limit=50)
-    assert inside and all(box[0] <= h.row["lon"] <= box[2] and box[1] <= h.row["lat"] <= box[3]
-                          for h in inside)
+    assert inside and all(
+        box[0] <= h.row["lon"] <= box[2] and box[1] <= h.row["lat"] <= box[3] for h in inside
+    )
 
 
 def test_unknown_words_find_nothing(arun):
@@ -206,8 +216,9 @@ def test_positions_outside_the_city_are_refused(arun, catalog, lon, lat):
 def test_whats_here_at_notre_dame(arun, catalog, data_dir):
     if data_dir is None:
         pytest.skip("needs the real ward polygons (IOC_DATA_DIR)")
-    answer = arun(what_is_here, catalog, ANONYMOUS, AddressSettings(), lon=NOTRE_DAME[0],
-                  lat=NOTRE_DAME[1])
+    answer = arun(
+        what_is_here, catalog, ANONYMOUS, AddressSettings(), lon=NOTRE_DAME[0], lat=NOTRE_DAME[1]
+    )
     assert answer["ward"]["properties"]["ward_code"] == "26740"
     assert answer["ward"]["properties"]["full_name"] == "Phường Sài Gòn"
     nearest = answer["nearest"]
@@ -217,10 +228,12 @@ def test_whats_here_at_notre_dame(arun, catalog, data_dir):
 
 
 def test_whats_here_omits_layers_the_caller_may_not_read(arun, catalog):
-    anonymous = arun(what_is_here, catalog, ANONYMOUS, AddressSettings(), lon=NOTRE_DAME[0],
-                     lat=NOTRE_DAME[1])
-    operator = arun(what_is_here, catalog, OPERATOR, AddressSettings(), lon=NOTRE_DAME[0],
-                    lat=NOTRE_DAME[1])
+    anonymous = arun(
+        what_is_here, catalog, ANONYMOUS, AddressSettings(), lon=NOTRE_DAME[0], lat=NOTRE_DAME[1]
+    )
+    operator = arun(
+        what_is_here, catalog, OPERATOR, AddressSettings(), lon=NOTRE_DAME[0], lat=NOTRE_DAME[1]
+    )
     # reports_1022 and wards_2019 are internal layers
     assert "reports" not in anonymous and "ward_2019" not in anonymous
     assert "reports_1022" not in anonymous["layers"]
@@ -244,31 +257,40 @@ def test_whats_here_by_address(arun, db, catalog):
 def point_layer(db, index):
     """A small point layer of our own: one point 5 m from an address, one far from any."""
     with db.cursor() as cur:
-        cur.execute("SELECT code, ST_X(geom), ST_Y(geom) FROM ioc.addresses"
-                    " WHERE ward_code = '26743' ORDER BY code LIMIT 1")
+        cur.execute(
+            "SELECT code, ST_X(geom), ST_Y(geom) FROM ioc.addresses"
+            " WHERE ward_code = '26743' ORDER BY code LIMIT 1"
+        )
         code, x, y = cur.fetchone()
-        cur.execute("DROP SCHEMA IF EXISTS addrtest CASCADE; CREATE SCHEMA addrtest;"
-                    " CREATE TABLE addrtest.kiosks (fid integer PRIMARY KEY, name text,"
-                    " geom geometry(Point, 4326))")
-        cur.execute("INSERT INTO addrtest.kiosks VALUES (1, 'near', ST_SetSRID(ST_MakePoint(%s,"
-                    " %s), 4326)), (2, 'far', ST_SetSRID(ST_MakePoint(106.3, 10.5), 4326))",
-                    (x + 0.000045, y))
+        cur.execute(
+            "DROP SCHEMA IF EXISTS addrtest CASCADE; CREATE SCHEMA addrtest;"
+            " CREATE TABLE addrtest.kiosks (fid integer PRIMARY KEY, name text,"
+            " geom geometry(Point, 4326))"
+        )
+        cur.execute(
+            "INSERT INTO addrtest.kiosks VALUES (1, 'near', ST_SetSRID(ST_MakePoint(%s,"
+            " %s), 4326)), (2, 'far', ST_SetSRID(ST_MakePoint(106.3, 10.5), 4326))",
+            (x + 0.000045, y),
+        )
         cur.execute("DELETE FROM ioc.layers WHERE id = 'addrtest_kiosks'")
     db.commit()
     registry.add_table(db, "addrtest", "kiosks", layer_id="addrtest_kiosks", access="public")
     layer = next(la for la in load_catalog_sync(db) if la.id == "addrtest_kiosks")
     yield layer, code
     with db.cursor() as cur:
-        cur.execute("DELETE FROM ioc.address_links WHERE layer_id = 'addrtest_kiosks';"
-                    " DELETE FROM ioc.layers WHERE id = 'addrtest_kiosks';"
-                    " DROP SCHEMA addrtest CASCADE")
+        cur.execute(
+            "DELETE FROM ioc.address_links WHERE layer_id = 'addrtest_kiosks';"
+            " DELETE FROM ioc.layers WHERE id = 'addrtest_kiosks';"
+            " DROP SCHEMA addrtest CASCADE"
+        )
     db.commit()
 
 
 def links_of(db, layer_id: str) -> dict[int, tuple[str, float]]:
     with db.cursor() as cur:
-        cur.execute("SELECT fid, code, distance_m FROM ioc.address_links WHERE layer_id = %s",
-                    (layer_id,))
+        cur.execute(
+            "SELECT fid, code, distance_m FROM ioc.address_links WHERE layer_id = %s", (layer_id,)
+        )
         found = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
     db.rollback()
     return found
@@ -282,9 +304,12 @@ def test_link_layer_links_nearby_features_and_follows_changes(db, point_layer):
     assert list(links) == [1] and links[1][0] == code and 4 < links[1][1] < 6
     # feature 1 moves away, feature 2 moves next to the address: relinking those two follows
     with db.cursor() as cur:
-        cur.execute("UPDATE addrtest.kiosks SET geom = CASE fid WHEN 1 THEN"
-                    " ST_SetSRID(ST_MakePoint(106.3, 10.5), 4326) ELSE (SELECT geom FROM"
-                    " ioc.addresses WHERE code = %s) END", (code,))
+        cur.execute(
+            "UPDATE addrtest.kiosks SET geom = CASE fid WHEN 1 THEN"
+            " ST_SetSRID(ST_MakePoint(106.3, 10.5), 4326) ELSE (SELECT geom FROM"
+            " ioc.addresses WHERE code = %s) END",
+            (code,),
+        )
     link_layer(db, layer, fids=[1, 2])
     db.commit()
     links = links_of(db, layer.id)
@@ -294,8 +319,9 @@ def test_link_layer_links_nearby_features_and_follows_changes(db, point_layer):
     with db.cursor() as cur:
         cur.execute(f"SELECT t.fid FROM addrtest.kiosks t WHERE {condition}", (layer.id, code))
         assert [r[0] for r in cur.fetchall()] == [2]
-        cur.execute(f"SELECT t.fid FROM addrtest.kiosks t WHERE {condition}",
-                    (layer.id, "0000000000"))
+        cur.execute(
+            f"SELECT t.fid FROM addrtest.kiosks t WHERE {condition}", (layer.id, "0000000000")
+        )
         assert cur.fetchall() == []
     db.rollback()
 
@@ -324,23 +350,29 @@ def cleanup_imports(db, index):
 
 
 def write_csv(path: Path, rows: list[str]) -> Path:
-    path.write_text("\n".join(["ma_dia_chi,so_nha,ten_duong,ma_phuong_xa,kinh_do,vi_do,"
-                               "hieu_luc_tu"] + rows) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(["ma_dia_chi,so_nha,ten_duong,ma_phuong_xa,kinh_do,vi_do,hieu_luc_tu"] + rows)
+        + "\n",
+        encoding="utf-8",
+    )
     return path
 
 
 def test_import_keeps_good_rows_and_reports_bad_ones(db, tmp_path, cleanup_imports):
-    path = write_csv(tmp_path / "export.csv", [
-        "0900000001,12A,Lê Lợi,,106.6990,10.7720,2025-07-01",         # good, ward from polygon
-        "0900000002,7,Đồng Khởi,26740,106.7030,10.7770,01/07/2025",   # good, Vietnamese date
-        "12345,1,Lê Lợi,,106.70,10.77,",                               # bad code
-        "0900000003,1,Lê Lợi,,105.85,21.03,",                          # Hà Nội
-        "0900000001,1,Lê Lợi,,106.70,10.77,",                          # duplicate of row 2
-        "0900000004,1,Lê Lợi,,abc,10.77,",                             # not a number
-        "0900000005,1,Lê Lợi,99999,106.70,10.77,",                     # unknown ward
-        "0900000006,1,Lê Lợi,,107.40,9.30,",                           # at sea, no ward
-        "0900000007,1,Lê Lợi,,106.70,10.77,2025-13-45",                # bad date
-    ])
+    path = write_csv(
+        tmp_path / "export.csv",
+        [
+            "0900000001,12A,Lê Lợi,,106.6990,10.7720,2025-07-01",  # good, ward from polygon
+            "0900000002,7,Đồng Khởi,26740,106.7030,10.7770,01/07/2025",  # good, Vietnamese date
+            "12345,1,Lê Lợi,,106.70,10.77,",  # bad code
+            "0900000003,1,Lê Lợi,,105.85,21.03,",  # Hà Nội
+            "0900000001,1,Lê Lợi,,106.70,10.77,",  # duplicate of row 2
+            "0900000004,1,Lê Lợi,,abc,10.77,",  # not a number
+            "0900000005,1,Lê Lợi,99999,106.70,10.77,",  # unknown ward
+            "0900000006,1,Lê Lợi,,107.40,9.30,",  # at sea, no ward
+            "0900000007,1,Lê Lợi,,106.70,10.77,2025-13-45",  # bad date
+        ],
+    )
     report = import_addresses(db, ExportFile(path), link=False)
     assert report.read == 9 and report.imported == 2
     rejected = {r.row: r.reason for r in report.rejected}
@@ -350,12 +382,16 @@ def test_import_keeps_good_rows_and_reports_bad_ones(db, tmp_path, cleanup_impor
     assert "unknown ward code 99999" in rejected[8] and "outside every ward" in rejected[9]
     assert "date" in rejected[10]
     with db.cursor() as cur:
-        cur.execute("SELECT code, ward_code, source, valid_from::text FROM ioc.addresses"
-                    " WHERE code LIKE '09000000%%' ORDER BY code")
+        cur.execute(
+            "SELECT code, ward_code, source, valid_from::text FROM ioc.addresses"
+            " WHERE code LIKE '09000000%%' ORDER BY code"
+        )
         rows = cur.fetchall()
     db.rollback()
-    assert rows == [("0900000001", "26743", "export:export.csv", "2025-07-01"),
-                    ("0900000002", "26740", "export:export.csv", "2025-07-01")]
+    assert rows == [
+        ("0900000001", "26743", "export:export.csv", "2025-07-01"),
+        ("0900000002", "26740", "export:export.csv", "2025-07-01"),
+    ]
     report_path = tmp_path / "rejected.csv"
     report.write_rejected(report_path)
     assert report_path.read_text(encoding="utf-8").count("\n") == 8  # header + 7 rows
@@ -372,12 +408,15 @@ def test_cli_import_reports_rejected_rows(db_settings, tmp_path, monkeypatch, cl
     else:
         monkeypatch.setenv("DATABASE_URL", db_settings.dsn())
     get_settings.cache_clear()
-    path = write_csv(tmp_path / "cli.csv", ["0900000001,1,Lê Lợi,,106.6990,10.7720,",
-                                            "bad,1,Lê Lợi,,106.6990,10.7720,"])
+    path = write_csv(
+        tmp_path / "cli.csv",
+        ["0900000001,1,Lê Lợi,,106.6990,10.7720,", "bad,1,Lê Lợi,,106.6990,10.7720,"],
+    )
     report = tmp_path / "rejected.csv"
     try:
-        result = CliRunner().invoke(app, ["addresses", "import", str(path), "--dry-run",
-                                          "--report", str(report)])
+        result = CliRunner().invoke(
+            app, ["addresses", "import", str(path), "--dry-run", "--report", str(report)]
+        )
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
@@ -400,21 +439,30 @@ def test_import_dry_run_writes_nothing(db, tmp_path, cleanup_imports):
 def test_import_geojson_rejects_non_points_and_wins_over_the_demo(db, tmp_path, cleanup_imports):
     demo = sample(db)
     features = [
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [106.6990, 10.7720]},
-         "properties": {"code": GOOD_CODES[0], "house_number": "1", "street": "Lê Lợi"}},
-        {"type": "Feature", "geometry": {"type": "LineString",
-                                         "coordinates": [[106.69, 10.77], [106.7, 10.78]]},
-         "properties": {"code": GOOD_CODES[1]}},
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [106.7030, 10.7770]},
-         "properties": {"code": demo["code"], "house_number": "99", "street": "Đồng Khởi"}},
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [106.6990, 10.7720]},
+            "properties": {"code": GOOD_CODES[0], "house_number": "1", "street": "Lê Lợi"},
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "LineString", "coordinates": [[106.69, 10.77], [106.7, 10.78]]},
+            "properties": {"code": GOOD_CODES[1]},
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [106.7030, 10.7770]},
+            "properties": {"code": demo["code"], "house_number": "99", "street": "Đồng Khởi"},
+        },
     ]
     path = tmp_path / "export.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}), "utf-8")
     report = import_addresses(db, ExportFile(path, source="vneid-test"), link=False)
     assert report.imported == 2 and [r.row for r in report.rejected] == [2]
     with db.cursor() as cur:
-        cur.execute("SELECT house_number, source FROM ioc.addresses WHERE code = %s",
-                    (demo["code"],))
+        cur.execute(
+            "SELECT house_number, source FROM ioc.addresses WHERE code = %s", (demo["code"],)
+        )
         assert cur.fetchone() == ("99", "vneid-test")
     db.rollback()
     # the demo layer never overwrites an address the platform gave
@@ -422,8 +470,10 @@ def test_import_geojson_rejects_non_points_and_wins_over_the_demo(db, tmp_path, 
     with db.cursor() as cur:
         cur.execute("SELECT source FROM ioc.addresses WHERE code = %s", (demo["code"],))
         assert cur.fetchone()[0] == "vneid-test"
-        cur.execute("UPDATE ioc.addresses SET source = 'layer:digital_addresses'"
-                    " WHERE code = %s", (demo["code"],))
+        cur.execute(
+            "UPDATE ioc.addresses SET source = 'layer:digital_addresses' WHERE code = %s",
+            (demo["code"],),
+        )
     db.commit()
     build_address_index(db, link=False)  # restores the demo row
 
@@ -434,9 +484,12 @@ def test_import_geojson_rejects_non_points_and_wins_over_the_demo(db, tmp_path, 
 def test_geocode_rows_round_trip(arun, db):
     a = sample(db, "a.ward_code = '26743' AND a.house_number IS NOT NULL")
     b = sample(db, "a.ward_code = '26737' AND a.house_number IS NOT NULL")
-    rows = [("r1", f"{a['house']} {a['street']}, Phường {a['ward']}"),
-            ("r2", fold(f"{b['house']} {b['street']} {b['ward']}")),
-            ("r3", "không có gì ở đây xyz"), ("r4", "")]
+    rows = [
+        ("r1", f"{a['house']} {a['street']}, Phường {a['ward']}"),
+        ("r2", fold(f"{b['house']} {b['street']} {b['ward']}")),
+        ("r3", "không có gì ở đây xyz"),
+        ("r4", ""),
+    ]
     out = arun(geocode_rows, rows)
     assert [r["id"] for r in out] == ["r1", "r2", "r3", "r4"]
     assert out[0]["ward_code"] == "26743" and out[0]["score"] == 1.0

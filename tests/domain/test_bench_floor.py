@@ -18,8 +18,10 @@ def probe(db_settings):
     conn = psycopg2.connect(db_settings.dsn())
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS public.bench_probe;"
-                    "CREATE TABLE public.bench_probe (z int, x int, y int)")
+        cur.execute(
+            "DROP TABLE IF EXISTS public.bench_probe;"
+            "CREATE TABLE public.bench_probe (z int, x int, y int)"
+        )
     yield conn
     with conn.cursor() as cur:
         cur.execute("DROP TABLE public.bench_probe")
@@ -32,14 +34,20 @@ def _need_pgbench(db_settings) -> None:
     except SystemExit:
         if db_settings.managed:  # make test installs the server package, and pgbench with it
             raise
-        pytest.skip("pgbench is not installed (an external DATABASE_URL without PostgreSQL's "
-                    "server package)")
+        pytest.skip(
+            "pgbench is not installed (an external DATABASE_URL without PostgreSQL's "
+            "server package)"
+        )
 
 
 def _squares(statement: str) -> list[Job]:
     """Two zooms of a 3 × 3 square, listed x-major like the benchmark's tiles."""
-    return [Job(statement, z, x0 + i, y0 + j) for z, x0, y0 in ((10, 812, 478), (11, 1626, 958))
-            for i in range(3) for j in range(3)]
+    return [
+        Job(statement, z, x0 + i, y0 + j)
+        for z, x0, y0 in ((10, 812, 478), (11, 1626, 958))
+        for i in range(3)
+        for j in range(3)
+    ]
 
 
 def _counts(probe) -> dict[tuple[int, int, int], int]:
@@ -78,8 +86,13 @@ def test_a_timed_run_walks_the_list_in_order(db_settings, probe):
 def test_floor_runs_ioc_tile_statements(db_settings, db):
     _need_pgbench(db_settings)
     settings = TileSettings(cache="off")
-    plans = next(plan for la in load_catalog_sync(db) if la.geometry_type.endswith("LineString")
-                 and la.feature_count and (plan := plan_tile([la], 14, settings)))
+    plans = next(
+        plan
+        for la in load_catalog_sync(db)
+        if la.geometry_type.endswith("LineString")
+        and la.feature_count
+        and (plan := plan_tile([la], 14, settings))
+    )
     statement = build_tile_sql(plans, settings)
     jobs = [Job(statement, 14, 13_047 + i, 7_666 + j) for i in range(2) for j in range(2)]
     run = pgbench("floor", db_settings, jobs, 2, free_jobs=4, seconds=1)

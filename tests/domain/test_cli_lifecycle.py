@@ -16,8 +16,9 @@ from tests.conftest import free_port, wait_ready
 
 IOC = str(Path(sys.executable).parent / "ioc")
 
-pytestmark = pytest.mark.skipif(not DatabaseSettings().managed,
-                                reason="DATABASE_URL is set: no managed cluster to exercise")
+pytestmark = pytest.mark.skipif(
+    not DatabaseSettings().managed, reason="DATABASE_URL is set: no managed cluster to exercise"
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +64,14 @@ def test_cluster_lifecycle_and_graceful_shutdown(cluster_env):
     assert "current" in run(cluster_env, "db", "migrate").stdout
 
     port = free_port()
-    server = subprocess.Popen([IOC, "serve", "--port", str(port)], env=cluster_env,
-                              cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    server = subprocess.Popen(
+        [IOC, "serve", "--port", str(port)],
+        env=cluster_env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}")
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
@@ -80,7 +86,9 @@ def test_cluster_lifecycle_and_graceful_shutdown(cluster_env):
 def test_keys_create_prints_key_alone_on_last_line(cluster_env):
     run(cluster_env, "db", "start")
     run(cluster_env, "db", "migrate")
-    result = run(cluster_env, "keys", "create", "--role", "publisher", "--department", "construction")
+    result = run(
+        cluster_env, "keys", "create", "--role", "publisher", "--department", "construction"
+    )
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("ioc_") and " " not in last and len(last) > 40
     bad = run(cluster_env, "keys", "create", "--role", "publisher", check=False)

@@ -26,8 +26,10 @@ def run(db_settings) -> Iterator:
 def _revoke(db, *secrets_: str) -> None:
     """Revoke keys in the database: from now on only a cache still knows them."""
     with db.cursor() as cur:
-        cur.execute("UPDATE ioc.api_keys SET revoked_at = now() WHERE key_hash = ANY(%s)",
-                    ([keys.hash_key(s) for s in secrets_],))
+        cur.execute(
+            "UPDATE ioc.api_keys SET revoked_at = now() WHERE key_hash = ANY(%s)",
+            ([keys.hash_key(s) for s in secrets_],),
+        )
     db.commit()
 
 
@@ -37,8 +39,10 @@ def test_a_flood_of_random_keys_never_evicts_a_known_one(run, make_key, db):
 
     async def flood(pool) -> list:
         first = await cache.resolve(pool, known)
-        unknown = [await cache.resolve(pool, keys.KEY_PREFIX + secrets.token_urlsafe(32))
-                   for _ in range(5000)]
+        unknown = [
+            await cache.resolve(pool, keys.KEY_PREFIX + secrets.token_urlsafe(32))
+            for _ in range(5000)
+        ]
         return [first, *unknown]
 
     first, *unknown = run(flood)

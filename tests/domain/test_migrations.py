@@ -17,14 +17,18 @@ def scratch(db_settings):
     admin = psycopg2.connect(DatabaseSettings().dsn("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(SCRATCH)))
+        cur.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(SCRATCH))
+        )
         cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(SCRATCH)))
     url = db_settings.dsn(SCRATCH)
     conn = psycopg2.connect(url)
     yield conn
     conn.close()
     with admin.cursor() as cur:
-        cur.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(SCRATCH)))
+        cur.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(SCRATCH))
+        )
     admin.close()
 
 
@@ -41,11 +45,16 @@ def test_migrate_applies_each_once(scratch):
         cur.execute("SELECT proj4text FROM spatial_ref_sys WHERE srid = 9210")
         assert "+towgs84=-191.90441429" in cur.fetchone()[0]
         # PostGIS applies the official shift, 'VN-2000 to WGS 84 (2)', not PROJ's default (1).
-        cur.execute("SELECT ST_X(p), ST_Y(p) FROM ST_Transform(ST_SetSRID("
-                    "ST_MakePoint(106.6990, 10.7798), 4326), 9210) AS p")
+        cur.execute(
+            "SELECT ST_X(p), ST_Y(p) FROM ST_Transform(ST_SetSRID("
+            "ST_MakePoint(106.6990, 10.7798), 4326), 9210) AS p"
+        )
         x, y = cur.fetchone()
-    official = next(t for t in TransformerGroup(4326, 9210, always_xy=True).transformers
-                    if "VN-2000 to WGS 84 (2)" in t.description)
+    official = next(
+        t
+        for t in TransformerGroup(4326, 9210, always_xy=True).transformers
+        if "VN-2000 to WGS 84 (2)" in t.description
+    )
     ex, ey = official.transform(106.6990, 10.7798)
     assert abs(x - ex) < 0.01 and abs(y - ey) < 0.01
 
@@ -62,8 +71,9 @@ def test_database_ahead_of_code_is_refused(scratch):
 
 
 def test_failing_migration_rolls_back(scratch, tmp_path):
-    (tmp_path / "0001_ok.sql").write_text("CREATE EXTENSION IF NOT EXISTS postgis;"
-                                          "CREATE TABLE ioc.a (x int);")
+    (tmp_path / "0001_ok.sql").write_text(
+        "CREATE EXTENSION IF NOT EXISTS postgis;CREATE TABLE ioc.a (x int);"
+    )
     (tmp_path / "0002_bad.sql").write_text("CREATE TABLE ioc.b (x int); SELECT no_such_function();")
     shipped = migrations.discover(tmp_path)
     with pytest.raises(MigrationError, match="0002_bad.sql failed"):

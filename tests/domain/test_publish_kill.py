@@ -31,8 +31,10 @@ def layer(db_settings):
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ioc.layers WHERE id = %s", (LAYER,))
         for schema in ("data", "staging", "versions"):
-            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
-                        (schema, "pk\\_%"))
+            cur.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
+                (schema, "pk\\_%"),
+            )
             for (table,) in cur.fetchall():
                 cur.execute(f'DROP TABLE "{schema}"."{table}"')
     conn.commit()
@@ -43,8 +45,11 @@ def layer(db_settings):
 
 
 def _serve(db_settings, port):
-    return subprocess.Popen([IOC, "serve", "--port", str(port)], cwd=PROJECT_ROOT,
-                            env=server_env(db_settings, IOC_LOG_LEVEL="warning"))
+    return subprocess.Popen(
+        [IOC, "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=server_env(db_settings, IOC_LOG_LEVEL="warning"),
+    )
 
 
 def _big_geojson(path: Path, n: int) -> None:
@@ -52,9 +57,16 @@ def _big_geojson(path: Path, n: int) -> None:
         handle.write('{"type":"FeatureCollection","features":[')
         for i in range(n):
             lon, lat = 106.6 + (i % 1000) * 1e-4, 10.7 + (i // 1000) * 1e-4
-            handle.write(("," if i else "") + json.dumps({
-                "type": "Feature", "properties": {"sensor_id": f"B{i}", "depth_cm": i % 90},
-                "geometry": {"type": "Point", "coordinates": [lon, lat]}}))
+            handle.write(
+                ("," if i else "")
+                + json.dumps(
+                    {
+                        "type": "Feature",
+                        "properties": {"sensor_id": f"B{i}", "depth_cm": i % 90},
+                        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                    }
+                )
+            )
         handle.write("]}")
 
 
@@ -65,23 +77,37 @@ def test_kill_during_large_upload(db_settings, layer, tmp_path):
     server = _serve(db_settings, port)
     try:
         wait_ready(url)
-        first = httpx.put(f"{url}/layers/{LAYER}/data?filename=a.geojson", headers=auth,
-                          content=uploads.sensors_geojson(), timeout=60)
+        first = httpx.put(
+            f"{url}/layers/{LAYER}/data?filename=a.geojson",
+            headers=auth,
+            content=uploads.sensors_geojson(),
+            timeout=60,
+        )
         assert first.status_code == 200, first.text
         before, version = checksum(conn, LAYER), first.json()["version"]
 
         big = tmp_path / "big.geojson"
         _big_geojson(big, 300_000)
-        thread = threading.Thread(target=lambda: _swallow(lambda: httpx.put(
-            f"{url}/layers/{LAYER}/data?filename=big.geojson", headers=auth,
-            content=big.read_bytes(), timeout=120)), daemon=True)
+        thread = threading.Thread(
+            target=lambda: _swallow(
+                lambda: httpx.put(
+                    f"{url}/layers/{LAYER}/data?filename=big.geojson",
+                    headers=auth,
+                    content=big.read_bytes(),
+                    timeout=120,
+                )
+            ),
+            daemon=True,
+        )
         thread.start()
         deadline = time.monotonic() + 60
         staged = False
         with conn.cursor() as cur:
             while time.monotonic() < deadline and not staged:
-                cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'"
-                            " AND tablename LIKE 'pk\\_sensors\\_\\_%'")
+                cur.execute(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'"
+                    " AND tablename LIKE 'pk\\_sensors\\_\\_%'"
+                )
                 staged = cur.fetchone()[0] > 0
                 conn.rollback()
                 time.sleep(0.05)
@@ -104,12 +130,18 @@ def test_kill_during_large_upload(db_settings, layer, tmp_path):
         wait_ready(url)
         doc = httpx.get(f"{url}/catalog/layers/{LAYER}").json()
         assert doc["feature_count"] == len(uploads.SENSORS) and doc["version"] == version
-        again = httpx.put(f"{url}/layers/{LAYER}/data?filename=c.geojson", headers=auth,
-                          content=uploads.sensors_geojson(uploads.SENSORS[:2]), timeout=60)
+        again = httpx.put(
+            f"{url}/layers/{LAYER}/data?filename=c.geojson",
+            headers=auth,
+            content=uploads.sensors_geojson(uploads.SENSORS[:2]),
+            timeout=60,
+        )
         assert again.status_code == 200 and again.json()["version"] == version + 1
         with conn.cursor() as cur:  # the orphaned staging table was cleaned up
-            cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'"
-                        " AND tablename LIKE 'pk\\_%'")
+            cur.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'"
+                " AND tablename LIKE 'pk\\_%'"
+            )
             assert cur.fetchone()[0] == 0
         conn.rollback()
     finally:

@@ -39,11 +39,20 @@ class Env:
     def reload(self) -> None:
         self.catalog = self.run(load_catalog(self.pool))
 
-    def answer(self, document: dict[str, Any], principal: Principal = ANALYST,
-               settings: QuerySettings | None = None) -> tuple[bytes, query.Outcome]:
+    def answer(
+        self,
+        document: dict[str, Any],
+        principal: Principal = ANALYST,
+        settings: QuerySettings | None = None,
+    ) -> tuple[bytes, query.Outcome]:
         async def go():
-            answer = await query.run_query(self.pool, self.catalog, principal,
-                                           parse_query(document), settings or QuerySettings())
+            answer = await query.run_query(
+                self.pool,
+                self.catalog,
+                principal,
+                parse_query(document),
+                settings or QuerySettings(),
+            )
             return b"".join([chunk async for chunk in answer.chunks]), answer.outcome
 
         return self.run(go())
@@ -75,9 +84,16 @@ def _read(db, sql: str) -> gpd.GeoDataFrame:
 
 
 def test_schools_within_500_m_of_flood_points_match_geopandas(env, db):
-    found = _ids(env.features({"source": "schools", "properties": [], "geometry": False,
-                               "spatial": [{"op": "dwithin", "distance": 500,
-                                            "layer": "flood_points"}]}))
+    found = _ids(
+        env.features(
+            {
+                "source": "schools",
+                "properties": [],
+                "geometry": False,
+                "spatial": [{"op": "dwithin", "distance": 500, "layer": "flood_points"}],
+            }
+        )
+    )
     schools = _read(db, "SELECT fid, geom FROM data.schools").to_crs(METRIC_CRS)
     floods = _read(db, "SELECT fid AS flood_fid, geom FROM data.flood_points").to_crs(METRIC_CRS)
     nearest = gpd.sjoin_nearest(schools, floods, how="left", distance_col="d")
@@ -94,11 +110,19 @@ def test_nearest_hospitals_to_an_address_match_geopandas(env, db):
     with db.cursor() as cur:
         cur.execute("SELECT code FROM data.digital_addresses ORDER BY fid LIMIT 1 OFFSET 77")
         code = cur.fetchone()[0]
-    found = env.features({"source": "hospitals", "properties": ["name"],
-                          "spatial": [{"op": "nearest", "k": 5, "address": code}]})
+    found = env.features(
+        {
+            "source": "hospitals",
+            "properties": ["name"],
+            "spatial": [{"op": "nearest", "k": 5, "address": code}],
+        }
+    )
     hospitals = _read(db, "SELECT fid, geom FROM data.hospitals").to_crs(METRIC_CRS)
-    point = _read(db, f"SELECT geom FROM data.digital_addresses WHERE code = '{code}'"
-                  ).to_crs(METRIC_CRS).geometry.iloc[0]
+    point = (
+        _read(db, f"SELECT geom FROM data.digital_addresses WHERE code = '{code}'")
+        .to_crs(METRIC_CRS)
+        .geometry.iloc[0]
+    )
     ranked = hospitals.assign(d=hospitals.distance(point)).sort_values("d")
     assert [f["id"] for f in found] == list(ranked["fid"].iloc[:5])
     distances = [f["properties"]["distance_m"] for f in found]
@@ -108,23 +132,43 @@ def test_nearest_hospitals_to_an_address_match_geopandas(env, db):
 
 def test_within_a_ward_matches_direct_sql(env, db):
     with db.cursor() as cur:
-        cur.execute("SELECT w.ward_code, count(t.fid) FROM data.wards w JOIN data.reports_1022 t"
-                    " ON ST_Intersects(w.geom, t.geom) GROUP BY 1 ORDER BY 2 DESC LIMIT 1")
+        cur.execute(
+            "SELECT w.ward_code, count(t.fid) FROM data.wards w JOIN data.reports_1022 t"
+            " ON ST_Intersects(w.geom, t.geom) GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
+        )
         ward, expected = cur.fetchone()
-    body, outcome = env.answer({"source": "reports_1022", "aggregates": [{"op": "count"}],
-                                "spatial": [{"op": "within", "ward": ward}]})
+    body, outcome = env.answer(
+        {
+            "source": "reports_1022",
+            "aggregates": [{"op": "count"}],
+            "spatial": [{"op": "within", "ward": ward}],
+        }
+    )
     assert json.loads(body)["features"][0]["properties"]["count"] == expected
 
 
 def test_permits_inside_a_geojson_polygon(env, db):
-    polygon = {"type": "Polygon", "coordinates": [[[106.68, 10.76], [106.72, 10.76],
-                                                   [106.72, 10.80], [106.68, 10.80],
-                                                   [106.68, 10.76]]]}
-    found = _ids(env.features({"source": "construction_permits", "properties": [],
-                               "spatial": [{"op": "intersects", "geometry": polygon}]}))
+    polygon = {
+        "type": "Polygon",
+        "coordinates": [
+            [[106.68, 10.76], [106.72, 10.76], [106.72, 10.80], [106.68, 10.80], [106.68, 10.76]]
+        ],
+    }
+    found = _ids(
+        env.features(
+            {
+                "source": "construction_permits",
+                "properties": [],
+                "spatial": [{"op": "intersects", "geometry": polygon}],
+            }
+        )
+    )
     with db.cursor() as cur:
-        cur.execute("SELECT fid FROM data.construction_permits WHERE ST_Intersects(geom,"
-                    " ST_GeomFromGeoJSON(%s))", (json.dumps(polygon),))
+        cur.execute(
+            "SELECT fid FROM data.construction_permits WHERE ST_Intersects(geom,"
+            " ST_GeomFromGeoJSON(%s))",
+            (json.dumps(polygon),),
+        )
         expected = {row[0] for row in cur.fetchall()}
     assert expected and found == expected
 
@@ -136,19 +180,45 @@ def test_unknown_address_and_ward_are_400(env):
 
 
 def test_within_distance_join_uses_the_gist_index(env):
-    plan = env.run(query.explain_query(env.pool, env.catalog, ANALYST, parse_query({
-        "source": "schools", "spatial": [{"op": "dwithin", "distance": 500,
-                                          "layer": "flood_points"}]}), QuerySettings()))
+    plan = env.run(
+        query.explain_query(
+            env.pool,
+            env.catalog,
+            ANALYST,
+            parse_query(
+                {
+                    "source": "schools",
+                    "spatial": [{"op": "dwithin", "distance": 500, "layer": "flood_points"}],
+                }
+            ),
+            QuerySettings(),
+        )
+    )
     assert "Index Cond" in plan and "&&" in plan, plan
     assert "_geom_gist" in plan, plan
 
 
 def test_nearest_uses_the_index_order(env):
-    plan = env.run(query.explain_query(env.pool, env.catalog, ANALYST, parse_query({
-        "source": "digital_addresses",
-        "spatial": [{"op": "nearest", "k": 3, "geometry": {"type": "Point",
-                                                           "coordinates": [106.7, 10.78]}}]}),
-        QuerySettings()))
+    plan = env.run(
+        query.explain_query(
+            env.pool,
+            env.catalog,
+            ANALYST,
+            parse_query(
+                {
+                    "source": "digital_addresses",
+                    "spatial": [
+                        {
+                            "op": "nearest",
+                            "k": 3,
+                            "geometry": {"type": "Point", "coordinates": [106.7, 10.78]},
+                        }
+                    ],
+                }
+            ),
+            QuerySettings(),
+        )
+    )
     assert "Order By: (geom <-> " in plan, plan
 
 
@@ -156,26 +226,37 @@ def test_nearest_uses_the_index_order(env):
 
 
 def test_time_buckets_are_city_months(env, db):
-    rows = env.features({"source": "reports_1022", "group_by": [{"time": "month"}],
-                         "aggregates": [{"op": "count"}]})
+    rows = env.features(
+        {"source": "reports_1022", "group_by": [{"time": "month"}], "aggregates": [{"op": "count"}]}
+    )
     got = {r["properties"]["month"][:7]: r["properties"]["count"] for r in rows}
     with db.cursor() as cur:
-        cur.execute("SELECT to_char(date_trunc('month', reported_at, 'Asia/Ho_Chi_Minh')"
-                    " AT TIME ZONE 'Asia/Ho_Chi_Minh', 'YYYY-MM'), count(*)"
-                    " FROM data.reports_1022 GROUP BY 1")
+        cur.execute(
+            "SELECT to_char(date_trunc('month', reported_at, 'Asia/Ho_Chi_Minh')"
+            " AT TIME ZONE 'Asia/Ho_Chi_Minh', 'YYYY-MM'), count(*)"
+            " FROM data.reports_1022 GROUP BY 1"
+        )
         expected = dict(cur.fetchall())
     assert got == expected
     assert rows[0]["properties"]["month"].endswith("+07:00")
 
 
 def test_district_grouping_with_length_in_metres(env, db):
-    rows = env.features({"source": "planned_roads", "group_by": [{"district": "2024"}],
-                         "aggregates": [{"op": "length"}], "geometry": False})
+    rows = env.features(
+        {
+            "source": "planned_roads",
+            "group_by": [{"district": "2024"}],
+            "aggregates": [{"op": "length"}],
+            "geometry": False,
+        }
+    )
     got = {r["properties"]["district_code"]: r["properties"]["length_m"] for r in rows}
     with db.cursor() as cur:
-        cur.execute("SELECT d.district_code, sum(ST_Length(ST_Intersection(t.geom, d.geom)"
-                    "::geography)) FROM data.districts_2024 d JOIN data.planned_roads t"
-                    " ON ST_Intersects(d.geom, t.geom) GROUP BY 1")
+        cur.execute(
+            "SELECT d.district_code, sum(ST_Length(ST_Intersection(t.geom, d.geom)"
+            "::geography)) FROM data.districts_2024 d JOIN data.planned_roads t"
+            " ON ST_Intersects(d.geom, t.geom) GROUP BY 1"
+        )
         expected = dict(cur.fetchall())
     assert len(got) == 22
     for code, length in expected.items():
@@ -183,26 +264,36 @@ def test_district_grouping_with_length_in_metres(env, db):
 
 
 def test_attribute_group_with_order_and_limit(env, db):
-    rows = env.features({"source": "reports_1022", "group_by": [{"attribute": "category"}],
-                         "aggregates": [{"op": "count"}],
-                         "order_by": [{"key": "count", "desc": True}], "limit": 3})
+    rows = env.features(
+        {
+            "source": "reports_1022",
+            "group_by": [{"attribute": "category"}],
+            "aggregates": [{"op": "count"}],
+            "order_by": [{"key": "count", "desc": True}],
+            "limit": 3,
+        }
+    )
     with db.cursor() as cur:
-        cur.execute("SELECT category, count(*) FROM data.reports_1022 GROUP BY 1"
-                    " ORDER BY 2 DESC, 1 LIMIT 3")
+        cur.execute(
+            "SELECT category, count(*) FROM data.reports_1022 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"
+        )
         expected = [list(r) for r in cur.fetchall()]
     assert [[r["properties"]["category"], r["properties"]["count"]] for r in rows] == expected
 
 
 def _direct_counts(db, layer: str, units_table: str = "wards", where: str = "TRUE") -> dict:
     with db.cursor() as cur:
-        cur.execute(f"SELECT w.ward_code, count(t.fid) FROM data.{units_table} w LEFT JOIN"
-                    f" data.{layer} t ON ST_Intersects(w.geom, t.geom) AND {where} GROUP BY 1")
+        cur.execute(
+            f"SELECT w.ward_code, count(t.fid) FROM data.{units_table} w LEFT JOIN"
+            f" data.{layer} t ON ST_Intersects(w.geom, t.geom) AND {where} GROUP BY 1"
+        )
         return dict(cur.fetchall())
 
 
 def test_stats_by_ward_equal_direct_counts(env, db):
-    body, public = env.run(stats.by_ward(env.pool, env.catalog, ANALYST, "reports_1022",
-                                         settings=QuerySettings()))
+    body, public = env.run(
+        stats.by_ward(env.pool, env.catalog, ANALYST, "reports_1022", settings=QuerySettings())
+    )
     doc = json.loads(body)
     got = {f["properties"]["ward_code"]: f["properties"]["value"] for f in doc["features"]}
     assert got == _direct_counts(db, "reports_1022")
@@ -223,22 +314,42 @@ def cache_layer(env, db_settings) -> str:
             cur.execute("DELETE FROM ioc.layers WHERE id = %s", (CACHE_LAYER,))
             cur.execute(f"DROP TABLE IF EXISTS data.{CACHE_LAYER}")
         conn.commit()
-        registry.create_layer(conn, LayerManifest.model_validate({
-            "id": CACHE_LAYER, "title": {"vi": "Thử", "en": "Test"},
-            "description": {"vi": "Thử", "en": "Test"}, "domain": "citizen_reports",
-            "department": "science_tech", "geometry": {"type": "Point", "srid": 4326},
-            "access": "internal", "cadence": "realtime",
-            "source": {"name": "pytest", "licence": "none"}, "time_attribute": "reported_at",
-            "zoom": {"min": 0, "max": 22},
-            "attributes": [{"name": "category", "type": "text", "label": {"vi": "a", "en": "a"}},
-                           {"name": "reported_at", "type": "timestamp",
-                            "label": {"vi": "b", "en": "b"}}],
-            "style": {"color": "#000000", "legend": [{"label": {"vi": "x", "en": "x"},
-                                                      "color": "#000000"}]},
-            "demo": {"count": 1, "weight": "uniform"}}))
+        registry.create_layer(
+            conn,
+            LayerManifest.model_validate(
+                {
+                    "id": CACHE_LAYER,
+                    "title": {"vi": "Thử", "en": "Test"},
+                    "description": {"vi": "Thử", "en": "Test"},
+                    "domain": "citizen_reports",
+                    "department": "science_tech",
+                    "geometry": {"type": "Point", "srid": 4326},
+                    "access": "internal",
+                    "cadence": "realtime",
+                    "source": {"name": "pytest", "licence": "none"},
+                    "time_attribute": "reported_at",
+                    "zoom": {"min": 0, "max": 22},
+                    "attributes": [
+                        {"name": "category", "type": "text", "label": {"vi": "a", "en": "a"}},
+                        {
+                            "name": "reported_at",
+                            "type": "timestamp",
+                            "label": {"vi": "b", "en": "b"},
+                        },
+                    ],
+                    "style": {
+                        "color": "#000000",
+                        "legend": [{"label": {"vi": "x", "en": "x"}, "color": "#000000"}],
+                    },
+                    "demo": {"count": 1, "weight": "uniform"},
+                }
+            ),
+        )
         with conn.cursor() as cur:
-            cur.execute(f"INSERT INTO data.{CACHE_LAYER} (category, reported_at, geom)"
-                        " SELECT category, reported_at, geom FROM data.reports_1022 ORDER BY fid")
+            cur.execute(
+                f"INSERT INTO data.{CACHE_LAYER} (category, reported_at, geom)"
+                " SELECT category, reported_at, geom FROM data.reports_1022 ORDER BY fid"
+            )
         conn.commit()
         registry.refresh_stats(conn, CACHE_LAYER)
     finally:
@@ -248,10 +359,12 @@ def cache_layer(env, db_settings) -> str:
 
 
 def _ward_counts(env, layer: str, settings: QuerySettings, **params) -> dict[str, int]:
-    body, _ = env.run(stats.by_ward(env.pool, env.catalog, ANALYST, layer, settings=settings,
-                                    **params))
-    return {f["properties"]["ward_code"]: f["properties"]["value"]
-            for f in json.loads(body)["features"]}
+    body, _ = env.run(
+        stats.by_ward(env.pool, env.catalog, ANALYST, layer, settings=settings, **params)
+    )
+    return {
+        f["properties"]["ward_code"]: f["properties"]["value"] for f in json.loads(body)["features"]
+    }
 
 
 def test_cached_membership_equals_live_join(env, db, cache_layer):
@@ -267,21 +380,25 @@ def test_cached_membership_equals_live_join(env, db, cache_layer):
     direct = _direct_counts(db, cache_layer)
     assert _ward_counts(env, cache_layer, cached) == direct
     where = "t.category = 'ngập nước'"
-    assert _ward_counts(env, cache_layer, cached, filter="category = 'ngập nước'") == \
-        _direct_counts(db, cache_layer, where=where)
+    assert _ward_counts(
+        env, cache_layer, cached, filter="category = 'ngập nước'"
+    ) == _direct_counts(db, cache_layer, where=where)
 
     # Rows added without a publish (a realtime feed) are joined live on top of the cache.
     with db.cursor() as cur:
-        cur.execute(f"INSERT INTO data.{cache_layer} (category, reported_at, geom) SELECT"
-                    " category, reported_at, geom FROM data.reports_1022 ORDER BY fid LIMIT 500")
+        cur.execute(
+            f"INSERT INTO data.{cache_layer} (category, reported_at, geom) SELECT"
+            " category, reported_at, geom FROM data.reports_1022 ORDER BY fid LIMIT 500"
+        )
     db.commit()
     assert env.run(state()) is not None
     assert _ward_counts(env, cache_layer, cached) == _direct_counts(db, cache_layer)
 
     # A deleted row invalidates the cache: the answer stays right (live join).
     with db.cursor() as cur:
-        cur.execute(f"DELETE FROM data.{cache_layer} WHERE fid = (SELECT min(fid) FROM"
-                    f" data.{cache_layer})")
+        cur.execute(
+            f"DELETE FROM data.{cache_layer} WHERE fid = (SELECT min(fid) FROM data.{cache_layer})"
+        )
     db.commit()
     assert env.run(state()) is None
     assert _ward_counts(env, cache_layer, cached) == _direct_counts(db, cache_layer)
@@ -295,8 +412,14 @@ def test_cached_membership_equals_live_join(env, db, cache_layer):
 
 def test_cached_plan_skips_the_spatial_join(env, cache_layer):
     cached = QuerySettings(membership_min_features=1)
-    doc = parse_query({"source": cache_layer, "group_by": [{"ward": "current"}],
-                       "aggregates": [{"op": "count"}], "geometry": False})
+    doc = parse_query(
+        {
+            "source": cache_layer,
+            "group_by": [{"ward": "current"}],
+            "aggregates": [{"op": "count"}],
+            "geometry": False,
+        }
+    )
     layer, wards = env.catalog.get(cache_layer, ANALYST), env.catalog.get("wards", ANALYST)
     env.run(units.build(env.pool, layer, wards, 600_000))
     plan = env.run(query.explain_query(env.pool, env.catalog, ANALYST, doc, cached))
@@ -310,8 +433,9 @@ def test_cached_plan_skips_the_spatial_join(env, cache_layer):
 
 def test_row_cap_truncates_and_explicit_limit_above_cap_is_refused(env):
     settings = QuerySettings(rows_analyst=50)
-    body, outcome = env.answer({"source": "digital_addresses", "geometry": False}, ANALYST,
-                               settings)
+    body, outcome = env.answer(
+        {"source": "digital_addresses", "geometry": False}, ANALYST, settings
+    )
     doc = json.loads(body)
     assert outcome.truncated and doc["truncated"] and len(doc["features"]) == 50
     with pytest.raises(InvalidParameter) as error:
@@ -321,20 +445,29 @@ def test_row_cap_truncates_and_explicit_limit_above_cap_is_refused(env):
 
 def test_statement_timeout_per_role(env):
     settings = QuerySettings(timeout_analyst_s=0.2)
-    heavy = {"source": "digital_addresses", "aggregates": [{"op": "count"}],
-             "spatial": [{"op": "dwithin", "distance": 20000, "layer": "reports_1022"}]}
+    heavy = {
+        "source": "digital_addresses",
+        "aggregates": [{"op": "count"}],
+        "spatial": [{"op": "dwithin", "distance": 20000, "layer": "reports_1022"}],
+    }
     with pytest.raises(QueryTimeout):
         env.answer(heavy, ANALYST, settings)
 
 
 def test_unreadable_layers_are_not_found(env):
     anonymous = Principal()
-    for document in ({"source": "reports_1022"},
-                     {"source": "schools", "spatial": [{"op": "dwithin", "distance": 10,
-                                                        "layer": "reports_1022"}]},
-                     {"source": "schools", "group_by": [{"ward": "2019"}]},
-                     {"source": "schools", "spatial": [{"op": "within", "ward": "26734",
-                                                        "ward_edition": "2019"}]}):
+    for document in (
+        {"source": "reports_1022"},
+        {
+            "source": "schools",
+            "spatial": [{"op": "dwithin", "distance": 10, "layer": "reports_1022"}],
+        },
+        {"source": "schools", "group_by": [{"ward": "2019"}]},
+        {
+            "source": "schools",
+            "spatial": [{"op": "within", "ward": "26734", "ward_edition": "2019"}],
+        },
+    ):
         with pytest.raises(LayerNotFound) as hidden:
             env.answer(document, anonymous)
         with pytest.raises(LayerNotFound) as unknown:
@@ -346,10 +479,22 @@ def test_unreadable_layers_are_not_found(env):
 def test_builder_sql_has_no_literal_values(env):
     marker = "Zq'x; DROP TABLE data.schools; --"
     escaped = marker.replace("'", "''")
-    doc = parse_query({"source": "construction_permits", "filter": f"address = '{escaped}'",
-                       "spatial": [{"op": "dwithin", "distance": 123.456,
-                                    "geometry": {"type": "Point", "coordinates": [106.7, 10.8]}}],
-                       "from": "2025-01-01", "limit": 7, "offset": 3})
+    doc = parse_query(
+        {
+            "source": "construction_permits",
+            "filter": f"address = '{escaped}'",
+            "spatial": [
+                {
+                    "op": "dwithin",
+                    "distance": 123.456,
+                    "geometry": {"type": "Point", "coordinates": [106.7, 10.8]},
+                }
+            ],
+            "from": "2025-01-01",
+            "limit": 7,
+            "offset": 3,
+        }
+    )
     plan = analyse(doc, env.catalog, ANALYST, 1000, QuerySettings())
     compiled = build(plan)
     assert "DROP" not in compiled.sql and "123.456" not in compiled.sql
@@ -385,11 +530,20 @@ def _drop_derived(db, layer_id: str) -> None:
 def test_save_and_refresh_a_derived_layer(env, db, analyst):
     layer_id = "qtest_floods_by_ward"
     _drop_derived(db, layer_id)
-    request = derived.parse_save({
-        "id": layer_id, "access": "internal", "every": "1h",
-        "title": {"vi": "Phản ánh ngập theo phường", "en": "Flood reports by ward"},
-        "query": {"source": "reports_1022", "filter": "category = 'ngập nước'",
-                  "group_by": [{"ward": "current"}], "aggregates": [{"op": "count"}]}})
+    request = derived.parse_save(
+        {
+            "id": layer_id,
+            "access": "internal",
+            "every": "1h",
+            "title": {"vi": "Phản ánh ngập theo phường", "en": "Flood reports by ward"},
+            "query": {
+                "source": "reports_1022",
+                "filter": "category = 'ngập nước'",
+                "group_by": [{"ward": "current"}],
+                "aggregates": [{"op": "count"}],
+            },
+        }
+    )
     settings = QuerySettings()
     with db.cursor() as cur:
         cur.execute("SELECT coalesce(max(id), 0) FROM ioc.audit")
@@ -410,12 +564,17 @@ def test_save_and_refresh_a_derived_layer(env, db, analyst):
     refreshed = env.run(derived.refresh(env.pool, env.catalog, layer_id, settings, analyst))
     assert refreshed["version"] == 2
     with db.cursor() as cur:
-        cur.execute("SELECT action FROM ioc.audit WHERE layer_id = %s AND id > %s ORDER BY id",
-                    (layer_id, audited))
+        cur.execute(
+            "SELECT action FROM ioc.audit WHERE layer_id = %s AND id > %s ORDER BY id",
+            (layer_id, audited),
+        )
         assert [r[0] for r in cur.fetchall()] == ["layer.derive", "layer.refresh"]
         # The scheduler refreshes due ones.
-        cur.execute("UPDATE ioc.saved_queries SET next_refresh_at = now() - interval '1 s'"
-                    " WHERE layer_id = %s", (layer_id,))
+        cur.execute(
+            "UPDATE ioc.saved_queries SET next_refresh_at = now() - interval '1 s'"
+            " WHERE layer_id = %s",
+            (layer_id,),
+        )
     db.commit()
     assert env.run(derived.refresh_due(env.pool, env.catalog, settings)) >= 1
     env.reload()
@@ -424,14 +583,20 @@ def test_save_and_refresh_a_derived_layer(env, db, analyst):
 
 
 def test_derived_layer_cannot_be_more_open_than_its_sources(env, analyst):
-    request = derived.parse_save({
-        "id": "qtest_leak", "access": "public", "title": {"vi": "x", "en": "x"},
-        "query": {"source": "reports_1022", "geometry": True}})
+    request = derived.parse_save(
+        {
+            "id": "qtest_leak",
+            "access": "public",
+            "title": {"vi": "x", "en": "x"},
+            "query": {"source": "reports_1022", "geometry": True},
+        }
+    )
     with pytest.raises(InvalidParameter) as error:
         env.run(derived.save(env.pool, env.catalog, analyst, request, QuerySettings()))
     assert error.value.parameter == "access"
-    restricted = derived.parse_save({**request.model_dump(by_alias=True, exclude_none=True),
-                                     "access": "restricted"})
+    restricted = derived.parse_save(
+        {**request.model_dump(by_alias=True, exclude_none=True), "access": "restricted"}
+    )
     with pytest.raises(Forbidden):
         env.run(derived.save(env.pool, env.catalog, analyst, restricted, QuerySettings()))
 

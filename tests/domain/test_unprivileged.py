@@ -45,17 +45,30 @@ def listening_pid(port: int) -> int:
 def credentials(pid: int) -> dict[str, list[int]]:
     """Uid (real, effective, saved, fs), Gid and Groups of a process."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {line.split(":")[0]: [int(v) for v in line.split(":")[1].split()]
-            for line in status if line.split(":")[0] in ("Uid", "Gid", "Groups")}
+    return {
+        line.split(":")[0]: [int(v) for v in line.split(":")[1].split()]
+        for line in status
+        if line.split(":")[0] in ("Uid", "Gid", "Groups")
+    }
 
 
 def can_read(creds: dict[str, list[int]], path: Path) -> bool:
     """Whether a process with these credentials may open ``path`` (tried for real)."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import os, sys; os.listdir(sys.argv[1]) if os.path.isdir("
-         "sys.argv[1]) else open(sys.argv[1], 'rb').read(1)", str(path)],
-        user=creds["Uid"][1], group=creds["Gid"][1], extra_groups=creds["Groups"],
-        capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; os.listdir(sys.argv[1]) if os.path.isdir("
+            "sys.argv[1]) else open(sys.argv[1], 'rb').read(1)",
+            str(path),
+        ],
+        user=creds["Uid"][1],
+        group=creds["Gid"][1],
+        extra_groups=creds["Groups"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert probe.returncode == 0 or "PermissionError" in probe.stderr, probe.stderr
     return probe.returncode == 0
 
@@ -70,9 +83,15 @@ def served(db_settings: DatabaseSettings, server_tmp):
     (cache / "seeded" / "key.txt").write_text("seeded by root")
     port = free_port()
     proc = subprocess.Popen(
-        [str(VENV_BIN / "ioc"), "serve", "--port", str(port)], cwd=PROJECT_ROOT,
-        env=server_env(db_settings, IOC_LOG_LEVEL="warning", IOC_TILE_CACHE_DIR=str(cache),
-                       IOC_QUERY_JOB_DIR=str(home / "jobs")))
+        [str(VENV_BIN / "ioc"), "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=server_env(
+            db_settings,
+            IOC_LOG_LEVEL="warning",
+            IOC_TILE_CACHE_DIR=str(cache),
+            IOC_QUERY_JOB_DIR=str(home / "jobs"),
+        ),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url)
@@ -119,9 +138,14 @@ def test_cannot_read_root_only_files(served, db_settings, tmp_path):
 
 
 def test_missing_user_is_one_sentence(db_settings):
-    result = subprocess.run([str(VENV_BIN / "ioc"), "serve", "--port", str(free_port())],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
-                            env=server_env(db_settings, IOC_RUN_AS="no_such_ioc_user"))
+    result = subprocess.run(
+        [str(VENV_BIN / "ioc"), "serve", "--port", str(free_port())],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server_env(db_settings, IOC_RUN_AS="no_such_ioc_user"),
+    )
     assert result.returncode == 1
     assert "no_such_ioc_user" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr

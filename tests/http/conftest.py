@@ -106,25 +106,38 @@ def build_fixture_layers(conn) -> None:
             return
         cur.execute("DELETE FROM ioc.layers WHERE id LIKE 'fx\\_%'")
         cur.execute(DDL)
-        cur.executemany(f"INSERT INTO {SCHEMA}.landmarks VALUES (%s, %s, %s, "
-                        "ST_SetSRID(ST_MakePoint(%s, %s), 4326))",
-                        [(i + 1, name, built, lon, lat)
-                         for i, (name, lon, lat, built) in enumerate(LANDMARKS)])
+        cur.executemany(
+            f"INSERT INTO {SCHEMA}.landmarks VALUES (%s, %s, %s, "
+            "ST_SetSRID(ST_MakePoint(%s, %s), 4326))",
+            [(i + 1, name, built, lon, lat) for i, (name, lon, lat, built) in enumerate(LANDMARKS)],
+        )
     conn.commit()
     for layer_id, table, access, time_attribute in LAYERS:
         department = RESTRICTED_DEPARTMENT if access == "restricted" else "science_tech"
-        registry.add_table(conn, SCHEMA, table, layer_id=layer_id, access=access,
-                           department=department, domain="fixtures", title=f"Fixture {table}")
+        registry.add_table(
+            conn,
+            SCHEMA,
+            table,
+            layer_id=layer_id,
+            access=access,
+            department=department,
+            domain="fixtures",
+            title=f"Fixture {table}",
+        )
         if time_attribute:
             with conn.cursor() as cur:
-                cur.execute("UPDATE ioc.layers SET manifest = jsonb_set(manifest, "
-                            "'{time_attribute}', to_jsonb(%s::text)) WHERE id = %s",
-                            (time_attribute, layer_id))
+                cur.execute(
+                    "UPDATE ioc.layers SET manifest = jsonb_set(manifest, "
+                    "'{time_attribute}', to_jsonb(%s::text)) WHERE id = %s",
+                    (time_attribute, layer_id),
+                )
             conn.commit()
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO ioc.meta (key, value) VALUES ('features_fixtures', %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    (str(FIXTURE_VERSION),))
+        cur.execute(
+            "INSERT INTO ioc.meta (key, value) VALUES ('features_fixtures', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (str(FIXTURE_VERSION),),
+        )
     conn.commit()
 
 

@@ -32,8 +32,12 @@ WEST, SOUTH, CELL = 106.68, 10.76, 0.004
 REPORT_COUNT = 100_000
 CORE = (106.700, 10.775, 106.704, 10.779)  # where 80,000 reports are packed
 CATEGORIES = ("ngap_nuoc", "rac_thai", "giao_thong", "chieu_sang", "khac")
-LEGEND = [{"value": v, "color": c, "label": {"vi": v, "en": v}} for v, c in zip(
-    CATEGORIES, ("#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#7f7f7f"), strict=True)]
+LEGEND = [
+    {"value": v, "color": c, "label": {"vi": v, "en": v}}
+    for v, c in zip(
+        CATEGORIES, ("#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#7f7f7f"), strict=True
+    )
+]
 
 TABLES_SQL = f"""
 DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
@@ -124,23 +128,61 @@ CREATE VIEW {SCHEMA}.faulty AS SELECT * FROM {SCHEMA}.faulty_rows WHERE {SCHEMA}
 
 # id: (table, access, department, manifest changes)
 LAYERS: dict[str, tuple[str, str, str, dict]] = {
-    "tf_parcels": ("parcels", "public", "planning", {
-        "zoom": {"min": 10, "max": 18}, "time_attribute": None,
-        "style": {"color": "#444444", "fill": "#cccccc", "by": "kind", "opacity": 0.5,
-                  "legend": [{"value": "dat_o", "color": "#f4a261", "label": {"vi": "Đất ở", "en": "Housing"}},
-                             {"value": "cong_vien", "color": "#2a9d8f", "label": {"vi": "Công viên", "en": "Park"}}]}}),
+    "tf_parcels": (
+        "parcels",
+        "public",
+        "planning",
+        {
+            "zoom": {"min": 10, "max": 18},
+            "time_attribute": None,
+            "style": {
+                "color": "#444444",
+                "fill": "#cccccc",
+                "by": "kind",
+                "opacity": 0.5,
+                "legend": [
+                    {
+                        "value": "dat_o",
+                        "color": "#f4a261",
+                        "label": {"vi": "Đất ở", "en": "Housing"},
+                    },
+                    {
+                        "value": "cong_vien",
+                        "color": "#2a9d8f",
+                        "label": {"vi": "Công viên", "en": "Park"},
+                    },
+                ],
+            },
+        },
+    ),
     "tf_blocks": ("blocks", "public", "planning", {"zoom": {"min": 8, "max": 20}}),
-    "tf_reports": ("reports", "public", "science_tech", {
-        "zoom": {"min": 8, "max": 22}, "time_attribute": "created_at",
-        "style": {"color": "#d62728", "by": "category", "radius": 4, "legend": LEGEND}}),
+    "tf_reports": (
+        "reports",
+        "public",
+        "science_tech",
+        {
+            "zoom": {"min": 8, "max": 22},
+            "time_attribute": "created_at",
+            "style": {"color": "#d62728", "by": "category", "radius": 4, "legend": LEGEND},
+        },
+    ),
     "tf_province": ("province", "public", "home_affairs", {"zoom": {"min": 0, "max": 22}}),
     "tf_internal": ("internal_roads", "internal", "construction", {"zoom": {"min": 0, "max": 22}}),
     "tf_restricted": ("restricted_sites", "restricted", "police", {"zoom": {"min": 0, "max": 22}}),
     "tf_mutable": ("mutable", "public", "science_tech", {"zoom": {"min": 0, "max": 22}}),
-    "tf_quoted": ('Mixed "Case" Table', "public", "science_tech", {
-        "zoom": {"min": 0, "max": 22},
-        "style": {"color": "#000000", "by": "Kind Of",
-                  "legend": [{"value": "it's", "color": "#ff0000", "label": {"vi": "x", "en": "x"}}]}}),
+    "tf_quoted": (
+        'Mixed "Case" Table',
+        "public",
+        "science_tech",
+        {
+            "zoom": {"min": 0, "max": 22},
+            "style": {
+                "color": "#000000",
+                "by": "Kind Of",
+                "legend": [{"value": "it's", "color": "#ff0000", "label": {"vi": "x", "en": "x"}}],
+            },
+        },
+    ),
     "tf_faulty": ("faulty", "public", "science_tech", {"zoom": {"min": 0, "max": 22}}),
 }
 
@@ -154,11 +196,21 @@ def create_fixture_layers(dsn: str) -> None:
             cur.execute(TABLES_SQL)
         conn.commit()
         for layer_id, (table, access, department, changes) in LAYERS.items():
-            registry.add_table(conn, SCHEMA, table, layer_id=layer_id, access=access,
-                               department=department, domain="registered", title=layer_id)
+            registry.add_table(
+                conn,
+                SCHEMA,
+                table,
+                layer_id=layer_id,
+                access=access,
+                department=department,
+                domain="registered",
+                title=layer_id,
+            )
             with conn.cursor() as cur:
-                cur.execute("UPDATE ioc.layers SET manifest = manifest || %s::jsonb WHERE id = %s",
-                            (json.dumps(changes, ensure_ascii=False), layer_id))
+                cur.execute(
+                    "UPDATE ioc.layers SET manifest = manifest || %s::jsonb WHERE id = %s",
+                    (json.dumps(changes, ensure_ascii=False), layer_id),
+                )
             conn.commit()
         with conn.cursor() as cur:
             cur.execute(FAULTY_VIEW_SQL)

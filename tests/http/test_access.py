@@ -12,11 +12,23 @@ import re
 import pytest
 
 # Values for path parameters other than the layer (a zoom-12 tile over central HCMC).
-PARAM_VALUES = {"z": "12", "x": "3262", "y": "1923", "featureId": "1", "tileMatrixSetId":
-                "WebMercatorQuad", "tileMatrix": "12", "tileRow": "1923", "tileCol": "3262"}
+PARAM_VALUES = {
+    "z": "12",
+    "x": "3262",
+    "y": "1923",
+    "featureId": "1",
+    "tileMatrixSetId": "WebMercatorQuad",
+    "tileMatrix": "12",
+    "tileRow": "1923",
+    "tileCol": "3262",
+}
 # Query strings that make listing endpoints answer with content.
-LISTING_QUERIES = {"/addresses": "?q=Bến Thành", "/addresses/reverse": "?lon=106.6990&lat=10.7798",
-                   "/whats-here": "?lon=106.6990&lat=10.7798", "/collections": "?limit=1000"}
+LISTING_QUERIES = {
+    "/addresses": "?q=Bến Thành",
+    "/addresses/reverse": "?lon=106.6990&lat=10.7798",
+    "/whats-here": "?lon=106.6990&lat=10.7798",
+    "/collections": "?limit=1000",
+}
 LAYER_PARAMS = {"collectionId", "layer_id", "layer", "layers", "ids", "collection_id"}
 
 
@@ -50,11 +62,17 @@ def outsiders(make_key, restricted):
     """Callers who must not see the restricted layers: anonymous, operator, analyst, and a
     publisher of another department."""
     other = "tourism" if restricted[0].department != "tourism" else "health"
-    callers = {"anonymous": {}, **{
-        label: {"Authorization": f"Bearer {make_key(role, dept)}"}
-        for label, role, dept in (("operator", "operator", None), ("analyst", "analyst", None),
-                                  ("other-department", "publisher", other))
-    }}
+    callers = {
+        "anonymous": {},
+        **{
+            label: {"Authorization": f"Bearer {make_key(role, dept)}"}
+            for label, role, dept in (
+                ("operator", "operator", None),
+                ("analyst", "analyst", None),
+                ("other-department", "publisher", other),
+            )
+        },
+    }
     # The same key as the password of HTTP Basic (QGIS) reads no more than as a Bearer token.
     callers["other-department-basic"] = basic(callers["other-department"]["Authorization"][7:])
     return callers
@@ -96,8 +114,11 @@ def test_listings_never_mention_restricted_layers(client, restricted, outsiders)
 def test_owning_department_and_admin_see_the_layer(client, restricted, make_key):
     layer = restricted[0]
     owner = make_key("publisher", layer.department)
-    for headers in ({"Authorization": f"Bearer {owner}"}, basic(owner),
-                    {"Authorization": f"Bearer {make_key('admin')}"}):
+    for headers in (
+        {"Authorization": f"Bearer {owner}"},
+        basic(owner),
+        {"Authorization": f"Bearer {make_key('admin')}"},
+    ):
         assert client.get(f"/catalog/layers/{layer.id}", headers=headers).status_code == 200
         ids = [la["id"] for la in client.get("/catalog/layers", headers=headers).json()["layers"]]
         assert layer.id in ids
@@ -109,4 +130,6 @@ def test_unknown_key_is_401_not_anonymous(client):
         assert response.status_code == 401
         # Both ways to send a key, Basic first: QGIS and GDAL then retry with credentials.
         assert response.headers.get_list("www-authenticate") == [
-            'Basic realm="ioc", charset="UTF-8"', 'Bearer realm="ioc"']
+            'Basic realm="ioc", charset="UTF-8"',
+            'Bearer realm="ioc"',
+        ]

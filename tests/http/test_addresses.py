@@ -40,15 +40,21 @@ def known(db_settings, index) -> dict[str, Any]:
         with conn.cursor() as cur:
             found = {}
             for ward in ("26743", "26740"):
-                cur.execute("SELECT code, house_number, street, ST_X(geom), ST_Y(geom) FROM"
-                            " ioc.addresses WHERE ward_code = %s AND house_number IS NOT NULL"
-                            " ORDER BY code LIMIT 1", (ward,))
-                found[ward] = dict(zip(("code", "house", "street", "lon", "lat"), cur.fetchone(),
-                                       strict=True))
-            cur.execute("SELECT code FROM ioc.address_links l WHERE layer_id = 'reports_1022'"
-                        " AND EXISTS (SELECT 1 FROM ioc.address_links p WHERE p.code = l.code"
-                        " AND p.layer_id <> 'reports_1022' AND p.layer_id IN (SELECT id FROM"
-                        " ioc.layers WHERE access = 'public')) ORDER BY code LIMIT 1")
+                cur.execute(
+                    "SELECT code, house_number, street, ST_X(geom), ST_Y(geom) FROM"
+                    " ioc.addresses WHERE ward_code = %s AND house_number IS NOT NULL"
+                    " ORDER BY code LIMIT 1",
+                    (ward,),
+                )
+                found[ward] = dict(
+                    zip(("code", "house", "street", "lon", "lat"), cur.fetchone(), strict=True)
+                )
+            cur.execute(
+                "SELECT code FROM ioc.address_links l WHERE layer_id = 'reports_1022'"
+                " AND EXISTS (SELECT 1 FROM ioc.address_links p WHERE p.code = l.code"
+                " AND p.layer_id <> 'reports_1022' AND p.layer_id IN (SELECT id FROM"
+                " ioc.layers WHERE access = 'public')) ORDER BY code LIMIT 1"
+            )
             row = cur.fetchone()
             found["linked"] = row[0] if row else None
     finally:
@@ -74,7 +80,9 @@ def test_address_by_code(client, known, data_dir):
     assert doc["type"] == "Feature" and doc["id"] == a["code"]
     assert doc["geometry"]["coordinates"] == pytest.approx([a["lon"], a["lat"]], abs=1e-6)
     props = doc["properties"]
-    assert props["address"] == f"{a['house']} {a['street']}, Phường Bến Thành, Thành phố Hồ Chí Minh"
+    assert (
+        props["address"] == f"{a['house']} {a['street']}, Phường Bến Thành, Thành phố Hồ Chí Minh"
+    )
     assert props["ward"]["code"] == "26743" and props["ward_2019"]["code"]
     assert props["address_before_2025"].endswith(", Thành phố Hồ Chí Minh")
     if data_dir is not None:  # the real pre-2025 wards (synthetic ones without IOC_DATA_DIR)
@@ -130,11 +138,19 @@ def test_search_near_and_bbox(client, known):
         assert abs(lon - a["lon"]) <= 0.003 and abs(lat - a["lat"]) <= 0.003
 
 
-@pytest.mark.parametrize("params,parameter", [
-    ({"q": ""}, "q"), ({"q": "   "}, "q"), ({}, "q"), ({"q": "x" * 301}, "q"),
-    ({"q": "ben thanh", "near": "abc"}, "near"), ({"q": "ben thanh", "near": "200,10"}, "near"),
-    ({"q": "ben thanh", "bbox": "1,2,3"}, "bbox"), ({"q": "ben thanh", "limit": 0}, "limit"),
-])
+@pytest.mark.parametrize(
+    "params,parameter",
+    [
+        ({"q": ""}, "q"),
+        ({"q": "   "}, "q"),
+        ({}, "q"),
+        ({"q": "x" * 301}, "q"),
+        ({"q": "ben thanh", "near": "abc"}, "near"),
+        ({"q": "ben thanh", "near": "200,10"}, "near"),
+        ({"q": "ben thanh", "bbox": "1,2,3"}, "bbox"),
+        ({"q": "ben thanh", "limit": 0}, "limit"),
+    ],
+)
 def test_bad_search_parameters_are_400(client, index, params, parameter):
     assert_error(client.get("/addresses", params=params), 400, "InvalidParameter", parameter)
 
@@ -151,12 +167,15 @@ def test_reverse(client, known):
     assert doc["properties"]["ward_at_position"]["ward_code"] == "26740"
 
 
-@pytest.mark.parametrize("params,code,parameter", [
-    ({"lon": 105.85, "lat": 21.03}, "OutsideCity", "lon,lat"),   # Hà Nội
-    ({"lon": 107.4, "lat": 9.3}, "OutsideCity", "lon,lat"),      # the sea, inside the bbox
-    ({"lon": 106.7, "lat": 100}, "InvalidParameter", "lat"),
-    ({"lon": 106.7}, "InvalidParameter", "lat"),
-])
+@pytest.mark.parametrize(
+    "params,code,parameter",
+    [
+        ({"lon": 105.85, "lat": 21.03}, "OutsideCity", "lon,lat"),  # Hà Nội
+        ({"lon": 107.4, "lat": 9.3}, "OutsideCity", "lon,lat"),  # the sea, inside the bbox
+        ({"lon": 106.7, "lat": 100}, "InvalidParameter", "lat"),
+        ({"lon": 106.7}, "InvalidParameter", "lat"),
+    ],
+)
 def test_reverse_outside_the_city(client, index, params, code, parameter):
     assert_error(client.get("/addresses/reverse", params=params), 400, code, parameter)
 
@@ -179,8 +198,9 @@ def test_whats_here_at_notre_dame(client, index, data_dir):
 def test_whats_here_respects_access(client, make_key, index):
     anonymous = client.get("/whats-here", params=NOTRE_DAME).json()
     key = make_key("operator")
-    operator = client.get("/whats-here", params=NOTRE_DAME,
-                          headers={"Authorization": f"Bearer {key}"}).json()
+    operator = client.get(
+        "/whats-here", params=NOTRE_DAME, headers={"Authorization": f"Bearer {key}"}
+    ).json()
     assert "reports" not in anonymous and "reports_1022" not in anonymous["layers"]
     assert "ward_2019" not in anonymous  # wards_2019 is internal too
     assert "reports_1022" in operator["layers"] and "recent" in operator["reports"]
@@ -192,12 +212,18 @@ def test_whats_here_by_address_and_errors(client, known):
     doc = client.get("/whats-here", params={"address": a["code"]}).json()
     assert doc["address"]["id"] == a["code"] and doc["ward"]["properties"]["ward_code"] == "26743"
     assert_error(client.get("/whats-here"), 400, "InvalidParameter", "lon,lat")
-    assert_error(client.get("/whats-here", params={"address": "bad"}), 400, "InvalidParameter",
-                 "address")
-    assert_error(client.get("/whats-here", params={"address": "0000000000"}), 404,
-                 "AddressNotFound", "code")
-    assert_error(client.get("/whats-here", params={"lon": 105.85, "lat": 21.03}), 400,
-                 "OutsideCity", "lon,lat")
+    assert_error(
+        client.get("/whats-here", params={"address": "bad"}), 400, "InvalidParameter", "address"
+    )
+    assert_error(
+        client.get("/whats-here", params={"address": "0000000000"}), 404, "AddressNotFound", "code"
+    )
+    assert_error(
+        client.get("/whats-here", params={"lon": 105.85, "lat": 21.03}),
+        400,
+        "OutsideCity",
+        "lon,lat",
+    )
 
 
 # --- linked features -----------------------------------------------------------------------
@@ -208,32 +234,39 @@ def test_linked_features_follow_access(client, make_key, known):
     if code is None:
         pytest.skip("no address is linked to both a report and a public feature")
     anonymous = client.get(f"/addresses/{code}/features").json()
-    admin = client.get(f"/addresses/{code}/features",
-                       headers={"Authorization": f"Bearer {make_key('admin')}"}).json()
+    admin = client.get(
+        f"/addresses/{code}/features", headers={"Authorization": f"Bearer {make_key('admin')}"}
+    ).json()
     anon_layers = {f["properties"]["layer"] for f in anonymous["features"]}
     admin_layers = {f["properties"]["layer"] for f in admin["features"]}
     assert "reports_1022" in admin_layers and "reports_1022" not in anon_layers
     assert anon_layers and anon_layers < admin_layers
     for f in admin["features"]:
         assert f["properties"]["distance_m"] <= AddressSettings().link_distance_m
-        assert f["links"][0]["href"].endswith(f"/collections/{f['properties']['layer']}/items/"
-                                              f"{f['id'].split('.')[-1]}")
+        assert f["links"][0]["href"].endswith(
+            f"/collections/{f['properties']['layer']}/items/{f['id'].split('.')[-1]}"
+        )
 
 
 # --- batch geocoding -----------------------------------------------------------------------
 
 
 def upload(client, text: str, **params: str):
-    return client.post("/addresses/geocode", params=params,
-                       files={"file": ("addresses.csv", text.encode("utf-8"), "text/csv")})
+    return client.post(
+        "/addresses/geocode",
+        params=params,
+        files={"file": ("addresses.csv", text.encode("utf-8"), "text/csv")},
+    )
 
 
 def test_batch_geocode_round_trip(client, known):
     a, b = known["26743"], known["26740"]
-    text = ("id,address\n"
-            f"A1,\"{a['house']} {a['street']}, Phường Bến Thành\"\n"
-            f"B2,\"{b['house']} {b['street']}, Sài Gòn, TP.HCM\"\n"
-            "C3,không tìm thấy xyz\n")
+    text = (
+        "id,address\n"
+        f'A1,"{a["house"]} {a["street"]}, Phường Bến Thành"\n'
+        f'B2,"{b["house"]} {b["street"]}, Sài Gòn, TP.HCM"\n'
+        "C3,không tìm thấy xyz\n"
+    )
     r = upload(client, text)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
@@ -245,8 +278,9 @@ def test_batch_geocode_round_trip(client, known):
     detail = client.get(f"/addresses/{rows[0]['code']}").json()["properties"]
     assert (detail["house_number"], detail["street"]) == (a["house"], a["street"])
     # JSON, and a raw text/csv body instead of a multipart upload
-    doc = client.post("/addresses/geocode?f=json", content=text.encode(),
-                      headers={"Content-Type": "text/csv"}).json()
+    doc = client.post(
+        "/addresses/geocode?f=json", content=text.encode(), headers={"Content-Type": "text/csv"}
+    ).json()
     assert doc["numberOfRows"] == 3 and doc["rows"][0]["code"] == rows[0]["code"]
     assert isinstance(doc["rows"][0]["lon"], float)
 
@@ -266,22 +300,31 @@ def test_batch_geocode_limits_and_errors(client, index):
         settings.addresses = saved
     assert_error(upload(client, "id,street\n1,Lê Lợi\n"), 400, "InvalidParameter", "file")
     assert_error(upload(client, "address\n"), 400, "InvalidParameter", "file")
-    bad = client.post("/addresses/geocode", files={"file": ("x.csv", b"address\n\xff\xfe", "text/csv")})
+    bad = client.post(
+        "/addresses/geocode", files={"file": ("x.csv", b"address\n\xff\xfe", "text/csv")}
+    )
     assert_error(bad, 400, "InvalidParameter", "file")
 
 
 def test_items_filtered_by_address_code(client, db):
     """`/collections/{id}/items?address=CODE` keeps exactly the features linked to that code."""
     with db.cursor() as cur:
-        cur.execute("SELECT l.layer_id, l.code FROM ioc.address_links l JOIN ioc.layers y"
-                    " ON y.id = l.layer_id WHERE y.access = 'public' AND y.id_column = 'fid'"
-                    " GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1")
+        cur.execute(
+            "SELECT l.layer_id, l.code FROM ioc.address_links l JOIN ioc.layers y"
+            " ON y.id = l.layer_id WHERE y.access = 'public' AND y.id_column = 'fid'"
+            " GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1"
+        )
         layer_id, code = cur.fetchone()
-        cur.execute("SELECT array_agg(fid ORDER BY fid) FROM ioc.address_links"
-                    " WHERE layer_id = %s AND code = %s", (layer_id, code))
+        cur.execute(
+            "SELECT array_agg(fid ORDER BY fid) FROM ioc.address_links"
+            " WHERE layer_id = %s AND code = %s",
+            (layer_id, code),
+        )
         expected = cur.fetchone()[0]
     db.rollback()
-    doc = client.get(f"/collections/{layer_id}/items", params={"address": code, "limit": 10000}).json()
+    doc = client.get(
+        f"/collections/{layer_id}/items", params={"address": code, "limit": 10000}
+    ).json()
     assert sorted(f["id"] for f in doc["features"]) == expected
     response = client.get(f"/collections/{layer_id}/items", params={"address": "12"})
     assert response.status_code == 400 and response.json()["parameter"] == "address"
@@ -290,14 +333,18 @@ def test_items_filtered_by_address_code(client, db):
 def test_multipart_without_a_file_part_is_400(client, index):
     """A form with other fields but no `file` part: 400 naming the part (was a 500, "Stream
     consumed")."""
-    response = client.post("/addresses/geocode", data={"address": "Bến Thành"},
-                           files={"other": ("a.csv", b"address\nx\n", "text/csv")})
+    response = client.post(
+        "/addresses/geocode",
+        data={"address": "Bến Thành"},
+        files={"other": ("a.csv", b"address\nx\n", "text/csv")},
+    )
     assert_error(response, 400, "InvalidParameter", "file")
     assert "'file'" in response.json()["description"]
-    fields_only = client.post("/addresses/geocode",
-                              headers={"Content-Type": "multipart/form-data; boundary=b"},
-                              content=b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n'
-                                      b"1\r\n--b--\r\n")
+    fields_only = client.post(
+        "/addresses/geocode",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        content=b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n--b--\r\n',
+    )
     assert_error(fields_only, 400, "InvalidParameter", "file")
 
 
@@ -328,8 +375,10 @@ def test_items_by_address_need_the_address_layer(client, db, make_key, index):
     """`?address=` reads the address links, the address layer's data: a caller who may not
     read that layer gets the same 404 as the address endpoints, not the linked features."""
     with db.cursor() as cur:
-        cur.execute("SELECT l.layer_id, l.code FROM ioc.address_links l JOIN ioc.layers y"
-                    " ON y.id = l.layer_id WHERE y.access = 'public' ORDER BY 1, 2 LIMIT 1")
+        cur.execute(
+            "SELECT l.layer_id, l.code FROM ioc.address_links l JOIN ioc.layers y"
+            " ON y.id = l.layer_id WHERE y.access = 'public' ORDER BY 1, 2 LIMIT 1"
+        )
         layer_id, code = cur.fetchone()
     db.rollback()
     url, params = f"/collections/{layer_id}/items", {"address": code}
@@ -344,8 +393,7 @@ def test_items_by_address_need_the_address_layer(client, db, make_key, index):
     assert client.get(url, params=params).json()["numberReturned"] > 0
 
 
-def test_reverse_gives_the_ward_only_to_who_may_read_the_ward_layer(client, db, make_key,
-                                                                   known):
+def test_reverse_gives_the_ward_only_to_who_may_read_the_ward_layer(client, db, make_key, known):
     a = known["26740"]
     params = {"lon": a["lon"] + 0.00002, "lat": a["lat"]}
     operator = {"Authorization": f"Bearer {make_key('operator')}"}

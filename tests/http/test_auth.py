@@ -50,11 +50,20 @@ def health(make_key) -> str:
 # --- HTTP Basic over real HTTP (a live `ioc serve`) ------------------------------------------
 
 
-@pytest.mark.parametrize("layer, role, readable", [
-    (PUBLIC, None, True), (PUBLIC, "operator", True), (PUBLIC, "health", True),
-    (INTERNAL, None, False), (INTERNAL, "operator", True), (INTERNAL, "health", True),
-    (RESTRICTED, None, False), (RESTRICTED, "operator", False), (RESTRICTED, "health", True),
-])
+@pytest.mark.parametrize(
+    "layer, role, readable",
+    [
+        (PUBLIC, None, True),
+        (PUBLIC, "operator", True),
+        (PUBLIC, "health", True),
+        (INTERNAL, None, False),
+        (INTERNAL, "operator", True),
+        (INTERNAL, "health", True),
+        (RESTRICTED, None, False),
+        (RESTRICTED, "operator", False),
+        (RESTRICTED, "health", True),
+    ],
+)
 def test_basic_auth_reads_what_the_key_may_read(live_server, request, layer, role, readable):
     """httpx sends the key as the Basic password (user name: anything); items and tiles answer
     exactly as they do for the same key as a Bearer token."""
@@ -68,16 +77,18 @@ def test_basic_auth_reads_what_the_key_may_read(live_server, request, layer, rol
     assert items.json()["numberReturned"] >= 1
     assert tile.status_code == 200 and tile.content
     if auth is not None:
-        same = httpx.get(f"{live_server}/collections/{layer}/items", headers=bearer(auth[1]),
-                         timeout=30)
+        same = httpx.get(
+            f"{live_server}/collections/{layer}/items", headers=bearer(auth[1]), timeout=30
+        )
         assert same.json()["features"] == items.json()["features"]
 
 
 def test_unknown_or_revoked_key_in_basic_is_401_with_both_challenges(live_server, make_key, db):
     key = make_key("operator")
     with db.cursor() as cur:
-        cur.execute("UPDATE ioc.api_keys SET revoked_at = now() WHERE key_hash = %s",
-                    (keys.hash_key(key),))
+        cur.execute(
+            "UPDATE ioc.api_keys SET revoked_at = now() WHERE key_hash = %s", (keys.hash_key(key),)
+        )
     db.commit()
     for secret in (key, "ioc_unknown"):
         # A public tile too: a Basic header goes to the app, never to the anonymous fast path.
@@ -88,15 +99,18 @@ def test_unknown_or_revoked_key_in_basic_is_401_with_both_challenges(live_server
             assert set(response.headers.get_list("www-authenticate")) == CHALLENGES
 
 
-@pytest.mark.parametrize("header, says", [
-    ("Basic !!!not-base64", "not base64"),
-    ("Basic " + base64.b64encode(b"no-colon-here").decode(), "no password"),
-    ("Basic " + base64.b64encode(b"user:").decode(), "no password"),
-    ("Basic " + base64.b64encode(b"user:\xff\xfe").decode(), "not base64"),
-    ("Basic", "Bearer KEY"),
-    ("Digest username=x", "Bearer KEY"),
-    ("Bearer", "Bearer KEY"),
-])
+@pytest.mark.parametrize(
+    "header, says",
+    [
+        ("Basic !!!not-base64", "not base64"),
+        ("Basic " + base64.b64encode(b"no-colon-here").decode(), "no password"),
+        ("Basic " + base64.b64encode(b"user:").decode(), "no password"),
+        ("Basic " + base64.b64encode(b"user:\xff\xfe").decode(), "not base64"),
+        ("Basic", "Bearer KEY"),
+        ("Digest username=x", "Bearer KEY"),
+        ("Bearer", "Bearer KEY"),
+    ],
+)
 def test_malformed_authorization_is_401_with_a_sentence(client, header, says):
     response = client.get(tile_path(PUBLIC), headers={"Authorization": header})
     assert response.status_code == 401
@@ -105,9 +119,14 @@ def test_malformed_authorization_is_401_with_a_sentence(client, header, says):
 
 
 def test_basic_key_reads_styles_tilejson_and_map_pages_of_an_internal_layer(client, operator):
-    paths = [f"/styles/{INTERNAL}.json", f"/tiles/{INTERNAL}/tilejson.json",
-             f"/collections/{INTERNAL}/tiles/WebMercatorQuad/tilejson.json",
-             f"/collections/{INTERNAL}", f"/maps/preview/{INTERNAL}", "/catalog/layers"]
+    paths = [
+        f"/styles/{INTERNAL}.json",
+        f"/tiles/{INTERNAL}/tilejson.json",
+        f"/collections/{INTERNAL}/tiles/WebMercatorQuad/tilejson.json",
+        f"/collections/{INTERNAL}",
+        f"/maps/preview/{INTERNAL}",
+        "/catalog/layers",
+    ]
     for path in paths[:-1]:
         assert client.get(path).status_code == 404, path
         assert client.get(path, auth=("x", operator)).status_code == 200, path
@@ -119,23 +138,32 @@ def test_basic_key_reads_styles_tilejson_and_map_pages_of_an_internal_layer(clie
 
 
 @pytest.mark.skipif(shutil.which("ogr2ogr") is None, reason="GDAL (gdal-bin) is not installed")
-@pytest.mark.parametrize("config", [
-    lambda key: {"GDAL_HTTP_USERPWD": f"anything:{key}"},
-    lambda key: {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {key}"},
-], ids=["userpwd", "headers"])
-def test_ogr2ogr_copies_an_internal_layer_with_a_key(live_server, db, operator, tmp_path,
-                                                    config):
+@pytest.mark.parametrize(
+    "config",
+    [
+        lambda key: {"GDAL_HTTP_USERPWD": f"anything:{key}"},
+        lambda key: {"GDAL_HTTP_HEADERS": f"Authorization: Bearer {key}"},
+    ],
+    ids=["userpwd", "headers"],
+)
+def test_ogr2ogr_copies_an_internal_layer_with_a_key(live_server, db, operator, tmp_path, config):
     def copy(target, *options: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["ogr2ogr", *options, "-f", "GPKG", str(target),
-                               f"OAPIF:{live_server}", INTERNAL],
-                              capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            ["ogr2ogr", *options, "-f", "GPKG", str(target), f"OAPIF:{live_server}", INTERNAL],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     without = copy(tmp_path / "anonymous.gpkg")
     assert without.returncode != 0 and "fx_internal" in without.stderr  # not there for them
     # GDAL's network settings as configuration options, as in a QGIS or shell environment.
     target = tmp_path / "internal.gpkg"
-    done = copy(target, *[arg for name, value in config(operator).items()
-                          for arg in ("--config", name, value)])
+    done = copy(
+        target,
+        *[arg for name, value in config(operator).items() for arg in ("--config", name, value)],
+    )
     assert done.returncode == 0, done.stderr
     with db.cursor() as cur:
         cur.execute("SELECT count(*), min(label) FROM fixtures.internal_layer")
@@ -166,8 +194,10 @@ def _reads_internal(client, token: str) -> bool:
 
 def _set_session(db, token: str, sql: str) -> None:
     with db.cursor() as cur:
-        cur.execute(f"UPDATE ioc.map_sessions SET {sql} WHERE token_hash = %s",  # noqa: S608
-                    (keys.hash_key(token),))
+        cur.execute(
+            f"UPDATE ioc.map_sessions SET {sql} WHERE token_hash = %s",  # noqa: S608
+            (keys.hash_key(token),),
+        )
         assert cur.rowcount == 1
     db.commit()
 
@@ -183,9 +213,11 @@ def test_the_cookie_is_a_session_token_not_the_key(client, make_key, db):
     hours = client.app.state.maps_settings.session_hours  # IOC_MAPS_SESSION_HOURS
     assert f"Max-Age={hours * 3600}" in cookie and response.json()["expires_in"] == hours * 3600
     with db.cursor() as cur:  # only the hash is stored, with the key and the expiry
-        cur.execute("SELECT k.key_hash, s.expires_at - s.created_at FROM ioc.map_sessions s"
-                    " JOIN ioc.api_keys k ON k.id = s.key_id WHERE s.token_hash = %s",
-                    (keys.hash_key(token),))
+        cur.execute(
+            "SELECT k.key_hash, s.expires_at - s.created_at FROM ioc.map_sessions s"
+            " JOIN ioc.api_keys k ON k.id = s.key_id WHERE s.token_hash = %s",
+            (keys.hash_key(token),),
+        )
         key_hash, lifetime = cur.fetchone()
     assert key_hash == keys.hash_key(key) and lifetime.total_seconds() == hours * 3600
     assert _reads_internal(client, token)
@@ -194,8 +226,11 @@ def test_the_cookie_is_a_session_token_not_the_key(client, make_key, db):
 
 def test_an_expired_session_is_anonymous(client, operator, db):
     token = _open(client, operator)
-    _set_session(db, token, "created_at = now() - interval '13 hours',"
-                            " expires_at = now() - interval '1 hour'")
+    _set_session(
+        db,
+        token,
+        "created_at = now() - interval '13 hours', expires_at = now() - interval '1 hour'",
+    )
     assert not _reads_internal(client, token)
     assert _reads_internal(client, _open(client, operator))  # a fresh one works
 
@@ -204,8 +239,9 @@ def test_revoking_the_key_ends_its_sessions(client, make_key, db):
     key = make_key("operator")
     token = _open(client, key)
     with db.cursor() as cur:
-        cur.execute("UPDATE ioc.api_keys SET revoked_at = now() WHERE key_hash = %s",
-                    (keys.hash_key(key),))
+        cur.execute(
+            "UPDATE ioc.api_keys SET revoked_at = now() WHERE key_hash = %s", (keys.hash_key(key),)
+        )
     db.commit()
     assert not _reads_internal(client, token)
 
@@ -217,8 +253,9 @@ def test_logout_ends_the_session_on_the_server(client, operator, db):
     assert closed.status_code == 204 and 'ioc_session=""' in closed.headers["set-cookie"]
     client.cookies.clear()
     with db.cursor() as cur:
-        cur.execute("SELECT count(*) FROM ioc.map_sessions WHERE token_hash = %s",
-                    (keys.hash_key(token),))
+        cur.execute(
+            "SELECT count(*) FROM ioc.map_sessions WHERE token_hash = %s", (keys.hash_key(token),)
+        )
         assert cur.fetchone()[0] == 0
     assert not _reads_internal(client, token)
 
@@ -234,8 +271,9 @@ def test_the_cookie_is_secure_when_the_public_url_is_https(client, operator):
     try:
         # Plain HTTP behind a TLS proxy that forwards nothing: Secure all the same, and the
         # public origin may open sessions.
-        behind = client.post("/maps/session", headers={**bearer(operator),
-                                                       "Origin": "https://bando.example.vn"})
+        behind = client.post(
+            "/maps/session", headers={**bearer(operator), "Origin": "https://bando.example.vn"}
+        )
         assert behind.status_code == 200
         assert "; secure" in behind.headers["set-cookie"].lower()
         closed = client.delete("/maps/session")

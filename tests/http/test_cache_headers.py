@@ -16,18 +16,34 @@ LANDMARK = {"lon": 106.698056, "lat": 10.7725}  # Chợ Bến Thành, a feature 
 WHATS_HERE = "/whats-here?lon=106.6990&lat=10.7798"
 
 # Routes whose answer depends on who asks, readable anonymously ...
-OPEN_ROUTES = ["/", "/catalog/layers", f"/catalog/layers/{PUBLIC}", "/collections",
-               f"/collections/{PUBLIC}", f"/collections/{PUBLIC}/items",
-               f"/collections/{PUBLIC}/items/1", "/maps", f"/maps/preview/{PUBLIC}",
-               f"/tiles/{PUBLIC}/tilejson.json", f"/styles/{PUBLIC}.json",
-               f"/collections/{PUBLIC}/tiles/WebMercatorQuad/tilejson.json",
-               "/query/saved", f"/layers/{PUBLIC}/versions", WHATS_HERE,
-               tile_path(PUBLIC, **LANDMARK)]
+OPEN_ROUTES = [
+    "/",
+    "/catalog/layers",
+    f"/catalog/layers/{PUBLIC}",
+    "/collections",
+    f"/collections/{PUBLIC}",
+    f"/collections/{PUBLIC}/items",
+    f"/collections/{PUBLIC}/items/1",
+    "/maps",
+    f"/maps/preview/{PUBLIC}",
+    f"/tiles/{PUBLIC}/tilejson.json",
+    f"/styles/{PUBLIC}.json",
+    f"/collections/{PUBLIC}/tiles/WebMercatorQuad/tilejson.json",
+    "/query/saved",
+    f"/layers/{PUBLIC}/versions",
+    WHATS_HERE,
+    tile_path(PUBLIC, **LANDMARK),
+]
 # ... and with a key only (404 or 401 for anonymous callers).
-KEYED_ROUTES = [f"/tiles/{INTERNAL}/tilejson.json", f"/styles/{INTERNAL}.json",
-                f"/collections/{INTERNAL}/tiles/WebMercatorQuad/tilejson.json",
-                f"/collections/{INTERNAL}/items", f"/maps/preview/{INTERNAL}",
-                tile_path(INTERNAL), "/query/jobs"]
+KEYED_ROUTES = [
+    f"/tiles/{INTERNAL}/tilejson.json",
+    f"/styles/{INTERNAL}.json",
+    f"/collections/{INTERNAL}/tiles/WebMercatorQuad/tilejson.json",
+    f"/collections/{INTERNAL}/items",
+    f"/maps/preview/{INTERNAL}",
+    tile_path(INTERNAL),
+    "/query/jobs",
+]
 
 
 @pytest.fixture
@@ -48,8 +64,11 @@ def callers(client, make_key) -> dict[str, dict]:
     client.cookies.clear()
     token = client.post("/maps/session", headers=bearer(key)).cookies["ioc_session"]
     client.cookies.clear()
-    return {"bearer": {"headers": bearer(key)}, "basic": {"headers": basic("qgis", key)},
-            "session": {"cookies": {"ioc_session": token}}}
+    return {
+        "bearer": {"headers": bearer(key)},
+        "basic": {"headers": basic("qgis", key)},
+        "session": {"cookies": {"ioc_session": token}},
+    }
 
 
 def vary(response) -> set[str]:
@@ -119,6 +138,7 @@ def test_caller_independent_routes_are_left_alone(client):
 def tile_settings(client):
     """Install a tile service with given settings (cache off: every tile comes from the
     database); the app builds its own again afterwards."""
+
     def install(**settings) -> None:
         client.app.state.tiles = TileService(TileSettings(_env_file=None, cache="off", **settings))
 

@@ -2,7 +2,9 @@
 
 
 def _ids(client, headers=None):
-    return {la["id"]: la for la in client.get("/catalog/layers", headers=headers or {}).json()["layers"]}
+    return {
+        la["id"]: la for la in client.get("/catalog/layers", headers=headers or {}).json()["layers"]
+    }
 
 
 def test_anonymous_sees_only_public_layers(client):

@@ -22,8 +22,9 @@ def test_a_page_on_another_origin_reads_tiles_and_their_headers(tiles_client):
     assert response.status_code == plain.status_code == 200
     assert response.content == plain.content
     assert response.headers["access-control-allow-origin"] == "*"
-    exposed = {h.strip().lower() for h in
-               response.headers["access-control-expose-headers"].split(",")}
+    exposed = {
+        h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+    }
     # Paging of capped exports (Link rel=next, OGC-NumberMatched) is readable by web maps too.
     assert {"etag", "x-tile-truncated", "x-request-id", "link", "ogc-numbermatched"} <= exposed
     assert "access-control-allow-credentials" not in response.headers
@@ -32,19 +33,29 @@ def test_a_page_on_another_origin_reads_tiles_and_their_headers(tiles_client):
     assert "origin" not in response.headers["vary"].lower()
 
 
-@pytest.mark.parametrize("path", ["/styles/tf_parcels,tf_reports.json",
-                                  "/tiles/tf_parcels/tilejson.json",
-                                  "/collections/tf_parcels/items?limit=2",
-                                  "/collections/tf_nope"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/styles/tf_parcels,tf_reports.json",
+        "/tiles/tf_parcels/tilejson.json",
+        "/collections/tf_parcels/items?limit=2",
+        "/collections/tf_nope",
+    ],
+)
 def test_styles_tilejson_features_and_errors_carry_cors(tiles_client, path):
     response = tiles_client.get(path, headers={"Origin": PORTAL})
     assert response.headers["access-control-allow-origin"] == "*"
 
 
 def test_preflight_allows_an_api_key_but_no_cookie(tiles_client):
-    response = tiles_client.options("/collections/tf_internal/items", headers={
-        "Origin": PORTAL, "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization, if-none-match"})
+    response = tiles_client.options(
+        "/collections/tf_internal/items",
+        headers={
+            "Origin": PORTAL,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, if-none-match",
+        },
+    )
     assert response.status_code == 204
     assert response.headers["access-control-allow-origin"] == "*"
     allowed = response.headers["access-control-allow-headers"].lower()
@@ -56,20 +67,33 @@ def test_preflight_allows_an_api_key_but_no_cookie(tiles_client):
 
 
 def test_a_list_of_origins_and_cors_off(settings, tile_layers):
-    listed = Settings(database=settings.database, data=settings.data, publish=settings.publish,
-                      server=ServerSettings(cors_origins=PORTAL + ", http://localhost:3000"))
+    listed = Settings(
+        database=settings.database,
+        data=settings.data,
+        publish=settings.publish,
+        server=ServerSettings(cors_origins=PORTAL + ", http://localhost:3000"),
+    )
     with TestClient(create_app(listed)) as client:
         allowed = client.get("/collections", headers={"Origin": PORTAL})
         assert allowed.headers["access-control-allow-origin"] == PORTAL
         other = client.get("/collections", headers={"Origin": "https://elsewhere.example"})
         assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
         assert "origin" in allowed.headers["vary"].lower()  # each origin its own answer
-        refused = client.options("/collections", headers={
-            "Origin": PORTAL, "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "x-forwarded-user"})
+        refused = client.options(
+            "/collections",
+            headers={
+                "Origin": PORTAL,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-forwarded-user",
+            },
+        )
         assert refused.status_code == 400 and "headers" in refused.text.lower()
-    off = Settings(database=settings.database, data=settings.data, publish=settings.publish,
-                   server=ServerSettings(cors_origins=""))
+    off = Settings(
+        database=settings.database,
+        data=settings.data,
+        publish=settings.publish,
+        server=ServerSettings(cors_origins=""),
+    )
     with TestClient(create_app(off)) as client:
         response = client.get(TILE, headers={"Origin": PORTAL})
         assert response.status_code in (200, 204)

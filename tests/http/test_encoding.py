@@ -10,10 +10,13 @@ from tests.http import conftest_tiles as fx
 tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_client
 
 
-@pytest.mark.parametrize("path", ["/collections/tf_parcels/items?limit=50",
-                                  "/tiles/tf_reports/14/13048/7698.pbf"])
-@pytest.mark.parametrize("accept, gzipped", [("gzip, deflate, br", True), ("br;q=1, gzip;q=0", False),
-                                             ("identity", False), ("*", None)])
+@pytest.mark.parametrize(
+    "path", ["/collections/tf_parcels/items?limit=50", "/tiles/tf_reports/14/13048/7698.pbf"]
+)
+@pytest.mark.parametrize(
+    "accept, gzipped",
+    [("gzip, deflate, br", True), ("br;q=1, gzip;q=0", False), ("identity", False), ("*", None)],
+)
 def test_gzip_only_when_accepted(tiles_client, path, accept, gzipped):
     response = tiles_client.get(path, headers={"Accept-Encoding": accept})
     assert response.status_code == 200 and len(response.content) > 1024

@@ -46,15 +46,22 @@ def assert_400(response, parameter: str):
 
 
 def test_landing_links_conformance_and_collections(client):
-    links = {(x["rel"], x["href"].rsplit("/", 1)[-1]) for x in client.get("/?f=json").json()["links"]}
+    links = {
+        (x["rel"], x["href"].rsplit("/", 1)[-1]) for x in client.get("/?f=json").json()["links"]
+    }
     assert ("conformance", "conformance") in links and ("data", "collections") in links
 
 
 def test_conformance_declares_parts_1_2_3(client):
     classes = client.get("/conformance").json()["conformsTo"]
-    for name in ("ogcapi-features-1/1.0/conf/core", "ogcapi-features-1/1.0/conf/geojson",
-                 "ogcapi-features-2/1.0/conf/crs", "ogcapi-features-3/1.0/conf/filter",
-                 "cql2/1.0/conf/cql2-text", "cql2/1.0/conf/cql2-json"):
+    for name in (
+        "ogcapi-features-1/1.0/conf/core",
+        "ogcapi-features-1/1.0/conf/geojson",
+        "ogcapi-features-2/1.0/conf/crs",
+        "ogcapi-features-3/1.0/conf/filter",
+        "cql2/1.0/conf/cql2-text",
+        "cql2/1.0/conf/cql2-json",
+    ):
         assert f"http://www.opengis.net/spec/{name}" in classes
     assert not any("temporal-functions" in c or "arithmetic" in c for c in classes)
 
@@ -91,7 +98,12 @@ def test_collection_describes_crs_and_extent(client):
     west, south, east, north = doc["extent"]["spatial"]["bbox"][0]
     assert 106.5 < west < east < 107 and 10.6 < south < north < 11
     rels = {x["rel"] for x in doc["links"]}
-    assert {"self", "alternate", "items", "http://www.opengis.net/def/rel/ogc/1.0/queryables"} <= rels
+    assert {
+        "self",
+        "alternate",
+        "items",
+        "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+    } <= rels
     assert client.get("/collections/fx_points").json()["storageCrs"] == CRS84
 
 
@@ -181,7 +193,7 @@ def test_sortby_and_properties(client):
 
 
 def test_odd_names(client):
-    doc = items(client, "fx_odd_names", sortby="-Mixed Case", properties="Mixed Case,quote\"d")
+    doc = items(client, "fx_odd_names", sortby="-Mixed Case", properties='Mixed Case,quote"d')
     assert ids(doc) == ["c'3", "b 2", "a/1"]  # NULLs first when descending
     assert doc["features"][2]["properties"] == {"Mixed Case": 1, 'quote"d': 'it\'s "q"'}
     assert doc["features"][0]["geometry"] is None
@@ -225,7 +237,9 @@ def test_output_in_vn2000_matches_pyproj(client):
 
 def test_vn2000_storage_read_back_in_crs84_matches_pyproj(client, db):
     with db.cursor() as cur:
-        cur.execute("SELECT ST_X(geom), ST_Y(geom) FROM fixtures.vn2000_parcels WHERE parcel_id = 3")
+        cur.execute(
+            "SELECT ST_X(geom), ST_Y(geom) FROM fixtures.vn2000_parcels WHERE parcel_id = 3"
+        )
         x, y = cur.fetchone()
     lon, lat = items(client, "fx_vn2000", limit=3)["features"][2]["geometry"]["coordinates"]
     elon, elat = transformer(9210, 4326).transform(x, y)
@@ -254,15 +268,26 @@ FILTERS = [  # (CQL2 text, SQL on fixtures.points for the expected count)
     ("ACCENTI(CASEI(category)) = ACCENTI(CASEI('duong'))", "category = 'Đường'"),
     ("day = DATE('2024-01-05') AND n < value", "day = '2024-01-05' AND n < value"),
     ("T_AFTER(observed_at, TIMESTAMP('2024-03-01T00:00:00Z'))", "observed_at > '2024-03-01Z'"),
-    ("T_BEFORE(observed_at, TIMESTAMP('2024-01-01T05:00:00Z'))", "observed_at < '2024-01-01T05:00Z'"),
-    ("T_DURING(observed_at, INTERVAL('2024-01-01T00:00:00Z', '2024-01-02T00:00:00Z'))",
-     "observed_at > '2024-01-01Z' AND observed_at < '2024-01-02Z'"),
-    ("S_INTERSECTS(geometry, POLYGON((106.6 10.7, 106.7 10.7, 106.7 10.8, 106.6 10.8, 106.6 10.7)))",
-     "ST_Intersects(geom, ST_MakeEnvelope(106.6, 10.7, 106.7, 10.8, 4326))"),
-    ("S_WITHIN(geometry, BBOX(106.6, 10.7, 106.7, 10.8))",
-     "ST_Within(geom, ST_MakeEnvelope(106.6, 10.7, 106.7, 10.8, 4326))"),
-    ("S_DWITHIN(geometry, POINT(106.7 10.8), 500, meters)",
-     "ST_DWithin(geom::geography, ST_SetSRID(ST_MakePoint(106.7, 10.8), 4326)::geography, 500)"),
+    (
+        "T_BEFORE(observed_at, TIMESTAMP('2024-01-01T05:00:00Z'))",
+        "observed_at < '2024-01-01T05:00Z'",
+    ),
+    (
+        "T_DURING(observed_at, INTERVAL('2024-01-01T00:00:00Z', '2024-01-02T00:00:00Z'))",
+        "observed_at > '2024-01-01Z' AND observed_at < '2024-01-02Z'",
+    ),
+    (
+        "S_INTERSECTS(geometry, POLYGON((106.6 10.7, 106.7 10.7, 106.7 10.8, 106.6 10.8, 106.6 10.7)))",
+        "ST_Intersects(geom, ST_MakeEnvelope(106.6, 10.7, 106.7, 10.8, 4326))",
+    ),
+    (
+        "S_WITHIN(geometry, BBOX(106.6, 10.7, 106.7, 10.8))",
+        "ST_Within(geom, ST_MakeEnvelope(106.6, 10.7, 106.7, 10.8, 4326))",
+    ),
+    (
+        "S_DWITHIN(geometry, POINT(106.7 10.8), 500, meters)",
+        "ST_DWithin(geom::geography, ST_SetSRID(ST_MakePoint(106.7, 10.8), 4326)::geography, 500)",
+    ),
 ]
 
 
@@ -274,9 +299,13 @@ def test_filters_match_the_database(client, db, cql, where):
 
 def test_cql2_json_equals_text(client):
     text = items(client, filter="category = 'beta' AND n BETWEEN 10 AND 30", limit=100)
-    doc = {"op": "and", "args": [
-        {"op": "=", "args": [{"property": "category"}, "beta"]},
-        {"op": "between", "args": [{"property": "n"}, 10, 30]}]}
+    doc = {
+        "op": "and",
+        "args": [
+            {"op": "=", "args": [{"property": "category"}, "beta"]},
+            {"op": "between", "args": [{"property": "n"}, 10, 30]},
+        ],
+    }
     as_json = items(client, filter=json.dumps(doc), limit=100, **{"filter-lang": "cql2-json"})
     assert ids(text) == ids(as_json) and text["numberMatched"] > 0
 
@@ -289,7 +318,9 @@ def test_filter_crs(client):
     assert ids(a) == ids(b) and a["numberMatched"] > 0
     # Parcel i stands at (106.60 + 0.01 i, 10.70 + 0.01 i): a box that stops between 4 and 5
     # (parcel 5 would sit exactly on the corner of cql84, where rounding decides).
-    vn = items(client, "fx_vn2000", filter="S_INTERSECTS(geometry, BBOX(106.6, 10.7, 106.645, 10.745))")
+    vn = items(
+        client, "fx_vn2000", filter="S_INTERSECTS(geometry, BBOX(106.6, 10.7, 106.645, 10.745))"
+    )
     assert ids(vn) == [1, 2, 3, 4]
 
 
@@ -305,51 +336,64 @@ def test_injection_attempts_are_harmless(client, db):
 # --- errors, caching, formats ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params, parameter", [
-    ({"bbox": "1,2,3"}, "bbox"),
-    ({"bbox": "106,11,107,10"}, "bbox"),
-    ({"bbox": "0,-91,1,0"}, "bbox"),
-    ({"bbox": "a,b,c,d"}, "bbox"),
-    ({"bbox": "1,2,3,4", "bbox-crs": "EPSG:1"}, "bbox-crs"),
-    ({"limit": "0"}, "limit"),
-    ({"limit": "ten"}, "limit"),
-    ({"offset": "-1"}, "offset"),
-    ({"crs": "EPSG:27700"}, "crs"),
-    ({"datetime": "yesterday"}, "datetime"),
-    ({"datetime": "2024-02-01/2024-01-01"}, "datetime"),
-    ({"datetime": "2024-01-01/2024-01-02/2024-01-03"}, "datetime"),
-    ({"filter": "n = "}, "filter"),
-    ({"filter": "nope = 1"}, "filter"),
-    ({"filter": "T_MEETS(observed_at, INTERVAL('2024-01-01T00:00:00Z','2024-01-02T00:00:00Z'))"},
-     "filter"),
-    ({"filter": "{", "filter-lang": "cql2-json"}, "filter"),
-    ({"filter": "n = 1", "filter-lang": "sql"}, "filter-lang"),
-    ({"filter": "n = 1", "filter-crs": "EPSG:2"}, "filter-crs"),
-    ({"sortby": "-nope"}, "sortby"),
-    ({"properties": "n,nope"}, "properties"),
-    ({"f": "shapefile"}, "f"),
-])
+@pytest.mark.parametrize(
+    "params, parameter",
+    [
+        ({"bbox": "1,2,3"}, "bbox"),
+        ({"bbox": "106,11,107,10"}, "bbox"),
+        ({"bbox": "0,-91,1,0"}, "bbox"),
+        ({"bbox": "a,b,c,d"}, "bbox"),
+        ({"bbox": "1,2,3,4", "bbox-crs": "EPSG:1"}, "bbox-crs"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"offset": "-1"}, "offset"),
+        ({"crs": "EPSG:27700"}, "crs"),
+        ({"datetime": "yesterday"}, "datetime"),
+        ({"datetime": "2024-02-01/2024-01-01"}, "datetime"),
+        ({"datetime": "2024-01-01/2024-01-02/2024-01-03"}, "datetime"),
+        ({"filter": "n = "}, "filter"),
+        ({"filter": "nope = 1"}, "filter"),
+        (
+            {
+                "filter": "T_MEETS(observed_at, INTERVAL('2024-01-01T00:00:00Z','2024-01-02T00:00:00Z'))"
+            },
+            "filter",
+        ),
+        ({"filter": "{", "filter-lang": "cql2-json"}, "filter"),
+        ({"filter": "n = 1", "filter-lang": "sql"}, "filter-lang"),
+        ({"filter": "n = 1", "filter-crs": "EPSG:2"}, "filter-crs"),
+        ({"sortby": "-nope"}, "sortby"),
+        ({"properties": "n,nope"}, "properties"),
+        ({"f": "shapefile"}, "f"),
+    ],
+)
 def test_bad_parameters_are_400_naming_the_parameter(client, params, parameter):
     assert_400(client.get(ITEMS, params=params), parameter)
 
 
 def test_datetime_on_a_layer_without_time_is_400(client):
-    assert_400(client.get("/collections/fx_landmarks/items", params={"datetime": "2024-01-01"}),
-               "datetime")
+    assert_400(
+        client.get("/collections/fx_landmarks/items", params={"datetime": "2024-01-01"}), "datetime"
+    )
 
 
 def test_etag_and_304(client):
     first = client.get(ITEMS, params={"limit": 5, "bbox": "106.6,10.7,106.7,10.8"})
     tag = first.headers["etag"]
     assert first.headers["cache-control"] == "public, max-age=60"
-    again = client.get(ITEMS, params={"bbox": "106.6,10.7,106.7,10.8", "limit": 5},
-                       headers={"If-None-Match": tag})
+    again = client.get(
+        ITEMS, params={"bbox": "106.6,10.7,106.7,10.8", "limit": 5}, headers={"If-None-Match": tag}
+    )
     assert again.status_code == 304 and again.headers["etag"] == tag and not again.content
     other = client.get(ITEMS, params={"limit": 6}, headers={"If-None-Match": tag})
     assert other.status_code == 200 and other.headers["etag"] != tag
     feature = client.get("/collections/fx_points/items/7")
-    assert client.get("/collections/fx_points/items/7",
-                      headers={"If-None-Match": feature.headers["etag"]}).status_code == 304
+    assert (
+        client.get(
+            "/collections/fx_points/items/7", headers={"If-None-Match": feature.headers["etag"]}
+        ).status_code
+        == 304
+    )
 
 
 def test_csv_export_streams_every_row(client, db):
@@ -373,8 +417,7 @@ def test_geojson_seq_export(client):
     records = [r for r in response.content.split(b"\x1e") if r]
     assert len(records) == 25 and all(r.endswith(b"\n") for r in records)
     assert all(json.loads(r)["type"] == "Feature" for r in records)
-    accept = client.get(ITEMS, params={"limit": 2},
-                        headers={"Accept": "application/geo+json-seq"})
+    accept = client.get(ITEMS, params={"limit": 2}, headers={"Accept": "application/geo+json-seq"})
     assert accept.content.count(b"\x1e") == 2
 
 
@@ -396,21 +439,28 @@ def test_anonymous_exports_stop_at_the_bound_and_link_the_rest(client, make_key)
     assert response.headers["ogc-numbermatched"] == str(POINTS)
     link = response.headers["link"]
     assert 'rel="next"' in link and "offset=10000" in link and "f=geojsonseq" in link
-    rest = client.get(link[1:link.index(">")].replace("http://testserver", ""))
+    rest = client.get(link[1 : link.index(">")].replace("http://testserver", ""))
     assert rest.content.count(b"\x1e") == POINTS - 10_000 and "link" not in rest.headers
     rows = client.get(ITEMS, params={"f": "csv", "limit": 50_000}).text.count("\r\n")
     assert rows == 1 + 10_000
-    keyed = client.get(ITEMS, params={"f": "csv"},
-                       headers={"Authorization": f"Bearer {make_key('operator')}"})
+    keyed = client.get(
+        ITEMS, params={"f": "csv"}, headers={"Authorization": f"Bearer {make_key('operator')}"}
+    )
     assert keyed.text.count("\r\n") == 1 + POINTS and "link" not in keyed.headers
     anonymous = client.get(ITEMS, params={"f": "csv"})
     assert anonymous.headers["etag"] != keyed.headers["etag"]  # a bounded answer is another one
 
 
 def test_html_pages(client):
-    for path in ("/collections", "/collections/fx_points", "/collections/fx_points/items",
-                 "/collections/fx_points/items/3", "/conformance",
-                 "/collections/fx_points/queryables", "/collections/fx_odd_names/items"):
+    for path in (
+        "/collections",
+        "/collections/fx_points",
+        "/collections/fx_points/items",
+        "/collections/fx_points/items/3",
+        "/conformance",
+        "/collections/fx_points/queryables",
+        "/collections/fx_odd_names/items",
+    ):
         response = client.get(path, params={"f": "html"})
         assert response.status_code == 200, path
         assert response.headers["content-type"].startswith("text/html")
@@ -427,8 +477,17 @@ def test_openapi_documents_limits_and_number_matched(client):
     assert "at most 10,000" in limit["description"] and "capped" in limit["description"]
     assert "numberMatched" in op["description"]
     names = {p["name"] for p in op["parameters"]}
-    assert {"bbox", "bbox-crs", "datetime", "filter", "filter-lang", "filter-crs", "crs",
-            "sortby", "properties"} <= names
+    assert {
+        "bbox",
+        "bbox-crs",
+        "datetime",
+        "filter",
+        "filter-lang",
+        "filter-crs",
+        "crs",
+        "sortby",
+        "properties",
+    } <= names
 
 
 def test_a_10000_feature_page_is_streamed_in_chunks(db_settings):
@@ -441,7 +500,9 @@ def test_a_10000_feature_page_is_streamed_in_chunks(db_settings):
         pool = await create_pool(db_settings)
         try:
             layer = (await load_catalog(pool)).get("fx_points", _admin())
-            page, chunks = await features.stream_items(pool, layer, features.ItemsQuery(limit=10000))
+            page, chunks = await features.stream_items(
+                pool, layer, features.ItemsQuery(limit=10000)
+            )
             sizes = [len(chunk) async for chunk in chunks]
             return page, sizes
         finally:
@@ -462,8 +523,9 @@ def _admin():
 # --- the demo city (seeded by the session fixtures) -------------------------------------------
 
 
-@pytest.mark.parametrize("layer_id, role", [("wards", None), ("hospitals", None),
-                                            ("reports_1022", "operator")])
+@pytest.mark.parametrize(
+    "layer_id, role", [("wards", None), ("hospitals", None), ("reports_1022", "operator")]
+)
 def test_demo_layers(client, make_key, layer_id, role):
     """Real demo layers round-trip: items, one item, VN-2000 output; the internal 1022 reports
     exist only for a caller with a key."""
@@ -475,11 +537,13 @@ def test_demo_layers(client, make_key, layer_id, role):
     doc = page.json()
     assert len(doc["features"]) == 5
     first = doc["features"][0]
-    again = client.get(f"/collections/{layer_id}/items/{quote(str(first['id']), safe='')}",
-                       headers=headers)
+    again = client.get(
+        f"/collections/{layer_id}/items/{quote(str(first['id']), safe='')}", headers=headers
+    )
     assert again.status_code == 200 and again.json()["id"] == first["id"]
-    vn = client.get(f"/collections/{layer_id}/items", headers=headers,
-                    params={"limit": 5, "crs": EPSG + "9210"}).json()
+    vn = client.get(
+        f"/collections/{layer_id}/items", headers=headers, params={"limit": 5, "crs": EPSG + "9210"}
+    ).json()
     assert [f["id"] for f in vn["features"]] == [f["id"] for f in doc["features"]]
 
 

@@ -12,18 +12,30 @@ tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_cl
 TILE = "/tiles/tf_reports/14/13048/7698.pbf"  # in the packed core of reports
 
 
-@pytest.mark.parametrize("path", [TILE, "/collections/tf_reports/tiles/WebMercatorQuad/14/7698/13048",
-                                  "/styles/tf_parcels,tf_reports.json",
-                                  "/tiles/tf_parcels/tilejson.json",
-                                  "/collections/tf_parcels/items?limit=3", "/collections",
-                                  "/maps/portal", "/healthz", "/collections/tf_nope"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        TILE,
+        "/collections/tf_reports/tiles/WebMercatorQuad/14/7698/13048",
+        "/styles/tf_parcels,tf_reports.json",
+        "/tiles/tf_parcels/tilejson.json",
+        "/collections/tf_parcels/items?limit=3",
+        "/collections",
+        "/maps/portal",
+        "/healthz",
+        "/collections/tf_nope",
+    ],
+)
 def test_head_has_the_get_headers_and_no_body(tiles_client, path):
     got = tiles_client.get(path, headers={"Accept-Encoding": "gzip"})
     head = tiles_client.head(path, headers={"Accept-Encoding": "gzip"})
     assert head.status_code == got.status_code and head.content == b""
     # Folium names a map page's elements afresh (random ids): its length may differ.
-    same = ("content-type", "cache-control") if path.startswith("/maps/") else (
-        "content-type", "content-length", "etag", "cache-control", "content-encoding")
+    same = (
+        ("content-type", "cache-control")
+        if path.startswith("/maps/")
+        else ("content-type", "content-length", "etag", "cache-control", "content-encoding")
+    )
     for name in same:
         assert head.headers.get(name) == got.headers.get(name), name
 

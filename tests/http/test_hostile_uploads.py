@@ -49,14 +49,19 @@ def _assert_no_leak(text: str) -> None:
 
 
 @pytest.mark.parametrize("case", hostile.CORPUS)
-def test_hostile_upload_is_refused_and_changes_nothing(client, layer, publisher, db, listener,
-                                                       tmp_path, case):
+def test_hostile_upload_is_refused_and_changes_nothing(
+    client, layer, publisher, db, listener, tmp_path, case
+):
     entry = hostile.CORPUS[case]
     body = entry.build(tmp_path, listener)
     before = _state(client, db)
     for method in (client.put, client.post):  # replace and append
-        response = method(f"/layers/{LAYER}/data", content=body, headers=publisher,
-                          params={"filename": entry.filename, "crs": "EPSG:4326"})
+        response = method(
+            f"/layers/{LAYER}/data",
+            content=body,
+            headers=publisher,
+            params={"filename": entry.filename, "crs": "EPSG:4326"},
+        )
         assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
         doc = response.json()
         assert doc["description"] and doc["code"], response.text
@@ -69,8 +74,9 @@ def test_shapefile_missing_parts_are_named(client, layer, publisher, tmp_path):
     for part in (".dbf", ".shx"):
         folder = tmp_path / part.strip(".")
         folder.mkdir()
-        response = put(client, LAYER, hostile.shapefile_without(folder, part), publisher,
-                       filename="s.zip")
+        response = put(
+            client, LAYER, hostile.shapefile_without(folder, part), publisher, filename="s.zip"
+        )
         assert response.status_code == 400, response.text
         assert f"sensors{part}" in response.json()["description"], response.text
 
@@ -87,8 +93,9 @@ def test_csv_cells_naming_files_are_plain_text(client, layer, publisher, db):
 
 
 @pytest.mark.parametrize("kind", ["gpkg", "kml", "zipped geojson", "kmz", "shapefile"])
-def test_genuine_files_of_every_format_still_publish(client, layer, publisher, tmp_path, listener,
-                                                     kind):
+def test_genuine_files_of_every_format_still_publish(
+    client, layer, publisher, tmp_path, listener, kind
+):
     if kind == "gpkg":
         body, name = hostile.sensors_gpkg(tmp_path / "s.gpkg").read_bytes(), "s.gpkg"
     elif kind == "kml":

@@ -51,12 +51,16 @@ def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
-def send_chunked(url: str, path: str, total: int, content_type: str) -> tuple[int, dict, bytes, int]:
+def send_chunked(
+    url: str, path: str, total: int, content_type: str
+) -> tuple[int, dict, bytes, int]:
     """POST ``total`` bytes chunked, 64 KiB at a time, stopping as soon as an answer arrives;
     (status, headers, body, bytes sent)."""
     sock = connect(url)
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: ioc\r\nContent-Type: {content_type}\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n".encode())
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: ioc\r\nContent-Type: {content_type}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
     size = 64 * 1024
     chunk = b"%x\r\n" % size + b"x" * size + b"\r\n"
     sock.setblocking(False)
@@ -70,7 +74,7 @@ def send_chunked(url: str, path: str, total: int, content_type: str) -> tuple[in
             if not pending:
                 pending, sent = memoryview(chunk), sent + size
             try:
-                pending = pending[sock.send(pending):]
+                pending = pending[sock.send(pending) :]
             except (BrokenPipeError, ConnectionResetError):
                 break  # the server closed after answering: read the answer
         else:
@@ -81,13 +85,15 @@ def send_chunked(url: str, path: str, total: int, content_type: str) -> tuple[in
     return status, headers, body, sent
 
 
-@pytest.mark.parametrize("path, content_type", [
-    ("/query", "application/json"),
-    ("/query/saved", "application/json"),
-    ("/addresses/geocode", "text/csv"),
-])
-def test_a_chunked_body_over_the_limit_is_refused_while_it_is_read(live_server, path,
-                                                                   content_type):
+@pytest.mark.parametrize(
+    "path, content_type",
+    [
+        ("/query", "application/json"),
+        ("/query/saved", "application/json"),
+        ("/addresses/geocode", "text/csv"),
+    ],
+)
+def test_a_chunked_body_over_the_limit_is_refused_while_it_is_read(live_server, path, content_type):
     total = 30 * MIB
     status, headers, body, sent = send_chunked(live_server, path, total, content_type)
     assert status == 413, body
@@ -97,18 +103,24 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_is_read(live_server, 
     assert sent < total  # the answer came before the client had sent the body: nothing more read
 
 
-@pytest.mark.parametrize("method, path, size", [
-    ("POST", "/query", 21 * MIB),
-    ("POST", "/addresses/geocode", 30 * MIB),
-    ("PUT", "/layers/wards/data", 2 << 30),  # over IOC_UPLOAD_MAX_BYTES (1 GiB)
-])
-def test_a_declared_length_over_the_limit_is_refused_before_any_byte(live_server, method, path,
-                                                                    size):
+@pytest.mark.parametrize(
+    "method, path, size",
+    [
+        ("POST", "/query", 21 * MIB),
+        ("POST", "/addresses/geocode", 30 * MIB),
+        ("PUT", "/layers/wards/data", 2 << 30),  # over IOC_UPLOAD_MAX_BYTES (1 GiB)
+    ],
+)
+def test_a_declared_length_over_the_limit_is_refused_before_any_byte(
+    live_server, method, path, size
+):
     """Only the headers are sent: the 413 comes without the server waiting for the body."""
     sock = connect(live_server)
     try:
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: ioc\r\nContent-Type: application/json"
-                     f"\r\nContent-Length: {size}\r\n\r\n".encode())
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: ioc\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {size}\r\n\r\n".encode()
+        )
         status, headers, body = read_answer(sock)
     finally:
         sock.close()
@@ -117,8 +129,11 @@ def test_a_declared_length_over_the_limit_is_refused_before_any_byte(live_server
 
 
 def test_bodies_within_the_limit_still_work(live_server):
-    response = httpx.post(f"{live_server}/query", timeout=60, json={
-        "source": "fx_points", "limit": 2, "pad": "x" * (MIB // 2)})
+    response = httpx.post(
+        f"{live_server}/query",
+        timeout=60,
+        json={"source": "fx_points", "limit": 2, "pad": "x" * (MIB // 2)},
+    )
     assert response.status_code == 400  # read whole and parsed: the unknown field is named
     assert response.json()["parameter"] == "pad"
 
@@ -126,8 +141,9 @@ def test_bodies_within_the_limit_still_work(live_server):
 # --- the time bound of an export ------------------------------------------------------------
 
 
-def stalled_client_messages(app, method: str, path: str, query: bytes = b"",
-                            body: bytes = b"") -> list[dict]:
+def stalled_client_messages(
+    app, method: str, path: str, query: bytes = b"", body: bytes = b""
+) -> list[dict]:
     """What the app sends to a client that takes the first chunk and then never reads again
     (nor disconnects), driven as raw ASGI in the app's own event loop."""
 
@@ -147,13 +163,26 @@ def stalled_client_messages(app, method: str, path: str, query: bytes = b"",
             await stall.wait()
             return {"type": "http.disconnect"}
 
-        headers = [(b"host", b"ioc"), (b"accept-encoding", b"identity"),
-                   (b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-                 "http_version": "1.1", "method": method, "scheme": "http", "path": path,
-                 "raw_path": path.encode(), "query_string": query, "root_path": "",
-                 "headers": headers, "client": ("127.0.0.1", 40000), "server": ("ioc", 80)}
+        headers = [
+            (b"host", b"ioc"),
+            (b"accept-encoding", b"identity"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 40000),
+            "server": ("ioc", 80),
+        }
         # A guard against a hang, not a measurement: without the bound this never returns.
         await asyncio.wait_for(app(scope, receive, send), 120)
         return messages
@@ -162,18 +191,23 @@ def stalled_client_messages(app, method: str, path: str, query: bytes = b"",
         return running.portal.call(run)
 
 
-@pytest.mark.parametrize("method, path, query, body", [
-    ("GET", "/collections/fx_points/items", b"f=geojsonseq", b""),
-    ("GET", "/collections/fx_points/items", b"limit=10000", b""),
-    ("POST", "/query", b"", json.dumps({"source": "fx_points", "format": "csv"}).encode()),
-])
-def test_an_answer_to_a_client_that_stops_reading_is_cut_at_its_bound(settings, method, path,
-                                                                      query, body):
+@pytest.mark.parametrize(
+    "method, path, query, body",
+    [
+        ("GET", "/collections/fx_points/items", b"f=geojsonseq", b""),
+        ("GET", "/collections/fx_points/items", b"limit=10000", b""),
+        ("POST", "/query", b"", json.dumps({"source": "fx_points", "format": "csv"}).encode()),
+    ],
+)
+def test_an_answer_to_a_client_that_stops_reading_is_cut_at_its_bound(
+    settings, method, path, query, body
+):
     """The bound covers the whole answer, not each fetch: a client that stops reading does not
     hold the export (and its database connection) open. The answer is cut without its final
     chunk, so the client sees an incomplete body rather than a complete-looking file."""
-    app = create_app(Settings(database=settings.database,
-                              features=FeatureSettings(export_max_seconds=3)))
+    app = create_app(
+        Settings(database=settings.database, features=FeatureSettings(export_max_seconds=3))
+    )
     messages = stalled_client_messages(app, method, path, query, body)
     assert messages[0]["type"] == "http.response.start" and messages[0]["status"] == 200
     bodies = [m for m in messages if m["type"] == "http.response.body"]
@@ -184,8 +218,7 @@ def test_an_answer_to_a_client_that_stops_reading_is_cut_at_its_bound(settings, 
 
 def test_an_export_past_its_bound_before_the_first_byte_is_a_503(settings):
     """The bound covers the first query too: past it, a 503 and nothing half sent."""
-    tight = Settings(database=settings.database,
-                     features=FeatureSettings(export_max_seconds=1e-9))
+    tight = Settings(database=settings.database, features=FeatureSettings(export_max_seconds=1e-9))
     with TestClient(create_app(tight)) as strict:
         response = strict.get("/collections/fx_points/items", params={"f": "csv"})
     assert response.status_code == 503, response.text

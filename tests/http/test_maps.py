@@ -18,8 +18,9 @@ from ioc.catalog import Catalog, layer_from_row
 from ioc.settings import PROJECT_ROOT
 from tests.conftest import VENV_BIN, server_env
 
-LAYER_CALL = re.compile(r"IocMaps\.(features|tiles|heatmap|choropleth)\(\s*map_\w+,\s*(\{.*?\})\);",
-                        re.S)
+LAYER_CALL = re.compile(
+    r"IocMaps\.(features|tiles|heatmap|choropleth)\(\s*map_\w+,\s*(\{.*?\})\);", re.S
+)
 
 
 def layer_configs(html: str) -> list[dict]:
@@ -57,25 +58,38 @@ def test_every_view_file_validates_and_names_catalog_layers():
     assert views["wall"].audience == "internal" and views["portal"].audience == "public"
 
 
-GOOD = {"id": "demo", "title": {"vi": "a", "en": "a"}, "description": {"vi": "a", "en": "a"},
-        "audience": "public", "center": [10.77, 106.70], "zoom": 12, "layers": [{"layer": "wards"}]}
+GOOD = {
+    "id": "demo",
+    "title": {"vi": "a", "en": "a"},
+    "description": {"vi": "a", "en": "a"},
+    "audience": "public",
+    "center": [10.77, 106.70],
+    "zoom": 12,
+    "layers": [{"layer": "wards"}],
+}
 
 
-@pytest.mark.parametrize("change", [
-    {"id": "session"},                                           # clashes with /maps/session
-    {"zoom": 25},
-    {"zoom": 5, "min_zoom": 8},
-    {"center": [106.70, 10.77]},                                 # lon/lat swapped
-    {"layers": [{"layer": "wards"}, {"layer": "wards"}]},
-    {"layers": [{"layer": "wards", "kind": "choropleth"}]},      # no property
-    {"layers": [{"layer": "wards", "kind": "choropleth", "property": "population",
-                 "breaks": [3, 1]}]},
-    {"refresh": 2},
-    {"layers": [{"layer": "wards", "limit": 0}]},
-    {"layers": [{"layer": "Wards; DROP"}]},
-    {"basemap": {"layers": [{"layer": "roads", "color": "red"}]}},
-    {"unknown": True},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": "session"},  # clashes with /maps/session
+        {"zoom": 25},
+        {"zoom": 5, "min_zoom": 8},
+        {"center": [106.70, 10.77]},  # lon/lat swapped
+        {"layers": [{"layer": "wards"}, {"layer": "wards"}]},
+        {"layers": [{"layer": "wards", "kind": "choropleth"}]},  # no property
+        {
+            "layers": [
+                {"layer": "wards", "kind": "choropleth", "property": "population", "breaks": [3, 1]}
+            ]
+        },
+        {"refresh": 2},
+        {"layers": [{"layer": "wards", "limit": 0}]},
+        {"layers": [{"layer": "Wards; DROP"}]},
+        {"basemap": {"layers": [{"layer": "roads", "color": "red"}]}},
+        {"unknown": True},
+    ],
+)
 def test_invalid_views_are_rejected(change):
     MapView = maps.MapView
     MapView.model_validate(GOOD)
@@ -90,27 +104,52 @@ def test_view_file_id_must_match_its_name(tmp_path):
 
 
 def test_frame_ancestors_setting_refuses_header_injection():
-    assert maps.MapsSettings(frame_ancestors="'self'  https://a.vn").frame_ancestors == \
-        "'self' https://a.vn"
+    assert (
+        maps.MapsSettings(frame_ancestors="'self'  https://a.vn").frame_ancestors
+        == "'self' https://a.vn"
+    )
     for bad in ("'self'; script-src *", "https://a.vn,https://b.vn", "a\r\nX-Evil: 1", ""):
         with pytest.raises(ValidationError):
             maps.MapsSettings(frame_ancestors=bad)
 
 
 def _fake_layer(**change) -> dict:
-    manifest = {"attributes": [{"name": "name", "type": "text",
-                                "label": {"vi": "Tên</script>", "en": "Name"}}],
-                "style": {"color": "#123456", "legend": [
-                    {"label": {"vi": "<img src=x onerror=alert(1)>", "en": "x"},
-                     "color": "#123456"}]},
-                "zoom": {"min": 8, "max": 18}}
-    row = {"id": "evil", "schema_name": "data", "table_name": "evil", "geometry_column": "geom",
-           "id_column": "fid", "geometry_type": "Point", "srid": 4326,
-           "title_vi": "</script><script>alert('vi')</script>", "title_en": "<b>en</b>",
-           "description_vi": "", "description_en": "", "domain": "safety",
-           "department": "police", "access": "public", "cadence": "static",
-           "origin": "manifest", "manifest": manifest, "metadata": {}, "feature_count": 3,
-           "extent": [106.6, 10.7, 106.8, 10.9], "version": 1, "last_update": None}
+    manifest = {
+        "attributes": [
+            {"name": "name", "type": "text", "label": {"vi": "Tên</script>", "en": "Name"}}
+        ],
+        "style": {
+            "color": "#123456",
+            "legend": [
+                {"label": {"vi": "<img src=x onerror=alert(1)>", "en": "x"}, "color": "#123456"}
+            ],
+        },
+        "zoom": {"min": 8, "max": 18},
+    }
+    row = {
+        "id": "evil",
+        "schema_name": "data",
+        "table_name": "evil",
+        "geometry_column": "geom",
+        "id_column": "fid",
+        "geometry_type": "Point",
+        "srid": 4326,
+        "title_vi": "</script><script>alert('vi')</script>",
+        "title_en": "<b>en</b>",
+        "description_vi": "",
+        "description_en": "",
+        "domain": "safety",
+        "department": "police",
+        "access": "public",
+        "cadence": "static",
+        "origin": "manifest",
+        "manifest": manifest,
+        "metadata": {},
+        "feature_count": 3,
+        "extent": [106.6, 10.7, 106.8, 10.9],
+        "version": 1,
+        "last_update": None,
+    }
     row.update(change)
     return row
 
@@ -127,12 +166,15 @@ def test_rendered_page_escapes_catalog_text():
     html = maps.render_page(maps.plan_view(maps.preview_view(layer), catalog, ANONYMOUS))
     assert "<script>alert(" not in html and "<img src=x" not in html
     assert "</script><script>" not in html
-    assert "&lt;img src=x onerror=alert(1)&gt;" in html          # legend, autoescaped
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html  # legend, autoescaped
     assert layer_configs(html)[0]["title"] == "</script><script>alert('vi')</script>"
     # Leaflet's layer control sets the name as innerHTML: it gets HTML text, shown as the title.
-    assert control_names(html) == ["&lt;/script&gt;&lt;script&gt;alert(&#39;vi&#39;)&lt;/script&gt;"]
-    english = maps.render_page(maps.plan_view(maps.preview_view(layer), catalog, ANONYMOUS),
-                               lang="en")
+    assert control_names(html) == [
+        "&lt;/script&gt;&lt;script&gt;alert(&#39;vi&#39;)&lt;/script&gt;"
+    ]
+    english = maps.render_page(
+        maps.plan_view(maps.preview_view(layer), catalog, ANONYMOUS), lang="en"
+    )
     assert control_names(english) == ["&lt;b&gt;en&lt;/b&gt;"]
 
 
@@ -140,8 +182,10 @@ def test_every_page_template_autoescapes():
     """Catalog and caller text in any HTML template is escaped (no template opts out)."""
     from api.html import templates
 
-    names = [str(p.relative_to(PROJECT_ROOT / "api" / "templates"))
-             for p in (PROJECT_ROOT / "api" / "templates").rglob("*.html")]
+    names = [
+        str(p.relative_to(PROJECT_ROOT / "api" / "templates"))
+        for p in (PROJECT_ROOT / "api" / "templates").rglob("*.html")
+    ]
     assert len(names) >= 10
     for name in names:
         assert templates.env.autoescape(name) is True, name
@@ -161,23 +205,31 @@ def nonce_of(response) -> str:
     assert "'strict-dynamic'" not in script_src and "*" not in script_src, csp
     nonces = [s for s in script_src if s.startswith("'nonce-")]
     assert len(nonces) == 1, csp
-    return nonces[0][len("'nonce-"):-1]
+    return nonces[0][len("'nonce-") : -1]
 
 
-@pytest.mark.parametrize(("path", "staff"), [
-    ("/maps/portal", False), ("/maps/portal?embed=1&lang=en", False), ("/maps/wall", True),
-    ("/maps/wall?embed=1", True), ("/maps/preview/flood_points", False),
-    ("/maps/preview/roads", True), ("/maps/preview/ward_indicators?lang=en", True)])
+@pytest.mark.parametrize(
+    ("path", "staff"),
+    [
+        ("/maps/portal", False),
+        ("/maps/portal?embed=1&lang=en", False),
+        ("/maps/wall", True),
+        ("/maps/wall?embed=1", True),
+        ("/maps/preview/flood_points", False),
+        ("/maps/preview/roads", True),
+        ("/maps/preview/ward_indicators?lang=en", True),
+    ],
+)
 def test_every_script_of_a_page_carries_the_responses_nonce(client, operator, path, staff):
     headers = operator if staff else {}
     first, second = (client.get(path, headers=headers) for _ in range(2))
     assert first.status_code == 200, first.text
     nonce = nonce_of(first)
-    assert len(nonce) >= 22 and nonce != nonce_of(second)             # fresh per response
+    assert len(nonce) >= 22 and nonce != nonce_of(second)  # fresh per response
     tags = SCRIPT_TAG.findall(first.text)
-    assert len(tags) >= 5                                            # 4 files + the map
+    assert len(tags) >= 5  # 4 files + the map
     assert all(f'nonce="{nonce}"' in tag for tag in tags), tags
-    assert sum("src=" not in tag for tag in tags) == 1               # one inline script
+    assert sum("src=" not in tag for tag in tags) == 1  # one inline script
     # No handler attributes: the CSP would refuse them (and no script may depend on them).
     assert not re.search(r"<[^>]+\son[a-z]+\s*=", first.text, re.I)
     assert "javascript:" not in first.text.lower()
@@ -188,7 +240,7 @@ def test_rendered_file_carries_its_own_script_policy():
     plan = maps.plan_view(maps.preview_view(catalog.get("evil", ANONYMOUS)), catalog, ANONYMOUS)
     html = maps.render_page(plan, base_url="https://ioc.example.vn", meta_csp=True)
     meta = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
-    policy = unescape(meta[1])                       # as the browser reads the attribute
+    policy = unescape(meta[1])  # as the browser reads the attribute
     nonce = re.search(r"'nonce-([^']+)'", policy)[1]
     assert policy.startswith("script-src https://ioc.example.vn 'nonce-")
     assert all(f'nonce="{nonce}"' in tag for tag in SCRIPT_TAG.findall(html))
@@ -196,15 +248,29 @@ def test_rendered_file_carries_its_own_script_policy():
 
 
 def test_plan_drops_layers_the_caller_may_not_read():
-    catalog = Catalog([layer_from_row(_fake_layer(id="open")),
-                       layer_from_row(_fake_layer(id="staff", access="internal")),
-                       layer_from_row(_fake_layer(id="police", access="restricted"))])
-    view = maps.MapView.model_validate({**GOOD, "layers": [
-        {"layer": "open"}, {"layer": "staff"}, {"layer": "police"}, {"layer": "missing"}]})
-    for principal, expected in ((ANONYMOUS, {"open"}),
-                                (Principal(role="operator"), {"open", "staff"}),
-                                (Principal(role="publisher", department="police"),
-                                 {"open", "staff", "police"})):
+    catalog = Catalog(
+        [
+            layer_from_row(_fake_layer(id="open")),
+            layer_from_row(_fake_layer(id="staff", access="internal")),
+            layer_from_row(_fake_layer(id="police", access="restricted")),
+        ]
+    )
+    view = maps.MapView.model_validate(
+        {
+            **GOOD,
+            "layers": [
+                {"layer": "open"},
+                {"layer": "staff"},
+                {"layer": "police"},
+                {"layer": "missing"},
+            ],
+        }
+    )
+    for principal, expected in (
+        (ANONYMOUS, {"open"}),
+        (Principal(role="operator"), {"open", "staff"}),
+        (Principal(role="publisher", department="police"), {"open", "staff", "police"}),
+    ):
         plan = maps.plan_view(view, catalog, principal)
         assert {item.layer.id for item in plan.layers} == expected
         assert layer_ids(maps.render_page(plan)) == expected
@@ -228,10 +294,17 @@ def test_static_assets_are_served_and_node_modules_is_not_exposed(client):
         response = client.get(map_assets.asset_url(name))
         assert response.status_code == 200, name
         assert response.headers["content-type"].split(";")[0] in (
-            "text/javascript", "application/javascript", "text/css"), name
+            "text/javascript",
+            "application/javascript",
+            "text/css",
+        ), name
     assert client.get("/static/vendor/leaflet/dist/images/layers.png").status_code == 200
-    for path in ("/static/vendor/pbf/package.json", "/static/vendor/leaflet/../../package.json",
-                 "/static/vendor/%2e%2e/package.json", "/static/maps/../maps.py"):
+    for path in (
+        "/static/vendor/pbf/package.json",
+        "/static/vendor/leaflet/../../package.json",
+        "/static/vendor/%2e%2e/package.json",
+        "/static/maps/../maps.py",
+    ):
         assert client.get(path).status_code == 404, path
 
 
@@ -240,8 +313,11 @@ def test_static_assets_are_served_and_node_modules_is_not_exposed(client):
 
 def _assets_of(html: str) -> list[str]:
     """Scripts and stylesheets of a page (the favicon is an inline data: URL)."""
-    return [url for url in re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
-            if not url.startswith("data:")]
+    return [
+        url
+        for url in re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+        if not url.startswith("data:")
+    ]
 
 
 def test_portal_is_public_local_and_phone_ready(client):
@@ -249,7 +325,9 @@ def test_portal_is_public_local_and_phone_ready(client):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     html = response.text
-    assert '<html lang="vi">' in html and 'name="viewport"' in html and "user-scalable=no" not in html
+    assert (
+        '<html lang="vi">' in html and 'name="viewport"' in html and "user-scalable=no" not in html
+    )
     assert 'id="ioc-search"' in html and 'href="/maps/portal?lang=en"' in html
     assert map_assets.external_urls(html) == []
     assets = _assets_of(html)
@@ -274,10 +352,11 @@ def test_portal_in_english(client):
 
 def test_every_data_url_of_a_page_answers(client, operator):
     """The layers' GeoJSON and tile URLs are the public API's, and they work for the caller."""
-    configs = [*layer_configs(client.get("/maps/wall", headers=operator).text),
-               *layer_configs(client.get("/maps/portal").text)]
-    assert {c["kind"] for c in configs} >= {"basemap", "tiles", "features", "heatmap",
-                                            "choropleth"}
+    configs = [
+        *layer_configs(client.get("/maps/wall", headers=operator).text),
+        *layer_configs(client.get("/maps/portal").text),
+    ]
+    assert {c["kind"] for c in configs} >= {"basemap", "tiles", "features", "heatmap", "choropleth"}
     for config in configs:
         url = config["url"]
         if config["kind"] in ("tiles", "basemap"):
@@ -286,16 +365,19 @@ def test_every_data_url_of_a_page_answers(client, operator):
             assert response.status_code in (200, 204), (url, response.status_code)
         else:
             assert url.startswith(f"/collections/{config['id']}/items?")
-            response = client.get(url.replace("limit=10000", "limit=5").replace(
-                "limit=2000", "limit=5"), headers=operator)
+            response = client.get(
+                url.replace("limit=10000", "limit=5").replace("limit=2000", "limit=5"),
+                headers=operator,
+            )
             assert response.status_code == 200, (url, response.text[:300])
             assert response.json()["type"] == "FeatureCollection"
 
 
 def test_wall_is_for_city_users_only(client, operator):
     assert client.get("/maps/wall").status_code == 401
-    page = client.get("/maps/wall?refresh=30", headers={"Accept": "text/html"},
-                      follow_redirects=False)
+    page = client.get(
+        "/maps/wall?refresh=30", headers={"Accept": "text/html"}, follow_redirects=False
+    )
     assert page.status_code == 303
     assert page.headers["location"] == "/maps/session?next=%2Fmaps%2Fwall%3Frefresh%3D30"
     form = client.get(page.headers["location"])
@@ -311,7 +393,7 @@ def test_wall_is_for_city_users_only(client, operator):
     assert configs["ward_indicators"]["kind"] == "choropleth"
     assert configs["flood_points"]["refresh"] > 0
     assert 'id="ioc-clock"' in html and 'id="ioc-updated"' in html
-    assert "crime_hotspots" not in html                     # restricted: not for operators
+    assert "crime_hotspots" not in html  # restricted: not for operators
     assert map_assets.external_urls(html) == []
 
 
@@ -344,7 +426,9 @@ def test_embed_is_chromeless_and_frame_ancestors_come_from_the_setting(client):
     assert "ioc-embed" in html and 'class="ioc-bar"' not in html
     state = client.app.state
     saved = getattr(state, "maps_settings", None)
-    state.maps_settings = maps.MapsSettings(frame_ancestors="'self' https://cong.hochiminhcity.gov.vn")
+    state.maps_settings = maps.MapsSettings(
+        frame_ancestors="'self' https://cong.hochiminhcity.gov.vn"
+    )
     try:
         csp = client.get("/maps/portal?embed=1").headers["content-security-policy"]
         assert csp.endswith("frame-ancestors 'self' https://cong.hochiminhcity.gov.vn")
@@ -361,7 +445,7 @@ def test_preview_of_readable_layers_only(client, operator):
     html = response.text
     assert public.title_vi in html
     for entry in public.style["legend"]:
-        assert entry["label"]["vi"] in html                  # the legend
+        assert entry["label"]["vi"] in html  # the legend
     config = next(c for c in layer_configs(html) if c["id"] == public.id)
     assert {a["name"] for a in config["attributes"]} >= {"depth_cm", "status"}  # popups
     internal = next(la for la in catalog if la.access == "internal")
@@ -396,18 +480,22 @@ def test_session_trades_a_key_for_an_httponly_cookie(client, make_key):
 def test_session_form_redirects_only_to_map_pages(client, make_key):
     key = make_key("operator")
     try:
-        for target, expected in (("/maps/wall?refresh=30", "/maps/wall?refresh=30"),
-                                 ("https://evil.example/maps", "/maps/wall"),
-                                 ("//evil.example/maps", "/maps/wall"),
-                                 ("/catalog/layers", "/maps/wall")):
-            response = client.post("/maps/session", data={"key": key, "next": target},
-                                   follow_redirects=False)
+        for target, expected in (
+            ("/maps/wall?refresh=30", "/maps/wall?refresh=30"),
+            ("https://evil.example/maps", "/maps/wall"),
+            ("//evil.example/maps", "/maps/wall"),
+            ("/catalog/layers", "/maps/wall"),
+        ):
+            response = client.post(
+                "/maps/session", data={"key": key, "next": target}, follow_redirects=False
+            )
             assert response.status_code == 303, target
             assert response.headers["location"] == expected
         bad = client.post("/maps/session", data={"key": "ioc_wrong", "next": "/maps/wall"})
         assert bad.status_code == 401 and "set-cookie" not in bad.headers
-        forged = client.post("/maps/session", data={"key": key},
-                             headers={"Origin": "https://evil.example"})
+        forged = client.post(
+            "/maps/session", data={"key": key}, headers={"Origin": "https://evil.example"}
+        )
         assert forged.status_code == 403
         closed = client.delete("/maps/session")
         assert closed.status_code == 204 and 'ioc_session=""' in closed.headers["set-cookie"]
@@ -436,8 +524,23 @@ def test_cli_renders_a_view_for_another_server(db_settings, tmp_path: Path):
     out = tmp_path / "portal.html"
     base = "https://ioc.example.vn"
     result = subprocess.run(
-        [str(VENV_BIN / "ioc"), "maps", "render", "portal", "-o", str(out), "--base-url", base,
-         "--lang", "en"], env=server_env(db_settings), capture_output=True, text=True, timeout=120)
+        [
+            str(VENV_BIN / "ioc"),
+            "maps",
+            "render",
+            "portal",
+            "-o",
+            str(out),
+            "--base-url",
+            base,
+            "--lang",
+            "en",
+        ],
+        env=server_env(db_settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     html = out.read_text()
     assert '<html lang="en">' in html
@@ -445,14 +548,28 @@ def test_cli_renders_a_view_for_another_server(db_settings, tmp_path: Path):
     assert assets and all(a.startswith(base + "/static/") for a in assets)
     assert all(c["url"].startswith(base + "/") for c in layer_configs(html))
     assert map_assets.external_urls(html, base) == []
-    bad = subprocess.run([str(VENV_BIN / "ioc"), "maps", "render", "nope", "-o", str(out)],
-                         env=server_env(db_settings), capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(VENV_BIN / "ioc"), "maps", "render", "nope", "-o", str(out)],
+        env=server_env(db_settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "no map view 'nope'" in bad.stderr
 
 
-@pytest.mark.parametrize("path", ["/?f=html", "/catalog/layers?f=html", "/collections?f=html",
-                                  "/collections/wards?f=html", "/collections/wards/items?f=html",
-                                  "/maps?f=html", "/maps/session"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/?f=html",
+        "/catalog/layers?f=html",
+        "/collections?f=html",
+        "/collections/wards?f=html",
+        "/collections/wards/items?f=html",
+        "/maps?f=html",
+        "/maps/session",
+    ],
+)
 def test_template_pages_refuse_every_script(client, path):
     """Pages without script say so: markup that slipped past autoescaping still cannot run."""
     response = client.get(path)

@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("ogrinfo") is None,
-                                reason="GDAL (gdal-bin) is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("ogrinfo") is None, reason="GDAL (gdal-bin) is not installed"
+)
 
 
 def run(*args: str, timeout: int = 300) -> str:
@@ -33,16 +34,28 @@ def test_ogrinfo_lists_every_public_collection_and_nothing_else(live_server, db)
     assert "fx_internal" not in listed and "fx_restricted" not in listed
 
 
-@pytest.mark.parametrize("layer, table, page_size", [
-    ("fx_points", "fixtures.points", 5000),  # pages through next links
-    ("fx_vn2000", "fixtures.vn2000_parcels", 7),  # stored in VN-2000, served in CRS84
-    ("fx_odd_names", 'fixtures."Odd ""Table"" Name"', 2),
-])
-def test_ogr2ogr_copies_a_collection_with_every_feature(live_server, db, tmp_path, layer, table,
-                                                       page_size):
+@pytest.mark.parametrize(
+    "layer, table, page_size",
+    [
+        ("fx_points", "fixtures.points", 5000),  # pages through next links
+        ("fx_vn2000", "fixtures.vn2000_parcels", 7),  # stored in VN-2000, served in CRS84
+        ("fx_odd_names", 'fixtures."Odd ""Table"" Name"', 2),
+    ],
+)
+def test_ogr2ogr_copies_a_collection_with_every_feature(
+    live_server, db, tmp_path, layer, table, page_size
+):
     target = tmp_path / f"{layer}.geojson"
-    run("ogr2ogr", "-f", "GeoJSON", str(target), f"OAPIF:{live_server}", layer,
-        "-oo", f"PAGE_SIZE={page_size}")
+    run(
+        "ogr2ogr",
+        "-f",
+        "GeoJSON",
+        str(target),
+        f"OAPIF:{live_server}",
+        layer,
+        "-oo",
+        f"PAGE_SIZE={page_size}",
+    )
     with db.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixture names
         expected = cur.fetchone()[0]
@@ -63,20 +76,30 @@ def test_ogrinfo_reads_a_vector_tile_where_the_features_are(live_server, db):
     EPSG:3857, within the tile grid's resolution (4096 units a tile) of where PostGIS puts it."""
     z = 12
     with db.cursor() as cur:
-        cur.execute("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(geom, 4326) AS p"
-                    " FROM fixtures.vn2000_parcels WHERE parcel_id = 10) s")
+        cur.execute(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(geom, 4326) AS p"
+            " FROM fixtures.vn2000_parcels WHERE parcel_id = 10) s"
+        )
         lon, lat = cur.fetchone()
         n = 1 << z
         x = int((lon + 180) / 360 * n)
         y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
-        cur.execute("SELECT parcel_id, ST_X(g), ST_Y(g) FROM (SELECT parcel_id,"
-                    " ST_Transform(geom, 3857) AS g FROM fixtures.vn2000_parcels) s"
-                    " WHERE ST_Intersects(g, ST_TileEnvelope(%s, %s, %s))", (z, x, y))
+        cur.execute(
+            "SELECT parcel_id, ST_X(g), ST_Y(g) FROM (SELECT parcel_id,"
+            " ST_Transform(geom, 3857) AS g FROM fixtures.vn2000_parcels) s"
+            " WHERE ST_Intersects(g, ST_TileEnvelope(%s, %s, %s))",
+            (z, x, y),
+        )
         expected = {pid: (px, py) for pid, px, py in cur.fetchall()}
-    out = run("ogrinfo", "-ro", "-q", f"MVT:{live_server}/tiles/fx_vn2000/{z}/{x}/{y}.pbf",
-              "fx_vn2000")
-    found = {int(pid): (float(px), float(py)) for pid, px, py in re.findall(
-        r"mvt_id \(Integer64\) = (\d+).*?POINT \(([-\d.e+]+) ([-\d.e+]+)\)", out, flags=re.S)}
+    out = run(
+        "ogrinfo", "-ro", "-q", f"MVT:{live_server}/tiles/fx_vn2000/{z}/{x}/{y}.pbf", "fx_vn2000"
+    )
+    found = {
+        int(pid): (float(px), float(py))
+        for pid, px, py in re.findall(
+            r"mvt_id \(Integer64\) = (\d+).*?POINT \(([-\d.e+]+) ([-\d.e+]+)\)", out, flags=re.S
+        )
+    }
     assert set(found) == set(expected) and 10 in found
     step = 2 * math.pi * 6378137 / n / 4096  # one tile unit in metres
     for pid, (px, py) in found.items():

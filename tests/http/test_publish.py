@@ -10,32 +10,57 @@ from ioc.crs import transformer
 from tests.fixtures import uploads
 
 SENSORS = {
-    "id": "pt_sensors", "title": {"vi": "Cảm biến ngập (thử)", "en": "Flood sensors (test)"},
-    "description": {"vi": "Lớp thử nghiệm", "en": "Test layer"}, "domain": "flooding",
-    "department": "construction", "geometry": {"type": "Point", "srid": 4326},
-    "access": "public", "cadence": "realtime",
-    "source": {"name": "pytest", "licence": "CC0"}, "id_attribute": "sensor_id",
+    "id": "pt_sensors",
+    "title": {"vi": "Cảm biến ngập (thử)", "en": "Flood sensors (test)"},
+    "description": {"vi": "Lớp thử nghiệm", "en": "Test layer"},
+    "domain": "flooding",
+    "department": "construction",
+    "geometry": {"type": "Point", "srid": 4326},
+    "access": "public",
+    "cadence": "realtime",
+    "source": {"name": "pytest", "licence": "CC0"},
+    "id_attribute": "sensor_id",
     "zoom": {"min": 10, "max": 22},
     "attributes": [
         {"name": "sensor_id", "type": "text", "label": {"vi": "Mã", "en": "Id"}, "required": True},
-        {"name": "depth_cm", "type": "integer", "label": {"vi": "Độ sâu", "en": "Depth"}, "unit": "cm"},
+        {
+            "name": "depth_cm",
+            "type": "integer",
+            "label": {"vi": "Độ sâu", "en": "Depth"},
+            "unit": "cm",
+        },
         {"name": "installed", "type": "date", "label": {"vi": "Lắp đặt", "en": "Installed"}},
     ],
-    "style": {"color": "#1f78b4", "legend": [{"label": {"vi": "Cảm biến", "en": "Sensor"},
-                                              "color": "#1f78b4"}]},
+    "style": {
+        "color": "#1f78b4",
+        "legend": [{"label": {"vi": "Cảm biến", "en": "Sensor"}, "color": "#1f78b4"}],
+    },
     "demo": {"count": 1, "weight": "uniform"},
 }
-ZONES = {**SENSORS, "id": "pt_zones", "geometry": {"type": "MultiPolygon", "srid": 4326},
-         "id_attribute": "zone_code", "attributes": [
-             {"name": "zone_code", "type": "text", "label": {"vi": "Mã", "en": "Code"}, "required": True},
-             {"name": "risk", "type": "text", "label": {"vi": "Mức", "en": "Risk"}}]}
+ZONES = {
+    **SENSORS,
+    "id": "pt_zones",
+    "geometry": {"type": "MultiPolygon", "srid": 4326},
+    "id_attribute": "zone_code",
+    "attributes": [
+        {
+            "name": "zone_code",
+            "type": "text",
+            "label": {"vi": "Mã", "en": "Code"},
+            "required": True,
+        },
+        {"name": "risk", "type": "text", "label": {"vi": "Mức", "en": "Risk"}},
+    ],
+}
 
 
 def _clean(db_settings) -> None:
     conn = psycopg2.connect(db_settings.dsn())
     with conn.cursor() as cur:
-        cur.execute("SELECT tablename, schemaname FROM pg_tables WHERE tablename LIKE 'pt\\_%'"
-                    " AND schemaname IN ('data', 'versions', 'staging')")
+        cur.execute(
+            "SELECT tablename, schemaname FROM pg_tables WHERE tablename LIKE 'pt\\_%'"
+            " AND schemaname IN ('data', 'versions', 'staging')"
+        )
         for table, schema in cur.fetchall():
             cur.execute(f'DROP TABLE "{schema}"."{table}"')
         cur.execute("DELETE FROM ioc.layers WHERE id LIKE 'pt\\_%'")
@@ -46,8 +71,14 @@ def _clean(db_settings) -> None:
 
 @pytest.fixture(scope="module")
 def keys(make_key):
-    return {role: {"Authorization": f"Bearer {make_key(role, dept)}"} for role, dept in (
-        ("publisher", "construction"), ("admin", None), ("analyst", None), ("operator", None))
+    return {
+        role: {"Authorization": f"Bearer {make_key(role, dept)}"}
+        for role, dept in (
+            ("publisher", "construction"),
+            ("admin", None),
+            ("analyst", None),
+            ("operator", None),
+        )
     } | {"other": {"Authorization": f"Bearer {make_key('publisher', 'health')}"}}
 
 
@@ -63,7 +94,9 @@ def layers(client, keys, db_settings):
 
 def checksum(db, layer: str) -> str:
     with db.cursor() as cur:
-        cur.execute(f'SELECT md5(coalesce(string_agg(t::text, \',\' ORDER BY fid), \'\')) FROM data."{layer}" t')
+        cur.execute(
+            f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY fid), '')) FROM data.\"{layer}\" t"
+        )
         value = cur.fetchone()[0]
     db.rollback()
     return value
@@ -74,8 +107,13 @@ def put(client, layer, body, headers, **params):
 
 
 def test_publish_geojson_then_append_and_versions(client, layers, keys, db):
-    first = put(client, "pt_sensors", uploads.sensors_geojson(), keys["publisher"],
-                filename="sensors.geojson")
+    first = put(
+        client,
+        "pt_sensors",
+        uploads.sensors_geojson(),
+        keys["publisher"],
+        filename="sensors.geojson",
+    )
     assert first.status_code == 200, first.text
     report = first.json()
     assert report["accepted"] == 4 and report["rejected"] == 0 and report["source_srid"] == 4326
@@ -83,15 +121,21 @@ def test_publish_geojson_then_append_and_versions(client, layers, keys, db):
     assert items["feature_count"] == 4 and items["version"] == report["version"]
 
     extra = uploads.sensors_geojson([("S-010", 106.70, 10.78, 3)])
-    appended = client.post("/layers/pt_sensors/data", content=extra, headers=keys["publisher"],
-                           params={"filename": "more.geojson"})
+    appended = client.post(
+        "/layers/pt_sensors/data",
+        content=extra,
+        headers=keys["publisher"],
+        params={"filename": "more.geojson"},
+    )
     assert appended.status_code == 200 and appended.json()["feature_count"] == 5
     versions = client.get("/layers/pt_sensors/versions", headers=keys["publisher"]).json()
     ops = [v["operation"] for v in versions["versions"]]
     assert ops[:2] == ["append", "replace"]
     with db.cursor() as cur:
-        cur.execute("SELECT action, principal, counts->>'accepted', checksum FROM ioc.audit"
-                    " WHERE layer_id = 'pt_sensors' ORDER BY id")
+        cur.execute(
+            "SELECT action, principal, counts->>'accepted', checksum FROM ioc.audit"
+            " WHERE layer_id = 'pt_sensors' ORDER BY id"
+        )
         audit = cur.fetchall()
     assert [a[0] for a in audit] == ["layer.create", "layer.replace", "layer.append"]
     assert audit[1][1] == "publisher:construction" and audit[1][2] == "4" and len(audit[1][3]) == 64
@@ -102,12 +146,23 @@ def test_restore_earlier_version(client, layers, keys, db):
     before = checksum(db, "pt_sensors")
     version = client.get("/catalog/layers/pt_sensors").json()["version"]
     smaller = uploads.sensors_geojson(uploads.SENSORS[:1])
-    assert put(client, "pt_sensors", smaller, keys["publisher"], filename="b.geojson").json()["feature_count"] == 1
-    restored = client.post(f"/layers/pt_sensors/versions/{version}/restore", headers=keys["publisher"])
+    assert (
+        put(client, "pt_sensors", smaller, keys["publisher"], filename="b.geojson").json()[
+            "feature_count"
+        ]
+        == 1
+    )
+    restored = client.post(
+        f"/layers/pt_sensors/versions/{version}/restore", headers=keys["publisher"]
+    )
     assert restored.status_code == 200 and restored.json()["feature_count"] == 4
     assert checksum(db, "pt_sensors") == before
-    assert client.post("/layers/pt_sensors/versions/9999/restore",
-                       headers=keys["publisher"]).status_code == 404
+    assert (
+        client.post(
+            "/layers/pt_sensors/versions/9999/restore", headers=keys["publisher"]
+        ).status_code
+        == 404
+    )
 
 
 def test_vn2000_shapefile_without_towgs84_lands_within_a_metre(client, layers, keys, db, tmp_path):
@@ -116,11 +171,16 @@ def test_vn2000_shapefile_without_towgs84_lands_within_a_metre(client, layers, k
     assert response.status_code == 200, response.text
     assert response.json()["source_srid"] == 9210
     with db.cursor() as cur:
-        cur.execute("SELECT sensor_id, ST_X(geom), ST_Y(geom) FROM data.pt_sensors ORDER BY sensor_id")
+        cur.execute(
+            "SELECT sensor_id, ST_X(geom), ST_Y(geom) FROM data.pt_sensors ORDER BY sensor_id"
+        )
         got = {row[0]: row[1:] for row in cur.fetchall()}
         for sid, lon, lat, _ in uploads.SENSORS:
-            cur.execute("SELECT ST_Distance(ST_MakePoint(%s, %s)::geography,"
-                        " ST_MakePoint(%s, %s)::geography)", (lon, lat, *got[sid]))
+            cur.execute(
+                "SELECT ST_Distance(ST_MakePoint(%s, %s)::geography,"
+                " ST_MakePoint(%s, %s)::geography)",
+                (lon, lat, *got[sid]),
+            )
             assert cur.fetchone()[0] < 1.0, sid
     db.rollback()
 
@@ -142,7 +202,9 @@ def test_bowtie_rejected_by_default_repaired_on_request(client, layers, keys, db
     rejected = put(client, "pt_zones", body, keys["publisher"], filename="z.geojson")
     assert rejected.status_code == 422
     assert "invalid geometry" in rejected.json()["report"]["reasons"][0]["reason"]
-    repaired = put(client, "pt_zones", body, keys["publisher"], filename="z.geojson", invalid="repair")
+    repaired = put(
+        client, "pt_zones", body, keys["publisher"], filename="z.geojson", invalid="repair"
+    )
     assert repaired.status_code == 200 and repaired.json()["repaired"] == 1
     with db.cursor() as cur:
         cur.execute("SELECT bool_and(ST_IsValid(geom)), count(*) FROM data.pt_zones")
@@ -154,17 +216,27 @@ BAD_UPLOADS = {
     "truncated json": (lambda tmp: uploads.sensors_geojson()[:-40], "x.geojson", 400),
     "wrong crs": (lambda tmp: uploads.sensors_geojson(crs_member="EPSG:3857"), "x.geojson", 422),
     "lat/lon swapped": (lambda tmp: uploads.sensors_geojson(swap=True), "x.geojson", 422),
-    "unknown fields": (lambda tmp: uploads.sensors_geojson(extra_props={"colour": "red"}), "x.geojson", 422),
+    "unknown fields": (
+        lambda tmp: uploads.sensors_geojson(extra_props={"colour": "red"}),
+        "x.geojson",
+        422,
+    ),
     "empty file": (lambda tmp: b"", "x.geojson", 400),
     "zip escaping the archive": (lambda tmp: uploads.zip_with_escape(), "x.zip", 400),
     "zip bomb": (lambda tmp: uploads.zip_bomb(), "x.zip", 413),
     "not a geo file": (lambda tmp: b"hello", "x.txt", 400),
-    "bad attribute type": (lambda tmp: uploads.sensors_geojson(extra_props={"depth_cm": "deep"}), "x.geojson", 422),
+    "bad attribute type": (
+        lambda tmp: uploads.sensors_geojson(extra_props={"depth_cm": "deep"}),
+        "x.geojson",
+        422,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD_UPLOADS)
-def test_bad_uploads_get_a_clear_4xx_and_leave_the_layer_alone(client, layers, keys, db, tmp_path, case):
+def test_bad_uploads_get_a_clear_4xx_and_leave_the_layer_alone(
+    client, layers, keys, db, tmp_path, case
+):
     put(client, "pt_sensors", uploads.sensors_geojson(), keys["publisher"], filename="ok.geojson")
     before = checksum(db, "pt_sensors")
     version = client.get("/catalog/layers/pt_sensors").json()["version"]
@@ -183,12 +255,22 @@ def test_only_the_owning_department_or_admin_may_publish(client, layers, keys):
     body = uploads.sensors_geojson()
     assert put(client, "pt_sensors", body, {}, filename="x.geojson").status_code == 401
     for who in ("other", "analyst", "operator"):
-        assert put(client, "pt_sensors", body, keys[who], filename="x.geojson").status_code == 403, who
-        assert client.post("/layers/pt_sensors/versions/1/restore", headers=keys[who]).status_code == 403
+        assert (
+            put(client, "pt_sensors", body, keys[who], filename="x.geojson").status_code == 403
+        ), who
+        assert (
+            client.post("/layers/pt_sensors/versions/1/restore", headers=keys[who]).status_code
+            == 403
+        )
     assert put(client, "pt_sensors", body, keys["admin"], filename="x.geojson").status_code == 200
     other_dept = {**SENSORS, "id": "pt_other", "department": "health"}
     assert client.post("/layers", json=other_dept, headers=keys["publisher"]).status_code == 403
-    assert client.post("/layers", json={**SENSORS, "id": "Bad Id"}, headers=keys["publisher"]).status_code == 400
+    assert (
+        client.post(
+            "/layers", json={**SENSORS, "id": "Bad Id"}, headers=keys["publisher"]
+        ).status_code
+        == 400
+    )
     assert client.post("/layers", json=SENSORS, headers=keys["publisher"]).status_code == 409
 
 
@@ -197,8 +279,13 @@ def test_restricted_layer_invisible_to_other_department_publishers(client, keys)
     if restricted is None:
         pytest.skip("no restricted layer")
     body = uploads.sensors_geojson()
-    response = put(client, restricted.id, body, keys["other"] if restricted.department != "health"
-                   else keys["publisher"], filename="x.geojson")
+    response = put(
+        client,
+        restricted.id,
+        body,
+        keys["other"] if restricted.department != "health" else keys["publisher"],
+        filename="x.geojson",
+    )
     assert response.status_code == 404
 
 

@@ -63,44 +63,95 @@ PREFIX = "sf_"  # ids of what this module creates (tables, layers, saved queries
 SCRATCH = "sf_scratch"
 DEPARTMENT = "health"
 ROLES = ("anonymous", "operator", "analyst", "publisher", "admin")
-LAYERS = ("fx_landmarks", "fx_points", "fx_vn2000", "fx_odd_names", "fx_empty", "fx_internal",
-          "fx_restricted", "wards", "reports_1022", "parcels", "flood_sensors", SCRATCH)
+LAYERS = (
+    "fx_landmarks",
+    "fx_points",
+    "fx_vn2000",
+    "fx_odd_names",
+    "fx_empty",
+    "fx_internal",
+    "fx_restricted",
+    "wards",
+    "reports_1022",
+    "parcels",
+    "flood_sensors",
+    SCRATCH,
+)
 CRS = "http://www.opengis.net/def/crs/"
 # Real values of parameters (by name), drawn twice as often as generated ones, the first (the
 # typical value) most often: layers of every access level, tiles over the city, formats, CRSs,
 # filters, dates, an address of the seeded city.
 REALISTIC: dict[str, list[str]] = {
-    "collectionId": list(LAYERS), "layer_id": list(LAYERS), "layer": list(LAYERS),
+    "collectionId": list(LAYERS),
+    "layer_id": list(LAYERS),
+    "layer": list(LAYERS),
     "savedId": list(LAYERS),
     "layers": [*LAYERS, "wards,fx_points", "fx_landmarks,fx_restricted", "wards,wards"],
     "featureId": ["1", "2", "a/1", "c'3", "0"],
-    "tileMatrix": ["0", "12", "15", "22", "23"], "z": ["0", "12", "15", "22"],
-    "tileCol": ["0", "3262", "26099"], "x": ["0", "3262", "26099"],
-    "tileRow": ["0", "1925", "15401"], "y": ["0", "1925", "15401"],
-    "view_id": ["wall", "portal"], "code": ["5104938939", "0000"],
-    "version": ["1", "2", "0"], "jobId": ["00000000-0000-0000-0000-000000000000"],
+    "tileMatrix": ["0", "12", "15", "22", "23"],
+    "z": ["0", "12", "15", "22"],
+    "tileCol": ["0", "3262", "26099"],
+    "x": ["0", "3262", "26099"],
+    "tileRow": ["0", "1925", "15401"],
+    "y": ["0", "1925", "15401"],
+    "view_id": ["wall", "portal"],
+    "code": ["5104938939", "0000"],
+    "version": ["1", "2", "0"],
+    "jobId": ["00000000-0000-0000-0000-000000000000"],
     "f": ["json", "html", "geojson", "csv", "geojsonseq", "jsonld", "mvt", "gpkg"],
-    "bbox": ["106.6,10.7,106.8,10.9", "10.7,106.6,10.9,106.8", "106.7,10.8,106.6,10.7",
-             "-180,-90,180,90", "0,0,0,0", "106.6,10.7,0,106.8,10.9,100"],
-    "bbox-crs": [f"{CRS}OGC/1.3/CRS84", f"{CRS}EPSG/0/4326", f"{CRS}EPSG/0/9210",
-                 f"{CRS}EPSG/0/3857"],
+    "bbox": [
+        "106.6,10.7,106.8,10.9",
+        "10.7,106.6,10.9,106.8",
+        "106.7,10.8,106.6,10.7",
+        "-180,-90,180,90",
+        "0,0,0,0",
+        "106.6,10.7,0,106.8,10.9,100",
+    ],
+    "bbox-crs": [
+        f"{CRS}OGC/1.3/CRS84",
+        f"{CRS}EPSG/0/4326",
+        f"{CRS}EPSG/0/9210",
+        f"{CRS}EPSG/0/3857",
+    ],
     "crs": [f"{CRS}OGC/1.3/CRS84", f"{CRS}EPSG/0/4326", f"{CRS}EPSG/0/9210", "EPSG:9210"],
     "filter-crs": [f"{CRS}OGC/1.3/CRS84", f"{CRS}EPSG/0/4326"],
-    "datetime": ["2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z/..", "../2024-01-02T00:00:00Z",
-                 "2024-01-01/2024-01-03", "2024-02-30", "../.."],
-    "from": ["2024-01-01T00:00:00Z", "2024-01-01"], "to": ["2024-02-01T00:00:00Z", "2023-01-01"],
-    "filter": ["label = 'secret'", "n > 5 AND category = 'alpha'", "name LIKE 'Ch%'",
-               "S_INTERSECTS(geometry, POINT(106.7 10.8))", "missing = 1", "n > 'x'",
-               '{"op": "=", "args": [{"property": "n"}, 5]}'],
+    "datetime": [
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00Z/..",
+        "../2024-01-02T00:00:00Z",
+        "2024-01-01/2024-01-03",
+        "2024-02-30",
+        "../..",
+    ],
+    "from": ["2024-01-01T00:00:00Z", "2024-01-01"],
+    "to": ["2024-02-01T00:00:00Z", "2023-01-01"],
+    "filter": [
+        "label = 'secret'",
+        "n > 5 AND category = 'alpha'",
+        "name LIKE 'Ch%'",
+        "S_INTERSECTS(geometry, POINT(106.7 10.8))",
+        "missing = 1",
+        "n > 'x'",
+        '{"op": "=", "args": [{"property": "n"}, 5]}',
+    ],
     "filter-lang": ["cql2-text", "cql2-json"],
     "sortby": ["-n", "name", "+fid", "geometry", "nonexistent"],
     "properties": ["name", "label,n", "", "nonexistent"],
-    "limit": ["1", "10000"], "offset": ["0", "19999", "9007199254740991"],
-    "lon": ["106.7", "0", "-181"], "lat": ["10.78", "0", "91"], "radius": ["50", "0", "100000"],
-    "q": ["Bến Thành", "le loi", "%", "'"], "near": ["106.7,10.78", "x"],
-    "address": ["5104938939", "0000"], "wards": ["current", "2019"], "attribute": ["n", "category"],
-    "measure": ["count", "sum", "avg"], "lang": ["vi", "en", "fr"],
-    "embed": ["true", "false"], "refresh": ["30", "0"], "domain": ["admin", "fixtures"],
+    "limit": ["1", "10000"],
+    "offset": ["0", "19999", "9007199254740991"],
+    "lon": ["106.7", "0", "-181"],
+    "lat": ["10.78", "0", "91"],
+    "radius": ["50", "0", "100000"],
+    "q": ["Bến Thành", "le loi", "%", "'"],
+    "near": ["106.7,10.78", "x"],
+    "address": ["5104938939", "0000"],
+    "wards": ["current", "2019"],
+    "attribute": ["n", "category"],
+    "measure": ["count", "sum", "avg"],
+    "lang": ["vi", "en", "fr"],
+    "embed": ["true", "false"],
+    "refresh": ["30", "0"],
+    "domain": ["admin", "fixtures"],
     "next": ["/maps/wall", "https://evil.example/", "//evil.example"],
     "filename": ["a.geojson", "a.zip", "a.gpkg", "a.csv", "a.kml", "a.exe"],
 }
@@ -113,14 +164,22 @@ def no_open_redirect(ctx, response, case) -> None:
     if 300 <= response.status_code < 400 and location:
         target = urlsplit(location)
         assert target.scheme in ("", "http", "https") and target.netloc in ("", "testserver"), (
-            f"redirect off this server: {location}")
+            f"redirect off this server: {location}"
+        )
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance, no_open_redirect]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    no_open_redirect,
+]
 
 # (method, path template) -> checks skipped there, each with the reason and the fix's owner.
 KNOWN_FAILURES: dict[tuple[str, str], list] = {}
+
 
 def doomed(role: str) -> str:
     """The throwaway layer a role's ``DELETE /layers/{id}`` aims at (one per role, so that a
@@ -129,16 +188,24 @@ def doomed(role: str) -> str:
 
 
 SCRATCH_MANIFEST = {
-    "id": SCRATCH, "title": {"vi": "Lớp thử (schemathesis)", "en": "Scratch layer (schemathesis)"},
-    "description": {"vi": "Lớp thử nghiệm", "en": "Test layer"}, "domain": "health",
-    "department": DEPARTMENT, "geometry": {"type": "Point", "srid": 4326},
-    "access": "restricted", "cadence": "realtime",
-    "source": {"name": "pytest", "licence": "CC0"}, "id_attribute": "code",
+    "id": SCRATCH,
+    "title": {"vi": "Lớp thử (schemathesis)", "en": "Scratch layer (schemathesis)"},
+    "description": {"vi": "Lớp thử nghiệm", "en": "Test layer"},
+    "domain": "health",
+    "department": DEPARTMENT,
+    "geometry": {"type": "Point", "srid": 4326},
+    "access": "restricted",
+    "cadence": "realtime",
+    "source": {"name": "pytest", "licence": "CC0"},
+    "id_attribute": "code",
     "zoom": {"min": 10, "max": 22},
-    "attributes": [{"name": "code", "type": "text", "label": {"vi": "Mã", "en": "Code"},
-                    "required": True}],
-    "style": {"color": "#1f78b4", "legend": [{"label": {"vi": "Điểm", "en": "Point"},
-                                              "color": "#1f78b4"}]},
+    "attributes": [
+        {"name": "code", "type": "text", "label": {"vi": "Mã", "en": "Code"}, "required": True}
+    ],
+    "style": {
+        "color": "#1f78b4",
+        "legend": [{"label": {"vi": "Điểm", "en": "Point"}, "color": "#1f78b4"}],
+    },
     "demo": {"count": 1, "weight": "uniform"},
 }
 
@@ -148,14 +215,18 @@ def drop_created(dsn: str, layer_ids: set[str]) -> None:
     ids, like = sorted(layer_ids), PREFIX.replace("_", "\\_") + "%"
     conn = psycopg2.connect(dsn)
     with conn.cursor() as cur:
-        cur.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN "
-                    "('data', 'versions', 'staging') AND (tablename LIKE %s "
-                    "OR tablename = ANY(%s))", (like, ids))
+        cur.execute(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN "
+            "('data', 'versions', 'staging') AND (tablename LIKE %s "
+            "OR tablename = ANY(%s))",
+            (like, ids),
+        )
         for schema_name, table in cur.fetchall():
             cur.execute(f'DROP TABLE "{schema_name}"."{table}"')
         cur.execute("DELETE FROM ioc.layers WHERE id LIKE %s OR id = ANY(%s)", (like, ids))
-        cur.execute("DELETE FROM ioc.audit WHERE layer_id LIKE %s OR layer_id = ANY(%s)",
-                    (like, ids))
+        cur.execute(
+            "DELETE FROM ioc.audit WHERE layer_id LIKE %s OR layer_id = ANY(%s)", (like, ids)
+        )
     conn.commit()
     conn.close()
 
@@ -176,8 +247,9 @@ def created(db_settings, client, role_headers):
     removed afterwards (saved queries and jobs through the API, layers in the database)."""
     drop_created(db_settings.dsn(), set())
     for layer_id in (SCRATCH, *(doomed(role) for role in ROLES)):
-        answer = client.post("/layers", json={**SCRATCH_MANIFEST, "id": layer_id},
-                             headers=role_headers["admin"])
+        answer = client.post(
+            "/layers", json={**SCRATCH_MANIFEST, "id": layer_id}, headers=role_headers["admin"]
+        )
         assert answer.status_code == 201, answer.text
     record: dict[str, set] = {"layers": set(), "saved": set(), "jobs": set()}
     yield record
@@ -213,13 +285,18 @@ def realistic(generated: dict | None, names: set[str]) -> st.SearchStrategy:
     """The generated parameters, each known one often replaced by a realistic value (those
     left out stay out), so that requests reach real data and not only 400s and 404s."""
     generated = dict(generated or {})
-    choices = {name: st.one_of(st.just(KEEP), st.just(REALISTIC[name][0]),
-                               st.sampled_from(REALISTIC[name]))
-               for name in names & set(generated) if name in REALISTIC}
+    choices = {
+        name: st.one_of(
+            st.just(KEEP), st.just(REALISTIC[name][0]), st.sampled_from(REALISTIC[name])
+        )
+        for name in names & set(generated)
+        if name in REALISTIC
+    }
     if not choices:
         return st.just(generated)
     return st.fixed_dictionaries(choices).map(
-        lambda drawn: {**generated, **{k: v for k, v in drawn.items() if v is not KEEP}})
+        lambda drawn: {**generated, **{k: v for k, v in drawn.items() if v is not KEEP}}
+    )
 
 
 @schema.hook
@@ -248,16 +325,24 @@ def role_test(role: str):
     """The test of every operation as one role."""
 
     @schema.parametrize()
-    @hypothesis_settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None,
-                         database=None, suppress_health_check=list(HealthCheck))
+    @hypothesis_settings(
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def test(case, app, role_headers, created):
         if case.path.startswith("/layers/"):
             target = doomed(role) if case.method.upper() == "DELETE" else SCRATCH
             case.path_parameters = {**(case.path_parameters or {}), "collectionId": target}
         skipped = KNOWN_FAILURES.get((case.method.upper(), case.path), [])
         if role != "anonymous":  # the role's key, not a generated one (any spelling)
-            case.headers = {name: value for name, value in (case.headers or {}).items()
-                            if name.lower() != "authorization"} | role_headers[role]
+            case.headers = {
+                name: value
+                for name, value in (case.headers or {}).items()
+                if name.lower() != "authorization"
+            } | role_headers[role]
         response = case.call(app=app, allow_redirects=False)  # judge the answer itself
         record_created(case, response, created)
         case.validate_response(response, checks=[c for c in CHECKS if c not in skipped])
@@ -279,7 +364,8 @@ def test_description_documents_the_error_answers(client):
     items = spec["paths"]["/collections/{collectionId}/items"]["get"]["responses"]
     assert "422" not in items and {"400", "401", "404", "503"} <= set(items)
     assert items["400"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Error"}
+        "$ref": "#/components/schemas/Error"
+    }
     assert set(spec["paths"]["/healthz"]["get"]["responses"]) == {"200"}
     upload = spec["paths"]["/layers/{collectionId}/data"]["put"]["responses"]
     assert {"403", "413", "422"} <= set(upload)

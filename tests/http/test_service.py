@@ -16,7 +16,10 @@ def test_openapi_and_docs(client):
 
 
 def test_request_id_echoed_or_generated(client):
-    assert client.get("/healthz", headers={"X-Request-ID": "abc123"}).headers["x-request-id"] == "abc123"
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "abc123"}).headers["x-request-id"]
+        == "abc123"
+    )
     assert len(client.get("/healthz").headers["x-request-id"]) == 16
 
 
@@ -49,14 +52,19 @@ async def _session_state(pool) -> list[tuple]:
     """Every idle connection's session settings, listens and advisory locks, at once."""
     connections = [await pool.acquire() for _ in range(pool.get_idle_size())]
     try:
-        return [tuple(await conn.fetchrow(
-            "SELECT current_setting('statement_timeout') AS timeout,"
-            " current_setting('TimeZone') AS tz, current_setting('plan_cache_mode') AS plans,"
-            " (SELECT count(*) FROM pg_listening_channels()) AS listens,"
-            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-            "  AND pid = pg_backend_pid()) AS locks,"
-            " (SELECT count(*) FROM pg_cursors WHERE is_holdable) AS cursors"))
-                for conn in connections]
+        return [
+            tuple(
+                await conn.fetchrow(
+                    "SELECT current_setting('statement_timeout') AS timeout,"
+                    " current_setting('TimeZone') AS tz, current_setting('plan_cache_mode') AS plans,"
+                    " (SELECT count(*) FROM pg_listening_channels()) AS listens,"
+                    " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    "  AND pid = pg_backend_pid()) AS locks,"
+                    " (SELECT count(*) FROM pg_cursors WHERE is_holdable) AS cursors"
+                )
+            )
+            for conn in connections
+        ]
     finally:
         for conn in connections:
             await pool.release(conn)
@@ -69,7 +77,10 @@ def test_requests_leave_no_session_state_on_pooled_connections(client):
     pool = client.app.state.pool
     before = set(client.portal.call(_session_state, pool))
     for _ in range(3):
-        assert client.post("/query", json={"source": "digital_addresses", "limit": 5}).status_code == 200
+        assert (
+            client.post("/query", json={"source": "digital_addresses", "limit": 5}).status_code
+            == 200
+        )
         assert client.get("/collections/wards/items?limit=3&f=csv").status_code == 200
         assert client.get("/stats/reports_1022_public/by-ward").status_code == 200
     after = client.portal.call(_session_state, pool)

@@ -27,34 +27,49 @@ def test_counts_equal_direct_sql_for_every_ward(client, analyst, db):
     response = client.get("/stats/reports_1022/by-ward", headers=analyst)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/geo+json"
-    expected = _sql(db, "SELECT w.ward_code, count(t.fid) FROM data.wards w LEFT JOIN"
-                        " data.reports_1022 t ON ST_Intersects(w.geom, t.geom) GROUP BY 1")
+    expected = _sql(
+        db,
+        "SELECT w.ward_code, count(t.fid) FROM data.wards w LEFT JOIN"
+        " data.reports_1022 t ON ST_Intersects(w.geom, t.geom) GROUP BY 1",
+    )
     got = _values(response.json())
     assert len(got) == 168 and got == expected
     assert sum(got.values()) >= 20_000  # every report lies in a ward (boundaries: in both)
 
 
 def test_filtered_period_counts_equal_direct_sql(client, analyst, db):
-    response = client.get("/stats/reports_1022/by-ward", headers=analyst, params={
-        "filter": "status = 'mới'", "from": "2025-03-01", "to": "2025-06-01"})
+    response = client.get(
+        "/stats/reports_1022/by-ward",
+        headers=analyst,
+        params={"filter": "status = 'mới'", "from": "2025-03-01", "to": "2025-06-01"},
+    )
     assert response.status_code == 200, response.text
-    expected = _sql(db, """
+    expected = _sql(
+        db,
+        """
         SELECT w.ward_code, count(t.fid) FROM data.wards w LEFT JOIN data.reports_1022 t
           ON ST_Intersects(w.geom, t.geom) AND t.status = 'mới'
          AND t.reported_at >= TIMESTAMPTZ '2025-03-01 00:00+07'
          AND t.reported_at < TIMESTAMPTZ '2025-06-01 00:00+07'
-        GROUP BY 1""")
+        GROUP BY 1""",
+    )
     got = _values(response.json())
     assert got == expected and 0 < sum(got.values()) < 20_000
 
 
 def test_pre_2025_wards_and_mean(client, analyst, db, data_dir):
-    response = client.get("/stats/flood_points/by-ward", headers=analyst, params={
-        "measure": "avg", "attribute": "depth_cm", "wards": "2019"})
+    response = client.get(
+        "/stats/flood_points/by-ward",
+        headers=analyst,
+        params={"measure": "avg", "attribute": "depth_cm", "wards": "2019"},
+    )
     assert response.status_code == 200, response.text
     doc = response.json()
-    expected = _sql(db, "SELECT w.ward_code, avg(t.depth_cm) FROM data.wards_2019 w LEFT JOIN"
-                        " data.flood_points t ON ST_Intersects(w.geom, t.geom) GROUP BY 1")
+    expected = _sql(
+        db,
+        "SELECT w.ward_code, avg(t.depth_cm) FROM data.wards_2019 w LEFT JOIN"
+        " data.flood_points t ON ST_Intersects(w.geom, t.geom) GROUP BY 1",
+    )
     got = _values(doc)
     assert got.keys() == expected.keys()
     if data_dir is not None:  # the real 2019 wards (synthetic ones without IOC_DATA_DIR)
@@ -66,12 +81,16 @@ def test_pre_2025_wards_and_mean(client, analyst, db, data_dir):
 
 
 def test_sum_equals_direct_sql(client, db):
-    response = client.get("/stats/construction_permits/by-ward",
-                          params={"measure": "sum", "attribute": "gfa_m2"})
+    response = client.get(
+        "/stats/construction_permits/by-ward", params={"measure": "sum", "attribute": "gfa_m2"}
+    )
     assert response.status_code == 200
-    expected = _sql(db, "SELECT w.ward_code, sum(t.gfa_m2) FROM data.wards w LEFT JOIN"
-                        " data.construction_permits t ON ST_Intersects(w.geom, t.geom)"
-                        " GROUP BY 1")
+    expected = _sql(
+        db,
+        "SELECT w.ward_code, sum(t.gfa_m2) FROM data.wards w LEFT JOIN"
+        " data.construction_permits t ON ST_Intersects(w.geom, t.geom)"
+        " GROUP BY 1",
+    )
     got = _values(response.json())
     assert got.keys() == expected.keys()
     for code, value in expected.items():
@@ -120,24 +139,28 @@ def test_unreadable_layer_is_404_like_an_unknown_one(client):
     hidden = client.get("/stats/reports_1022/by-ward")
     unknown = client.get("/stats/no_such_layer/by-ward")
     assert hidden.status_code == unknown.status_code == 404
-    assert hidden.json()["description"].replace("reports_1022", "X") == \
-        unknown.json()["description"].replace("no_such_layer", "X")
+    assert hidden.json()["description"].replace("reports_1022", "X") == unknown.json()[
+        "description"
+    ].replace("no_such_layer", "X")
     assert client.get("/stats/flood_points/by-ward", params={"wards": "2019"}).status_code == 404
     assert client.get("/stats/x';DROP TABLE data.wards;--/by-ward").status_code == 404
 
 
-@pytest.mark.parametrize("params", [
-    {"measure": "median"},
-    {"measure": "sum"},
-    {"measure": "sum", "attribute": "street"},
-    {"measure": "avg", "attribute": "depth_cm'); DROP TABLE data.wards; --"},
-    {"from": "yesterday"},
-    {"to": "2025-13-45"},
-    {"filter": "depth_cm > 1; DROP TABLE data.wards"},
-    {"filter": "no_such_attribute = 1"},
-    {"filter-lang": "sql"},
-    {"wards": "2020"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"measure": "median"},
+        {"measure": "sum"},
+        {"measure": "sum", "attribute": "street"},
+        {"measure": "avg", "attribute": "depth_cm'); DROP TABLE data.wards; --"},
+        {"from": "yesterday"},
+        {"to": "2025-13-45"},
+        {"filter": "depth_cm > 1; DROP TABLE data.wards"},
+        {"filter": "no_such_attribute = 1"},
+        {"filter-lang": "sql"},
+        {"wards": "2020"},
+    ],
+)
 def test_bad_parameters_are_400(client, params):
     response = client.get("/stats/flood_points/by-ward", params=params)
     assert response.status_code == 400, (params, response.text)

@@ -43,7 +43,9 @@ def tile_xy(lon: float, lat: float, z: int, x: int, y: int) -> tuple[float, floa
     """A WGS 84 point in the tile's MVT coordinates (y down, extent 4096)."""
     mx, my = R * math.radians(lon), R * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
     size = 2 * math.pi * R / (1 << z)
-    return (mx + math.pi * R - x * size) / size * EXTENT, (math.pi * R - my - y * size) / size * EXTENT
+    return (mx + math.pi * R - x * size) / size * EXTENT, (
+        math.pi * R - my - y * size
+    ) / size * EXTENT
 
 
 def decode(response) -> dict:
@@ -108,7 +110,10 @@ def test_time_attribute_is_iso_8601(tiles_client):
     feature = decode(response)["tf_reports"]["features"][0]
     assert set(feature["properties"]) == {"category", "created_at"}
     assert feature["properties"]["category"] in CATEGORIES
-    assert feature["properties"]["created_at"].startswith("2025-") and "T" in feature["properties"]["created_at"]
+    assert (
+        feature["properties"]["created_at"].startswith("2025-")
+        and "T" in feature["properties"]["created_at"]
+    )
 
 
 def test_quoted_names_and_text_ids(tiles_client):
@@ -120,7 +125,9 @@ def test_quoted_names_and_text_ids(tiles_client):
 
 def test_huge_polygon_is_clipped_at_high_zoom(tiles_client):
     z, x, y = tile_of(106.7, 10.8, 16)
-    (feature,) = decode(tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf"))["tf_province"]["features"]
+    (feature,) = decode(tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf"))["tf_province"][
+        "features"
+    ]
     ring = feature["geometry"]["coordinates"][0]
     # Inside the buffered tile: the 20,000-vertex circle is cut to (about) the tile square.
     assert len(ring) <= 6
@@ -129,7 +136,9 @@ def test_huge_polygon_is_clipped_at_high_zoom(tiles_client):
 
 def test_low_zoom_polygon_is_simplified(tiles_client):
     z, x, y = tile_of(106.7, 10.8, 8)
-    (feature,) = decode(tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf"))["tf_province"]["features"]
+    (feature,) = decode(tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf"))["tf_province"][
+        "features"
+    ]
     assert 8 <= len(feature["geometry"]["coordinates"][0]) < 2000  # from 20,000 vertices
 
 
@@ -154,7 +163,9 @@ def test_tile_outside_the_matrix_is_404_and_bad_zoom_400(tiles_client):
     response = tiles_client.get("/tiles/tf_parcels/3/8/0.pbf")
     assert response.status_code == 404 and response.json()["code"] == "TileOutOfRange"
     assert tiles_client.get("/tiles/tf_parcels/25/0/0.pbf").status_code == 400
-    assert tiles_client.get("/collections/tf_parcels/tiles/WebMercatorQuad/2/0/4").status_code == 404
+    assert (
+        tiles_client.get("/collections/tf_parcels/tiles/WebMercatorQuad/2/0/4").status_code == 404
+    )
 
 
 # --- feature cap and aggregation ---------------------------------------------------------------
@@ -187,7 +198,10 @@ def test_aggregation_at_low_zoom_counts_every_report(tiles_client):
                 assert feature["geometry"]["type"] == "Point"
                 assert set(feature["properties"]) == {"count", "category"}
                 total += feature["properties"]["count"]
-                if biggest is None or feature["properties"]["count"] > biggest["properties"]["count"]:
+                if (
+                    biggest is None
+                    or feature["properties"]["count"] > biggest["properties"]["count"]
+                ):
                     biggest = feature
     assert total == REPORT_COUNT
     # The core's cell is dominated by flooding reports (70 % of the core by construction).
@@ -199,7 +213,9 @@ def test_points_are_features_above_the_cluster_zoom(tiles_client):
     z, x, y = tile_of(106.55, 10.65, 14)
     response = tiles_client.get(f"/tiles/tf_reports/{z}/{x}/{y}.pbf")
     if response.status_code == 200:
-        assert all("count" not in f["properties"] for f in decode(response)["tf_reports"]["features"])
+        assert all(
+            "count" not in f["properties"] for f in decode(response)["tf_reports"]["features"]
+        )
 
 
 # --- access ------------------------------------------------------------------------------------
@@ -208,7 +224,10 @@ def test_points_are_features_above_the_cluster_zoom(tiles_client):
 def test_access_single_layers(tiles_client, make_key):
     z, x, y = tile_of(106.69, 10.77, 12)
     assert tiles_client.get(f"/tiles/tf_internal/{z}/{x}/{y}.pbf").status_code == 404
-    assert tiles_client.get(f"/collections/tf_internal/tiles/WebMercatorQuad/{z}/{y}/{x}").status_code == 404
+    assert (
+        tiles_client.get(f"/collections/tf_internal/tiles/WebMercatorQuad/{z}/{y}/{x}").status_code
+        == 404
+    )
     operator = make_key("operator")
     response = get(tiles_client, f"/tiles/tf_internal/{z}/{x}/{y}.pbf", operator)
     assert list(decode(response)) == ["tf_internal"]
@@ -216,7 +235,9 @@ def test_access_single_layers(tiles_client, make_key):
     assert "Authorization" in response.headers["vary"]
     assert get(tiles_client, f"/tiles/tf_restricted/{z}/{x}/{y}.pbf", operator).status_code == 404
     police = make_key("publisher", "police")
-    assert list(decode(get(tiles_client, f"/tiles/tf_restricted/{z}/{x}/{y}.pbf", police))) == ["tf_restricted"]
+    assert list(decode(get(tiles_client, f"/tiles/tf_restricted/{z}/{x}/{y}.pbf", police))) == [
+        "tf_restricted"
+    ]
 
 
 def test_composite_omits_what_the_caller_may_not_read(tiles_client, make_key):
@@ -224,10 +245,18 @@ def test_composite_omits_what_the_caller_may_not_read(tiles_client, make_key):
     path = f"/tiles/tf_province,tf_internal,tf_restricted,no_such_layer/{z}/{x}/{y}.pbf"
     anonymous = tiles_client.get(path)
     assert list(decode(anonymous)) == ["tf_province"]
-    assert anonymous.headers["cache-control"] == "private, no-store"  # the answer depends on the caller
-    assert list(decode(get(tiles_client, path, make_key("operator")))) == ["tf_province", "tf_internal"]
+    assert (
+        anonymous.headers["cache-control"] == "private, no-store"
+    )  # the answer depends on the caller
+    assert list(decode(get(tiles_client, path, make_key("operator")))) == [
+        "tf_province",
+        "tf_internal",
+    ]
     assert list(decode(get(tiles_client, path, make_key("admin")))) == [
-        "tf_province", "tf_internal", "tf_restricted"]
+        "tf_province",
+        "tf_internal",
+        "tf_restricted",
+    ]
     hidden = tiles_client.get(f"/tiles/tf_internal,tf_restricted/{z}/{x}/{y}.pbf")
     assert hidden.status_code == 404 and hidden.json()["code"] == "LayerNotFound"
 
@@ -270,15 +299,19 @@ def test_publish_bumps_version_and_no_cache_serves_stale_tiles(tiles_client, db,
     z, x, y = tile_of(106.692, 10.77, 14)
     app = tiles_client.app
     before = _mutable_names(tiles_client, z, x, y)
-    assert tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "memory"
+    assert (
+        tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "memory"
+    )
     # A second process (a fresh service on the same disk cache) finds it on disk.
     app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
     app.state.catalog_watcher.interval = 0  # notice the other process's publish at once
     assert tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"
 
     with db.cursor() as cur:  # another process publishes: new data, then refresh_stats
-        cur.execute("INSERT INTO tile_fixtures.mutable (name, geom) VALUES"
-                    " ('new', ST_SetSRID(ST_MakePoint(106.6925, 10.7701), 4326))")
+        cur.execute(
+            "INSERT INTO tile_fixtures.mutable (name, geom) VALUES"
+            " ('new', ST_SetSRID(ST_MakePoint(106.6925, 10.7701), 4326))"
+        )
     db.commit()
     registry.refresh_stats(db, "tf_mutable")
 
@@ -314,7 +347,9 @@ def test_versions_changed_elsewhere_are_seen_within_the_interval(tiles_client, d
     assert tiles_client.app.state.catalog.get("tf_province", registry_admin()).version == version
     watcher.interval = 0
     tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
-    assert tiles_client.app.state.catalog.get("tf_province", registry_admin()).version == version + 1
+    assert (
+        tiles_client.app.state.catalog.get("tf_province", registry_admin()).version == version + 1
+    )
 
 
 def registry_admin():
@@ -334,11 +369,17 @@ def test_tilejson_of_a_collection(tiles_client):
     assert 106.49 < west < east < 106.91 and 10.59 < south < north < 11.01
     (vector_layer,) = doc["vector_layers"]
     assert vector_layer["id"] == "tf_reports"
-    assert vector_layer["fields"] == {"category": "String", "created_at": "String", "count": "Number"}
+    assert vector_layer["fields"] == {
+        "category": "String",
+        "created_at": "String",
+        "count": "Number",
+    }
     template = doc["tiles"][0]
     assert "/collections/tf_reports/tiles/WebMercatorQuad/{z}/{y}/{x}" in template
     z, x, y = tile_of(106.55, 10.65, 10)
-    url = template.split("?")[0].replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
+    url = (
+        template.split("?")[0].replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
+    )
     assert tiles_client.get(url.replace("http://testserver", "")).status_code in (200, 204)
 
 
@@ -355,7 +396,9 @@ def test_tilejson_of_a_composite_and_access(tiles_client, make_key):
 def test_ogc_tilesets_and_tile_matrix_set(tiles_client):
     tilesets = tiles_client.get("/collections/tf_parcels/tiles").json()
     (tileset,) = tilesets["tilesets"]
-    assert tileset["dataType"] == "vector" and tileset["tileMatrixSetURI"].endswith("WebMercatorQuad")
+    assert tileset["dataType"] == "vector" and tileset["tileMatrixSetURI"].endswith(
+        "WebMercatorQuad"
+    )
     item = next(link for link in tileset["links"] if link["rel"] == "item")
     assert item["href"].endswith("{tileMatrix}/{tileRow}/{tileCol}") and item["templated"]
     meta = tiles_client.get("/collections/tf_parcels/tiles/WebMercatorQuad").json()
@@ -363,7 +406,9 @@ def test_ogc_tilesets_and_tile_matrix_set(tiles_client):
     tms = tiles_client.get("/tileMatrixSets/WebMercatorQuad").json()
     assert tms["id"] == "WebMercatorQuad" and len(tms["tileMatrices"]) == 25
     assert tms["tileMatrices"][0]["scaleDenominator"] == pytest.approx(559082264.0287178)
-    assert tiles_client.get("/tileMatrixSets").json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"
+    assert (
+        tiles_client.get("/tileMatrixSets").json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"
+    )
     assert tiles_client.get("/collections/tf_restricted/tiles").status_code == 404
 
 
@@ -371,21 +416,34 @@ def test_a_client_finds_the_tiles_from_the_landing_page(tiles_client):
     """OGC API – Tiles discovery: landing page → tile matrix sets; collection → its vector
     tilesets → a tileset → its tiling scheme and tile template; conformance says so."""
     landing = tiles_client.get("/", headers={"Accept": "application/json"}).json()
-    schemes = next(link["href"] for link in landing["links"]
-                   if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes")
+    schemes = next(
+        link["href"]
+        for link in landing["links"]
+        if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
+    )
     assert tiles_client.get(schemes).json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"
     collection = tiles_client.get("/collections/tf_parcels").json()
-    href = next(link["href"] for link in collection["links"]
-                if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector")
+    href = next(
+        link["href"]
+        for link in collection["links"]
+        if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+    )
     (tileset,) = tiles_client.get(href).json()["tilesets"]
-    meta = tiles_client.get(next(link["href"] for link in tileset["links"]
-                                 if link["rel"] == "self")).json()
+    meta = tiles_client.get(
+        next(link["href"] for link in tileset["links"] if link["rel"] == "self")
+    ).json()
     links = {link["rel"]: link["href"] for link in meta["links"]}
-    assert tiles_client.get(links["http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"]
-                            ).json()["id"] == "WebMercatorQuad"
+    assert (
+        tiles_client.get(links["http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"]).json()["id"]
+        == "WebMercatorQuad"
+    )
     z, x, y = tile_of(WEST + 0.02, SOUTH + 0.02, 14)
-    tile = tiles_client.get(links["item"].replace("{tileMatrix}", str(z))
-                            .replace("{tileRow}", str(y)).replace("{tileCol}", str(x)))
+    tile = tiles_client.get(
+        links["item"]
+        .replace("{tileMatrix}", str(z))
+        .replace("{tileRow}", str(y))
+        .replace("{tileCol}", str(x))
+    )
     assert decode(tile)["tf_parcels"]["features"]
     conforms = tiles_client.get("/conformance").json()["conformsTo"]
     tiles_classes = {c.rsplit("/", 1)[1] for c in conforms if "ogcapi-tiles-1" in c}
@@ -396,23 +454,42 @@ def test_maplibre_style(tiles_client):
     style = tiles_client.get("/styles/tf_parcels,tf_reports,tf_internal.json").json()
     assert style["version"] == 8 and "glyphs" not in style and "sprite" not in style
     (source,) = style["sources"].values()
-    assert source["type"] == "vector" and source["url"].endswith("/tiles/tf_parcels,tf_reports/tilejson.json")
+    assert source["type"] == "vector" and source["url"].endswith(
+        "/tiles/tf_parcels,tf_reports/tilejson.json"
+    )
     layers = {layer["id"]: layer for layer in style["layers"]}
     # Circles: one layer per legend value (QGIS drops a data-driven circle-color) over one for
     # the other values, the first legend entry on top.
     numbers = [f"-{n}" for n in range(len(fx.LEGEND), 0, -1)]
-    assert list(layers) == ["tf_parcels-fill", "tf_parcels-outline",
-                            *(f"tf_reports{n}" for n in ["", *numbers]),
-                            *(f"tf_reports-cluster{n}" for n in ["", *numbers])]
+    assert list(layers) == [
+        "tf_parcels-fill",
+        "tf_parcels-outline",
+        *(f"tf_reports{n}" for n in ["", *numbers]),
+        *(f"tf_reports-cluster{n}" for n in ["", *numbers]),
+    ]
     # Match labels as arrays: QGIS reads only those.
     fill = layers["tf_parcels-fill"]["paint"]["fill-color"]
-    assert fill == ["match", ["get", "kind"], ["dat_o"], "#f4a261", ["cong_vien"], "#2a9d8f", "#cccccc"]
+    assert fill == [
+        "match",
+        ["get", "kind"],
+        ["dat_o"],
+        "#f4a261",
+        ["cong_vien"],
+        "#2a9d8f",
+        "#cccccc",
+    ]
     first = layers["tf_reports-1"]
     assert first["paint"]["circle-color"] == fx.LEGEND[0]["color"] and first["filter"] == [
-        "all", ["!", ["has", "count"]], ["==", ["get", "category"], fx.LEGEND[0]["value"]]]
+        "all",
+        ["!", ["has", "count"]],
+        ["==", ["get", "category"], fx.LEGEND[0]["value"]],
+    ]
     other = layers["tf_reports-cluster"]
-    assert other["filter"] == ["all", ["has", "count"],
-                               ["all", *(["!=", ["get", "category"], c] for c in CATEGORIES)]]
+    assert other["filter"] == [
+        "all",
+        ["has", "count"],
+        ["all", *(["!=", ["get", "category"], c] for c in CATEGORIES)],
+    ]
     assert other["paint"]["circle-color"] == "#d62728"
     assert layers["tf_reports-cluster-1"]["maxzoom"] == 14 and layers["tf_reports"]["minzoom"] == 8
     for layer in style["layers"]:
@@ -424,7 +501,10 @@ def test_maplibre_style(tiles_client):
 def test_openapi_lists_tile_paths(tiles_client):
     paths = tiles_client.get("/openapi.json").json()["paths"]
     assert "/tiles/{layers}/{z}/{x}/{y}.pbf" in paths
-    assert "/collections/{collectionId}/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}" in paths
+    assert (
+        "/collections/{collectionId}/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}"
+        in paths
+    )
 
 
 # --- the demo city, when it is there -------------------------------------------------------------
@@ -440,8 +520,10 @@ def test_demo_city_layers(tiles_client, make_key, db, layer_id):
     if not layer.feature_count:
         pytest.skip(f"{layer_id} is empty")
     with db.cursor() as cur:  # a point on the first feature, to pick a tile that has data
-        cur.execute(f"SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(ST_PointOnSurface(geom),"  # noqa: S608 (catalog identifier)
-                    f" 4326) AS p FROM {layer.table_sql} LIMIT 1) s")
+        cur.execute(
+            f"SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(ST_PointOnSurface(geom),"  # noqa: S608 (catalog identifier)
+            f" 4326) AS p FROM {layer.table_sql} LIMIT 1) s"
+        )
         lon, lat = cur.fetchone()
     z, x, y = tile_of(lon, lat, max(layer.zoom_min, 12))
     response = get(tiles_client, f"/tiles/{layer_id}/{z}/{x}/{y}.pbf", make_key("admin"))
@@ -473,14 +555,20 @@ def test_shared_fixture_layers_empty_and_odd_names(tiles_client):
     assert tiles_client.get("/tiles/fx_empty/12/3262/1924.pbf").status_code == 204
     assert tiles_client.get("/tiles/fx_empty/tilejson.json").json()["bounds"][0] == -180
     z, x, y = tile_of(106.70, 10.77, 14)
-    (feature,) = [f for f in decode(tiles_client.get(f"/tiles/fx_odd_names/{z}/{x}/{y}.pbf"))[
-        "fx_odd_names"]["features"] if f["properties"].get("Feature ID") == "a/1"]
+    (feature,) = [
+        f
+        for f in decode(tiles_client.get(f"/tiles/fx_odd_names/{z}/{x}/{y}.pbf"))["fx_odd_names"][
+            "features"
+        ]
+        if f["properties"].get("Feature ID") == "a/1"
+    ]
     # A text primary key cannot be an MVT id (unsigned integer): it is carried as a property.
     assert feature.get("id") in (None, 0)  # protobuf default: no id
 
 
-def test_public_tiles_bypass_the_framework_with_the_same_answer(tiles_client, monkeypatch,
-                                                                make_key):
+def test_public_tiles_bypass_the_framework_with_the_same_answer(
+    tiles_client, monkeypatch, make_key
+):
     """Anonymous requests for public tiles are answered by the ASGI fast path (the router is
     not reached), from memory or rendered, with the same bytes and headers as the app's."""
     from api.routers import tiles as tiles_router
@@ -508,7 +596,9 @@ def test_public_tiles_bypass_the_framework_with_the_same_answer(tiles_client, mo
         assert answer.headers["etag"] == reference.headers["etag"]
         assert answer.headers["cache-control"] == "public, max-age=60"  # whoever asked first
         assert "x-request-id" in answer.headers
-    assert tiles_client.get(path, headers={"If-None-Match": second.headers["etag"]}).status_code == 304
+    assert (
+        tiles_client.get(path, headers={"If-None-Match": second.headers["etag"]}).status_code == 304
+    )
     plain = tiles_client.get(path, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and decode(plain)["tf_province"]["features"]
 
@@ -518,8 +608,9 @@ def test_public_tiles_bypass_the_framework_with_the_same_answer(tiles_client, mo
         tiles_client.get(f"/tiles/tf_province,tf_internal/{z}/{x}/{y}.pbf")
 
 
-def test_database_failures_under_a_tile_are_503_and_the_pool_recovers(tiles_client, db_settings,
-                                                                      make_key):
+def test_database_failures_under_a_tile_are_503_and_the_pool_recovers(
+    tiles_client, db_settings, make_key
+):
     """PostgreSQL cancelling a tile's statement is a 503 QueryTimeout, losing the connection a
     503 DatabaseUnavailable — by the fast path and by the app alike — and the next request is
     served on a fresh connection."""
@@ -544,8 +635,9 @@ def test_the_disk_cache_keeps_to_its_budget(tiles_client, tmp_path):
     """A layer set's zoom level written long ago is deleted when the cache is over budget; the
     tile just rendered stays."""
     app = tiles_client.app
-    service = app.state.tiles = TileService(TileSettings(cache_dir=tmp_path, disk_max_mb=1,
-                                                         memory_mb=0))
+    service = app.state.tiles = TileService(
+        TileSettings(cache_dir=tmp_path, disk_max_mb=1, memory_mb=0)
+    )
     stale = tmp_path / service.fingerprint / "tf_gone@1" / "12" / "3263"
     stale.mkdir(parents=True)
     for y in range(24):  # 2.4 MB written a day ago

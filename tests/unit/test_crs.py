@@ -12,19 +12,22 @@ from ioc.errors import InvalidParameter
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
 
 
-@pytest.mark.parametrize("text, expected", [
-    (None, crs.CRS84),
-    ("", crs.CRS84),
-    (crs.CRS84_URI, crs.CRS84),
-    ("https://www.opengis.net/def/crs/OGC/1.3/CRS84", crs.CRS84),
-    ("OGC:CRS84", crs.CRS84),
-    ("[OGC:CRS84]", crs.CRS84),
-    (EPSG + "4326", crs.WGS84),
-    ("EPSG:4326", crs.WGS84),
-    ("urn:ogc:def:crs:EPSG::4326", crs.WGS84),
-    ("<" + EPSG + "3857>", crs.WEB_MERCATOR),
-    ("EPSG:9210", crs.VN2000_TM3_10545),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, crs.CRS84),
+        ("", crs.CRS84),
+        (crs.CRS84_URI, crs.CRS84),
+        ("https://www.opengis.net/def/crs/OGC/1.3/CRS84", crs.CRS84),
+        ("OGC:CRS84", crs.CRS84),
+        ("[OGC:CRS84]", crs.CRS84),
+        (EPSG + "4326", crs.WGS84),
+        ("EPSG:4326", crs.WGS84),
+        ("urn:ogc:def:crs:EPSG::4326", crs.WGS84),
+        ("<" + EPSG + "3857>", crs.WEB_MERCATOR),
+        ("EPSG:9210", crs.VN2000_TM3_10545),
+    ],
+)
 def test_parse_crs_forms(text, expected):
     assert crs.parse_crs(text, parameter="crs") == expected
 
@@ -76,10 +79,21 @@ def test_projected_bbox():
     assert box.srid == 9210 and box.values == (600000, 1190000, 610000, 1200000)
 
 
-@pytest.mark.parametrize("text", [
-    "1,2,3", "1,2,3,4,5", "a,b,c,d", "1,2,3,nan", "1,2,3,inf", "106,11,107,10", "0,-91,1,0",
-    "-181,0,0,1", "", "1,,2,3",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1,2,3",
+        "1,2,3,4,5",
+        "a,b,c,d",
+        "1,2,3,nan",
+        "1,2,3,inf",
+        "106,11,107,10",
+        "0,-91,1,0",
+        "-181,0,0,1",
+        "",
+        "1,,2,3",
+    ],
+)
 def test_bad_bbox_is_400(text):
     with pytest.raises(InvalidParameter) as err:
         crs.parse_bbox(text, crs.CRS84)

@@ -39,26 +39,61 @@ from tiles.style import colour_expression, maplibre_style
 from tiles.tilejson import tilejson, versions_tag
 
 
-def make_layer(layer_id="roads", *, srid=4326, geometry_type="LineString", count=10, version=1,
-               access="public", department="construction", attributes=None, style=None,
-               zoom=(0, 22), table="roads", time=None, extent=(106.5, 10.6, 106.9, 11.0),
-               tiles=None):
+def make_layer(
+    layer_id="roads",
+    *,
+    srid=4326,
+    geometry_type="LineString",
+    count=10,
+    version=1,
+    access="public",
+    department="construction",
+    attributes=None,
+    style=None,
+    zoom=(0, 22),
+    table="roads",
+    time=None,
+    extent=(106.5, 10.6, 106.9, 11.0),
+    tiles=None,
+):
     """A Layer as the catalog builds it from a registry row."""
     manifest = {
-        "attributes": attributes or [{"name": "name", "type": "text"},
-                                     {"name": "kind", "type": "text"},
-                                     {"name": "lanes", "type": "integer"}],
+        "attributes": attributes
+        or [
+            {"name": "name", "type": "text"},
+            {"name": "kind", "type": "text"},
+            {"name": "lanes", "type": "integer"},
+        ],
         "style": style or {"color": "#ff0000", "by": "kind", "legend": []},
-        "zoom": {"min": zoom[0], "max": zoom[1]}, "time_attribute": time,
+        "zoom": {"min": zoom[0], "max": zoom[1]},
+        "time_attribute": time,
     }
     if tiles is not None:
         manifest["tiles"] = tiles
-    row = {"id": layer_id, "schema_name": "data", "table_name": table, "geometry_column": "geom",
-           "id_column": "fid", "geometry_type": geometry_type, "srid": srid, "title_vi": "Đường",
-           "title_en": "Roads", "description_vi": "", "description_en": "", "domain": "transport",
-           "department": department, "access": access, "cadence": "static", "origin": "manifest",
-           "manifest": json.dumps(manifest), "metadata": "{}", "feature_count": count,
-           "extent": list(extent) if extent else None, "version": version, "last_update": None}
+    row = {
+        "id": layer_id,
+        "schema_name": "data",
+        "table_name": table,
+        "geometry_column": "geom",
+        "id_column": "fid",
+        "geometry_type": geometry_type,
+        "srid": srid,
+        "title_vi": "Đường",
+        "title_en": "Roads",
+        "description_vi": "",
+        "description_en": "",
+        "domain": "transport",
+        "department": department,
+        "access": access,
+        "cadence": "static",
+        "origin": "manifest",
+        "manifest": json.dumps(manifest),
+        "metadata": "{}",
+        "feature_count": count,
+        "extent": list(extent) if extent else None,
+        "version": version,
+        "last_update": None,
+    }
     return layer_from_row(row)
 
 
@@ -77,12 +112,20 @@ def test_settings_from_environment(monkeypatch, tmp_path):
 
 
 def test_only_style_attributes_are_carried():
-    layer = make_layer(time=None, attributes=[
-        {"name": "name", "type": "text"}, {"name": "kind", "type": "text"},
-        {"name": "secret_note", "type": "text"}, {"name": "built", "type": "date"}])
+    layer = make_layer(
+        time=None,
+        attributes=[
+            {"name": "name", "type": "text"},
+            {"name": "kind", "type": "text"},
+            {"name": "secret_note", "type": "text"},
+            {"name": "built", "type": "date"},
+        ],
+    )
     assert [p.name for p in tile_properties(layer)] == ["kind", "name"]
-    timed = make_layer(time="built", attributes=[{"name": "built", "type": "date"},
-                                                  {"name": "kind", "type": "text"}])
+    timed = make_layer(
+        time="built",
+        attributes=[{"name": "built", "type": "date"}, {"name": "kind", "type": "text"}],
+    )
     props = {p.name: p for p in tile_properties(timed)}
     assert props["built"].sql == """to_json(t."built") #>> '{}'"""
     extra = make_layer(tiles={"properties": ["lanes", "not_an_attribute"]})
@@ -120,9 +163,13 @@ def test_cluster_sql_counts_and_takes_the_dominant_category():
 
 
 def test_cluster_flag_and_zoom_ranges():
-    small = make_layer(geometry_type="Point", count=10, tiles={"cluster": True,
-                                                               "cluster_max_zoom": 11})
-    assert layer_mode(small, 11, SETTINGS) == "cluster" and layer_mode(small, 12, SETTINGS) == "features"
+    small = make_layer(
+        geometry_type="Point", count=10, tiles={"cluster": True, "cluster_max_zoom": 11}
+    )
+    assert (
+        layer_mode(small, 11, SETTINGS) == "cluster"
+        and layer_mode(small, 12, SETTINGS) == "features"
+    )
     big = make_layer(geometry_type="Point", count=10**6, tiles={"cluster": False})
     assert layer_mode(big, 8, SETTINGS) == "features"
     ranged = make_layer(zoom=(10, 16))
@@ -132,17 +179,25 @@ def test_cluster_flag_and_zoom_ranges():
 
 
 def test_composite_is_one_statement_concatenating_layers():
-    plans = [Plan(make_layer("a"), "features"), Plan(make_layer("b", srid=9210), "features"),
-             Plan(make_layer("c", geometry_type="Point", count=10**6), "cluster")]
+    plans = [
+        Plan(make_layer("a"), "features"),
+        Plan(make_layer("b", srid=9210), "features"),
+        Plan(make_layer("c", geometry_type="Point", count=10**6), "cluster"),
+    ]
     sql = build_tile_sql(plans, SETTINGS)
     assert sql.count("ST_AsMVT(q,") == 3 and sql.count(" || ") == 2
     assert "'a'" in sql and "'b'" in sql and "'c'" in sql
-    assert "ARRAY[(SELECT count(*) FROM l0) > 20000, (SELECT count(*) FROM l1) > 20000, false]" in sql
+    assert (
+        "ARRAY[(SELECT count(*) FROM l0) > 20000, (SELECT count(*) FROM l1) > 20000, false]" in sql
+    )
 
 
 def test_identifiers_are_quoted_and_literals_escaped():
-    layer = make_layer(table='Odd "Table"', attributes=[{"name": 'Kind "x"', "type": "text"}],
-                       style={"color": "#000000", "by": 'Kind "x"', "legend": []})
+    layer = make_layer(
+        table='Odd "Table"',
+        attributes=[{"name": 'Kind "x"', "type": "text"}],
+        style={"color": "#000000", "by": 'Kind "x"', "legend": []},
+    )
     sql = build_tile_sql([Plan(layer, "features")], SETTINGS)
     assert '"data"."Odd ""Table"""' in sql and 't."Kind ""x""" AS "Kind ""x"""' in sql
     assert literal("it's") == "'it''s'"
@@ -177,8 +232,13 @@ def test_check_tile():
 
 
 def test_resolve_layers_hides_what_cannot_be_read():
-    catalog = Catalog([make_layer("a"), make_layer("b", access="internal"),
-                       make_layer("c", access="restricted", department="police")])
+    catalog = Catalog(
+        [
+            make_layer("a"),
+            make_layer("b", access="internal"),
+            make_layer("c", access="restricted", department="police"),
+        ]
+    )
     assert [la.id for la in resolve_layers(catalog, ANONYMOUS, "a,b,c,zzz,a")] == ["a"]
     operator = Principal(role="operator")
     assert [la.id for la in resolve_layers(catalog, operator, "c,b,a")] == ["b", "a"]
@@ -247,8 +307,10 @@ def test_version_watcher_is_throttled():
 
 
 def test_tilejson_and_versions_tag():
-    layers = [make_layer("a", zoom=(10, 16)), make_layer("b", geometry_type="Point", count=10**6,
-                                                         extent=(106.0, 10.0, 106.2, 10.2))]
+    layers = [
+        make_layer("a", zoom=(10, 16)),
+        make_layer("b", geometry_type="Point", count=10**6, extent=(106.0, 10.0, 106.2, 10.2)),
+    ]
     doc = tilejson(layers, "http://x/tiles/a,b/{z}/{x}/{y}.pbf", SETTINGS)
     assert doc["tilejson"] == "3.0.0" and doc["minzoom"] == 0 and doc["maxzoom"] == 22
     assert doc["bounds"] == [106.0, 10.0, 106.9, 11.0]
@@ -258,22 +320,44 @@ def test_tilejson_and_versions_tag():
 
 
 def test_style_colours():
-    legend = [{"value": "a", "color": "#111111"}, {"value": "b", "color": "#222222"},
-              {"color": "#333333"}]
+    legend = [
+        {"value": "a", "color": "#111111"},
+        {"value": "b", "color": "#222222"},
+        {"color": "#333333"},
+    ]
     layer = make_layer(style={"color": "#000000", "by": "kind", "legend": legend})
-    assert colour_expression(layer) == ["match", ["get", "kind"], ["a"], "#111111", ["b"], "#222222",
-                                        "#000000"]
-    flags = make_layer(geometry_type="LineString", style={"color": "#000000", "by": "ok", "legend": [
-        {"value": True, "color": "#00ff00"}, {"value": False, "color": "#ff0000"}]})
+    assert colour_expression(layer) == [
+        "match",
+        ["get", "kind"],
+        ["a"],
+        "#111111",
+        ["b"],
+        "#222222",
+        "#000000",
+    ]
+    flags = make_layer(
+        geometry_type="LineString",
+        style={
+            "color": "#000000",
+            "by": "ok",
+            "legend": [{"value": True, "color": "#00ff00"}, {"value": False, "color": "#ff0000"}],
+        },
+    )
     assert colour_expression(flags) is None
     # Booleans cannot be match labels, nor QGIS 3.22 read a `case`: one line layer per value.
     lines = maplibre_style([flags], "http://x/tj.json", SETTINGS)["layers"]
     assert [(la["filter"], la["paint"]["line-color"]) for la in lines] == [
         (["all", ["!=", ["get", "ok"], True], ["!=", ["get", "ok"], False]], "#000000"),
-        (["==", ["get", "ok"], False], "#ff0000"), (["==", ["get", "ok"], True], "#00ff00")]
+        (["==", ["get", "ok"], False], "#ff0000"),
+        (["==", ["get", "ok"], True], "#00ff00"),
+    ]
     assert colour_expression(make_layer(style={"color": "#abcdef", "legend": []})) == "#abcdef"
-    style = maplibre_style([make_layer(geometry_type="Polygon")], "http://x/tj.json", SETTINGS,
-                           glyphs_url="http://x/{fontstack}/{range}.pbf")
+    style = maplibre_style(
+        [make_layer(geometry_type="Polygon")],
+        "http://x/tj.json",
+        SETTINGS,
+        glyphs_url="http://x/{fontstack}/{range}.pbf",
+    )
     assert style["glyphs"] and [la["type"] for la in style["layers"]] == ["fill", "line"]
 
 
@@ -287,12 +371,17 @@ def test_tile_ranges_and_pmtiles(tmp_path):
     bbox = parse_bbox("106.6,10.7,106.8,10.9")
     tiles = list(tiles_in_bbox(bbox, 10, 12))
     assert len(tiles) == count_tiles(bbox, 10, 12) and len(set(tiles)) == len(tiles)
-    mvt = mapbox_vector_tile.encode([{"name": "a", "features": [
-        {"geometry": "POINT(10 10)", "properties": {"k": 1}}]}])
+    mvt = mapbox_vector_tile.encode(
+        [{"name": "a", "features": [{"geometry": "POINT(10 10)", "properties": {"k": 1}}]}]
+    )
     data = gzip.compress(mvt)
     path = tmp_path / "out.pmtiles"
-    count = write_pmtiles(path, [(z, x, y, data) for z, x, y in tiles] + [(12, 0, 0, b"")],
-                          bbox, {"vector_layers": []})
+    count = write_pmtiles(
+        path,
+        [(z, x, y, data) for z, x, y in tiles] + [(12, 0, 0, b"")],
+        bbox,
+        {"vector_layers": []},
+    )
     assert count == len(tiles)
     from pmtiles.reader import MmapSource, Reader
 
@@ -317,11 +406,25 @@ def test_small_and_big_tiles_are_gzipped_alike():
     assert asyncio.run(service.compress(b"")) == b""
 
 
-@pytest.mark.parametrize("header, expected", [
-    ("gzip, deflate, br", True), ("GZIP", True), ("br, *", True), ("", False), ("identity", False),
-    ("br;q=1, gzip;q=0", False), ("gzip;q=0.5, br", True), ("*;q=0", False),
-    ("*;q=0.1, gzip;q=0", False), ("br, *;q=0.2", True), ("gzip;q=abc", False),
-    ("x-gzip", True), ("deflate;q=1", False), ("gzipped", False)])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("gzip, deflate, br", True),
+        ("GZIP", True),
+        ("br, *", True),
+        ("", False),
+        ("identity", False),
+        ("br;q=1, gzip;q=0", False),
+        ("gzip;q=0.5, br", True),
+        ("*;q=0", False),
+        ("*;q=0.1, gzip;q=0", False),
+        ("br, *;q=0.2", True),
+        ("gzip;q=abc", False),
+        ("x-gzip", True),
+        ("deflate;q=1", False),
+        ("gzipped", False),
+    ],
+)
 def test_accept_encoding_weights_are_read(header, expected):
     assert accepts_gzip(header) is expected
 
@@ -338,8 +441,12 @@ def test_disk_cache_sweep_deletes_the_least_recently_written_zooms(tmp_path):
     cache = DiskCache(tmp_path, max_bytes=budget)
     assert cache.needs_sweep()  # the first write after start checks the budget
     tile = CachedTile(bytes(range(256)) * 200)  # 50 KiB
-    for key, z, age in (("fp/old@1", 12, 3000), ("fp/old@1", 13, 2000), ("fp/new@2", 12, 1000),
-                        ("fp/new@2", 13, 0)):
+    for key, z, age in (
+        ("fp/old@1", 12, 3000),
+        ("fp/old@1", 13, 2000),
+        ("fp/new@2", 12, 1000),
+        ("fp/new@2", 13, 0),
+    ):
         for x in range(3):
             cache.put(key, z, x, 0, tile)
         _age(cache.path(key, z, 0, 0).parent.parent, age)
