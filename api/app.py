@@ -29,9 +29,9 @@ from api.routers import (
     stats,
     tiles,
 )
-from ioc import migrations
-from ioc.catalog import CatalogWatcher, load_catalog
-from ioc.database import create_pool
+from ioc.catalog.layers import CatalogWatcher, load_catalog
+from ioc.db import migrations
+from ioc.db.connection import create_pool
 from ioc.errors import MigrationError, PostGISMissing
 from ioc.logs import configure_logging
 from ioc.map_assets import static_files
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.catalog_watcher = CatalogWatcher(settings.server.catalog_check_seconds)
             app.state.catalog_watcher.checked()
             app.state.catalog_listeners = []
-            await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.jobs)
+            await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.query.jobs)
             log.info("ioc ready", extra={"layers": len(app.state.catalog)})
             yield
         finally:

@@ -8,12 +8,12 @@ from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, Path, Request
 
-from ioc.access import ANONYMOUS, Principal
-from ioc.addresses import AddressSettings
-from ioc.catalog import Catalog, Layer
+from ioc.addresses.registry import AddressSettings
+from ioc.catalog.access import ANONYMOUS, Principal
+from ioc.catalog.keys import KeyCache
+from ioc.catalog.layers import Catalog, Layer
+from ioc.catalog.sessions import resolve_session
 from ioc.errors import NotAuthenticated
-from ioc.keys import KeyCache
-from ioc.sessions import resolve_session
 from ioc.settings import Settings
 from tiles.render import TileService
 from tiles.settings import TileSettings

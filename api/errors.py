@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.openapi import document_errors
 from ioc import errors
-from ioc.addresses import TooManyRows
+from ioc.addresses.registry import TooManyRows
 
 STATUS: dict[type[errors.IocError], int] = {
     errors.InvalidParameter: 400,

@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
 
 from api.errors import error_response
-from ioc.addresses import AddressSettings
+from ioc.addresses.geocode import max_upload_bytes
+from ioc.addresses.registry import AddressSettings
 from ioc.errors import QueryTimeout, UploadTooLarge
-from ioc.geocode import max_upload_bytes
 from ioc.settings import Settings
 
 log = logging.getLogger("ioc.api")

@@ -18,7 +18,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from api.deps import current_catalog, tile_service
 from api.errors import error_response
-from ioc.access import ANONYMOUS
+from ioc.catalog.access import ANONYMOUS
 from ioc.encoding import accepts_gzip
 from ioc.logs import request_id
 from tiles.render import MAX_ZOOM, all_public, resolve_layers, tile_answer

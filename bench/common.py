@@ -26,7 +26,7 @@ import psycopg2
 from rich.console import Console
 from rich.table import Table
 
-from ioc.database import create_migrated, sibling_settings
+from ioc.db.connection import create_migrated, sibling_settings
 from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings
 
 console = Console(width=None if sys.stdout.isatty() else 110)

@@ -31,8 +31,8 @@ from bench.common import (
     start_ioc,
     start_tipg,
 )
-from ioc import registry
 from ioc.settings import DatabaseSettings
+from layers import registry
 
 SCHEMA = "bench_features"
 POINTS, PARCELS = 200_000, 50_000

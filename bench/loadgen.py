@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import LOOPBACK, libpq_url, percentile_ms
+from ioc.db.cluster import find_bindir
 from ioc.errors import ClusterError
-from ioc.pgcluster import find_bindir
 from ioc.settings import DatabaseSettings
 
 # The longest a run of rounds may take.

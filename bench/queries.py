@@ -4,11 +4,11 @@ citizen reports, and the analysts' typical spatial joins, on the city-scale seed
 The bench database ``IOC_BENCH_QUERIES_DB`` (default ``ioc_bench_queries``) gets the
 administrative units and the point layers the scenarios use, with ``reports_1022`` at city
 scale (1,000,000 reports); it is kept between runs. Each scenario runs the same domain
-function the endpoint calls (``ioc.stats.by_ward``, ``ioc.query.run_query``) on one asyncpg
+function the endpoint calls (``ioc.query.stats.by_ward``, ``ioc.query.runner.run_query``) on one asyncpg
 pool, a few times after a warm-up; the table shows median and worst times.
 
 Target (issue #9): the per-ward count of 1,000,000 reports well under a second — with the
-unit-membership cache (``ioc.units``) that the job runner builds for large layers. The live
+unit-membership cache (``ioc.query.units``) that the job runner builds for large layers. The live
 spatial join (what a query sees before the cache is built) is shown beside it.
 """
 
@@ -26,13 +26,14 @@ from psycopg2 import sql as pgsql
 from rich.console import Console
 from rich.table import Table
 
-from ioc import registry, stats, units
-from ioc.access import Principal
-from ioc.catalog import load_catalog
-from ioc.database import create_migrated, create_pool, sibling_settings
-from ioc.query import run_query
-from ioc.query_model import QuerySettings, parse_query
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import load_catalog
+from ioc.db.connection import create_migrated, create_pool, sibling_settings
+from ioc.query import stats, units
+from ioc.query.model import QuerySettings, parse_query
+from ioc.query.runner import run_query
 from ioc.settings import DatabaseSettings, DataSettings
+from layers import registry
 
 console = Console()
 BENCH_DB = os.environ.get("IOC_BENCH_QUERIES_DB", "ioc_bench_queries")

@@ -35,8 +35,8 @@ from rich.table import Table
 
 from bench.common import seeded_database, start_ioc, start_tipg
 from bench.loadgen import Job, Run, combine, pgbench, wrk
-from ioc.access import ANONYMOUS
-from ioc.catalog import Layer, load_catalog
+from ioc.catalog.access import ANONYMOUS
+from ioc.catalog.layers import Layer, load_catalog
 from ioc.settings import DatabaseSettings
 from tiles.pmtiles import lonlat_to_tile
 from tiles.render import TileService

@@ -34,7 +34,7 @@ def _progress() -> Progress:
 
 
 def _settings():
-    from ioc.addresses import AddressSettings
+    from ioc.addresses.registry import AddressSettings
 
     return getattr(get_settings(), "addresses", None) or AddressSettings()
 
@@ -64,8 +64,8 @@ def import_command(
     ] = None,
 ) -> None:
     """Import an export of the national digital-address platform; rejected rows are reported."""
-    from ioc.address_import import ExportFile, import_addresses, parse_date
-    from ioc.database import connection
+    from ioc.addresses.imports import ExportFile, import_addresses, parse_date
+    from ioc.db.connection import connection
 
     start = parse_date(since) if since else None
     if isinstance(start, str):
@@ -109,8 +109,8 @@ def index_command(
     link: Annotated[bool, typer.Option(help="Relink point layers afterwards.")] = True,
 ) -> None:
     """Rebuild the registry from the address layer (demo city), the vocabulary and the links."""
-    from ioc.addresses import build_address_index
-    from ioc.database import connection
+    from ioc.addresses.registry import build_address_index
+    from ioc.db.connection import connection
 
     with connection(get_settings().database) as conn, _progress() as progress:
         task = progress.add_task("loading the address layer", total=None)
@@ -137,9 +137,9 @@ def link_command(
     ] = None,
 ) -> None:
     """Link features of point layers to their nearest address (within the link distance)."""
-    from ioc.addresses import link_layers, point_layers
-    from ioc.catalog import load_catalog_sync
-    from ioc.database import connection
+    from ioc.addresses.registry import link_layers, point_layers
+    from ioc.catalog.layers import load_catalog_sync
+    from ioc.db.connection import connection
 
     settings = _settings()
     with connection(get_settings().database) as conn:
@@ -179,7 +179,7 @@ async def _with_conn(work: Callable[[Any], Any]) -> Any:
 @friendly
 def show_command(code: Annotated[str, typer.Argument(help="Digital address code.")]) -> None:
     """Print one address as GeoJSON."""
-    from ioc.addresses import address_feature, get_address, validate_code
+    from ioc.addresses.registry import address_feature, get_address, validate_code
 
     code = validate_code(code, _settings().code_pattern)
 
@@ -196,8 +196,8 @@ def search_command(
     limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
 ) -> None:
     """Search addresses as the API does."""
-    from ioc.addresses import address_properties
-    from ioc.geocode import search_addresses
+    from ioc.addresses.geocode import search_addresses
+    from ioc.addresses.registry import address_properties
 
     async def work(conn: Any) -> Any:
         return await search_addresses(conn, text, limit=limit)
@@ -214,7 +214,7 @@ def search_command(
 @friendly
 def status_command() -> None:
     """Registry size, version and links."""
-    from ioc.database import connection
+    from ioc.db.connection import connection
 
     with connection(get_settings().database) as conn, conn.cursor() as cur:
         cur.execute("SELECT value FROM ioc.meta WHERE key = 'addresses'")

@@ -10,13 +10,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ioc import keys as keys_mod
-from ioc import migrations, pgcluster, privileges, publish_cli
-from ioc.access import ADMIN, ROLES, Principal
+from ioc import privileges, publish_cli
 from ioc.address_cli import app as addresses_app
-from ioc.catalog import load_catalog_sync
+from ioc.catalog import keys as keys_mod
+from ioc.catalog.access import ADMIN, ROLES, Principal
+from ioc.catalog.layers import load_catalog_sync
 from ioc.console import err, friendly, out, progress_bar
-from ioc.database import connection
+from ioc.db import cluster as pgcluster
+from ioc.db import migrations
+from ioc.db.connection import connection
 from ioc.errors import IocError
 from ioc.maps_cli import app as maps_app
 from ioc.settings import get_settings
@@ -198,7 +200,7 @@ def serve(
 
 def _serve_as(user: privileges.ServingUser, settings) -> None:
     """Started as root: hand over what the server writes, then become ``user`` for good."""
-    from ioc.query_model import QuerySettings
+    from ioc.query.model import QuerySettings
     from tiles.settings import TileSettings
 
     privileges.check_can_run(user)
@@ -259,7 +261,7 @@ def layers_list(
 @friendly
 def layers_sync() -> None:
     """Sync the manifests in layers/catalog into the registry (creates missing tables)."""
-    from ioc import registry
+    from layers import registry
     from layers.manifest import load_catalog
 
     manifests = load_catalog()
@@ -279,7 +281,7 @@ def layers_add_table(
     title: Annotated[str | None, typer.Option(help="Title shown in the catalog.")] = None,
 ) -> None:
     """Register an existing table as a layer."""
-    from ioc import registry
+    from layers import registry
 
     schema, _, name = table.rpartition(".")
     if not schema or not name:

@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ioc import map_assets
-from ioc.access import Principal, can_read
-from ioc.catalog import Catalog, Layer
+from ioc.catalog.access import Principal, can_read
+from ioc.catalog.layers import Catalog, Layer
 from ioc.errors import InvalidParameter, IocError, LayerNotFound
 from ioc.settings import PROJECT_ROOT
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ioc import maps
-from ioc.access import ADMIN, ANONYMOUS, ROLES, Principal
+from ioc.catalog.access import ADMIN, ANONYMOUS, ROLES, Principal
 from ioc.console import err, friendly, out
 from ioc.errors import IocError
 
@@ -76,8 +76,8 @@ def render(
     department: Annotated[str | None, typer.Option(help="Department of a publisher.")] = None,
 ) -> None:
     """Write one view to an HTML file (the layers come from the server at BASE_URL)."""
-    from ioc.catalog import load_catalog_sync
-    from ioc.database import connection
+    from ioc.catalog.layers import load_catalog_sync
+    from ioc.db.connection import connection
     from ioc.settings import get_settings
 
     if base_url and not base_url.startswith(("http://", "https://")):

@@ -13,13 +13,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ioc import publishing
-from ioc.access import ADMIN
-from ioc.catalog import load_catalog_sync
+from ioc.catalog.access import ADMIN
+from ioc.catalog.layers import load_catalog_sync
 from ioc.console import err, friendly, out, progress_bar
-from ioc.database import connection
+from ioc.db.connection import connection
 from ioc.errors import IocError
 from ioc.settings import get_settings
+from layers import publishing
 from layers.ingest import FORMATS
 
 SUFFIXES = (".geojson", ".json", ".zip", ".gpkg", ".csv", ".kml")

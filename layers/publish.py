@@ -21,14 +21,13 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ioc import registry
-from ioc.access import Principal, can_write
-from ioc.catalog import Attribute, Layer
+from ioc.catalog.access import Principal, can_write
+from ioc.catalog.layers import Attribute, Layer
+from ioc.db.identifiers import qualified, quote_ident
+from ioc.db.tables import PG_TYPES
 from ioc.errors import Forbidden, InvalidParameter, UploadRejected, UploadTooLarge, VersionNotFound
-from ioc.identifiers import qualified, quote_ident
-from layers import ingest
+from layers import ingest, registry
 from layers.crs_detect import resolve_srid
-from layers.tables import PG_TYPES
 from layers.upload_check import excerpt
 
 # The 2025 city (with Bình Dương, Bà Rịa–Vũng Tàu and Côn Đảo) plus a small margin, lon/lat.

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ioc import registry
-from ioc.addresses import build_address_index
+from ioc.addresses.registry import build_address_index
+from layers import registry
 from layers.manifest import load_catalog
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ import psycopg2
 import pytest
 from fastapi.testclient import TestClient
 
-from ioc import keys
-from ioc.database import create_migrated, sibling_settings
+from ioc.catalog import keys
+from ioc.db.connection import create_migrated, sibling_settings
 from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings, Settings
 
 TEST_DB = os.environ.get("IOC_TEST_DB_NAME", "ioc_test")

@@ -4,7 +4,7 @@ Every key holds each layer's **version** (``ioc.layers.version``, bumped by ever
 ``refresh_stats``), so a changed layer gets new keys: old tiles are never looked up again, and
 are dropped from memory at once and from disk by :meth:`DiskCache.prune`.
 
-Versions changed by *other* processes are noticed by :class:`ioc.catalog.CatalogWatcher`,
+Versions changed by *other* processes are noticed by :class:`ioc.catalog.layers.CatalogWatcher`,
 which reloads the app's catalog and tells the tile service which layers changed.
 """
 

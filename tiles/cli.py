@@ -18,10 +18,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ioc.access import ADMIN
-from ioc.catalog import Layer, load_catalog
+from ioc.catalog.access import ADMIN
+from ioc.catalog.layers import Layer, load_catalog
 from ioc.console import friendly, out, progress_bar
-from ioc.database import create_pool
+from ioc.db.connection import create_pool
 from ioc.errors import IocError
 from ioc.settings import get_settings
 from tiles.pmtiles import count_tiles, parse_bbox, parse_zoom_range, tiles_in_bbox, write_pmtiles

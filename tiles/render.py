@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 import asyncpg
 from isal import igzip
 
-from ioc.access import ANONYMOUS, Principal
-from ioc.catalog import Catalog, Layer
+from ioc.catalog.access import ANONYMOUS, Principal
+from ioc.catalog.layers import Catalog, Layer
 from ioc.encoding import accepts_gzip
 from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
 from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key

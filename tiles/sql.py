@@ -1,5 +1,5 @@
 # ruff: noqa: S608 — this module builds SQL text on purpose: every identifier goes through
-# ioc.identifiers.quote_ident, every name literal through literal(), numbers come from validated
+# ioc.db.identifiers.quote_ident, every name literal through literal(), numbers come from validated
 # settings, and the only values that vary per request (z, x, y) are bound parameters.
 """Tile SQL: the one place where vector-tile queries are written.
 
@@ -10,7 +10,7 @@ the layers, their versions and the mode of each (features or aggregated points),
 once and asyncpg prepares it once per connection.
 
 Every value that depends on the tile is derived in SQL from ``ST_TileEnvelope`` in the ``b``
-(bounds) CTE; identifiers come from the catalog and are quoted by :mod:`ioc.identifiers`.
+(bounds) CTE; identifiers come from the catalog and are quoted by :mod:`ioc.db.identifiers`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ioc.catalog import Attribute, Layer
-from ioc.identifiers import quote_ident
+from ioc.catalog.layers import Attribute, Layer
+from ioc.db.identifiers import quote_ident
 from tiles.settings import TileSettings
 
 Mode = Literal["features", "cluster"]

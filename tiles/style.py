@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ioc.catalog import Layer
+from ioc.catalog.layers import Layer
 from tiles.settings import TileSettings
 from tiles.sql import cluster_max_zoom, is_clustered, is_point_layer
 

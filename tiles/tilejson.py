@@ -10,7 +10,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from ioc.catalog import Layer
+from ioc.catalog.layers import Layer
 from tiles.settings import TileSettings
 from tiles.sql import cluster_max_zoom, is_clustered, vector_fields
 

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep
-from ioc import addresses, geocode
+from ioc.addresses import geocode
+from ioc.addresses import registry as addresses
+from ioc.addresses.whats_here import what_is_here
 from ioc.errors import InvalidParameter
-from ioc.whats_here import what_is_here
 
 router = APIRouter(tags=["addresses"])
 GEOJSON = "application/geo+json"

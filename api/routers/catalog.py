@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from api.deps import CatalogDep, PrincipalDep
 from api.html import negotiate, render
-from ioc.catalog import Layer, get_layer_doc
+from ioc.catalog.layers import Layer, get_layer_doc
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
 

@@ -1,7 +1,7 @@
 """OGC API – Features Parts 1, 2 and 3: conformance, collections, items, queryables.
 
 Handlers parse through the typed dependencies below, call one domain function in
-``ioc.features`` / ``ioc.ogcapi`` and format: GeoJSON is streamed as PostgreSQL produced it.
+``ioc.features.items`` / ``ioc.features.documents`` and format: GeoJSON is streamed as PostgreSQL produced it.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from fastapi.responses import JSONResponse
 from api.deps import AddressSettingsDep, CatalogDep, LayerDep, PrincipalDep
 from api.html import negotiate, render
 from api.limits import TimedStreamingResponse, deadline_in, within
-from ioc import cql2, features, ogcapi
-from ioc.access import Principal
-from ioc.addresses import require_registry, validate_code
-from ioc.catalog import Layer
-from ioc.crs import CRS84, parse_bbox, parse_crs
+from ioc.addresses.registry import require_registry, validate_code
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Layer
 from ioc.errors import InvalidParameter
-from ioc.features import ItemsQuery, Page
+from ioc.features import cql2
+from ioc.features import documents as ogcapi
+from ioc.features import items as features
+from ioc.features.crs import CRS84, parse_bbox, parse_crs
+from ioc.features.items import ItemsQuery, Page
 
 router = APIRouter(tags=["features"])
 

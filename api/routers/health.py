@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import PoolDep
-from ioc import migrations
+from ioc.db import migrations
 
 router = APIRouter(tags=["service"])
 

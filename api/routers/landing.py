@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from api.deps import CatalogDep, PrincipalDep
 from api.html import negotiate, render
-from ioc.ogcapi import REL_TILING_SCHEMES
+from ioc.features.documents import REL_TILING_SCHEMES
 
 router = APIRouter(tags=["service"])
 

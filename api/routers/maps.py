@@ -11,10 +11,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from api.deps import SESSION_COOKIE, CatalogDep, api_key_of, get_principal, session_cache
 from api.html import negotiate, render
-from ioc import maps, sessions
-from ioc.access import Principal
+from ioc import maps
+from ioc.catalog import sessions
+from ioc.catalog.access import Principal
+from ioc.catalog.keys import resolve_key
 from ioc.errors import Forbidden, NotAuthenticated
-from ioc.keys import resolve_key
 
 router = APIRouter(prefix="/maps", tags=["maps"])
 

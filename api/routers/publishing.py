@@ -13,9 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from api.deps import LayerDep, PrincipalDep, SettingsDep
-from ioc import publishing
-from ioc.catalog import get_layer_doc, load_catalog
+from ioc.catalog.layers import get_layer_doc, load_catalog
 from ioc.errors import UploadTooLarge
+from layers import publishing
 
 router = APIRouter(prefix="/layers", tags=["publishing"])
 

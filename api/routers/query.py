@@ -1,7 +1,7 @@
 """Spatial queries for analysts: ``POST /query``, query jobs and saved queries (derived layers).
 
-Handlers parse (pydantic models, typed dependencies), call one domain function in ``ioc.query``,
-``ioc.jobs`` or ``ioc.derived`` and format. The job runner is started and stopped by the app's
+Handlers parse (pydantic models, typed dependencies), call one domain function in ``ioc.query.runner``,
+``ioc.query.jobs`` or ``ioc.query.saved`` and format. The job runner is started and stopped by the app's
 lifespan through :func:`start_runner` and :func:`stop_runner`.
 """
 
@@ -14,9 +14,11 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from api.deps import CatalogDep, PrincipalDep
 from api.limits import TimedStreamingResponse, deadline_in
-from ioc import derived, jobs, query
-from ioc.catalog import load_catalog
-from ioc.query_model import QUERY_EXAMPLES, QueryDoc, QuerySettings, query_settings
+from ioc.catalog.layers import load_catalog
+from ioc.query import jobs
+from ioc.query import runner as query
+from ioc.query import saved as derived
+from ioc.query.model import QUERY_EXAMPLES, QueryDoc, QuerySettings, query_settings
 
 router = APIRouter(prefix="/query", tags=["queries"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import CatalogDep, PrincipalDep
 from api.routers.query import QuerySettingsDep
-from ioc import stats
+from ioc.query import stats
 
 router = APIRouter(tags=["statistics"])
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from api.deps import CatalogDep, PrincipalDep, get_catalog, tile_service
-from ioc.access import Principal
-from ioc.catalog import Catalog
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog
 from ioc.errors import InvalidParameter
 from tiles import tilejson as tj
 from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers, tile_answer

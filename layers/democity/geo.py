@@ -11,7 +11,7 @@ import numpy as np
 import pyproj
 import shapely
 
-from ioc.crs import transformer
+from ioc.features.crs import transformer
 
 METRIC_EPSG = 32648  # WGS 84 / UTM zone 48N: the zone of Ho Chi Minh City
 M_PER_DEG_LAT = 110_574.0

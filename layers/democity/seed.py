@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from psycopg2.extensions import connection as Connection
 
+from ioc.db.tables import DATA_SCHEMA
 from layers.democity import special
 from layers.democity.admin import ADMIN_DATASETS
 from layers.democity.context import CityContext, layer_rng
@@ -17,7 +18,6 @@ from layers.democity.sources import find_dataset, licence_of, load_layer_frame
 from layers.democity.synth import RawBatch, finish_batch, generic_batches, synthetic_note
 from layers.democity.writer import write_layer
 from layers.manifest import LayerManifest
-from layers.tables import DATA_SCHEMA
 
 SCALES = ("demo", "city")
 ADMIN_STEMS = frozenset(ADMIN_DATASETS.values())

@@ -13,9 +13,9 @@ import numpy as np
 import shapely
 from psycopg2.extensions import connection as Connection
 
-from ioc.identifiers import quote_ident
+from ioc.db.identifiers import quote_ident
+from ioc.db.tables import DATA_SCHEMA, table_ident
 from layers.manifest import LayerManifest
-from layers.tables import DATA_SCHEMA, table_ident
 
 NULL = "\\N"
 # COPY text format: backslash, tab, newline and carriage return must be escaped.

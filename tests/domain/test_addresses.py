@@ -13,10 +13,9 @@ import asyncpg
 import psycopg2
 import pytest
 
-from ioc import registry
-from ioc.access import ANONYMOUS, Principal
-from ioc.address_import import ExportFile, import_addresses
-from ioc.addresses import (
+from ioc.addresses.geocode import fold, geocode_rows, parse_query, search_addresses
+from ioc.addresses.imports import ExportFile, import_addresses
+from ioc.addresses.registry import (
     AddressNotFound,
     AddressSettings,
     OutsideCity,
@@ -28,10 +27,11 @@ from ioc.addresses import (
     reverse_geocode,
     validate_code,
 )
-from ioc.catalog import load_catalog_sync
+from ioc.addresses.whats_here import what_is_here
+from ioc.catalog.access import ANONYMOUS, Principal
+from ioc.catalog.layers import load_catalog_sync
 from ioc.errors import InvalidParameter
-from ioc.geocode import fold, geocode_rows, parse_query, search_addresses
-from ioc.whats_here import what_is_here
+from layers import registry
 
 NOTRE_DAME = (106.6990, 10.7798)
 OPERATOR = Principal(role="operator")

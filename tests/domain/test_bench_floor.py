@@ -7,7 +7,7 @@ import psycopg2
 import pytest
 
 from bench.loadgen import Job, pgbench, pgbench_binary, pgbench_script
-from ioc.catalog import load_catalog_sync
+from ioc.catalog.layers import load_catalog_sync
 from tiles.settings import TileSettings
 from tiles.sql import build_tile_sql, plan_tile
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ioc.catalog import load_catalog_sync
+from ioc.catalog.layers import load_catalog_sync
 from ioc.settings import PROJECT_ROOT
 from tests.conftest import server_env
 

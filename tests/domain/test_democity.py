@@ -19,13 +19,13 @@ import numpy as np
 import psycopg2
 import pytest
 
-from ioc.identifiers import quote_ident
+from ioc.db.identifiers import quote_ident
+from ioc.db.tables import create_table_sql, table_ident
 from layers.democity import LayerSeedResult, seed_city
 from layers.democity.context import REFERENCE_TIME
 from layers.democity.seed import seed_layers
 from layers.democity.text import unique_codes
 from layers.manifest import LayerManifest, load_catalog
-from layers.tables import create_table_sql, table_ident
 
 SCHEMA = "democity_test"
 DATA_DIR = Path(os.environ["IOC_DATA_DIR"]) if os.environ.get("IOC_DATA_DIR") else None

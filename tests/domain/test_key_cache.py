@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ioc import keys
-from ioc.database import create_pool
+from ioc.catalog import keys
+from ioc.db.connection import create_pool
 
 
 @pytest.fixture(scope="module")

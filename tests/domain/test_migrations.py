@@ -5,7 +5,7 @@ import pytest
 from psycopg2 import sql as pgsql
 from pyproj.transformer import TransformerGroup
 
-from ioc import migrations
+from ioc.db import migrations
 from ioc.errors import MigrationError
 from ioc.settings import DatabaseSettings
 

@@ -14,8 +14,9 @@ import httpx
 import psycopg2
 import pytest
 
-from ioc import keys, registry
+from ioc.catalog import keys
 from ioc.settings import PROJECT_ROOT
+from layers import registry
 from layers.manifest import LayerManifest
 from tests.conftest import free_port, server_env, wait_ready
 from tests.fixtures import uploads

@@ -14,13 +14,16 @@ import geopandas as gpd
 import psycopg2
 import pytest
 
-from ioc import derived, query, registry, stats, units
-from ioc.access import Principal
-from ioc.catalog import Catalog, load_catalog
-from ioc.database import create_pool
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog, load_catalog
+from ioc.db.connection import create_pool
 from ioc.errors import Forbidden, InvalidParameter, LayerNotFound, QueryTimeout
-from ioc.query_model import QuerySettings, parse_query
-from ioc.query_sql import analyse, build
+from ioc.query import runner as query
+from ioc.query import saved as derived
+from ioc.query import stats, units
+from ioc.query.model import QuerySettings, parse_query
+from ioc.query.sql import analyse, build
+from layers import registry
 
 ANALYST = Principal(role="analyst", key_id=None)
 CACHE_LAYER = "qtest_reports"
@@ -507,7 +510,7 @@ def test_builder_sql_has_no_literal_values(env):
 
 @pytest.fixture
 def analyst(db_settings) -> Principal:
-    from ioc import keys
+    from ioc.catalog import keys
 
     conn = psycopg2.connect(db_settings.dsn())
     try:

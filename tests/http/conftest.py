@@ -13,9 +13,9 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from ioc import registry
-from ioc.identifiers import quote_ident
+from ioc.db.identifiers import quote_ident
 from ioc.settings import DatabaseSettings
+from layers import registry
 
 FIXTURE_VERSION = 3
 SCHEMA = "fixtures"

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-from ioc import registry
-from ioc.catalog import load_catalog
+from ioc.catalog.layers import load_catalog
+from layers import registry
 from tiles.render import TileService
 from tiles.settings import TileSettings
 

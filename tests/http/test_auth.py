@@ -13,7 +13,7 @@ import subprocess
 import httpx
 import pytest
 
-from ioc import keys
+from ioc.catalog import keys
 from tests.http.conftest import RESTRICTED_DEPARTMENT
 
 INTERNAL, RESTRICTED, PUBLIC = "fx_internal", "fx_restricted", "fx_landmarks"

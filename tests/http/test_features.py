@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from ioc.crs import transformer
+from ioc.features.crs import transformer
 from tests.http.conftest import LANDMARKS, POINTS
 
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
@@ -492,9 +492,9 @@ def test_openapi_documents_limits_and_number_matched(client):
 
 def test_a_10000_feature_page_is_streamed_in_chunks(db_settings):
     """The domain never holds a big page whole: chunks of a few hundred features."""
-    from ioc import features
-    from ioc.catalog import load_catalog
-    from ioc.database import create_pool
+    from ioc.catalog.layers import load_catalog
+    from ioc.db.connection import create_pool
+    from ioc.features import items as features
 
     async def run():
         pool = await create_pool(db_settings)
@@ -515,7 +515,7 @@ def test_a_10000_feature_page_is_streamed_in_chunks(db_settings):
 
 
 def _admin():
-    from ioc.access import ADMIN
+    from ioc.catalog.access import ADMIN
 
     return ADMIN
 

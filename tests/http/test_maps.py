@@ -13,8 +13,8 @@ import yaml
 from pydantic import ValidationError
 
 from ioc import map_assets, maps
-from ioc.access import ANONYMOUS, Principal, can_read
-from ioc.catalog import Catalog, layer_from_row
+from ioc.catalog.access import ANONYMOUS, Principal, can_read
+from ioc.catalog.layers import Catalog, layer_from_row
 from ioc.settings import PROJECT_ROOT
 from tests.conftest import VENV_BIN, server_env
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from ioc.crs import transformer
+from ioc.features.crs import transformer
 from tests.fixtures import uploads
 
 SENSORS = {

@@ -71,7 +71,7 @@ async def _session_state(pool) -> list[tuple]:
 
 
 def test_requests_leave_no_session_state_on_pooled_connections(client):
-    """The pool returns connections without asyncpg's RESET ALL round trip (ioc.database): that
+    """The pool returns connections without asyncpg's RESET ALL round trip (ioc.db.connection): that
     is only safe while no request leaves session state behind — checked here after requests
     that set transaction-local options (queries, statistics) and stream through cursors."""
     pool = client.app.state.pool

@@ -10,7 +10,7 @@ import time
 import mapbox_vector_tile
 import pytest
 
-from ioc import registry
+from layers import registry
 from tests.http import conftest_tiles as fx
 from tests.http.conftest_tiles import CATEGORIES, CELL, CORE, REPORT_COUNT, SOUTH, WEST, set_fault
 from tiles.render import TileService
@@ -353,7 +353,7 @@ def test_versions_changed_elsewhere_are_seen_within_the_interval(tiles_client, d
 
 
 def registry_admin():
-    from ioc.access import ADMIN
+    from ioc.catalog.access import ADMIN
 
     return ADMIN
 

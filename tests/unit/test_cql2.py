@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime
 import pytest
 import shapely
 
-from ioc import crs
-from ioc.binds import Binds
-from ioc.catalog import layer_from_row
-from ioc.cql2 import compile_filter, parse_filter
+from ioc.catalog.layers import layer_from_row
 from ioc.errors import InvalidParameter
+from ioc.features import crs
+from ioc.features.binds import Binds
+from ioc.features.cql2 import compile_filter, parse_filter
 
 ATTRIBUTES = [
     ("name", "text"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyproj
 import pytest
 
-from ioc import crs
-from ioc.crs import transformer
 from ioc.errors import InvalidParameter
+from ioc.features import crs
+from ioc.features.crs import transformer
 
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
 

@@ -11,8 +11,8 @@ import time
 import mapbox_vector_tile
 import pytest
 
-from ioc.access import ANONYMOUS, Principal
-from ioc.catalog import Catalog, CatalogWatcher, layer_from_row
+from ioc.catalog.access import ANONYMOUS, Principal
+from ioc.catalog.layers import Catalog, CatalogWatcher, layer_from_row
 from ioc.encoding import accepts_gzip
 from ioc.errors import InvalidParameter, LayerNotFound
 from tiles.cache import CachedTile, DiskCache, MemoryCache

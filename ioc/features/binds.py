@@ -2,7 +2,7 @@
 
 Every user value becomes ``$n`` with an explicit cast chosen from the catalog's attribute type,
 so PostgreSQL never guesses and asyncpg encodes a value of the right Python type. Identifiers
-come from the catalog only and are quoted by :func:`ioc.identifiers.quote_ident`.
+come from the catalog only and are quoted by :func:`ioc.db.identifiers.quote_ident`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from ioc.catalog import Attribute, Layer
+from ioc.catalog.layers import Attribute, Layer
+from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter
-from ioc.identifiers import quote_ident
 
 ALIAS = "t"  # the layer table's alias in every feature query
 

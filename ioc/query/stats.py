@@ -1,7 +1,7 @@
 """Per-ward statistics for choropleth maps (the IOC wall map): one feature per ward with its
 value, rank and class.
 
-A statistic is a query like any other (``ioc.query_sql``): the layer, grouped by ward, with one
+A statistic is a query like any other (``ioc.query.sql``): the layer, grouped by ward, with one
 aggregate named ``value`` — so the same access rules, limits and unit-membership cache apply.
 Ward geometries are simplified (``ST_SimplifyPreserveTopology``, 0.0005° ≈ 55 m) for the map:
 each ward on its own, so neighbours may show hairline gaps at wall-map scale, a price worth
@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 import orjson
 
-from ioc.access import Principal
-from ioc.catalog import Catalog
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog
+from ioc.db.identifiers import qualified, quote_ident
 from ioc.errors import InvalidParameter, LayerNotFound
-from ioc.identifiers import qualified, quote_ident
-from ioc.query import fetch_rows, open_session, plan_query, want_membership
-from ioc.query_model import LAYER_ID, QuerySettings, parse_query
-from ioc.query_sql import ID
-from ioc.units import UNITS
+from ioc.query.model import LAYER_ID, QuerySettings, parse_query
+from ioc.query.runner import fetch_rows, open_session, plan_query, want_membership
+from ioc.query.sql import ID
+from ioc.query.units import UNITS
 
 SIMPLIFY_DEGREES = 0.0005
 CLASSES = 5  # quintiles

@@ -4,7 +4,7 @@ by position, and the links from features of point layers to the address they bel
 Vietnam's national digital-address platform gives every address a code tied to a point and a
 ward. The registry keeps one row per code with both wards (since 1 July 2025 and before the
 2025 reorganisation), is filled from the demo city's ``digital_addresses`` layer or from an export
-of the national platform (``ioc.address_import``), and is the only table searched. Write-side
+of the national platform (``ioc.addresses.imports``), and is the only table searched. Write-side
 functions take a psycopg2 connection (commands, seeding); read-side ones are ``async`` and take an
 asyncpg connection (the API). See docs/addresses.md.
 """
@@ -24,10 +24,10 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ioc.access import ADMIN, Principal, can_read
-from ioc.catalog import Catalog, Layer, load_catalog_sync
+from ioc.catalog.access import ADMIN, Principal, can_read
+from ioc.catalog.layers import Catalog, Layer, load_catalog_sync
+from ioc.db.identifiers import quote_ident
 from ioc.errors import FeatureNotFound, InvalidParameter, LayerNotFound
-from ioc.identifiers import quote_ident
 
 CITY_VI = "Thành phố Hồ Chí Minh"
 META_KEY = "addresses"
@@ -584,7 +584,7 @@ def _package_units() -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, s
 
 
 def _fold(text: str) -> str:
-    from ioc.geocode import fold
+    from ioc.addresses.geocode import fold
 
     return fold(text)
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from ioc.access import KEY_ROLES, Principal
+from ioc.catalog.access import KEY_ROLES, Principal
 from ioc.errors import InvalidParameter
 
 KEY_PREFIX = "ioc_"

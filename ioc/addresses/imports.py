@@ -21,7 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ioc.addresses import (
+from ioc.addresses.registry import (
     CITY_BBOX,
     UPSERT_SQL,
     WARDS_2019_LAYER,
@@ -33,9 +33,9 @@ from ioc.addresses import (
     finish_registry_change,
     ward_fill_sql,
 )
-from ioc.catalog import Catalog, load_catalog_sync
+from ioc.catalog.layers import Catalog, load_catalog_sync
+from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter
-from ioc.identifiers import quote_ident
 
 FIELDS = (
     "code",
@@ -91,7 +91,7 @@ class NationalAddressService(Protocol):
 
 def _header_map(names: list[str]) -> dict[str, str]:
     """Export column name -> registry field, by the accepted aliases."""
-    from ioc.geocode import fold
+    from ioc.addresses.geocode import fold
 
     folded = {fold(n).replace(" ", "_"): n for n in names}
     mapping = {}

@@ -24,14 +24,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ioc import units
-from ioc.access import Principal
-from ioc.catalog import Catalog
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog
+from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter, QueryTimeout
-from ioc.features import prepend
-from ioc.identifiers import quote_ident
-from ioc.query_model import QueryDoc, QuerySettings, limits_for
-from ioc.query_sql import CITY_TZ_NAME, GEOM, ID, ORD, Compiled, Plan, analyse, build, resolve
+from ioc.features.items import prepend
+from ioc.query import units
+from ioc.query.model import QueryDoc, QuerySettings, limits_for
+from ioc.query.sql import CITY_TZ_NAME, GEOM, ID, ORD, Compiled, Plan, analyse, build, resolve
 
 MEDIA_TYPES = {
     "geojson": "application/geo+json",

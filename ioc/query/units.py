@@ -21,8 +21,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ioc.catalog import Catalog, Layer
-from ioc.identifiers import quote_ident
+from ioc.catalog.layers import Catalog, Layer
+from ioc.db.identifiers import quote_ident
 
 log = logging.getLogger("ioc.units")
 

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ioc import units
-from ioc.access import Principal
-from ioc.catalog import Catalog
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog
 from ioc.errors import Conflict, FeatureNotFound, IocError, NotAuthenticated
-from ioc.query import EXTENSIONS, MEDIA_TYPES, plan_query, want_membership, write_query
-from ioc.query_model import QueryDoc, QuerySettings, parse_query
+from ioc.query import units
+from ioc.query.model import QueryDoc, QuerySettings, parse_query
+from ioc.query.runner import EXTENSIONS, MEDIA_TYPES, plan_query, want_membership, write_query
 
 log = logging.getLogger("ioc.jobs")
 
@@ -371,7 +371,7 @@ class JobRunner:
 
     async def housekeeping(self) -> None:
         """Due saved queries, unit-membership caches, expired results."""
-        from ioc import derived
+        from ioc.query import saved as derived
 
         try:
             # Refreshed layers have new versions: the app's catalog watcher reloads them.

@@ -89,7 +89,7 @@ def create_migrated(name: str, base: DatabaseSettings | None = None) -> Database
     settings (the server must be running)."""
     from psycopg2 import sql as pgsql
 
-    from ioc import migrations
+    from ioc.db import migrations
 
     base = base or DatabaseSettings()
     admin = connect(base, "postgres")

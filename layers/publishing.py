@@ -9,14 +9,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ioc import registry
-from ioc.access import Principal, can_create_in, can_write
-from ioc.addresses import link_layer, unlink_layer
-from ioc.catalog import Layer
-from ioc.database import connection
+from ioc.addresses.registry import link_layer, unlink_layer
+from ioc.catalog.access import Principal, can_create_in, can_write
+from ioc.catalog.layers import Layer
+from ioc.db.connection import connection
 from ioc.errors import Forbidden, InvalidParameter, NotAuthenticated
 from ioc.settings import Settings
-from layers import ingest
+from layers import ingest, registry
 from layers.publish import (
     PublishOptions,
     PublishReport,

@@ -1,6 +1,6 @@
 """The query document of ``POST /query`` and the limits that apply to it (``IOC_QUERY_*``).
 
-A query names a source layer and narrows it: a CQL2 filter (``ioc.cql2``), a time range on the
+A query names a source layer and narrows it: a CQL2 filter (``ioc.features.cql2``), a time range on the
 layer's time attribute, spatial predicates against another layer, a GeoJSON geometry, a digital
 address or a ward. It returns the features, or groups them (by ward, district, time bucket or
 attribute) with aggregates. Everything a caller writes is checked here for shape (400 on any
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ioc.access import Principal
+from ioc.catalog.access import Principal
 from ioc.errors import InvalidParameter, NotAuthenticated
 from ioc.settings import PROJECT_ROOT
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ioc import cql2
-from ioc.catalog import Layer
-from ioc.crs import CRS84_URI, collection_crs, crs_for_srid
+from ioc.catalog.layers import Layer
+from ioc.features import cql2
+from ioc.features.crs import CRS84_URI, collection_crs, crs_for_srid
 
 GEOJSON = "application/geo+json"
 GEOJSON_SEQ = "application/geo+json-seq"

@@ -12,8 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ioc.access import Principal
-from ioc.addresses import (
+from ioc.addresses.registry import (
     REVERSE_SQL,
     AddressSettings,
     _jsonable,
@@ -22,9 +21,10 @@ from ioc.addresses import (
     get_address,
     require_registry,
 )
-from ioc.catalog import Catalog, Layer
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog, Layer
+from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter, LayerNotFound
-from ioc.identifiers import quote_ident
 
 Mode = Literal["contains", "nearest", "within"]
 

@@ -28,13 +28,13 @@ from uuid import UUID
 
 import asyncpg
 
-from ioc import cql2
-from ioc.addresses import address_code_filter
-from ioc.binds import ALIAS, Binds, attribute_or_400, column
-from ioc.catalog import Layer
-from ioc.crs import CRS, CRS84, BBox, prefilter_bounds
+from ioc.addresses.registry import address_code_filter
+from ioc.catalog.layers import Layer
+from ioc.db.identifiers import quote_ident
 from ioc.errors import FeatureNotFound, InvalidParameter, QueryTimeout
-from ioc.identifiers import quote_ident
+from ioc.features import cql2
+from ioc.features.binds import ALIAS, Binds, attribute_or_400, column
+from ioc.features.crs import CRS, CRS84, BBox, prefilter_bounds
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000

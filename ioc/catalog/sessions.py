@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import secrets
 
-from ioc.access import Principal
-from ioc.keys import hash_key, principal_of
+from ioc.catalog.access import Principal
+from ioc.catalog.keys import hash_key, principal_of
 
 OPEN_SQL = (
     "INSERT INTO ioc.map_sessions (token_hash, key_id, expires_at)"

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ioc.addresses import (
+from ioc.addresses.registry import (
     ADDRESS_COLUMNS,
     ADDRESS_JOINS,
     META_KEY,

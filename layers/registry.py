@@ -6,10 +6,10 @@ import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ioc.access import ACCESS_LEVELS
+from ioc.catalog.access import ACCESS_LEVELS
+from ioc.db.identifiers import qualified, quote_ident
+from ioc.db.tables import DATA_SCHEMA, create_table_sql
 from ioc.errors import Conflict, InvalidParameter, LayerNotFound
-from ioc.identifiers import qualified, quote_ident
-from layers.tables import DATA_SCHEMA, create_table_sql
 
 if TYPE_CHECKING:
     from layers.manifest import LayerManifest

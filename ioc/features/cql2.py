@@ -27,10 +27,10 @@ from pygeofilter import ast, values
 from shapely.geometry import box, shape
 from shapely.validation import explain_validity
 
-from ioc import crs as crsmod
-from ioc.binds import Binds, attribute_or_400, coerce, column, typed_column
-from ioc.catalog import Layer
+from ioc.catalog.layers import Layer
 from ioc.errors import InvalidParameter
+from ioc.features import crs as crsmod
+from ioc.features.binds import Binds, attribute_or_400, coerce, column, typed_column
 
 FILTER_LANGS = ("cql2-text", "cql2-json")
 MAX_FILTER_LENGTH = 20_000

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ioc.errors import MigrationError, PostGISMissing
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 MIN_POSTGIS = (3, 1)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # One lock id for all ioc migrations, so two processes never migrate at once.

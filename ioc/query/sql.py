@@ -7,7 +7,7 @@ a projected CRS. The 2025 city spans 105.9°E–107.8°E — two VN-2000 TM-3 zo
 everywhere and needs no choice. Its cost is kept small by filtering first with the layers'
 geometry GiST indexes: a box grown by the distance (``expand``) and ``&&``, in each layer's SRID.
 
-The source layer is aliased ``t`` (as ``ioc.cql2`` expects); each target layer is read through
+The source layer is aliased ``t`` (as ``ioc.features.cql2`` expects); each target layer is read through
 a subquery in which it is ``t`` too (so its own CQL2 filter compiles), named ``o<i>``/``n<i>``
 outside it; administrative units are ``u``; cached memberships ``a``.
 """
@@ -25,14 +25,14 @@ import shapely
 from shapely.geometry import shape
 from shapely.validation import explain_validity
 
-from ioc import cql2
-from ioc.access import Principal
-from ioc.binds import Binds, attribute_or_400
-from ioc.catalog import Catalog, Layer
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog, Layer
+from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter, LayerNotFound
-from ioc.identifiers import quote_ident
-from ioc.query_model import QueryDoc, QuerySettings, SpatialPredicate
-from ioc.units import UNITS, UnitSet, join_condition, members_sql, transform
+from ioc.features import cql2
+from ioc.features.binds import Binds, attribute_or_400
+from ioc.query.model import QueryDoc, QuerySettings, SpatialPredicate
+from ioc.query.units import UNITS, UnitSet, join_condition, members_sql, transform
 
 CITY_TZ = ZoneInfo("Asia/Ho_Chi_Minh")  # UTC+7, no daylight saving
 CITY_TZ_NAME = "Asia/Ho_Chi_Minh"
@@ -750,7 +750,7 @@ async def resolve(conn, plan: Plan, *, min_features: int | None = None) -> None:
             )
         plan.literals[i] = (bytes(row["wkb"]), layer.srid)
     if plan.unit_layer is not None and min_features is not None:
-        from ioc import units
+        from ioc.query import units
 
         if units.cacheable(plan.source, min_features):
             plan.membership = await units.cached_max_fid(conn, plan.source, plan.unit_layer)

@@ -24,8 +24,10 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from ioc.access import Principal, can_read
-from ioc.catalog import Catalog
+from ioc.catalog.access import Principal, can_read
+from ioc.catalog.layers import Catalog
+from ioc.db.identifiers import qualified, quote_ident
+from ioc.db.tables import DATA_SCHEMA, PG_TYPES
 from ioc.errors import (
     Conflict,
     Forbidden,
@@ -34,11 +36,9 @@ from ioc.errors import (
     LayerNotFound,
     NotAuthenticated,
 )
-from ioc.identifiers import qualified, quote_ident
-from ioc.query import compile_plan, db_error, open_session, plan_query
-from ioc.query_model import LAYER_ID, QueryDoc, QuerySettings, parse_query
-from ioc.query_sql import GEOM, ORD, Compiled, Plan
-from layers.tables import DATA_SCHEMA, PG_TYPES
+from ioc.query.model import LAYER_ID, QueryDoc, QuerySettings, parse_query
+from ioc.query.runner import compile_plan, db_error, open_session, plan_query
+from ioc.query.sql import GEOM, ORD, Compiled, Plan
 
 log = logging.getLogger("ioc.derived")
 
@@ -285,7 +285,7 @@ FROM s WHERE id = $1 RETURNING version, feature_count
 
 async def update_stats(conn, layer_id: str, *, bump: bool, metadata: dict[str, Any]):
     """Recount and re-extent a derived layer (EPSG:4326) in the caller's transaction: the
-    asyncpg twin of ``ioc.registry.update_stats``."""
+    asyncpg twin of ``layers.registry.update_stats``."""
     return await conn.fetchrow(
         STATS_SQL.format(table=qualified(DATA_SCHEMA, layer_id)),
         layer_id,

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ioc.access import Principal, can_read
+from ioc.catalog.access import Principal, can_read
+from ioc.db.identifiers import qualified
 from ioc.errors import LayerNotFound
-from ioc.identifiers import qualified
 
 
 @dataclass(frozen=True)
