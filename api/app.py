@@ -29,12 +29,12 @@ from api.routers import (
     stats,
     tiles,
 )
+from api.static import static_files
 from ioc.catalog.layers import CatalogWatcher, load_catalog
 from ioc.db import migrations
 from ioc.db.connection import create_pool
 from ioc.errors import MigrationError, PostGISMissing
 from ioc.logs import configure_logging
-from ioc.map_assets import static_files
 from ioc.settings import Settings, get_settings
 
 log = logging.getLogger("ioc.api")

@@ -17,11 +17,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from api.deps import current_catalog, tile_service
+from api.encoding import accepts_gzip
 from api.errors import error_response
+from api.tile_answer import tile_answer
 from ioc.catalog.access import ANONYMOUS
-from ioc.encoding import accepts_gzip
 from ioc.logs import request_id
-from tiles.render import MAX_ZOOM, all_public, resolve_layers, tile_answer
+from tiles.render import MAX_ZOOM, all_public, resolve_layers
 
 log = logging.getLogger("ioc.api")
 

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ioc import maps
 from ioc.catalog.access import ADMIN, ANONYMOUS, ROLES, Principal
 from ioc.console import err, friendly, out
 from ioc.errors import IocError
+from ioc.maps import views as maps
 
 app = typer.Typer(
     help="Map views (Folium pages): list, check, render to a file.", no_args_is_help=True

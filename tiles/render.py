@@ -17,12 +17,10 @@ from isal import igzip
 
 from ioc.catalog.access import ANONYMOUS, Principal
 from ioc.catalog.layers import Catalog, Layer
-from ioc.encoding import accepts_gzip
 from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
 from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key
 from tiles.settings import TileSettings
 from tiles.sql import ID_TYPE_SQL, Plan, TileSQL, id_type_args, plan_tile
-from tiles.tilejson import MVT_MEDIA_TYPE
 
 log = logging.getLogger("ioc.tiles")
 MAX_ZOOM = 24
@@ -222,34 +220,6 @@ def resolve_layers(catalog: Catalog, principal: Principal, ids: str) -> list[Lay
     if not layers:
         raise LayerNotFound(f"There is no layer '{ids}'.", parameter="layers")
     return layers
-
-
-def tile_answer(
-    tile: Tile, public: bool, settings: TileSettings, if_none_match: str, accept_encoding: str
-) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of a tile: headers by access level, ETag/304, 204 when empty,
-    gzip passed through when the client accepts it."""
-    headers = {"ETag": tile.etag, "Content-Type": MVT_MEDIA_TYPE}
-    if settings.debug_headers:
-        # Where the tile came from tells a caller whether someone else fetched it lately.
-        headers["X-Tile-Cache"] = tile.source
-    if public:
-        headers["Cache-Control"] = f"public, max-age={settings.max_age}"
-        headers["Vary"] = "Accept-Encoding"
-    else:
-        # Never stored by shared caches; the answer depends on who asks.
-        headers["Cache-Control"] = "private, no-store"
-        headers["Vary"] = "Authorization, Accept-Encoding"
-    if tile.truncated:
-        headers["X-Tile-Truncated"] = ",".join(tile.truncated)
-    if tile.etag in if_none_match:
-        return 304, headers, b""
-    if tile.empty:
-        return 204, headers, b""
-    if accepts_gzip(accept_encoding):
-        headers["Content-Encoding"] = "gzip"
-        return 200, headers, tile.data
-    return 200, headers, igzip.decompress(tile.data)
 
 
 def all_public(catalog: Catalog, ids: str) -> bool:

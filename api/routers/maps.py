@@ -1,4 +1,4 @@
-"""Map pages (Folium): the views of ``ioc/views``, layer previews, and the operators' session."""
+"""Map pages (Folium): the views of ``ioc/maps/view_files``, layer previews, and the operators' session."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from api.deps import SESSION_COOKIE, CatalogDep, api_key_of, get_principal, session_cache
 from api.html import negotiate, render
-from ioc import maps
 from ioc.catalog import sessions
 from ioc.catalog.access import Principal
 from ioc.catalog.keys import resolve_key
 from ioc.errors import Forbidden, NotAuthenticated
+from ioc.maps import views as maps
 
 router = APIRouter(prefix="/maps", tags=["maps"])
 

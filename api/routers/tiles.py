@@ -14,11 +14,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from api.deps import CatalogDep, PrincipalDep, get_catalog, tile_service
+from api.tile_answer import tile_answer
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
 from ioc.errors import InvalidParameter
 from tiles import tilejson as tj
-from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers, tile_answer
+from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers
 from tiles.settings import TileSettings
 from tiles.style import maplibre_style
 
@@ -136,7 +137,7 @@ def base_url(request: Request) -> str:
 
 
 def tile_response(request: Request, tile: Tile, public: bool, settings: TileSettings) -> Response:
-    """The HTTP answer of a tile (see tiles.render.tile_answer)."""
+    """The HTTP answer of a tile (see api.tile_answer)."""
     status, headers, body = tile_answer(
         tile,
         public,

@@ -23,7 +23,7 @@ import httpx
 import psycopg2
 import pytest
 
-from ioc import maps
+from ioc.maps import views as maps
 from tests.browser.conftest import LOAD_TIMEOUT_MS
 from tests.browser.test_map_pages import WALL, open_page, paths_in, screenshot
 from tests.conftest import VENV_BIN, free_port, server_env, wait_ready

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from ioc import map_assets, maps
 from ioc.catalog.access import ANONYMOUS, Principal, can_read
 from ioc.catalog.layers import Catalog, layer_from_row
+from ioc.maps import elements as map_assets
+from ioc.maps import views as maps
 from ioc.settings import PROJECT_ROOT
 from tests.conftest import VENV_BIN, server_env
 

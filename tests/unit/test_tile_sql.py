@@ -11,9 +11,9 @@ import time
 import mapbox_vector_tile
 import pytest
 
+from api.encoding import accepts_gzip
 from ioc.catalog.access import ANONYMOUS, Principal
 from ioc.catalog.layers import Catalog, CatalogWatcher, layer_from_row
-from ioc.encoding import accepts_gzip
 from ioc.errors import InvalidParameter, LayerNotFound
 from tiles.cache import CachedTile, DiskCache, MemoryCache
 from tiles.pmtiles import count_tiles, parse_bbox, parse_zoom_range, tiles_in_bbox, write_pmtiles

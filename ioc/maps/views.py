@@ -1,13 +1,13 @@
 """Map views: operations-centre pages defined as data, rendered with Folium.
 
-A view (``ioc/views/<id>.yaml``) names its layers, how each is drawn (GeoJSON features, vector
+A view (``ioc/maps/view_files/<id>.yaml``) names its layers, how each is drawn (GeoJSON features, vector
 tiles, a heat map, a choropleth), its centre and zoom, refresh period, audience and language.
 :func:`plan_view` resolves it against the catalog for one caller — a layer the caller may not
 read is dropped, silently, as if it did not exist — and :func:`render_page` turns the plan into
 one HTML page. The page holds no data: its script fetches GeoJSON and vector tiles from the
 public API (``/collections/{id}/items``, ``/tiles/{ids}/{z}/{x}/{y}.pbf``) with the caller's
 same-origin credentials, and every script and stylesheet comes from ioc itself
-(:mod:`ioc.map_assets`), so the page works without internet.
+(:mod:`ioc.maps.elements`), so the page works without internet.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ioc import map_assets
 from ioc.catalog.access import Principal, can_read
 from ioc.catalog.layers import Catalog, Layer
 from ioc.errors import InvalidParameter, IocError, LayerNotFound
+from ioc.maps import elements
 from ioc.settings import PROJECT_ROOT
 
 log = logging.getLogger("ioc.maps")
 
-VIEWS_DIR = Path(__file__).parent / "views"
+VIEWS_DIR = Path(__file__).parent / "view_files"
 TIMEZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 Lang = Literal["vi", "en"]
 LANGS: tuple[Lang, ...] = ("vi", "en")
@@ -582,7 +582,7 @@ class IocLayer(JSCSSMixin, FoliumLayer):
         self._name = "IocLayer"
         self.factory = self.FACTORIES[kind]
         self.config = config
-        self.default_js = map_assets.layer_assets(base_url)
+        self.default_js = elements.layer_assets(base_url)
         self.default_css = []
 
 
@@ -601,16 +601,16 @@ class IocPage(JSCSSMixin):
         super().__init__()
         self._name = "IocPage"
         self.config = config
-        self.default_js = map_assets.layer_assets(base_url)
+        self.default_js = elements.layer_assets(base_url)
         self.default_css = []
 
 
 def build_map(
     plan: ViewPlan, *, lang: Lang, base: str, embed: bool, refresh: int | None = None
-) -> map_assets.Map:
+) -> elements.Map:
     """The Folium map of a plan: basemap, layers, layer switcher, page behaviour."""
     view = plan.view
-    fmap = map_assets.Map(
+    fmap = elements.Map(
         location=list(view.center),
         zoom_start=view.zoom,
         tiles=None,
@@ -677,9 +677,9 @@ def build_map(
             item.kind, config, name=config["title"], show=item.spec.show, base_url=base
         ).add_to(fmap)
     if view.layer_control and (plan.layers or plan.basemap):
-        map_assets.LayerControl(
-            collapsed=view.layout != "wall" or embed, position="topright"
-        ).add_to(fmap)
+        elements.LayerControl(collapsed=view.layout != "wall" or embed, position="topright").add_to(
+            fmap
+        )
     return fmap
 
 
@@ -707,7 +707,7 @@ def legend_items(plan: ViewPlan, lang: Lang) -> list[dict[str, Any]]:
 
 
 _env = Environment(
-    loader=FileSystemLoader(str(map_assets.MAP_JS_DIR)),
+    loader=FileSystemLoader(str(elements.MAP_JS_DIR)),
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,

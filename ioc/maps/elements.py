@@ -1,9 +1,10 @@
-"""Browser assets of the map pages, served by ioc itself so a page works without internet.
+"""Browser assets of the map pages and the Folium elements that load them from ioc itself, so a
+page works without internet.
 
 Leaflet and its plugins come from the npm registry at set-up (``package.json`` +
 ``package-lock.json`` at the repository root, ``npm ci --omit=dev`` in ``scripts/setup.sh``) into
-``node_modules/``; ioc's own script and stylesheet live in ``ioc/map_js/``. Both are served under
-``/static`` (``/static/vendor/<package>/<file>`` and ``/static/maps/<file>``). Folium's elements
+``node_modules/``; ioc's own script and stylesheet live in ``ioc/maps/js/``. Both are served under
+``/static`` (``/static/vendor/<package>/<file>`` and ``/static/maps/<file>``) by ``api/static.py``. Folium's elements
 point at public CDNs by default: every Folium class used by the map pages is subclassed here with
 ``default_js``/``default_css`` rewritten to those local URLs, so that loading a page makes no
 request outside the server's origin.
@@ -17,13 +18,10 @@ from typing import Any
 
 import folium
 from folium.template import Template
-from starlette.routing import Mount, Router
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
 
 from ioc.settings import PROJECT_ROOT
 
-MAP_JS_DIR = Path(__file__).parent / "map_js"
+MAP_JS_DIR = Path(__file__).parent / "js"
 NODE_MODULES = PROJECT_ROOT / "node_modules"
 STATIC_PREFIX = "/static"
 
@@ -35,7 +33,7 @@ VENDOR: dict[str, tuple[str, str]] = {
     "vectorgrid_js": ("leaflet.vectorgrid", "dist/Leaflet.VectorGrid.bundled.min.js"),
     "heat_js": ("leaflet.heat", "dist/leaflet-heat.js"),
 }
-# ioc's own files in ioc/map_js/.
+# ioc's own files in ioc/maps/js/.
 OWN: dict[str, str] = {
     "ioc_maps_js": "ioc-maps.js",
     "ioc_maps_css": "ioc-maps.css",
@@ -65,42 +63,6 @@ def missing_vendor_files(vendor_dir: Path = NODE_MODULES) -> list[str]:
         for package, path in VENDOR.values()
         if not (vendor_dir / package / path).is_file()
     ]
-
-
-class VendorFiles(StaticFiles):
-    """StaticFiles over node_modules limited to the packages the map pages use."""
-
-    def __init__(self, *, directory: Path, packages: frozenset[str]) -> None:
-        super().__init__(directory=directory, check_dir=False)
-        self.packages = packages
-
-    def lookup_path(self, path: str) -> tuple[str, Any]:
-        package = path.strip("/").split("/", 1)[0]
-        if package not in self.packages:
-            return "", None
-        return super().lookup_path(path)
-
-    def file_response(
-        self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200
-    ) -> Any:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        # Pinned by package-lock.json: a day of caching, then revalidation by ETag.
-        response.headers.setdefault("Cache-Control", "public, max-age=86400")
-        return response
-
-
-def static_files(vendor_dir: Path | None = None) -> Router:
-    """The ASGI app mounted at ``/static``: ``/vendor/...`` (npm) and ``/maps/...`` (ioc)."""
-    if vendor_dir is None:
-        from ioc.maps import MapsSettings
-
-        vendor_dir = MapsSettings().vendor_dir
-    return Router(
-        routes=[
-            Mount("/vendor", app=VendorFiles(directory=vendor_dir, packages=vendor_packages())),
-            Mount("/maps", app=StaticFiles(directory=MAP_JS_DIR)),
-        ]
-    )
 
 
 _URL_ATTR = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url\(\s*["']?([^)"']+)""", re.I)

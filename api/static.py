@@ -1,0 +1,48 @@
+"""``/static``: the map pages' browser assets (npm packages and ioc's own script), served by ioc
+itself so a page works without internet. What the files are is ``ioc.maps.elements``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from starlette.routing import Mount, Router
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from ioc.maps.elements import MAP_JS_DIR, vendor_packages
+from ioc.maps.views import MapsSettings
+
+
+class VendorFiles(StaticFiles):
+    """StaticFiles over node_modules limited to the packages the map pages use."""
+
+    def __init__(self, *, directory: Path, packages: frozenset[str]) -> None:
+        super().__init__(directory=directory, check_dir=False)
+        self.packages = packages
+
+    def lookup_path(self, path: str) -> tuple[str, Any]:
+        package = path.strip("/").split("/", 1)[0]
+        if package not in self.packages:
+            return "", None
+        return super().lookup_path(path)
+
+    def file_response(
+        self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200
+    ) -> Any:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        # Pinned by package-lock.json: a day of caching, then revalidation by ETag.
+        response.headers.setdefault("Cache-Control", "public, max-age=86400")
+        return response
+
+
+def static_files(vendor_dir: Path | None = None) -> Router:
+    """The ASGI app mounted at ``/static``: ``/vendor/...`` (npm) and ``/maps/...`` (ioc)."""
+    if vendor_dir is None:
+        vendor_dir = MapsSettings().vendor_dir
+    return Router(
+        routes=[
+            Mount("/vendor", app=VendorFiles(directory=vendor_dir, packages=vendor_packages())),
+            Mount("/maps", app=StaticFiles(directory=MAP_JS_DIR)),
+        ]
+    )

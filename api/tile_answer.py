@@ -1,0 +1,40 @@
+"""The HTTP answer of a tile: status, cache headers by access level, ETag/304, 204 when empty,
+gzip passed through when the client takes it. Shared by the tile router and the fast path of
+``api/middleware.py``; the tile itself comes from ``tiles.render`` (which knows no HTTP)."""
+
+from __future__ import annotations
+
+from isal import igzip
+
+from api.encoding import accepts_gzip
+from tiles.render import Tile
+from tiles.settings import TileSettings
+from tiles.tilejson import MVT_MEDIA_TYPE
+
+
+def tile_answer(
+    tile: Tile, public: bool, settings: TileSettings, if_none_match: str, accept_encoding: str
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a tile: headers by access level, ETag/304, 204 when empty,
+    gzip passed through when the client accepts it."""
+    headers = {"ETag": tile.etag, "Content-Type": MVT_MEDIA_TYPE}
+    if settings.debug_headers:
+        # Where the tile came from tells a caller whether someone else fetched it lately.
+        headers["X-Tile-Cache"] = tile.source
+    if public:
+        headers["Cache-Control"] = f"public, max-age={settings.max_age}"
+        headers["Vary"] = "Accept-Encoding"
+    else:
+        # Never stored by shared caches; the answer depends on who asks.
+        headers["Cache-Control"] = "private, no-store"
+        headers["Vary"] = "Authorization, Accept-Encoding"
+    if tile.truncated:
+        headers["X-Tile-Truncated"] = ",".join(tile.truncated)
+    if tile.etag in if_none_match:
+        return 304, headers, b""
+    if tile.empty:
+        return 204, headers, b""
+    if accepts_gzip(accept_encoding):
+        headers["Content-Encoding"] = "gzip"
+        return 200, headers, tile.data
+    return 200, headers, igzip.decompress(tile.data)
