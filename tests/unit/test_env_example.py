@@ -13,11 +13,10 @@ from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from ioc import settings
-from ioc.addresses import registry as addresses
-
 # Every module that defines a settings class (grep -rn "(BaseSettings)" ioc layers tiles api);
 # test_every_settings_class_is_collected fails when one is missing here.
+from ioc import settings
+from ioc.addresses import registry as addresses
 from ioc.maps import views as maps
 from ioc.query import model as query
 from tiles import settings as tile_settings
