@@ -14,7 +14,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ioc.console import err, friendly, out
+from ioc.cli.console import err, friendly, out
 from ioc.errors import IocError
 from ioc.settings import get_settings
 

@@ -1,6 +1,6 @@
 """``ioc tiles``: seed the disk cache, export PMTiles, prune old cached versions.
 
-Registered in ``ioc/cli.py`` with ``app.add_typer(tiles_app, name="tiles")``. Long runs show a
+Registered in ``ioc/cli/__init__.py``. Long runs show a
 rich progress bar and stop cleanly on Ctrl-C: every tile already written stays valid (cache
 files and the archive are written to a temporary name, then renamed).
 """
@@ -20,7 +20,7 @@ from rich.progress import (
 
 from ioc.catalog.access import ADMIN
 from ioc.catalog.layers import Layer, load_catalog
-from ioc.console import friendly, out, progress_bar
+from ioc.cli.console import friendly, out, progress_bar
 from ioc.db.connection import create_pool
 from ioc.errors import IocError
 from ioc.settings import get_settings
@@ -29,7 +29,7 @@ from tiles.render import TileService, resolve_layers
 from tiles.settings import TileSettings
 from tiles.tilejson import tilejson, union_bounds
 
-tiles_app = typer.Typer(help="Vector tiles: seed the cache, export PMTiles.", no_args_is_help=True)
+app = typer.Typer(help="Vector tiles: seed the cache, export PMTiles.", no_args_is_help=True)
 
 LayersOpt = Annotated[str, typer.Option("--layers", help="Layer ids, comma-separated.")]
 ZoomOpt = Annotated[str, typer.Option("--zoom", help="Zoom range, e.g. 10-14.")]
@@ -114,7 +114,7 @@ async def _run(
     return layers, area, counts  # type: ignore[return-value]
 
 
-@tiles_app.command("seed")
+@app.command("seed")
 @friendly
 def seed(
     layers: LayersOpt,
@@ -137,7 +137,7 @@ def seed(
     )
 
 
-@tiles_app.command("export")
+@app.command("export")
 @friendly
 def export(
     layers: LayersOpt,
@@ -166,7 +166,7 @@ def export(
     out.print(f"wrote {written:,} tiles to {pmtiles}", highlight=False)
 
 
-@tiles_app.command("prune")
+@app.command("prune")
 @friendly
 def prune() -> None:
     """Delete cached tiles of layer versions (or tile settings) that are no longer current."""

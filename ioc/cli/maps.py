@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ioc.catalog.access import ADMIN, ANONYMOUS, ROLES, Principal
-from ioc.console import err, friendly, out
+from ioc.cli.console import err, friendly, out
 from ioc.errors import IocError
 from ioc.maps import views as maps
 

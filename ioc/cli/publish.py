@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ioc.catalog.access import ADMIN
 from ioc.catalog.layers import load_catalog_sync
-from ioc.console import err, friendly, out, progress_bar
+from ioc.cli.console import err, friendly, out, progress_bar
 from ioc.db.connection import connection
 from ioc.errors import IocError
 from ioc.settings import get_settings
