@@ -34,6 +34,7 @@ lint:
 	@IOC_SETUP_FOR=lint scripts/setup.sh
 	$(VENV)/bin/ruff check ioc layers tiles api tests bench
 	$(VENV)/bin/ruff format --check ioc layers tiles api tests bench
+	$(VENV)/bin/lint-imports
 
 db-start:
 	$(IOC) db start

@@ -21,7 +21,7 @@ import psycopg2
 from rich.table import Table
 
 from bench.common import console, percentile_ms, seeded_database, start_ioc
-from ioc.addresses.geocode import fold
+from ioc.addresses.normalise import fold
 from ioc.addresses.registry import build_address_index
 from ioc.settings import DatabaseSettings
 

@@ -22,12 +22,12 @@ import csv
 import io
 import math
 import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ioc.addresses.normalise import fold
 from ioc.addresses.registry import (
     ADDRESS_COLUMNS,
     ADDRESS_JOINS,
@@ -44,10 +44,8 @@ DISTRICT_BONUS = 0.05  # a 2019 ward whose district is also named in the query
 MIN_SCORE = 0.2
 FALLBACK_SIMILARITY = 0.5  # trigram similarity of the whole query to a name
 MAX_QUERY_CHARS = 300
-_FOLD = re.compile(r"[^a-z0-9/]+")
 _HOUSE = re.compile(r"^\d+[a-z]?(?:/\d+[a-z]?)*$")
 _SEGMENTS = re.compile(r"[,;|\n]+")
-_D = str.maketrans({"đ": "d", "Đ": "D", "ð": "d", "Ð": "D"})
 
 # Words that never identify a place here, removed before matching (longest first).
 STOP_PHRASES = tuple(
@@ -75,15 +73,6 @@ DISTRICT_WORDS = tuple(
 )
 # Sub-ward units with a number ("tổ 5", "khu phố 3", "ấp 2") are not in the registry.
 SUBUNIT_WORDS = tuple(tuple(p.split()) for p in ("khu pho", "kp", "to", "ap"))
-
-
-def fold(text: str) -> str:
-    """Lower-case ASCII words ('Đường Tân Định' → 'duong tan dinh'): Python twin of ioc.search_key."""
-    # đ/Đ (and the look-alike Icelandic ð/Ð found in OSM names) do not decompose under NFKD.
-    text = text.translate(_D)
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return _FOLD.sub(" ", text.lower()).strip()
 
 
 def street_tokens(name: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from ioc.addresses.normalise import fold
 from ioc.addresses.registry import (
     CITY_BBOX,
     UPSERT_SQL,
@@ -91,8 +92,6 @@ class NationalAddressService(Protocol):
 
 def _header_map(names: list[str]) -> dict[str, str]:
     """Export column name -> registry field, by the accepted aliases."""
-    from ioc.addresses.geocode import fold
-
     folded = {fold(n).replace(" ", "_"): n for n in names}
     mapping = {}
     for field_name, aliases in ALIASES.items():

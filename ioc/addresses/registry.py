@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ioc.addresses.normalise import fold
 from ioc.catalog.access import ADMIN, Principal, can_read
 from ioc.catalog.layers import Catalog, Layer, load_catalog_sync
 from ioc.db.identifiers import quote_ident
@@ -583,12 +584,6 @@ def _package_units() -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, s
     return new, old
 
 
-def _fold(text: str) -> str:
-    from ioc.addresses.geocode import fold
-
-    return fold(text)
-
-
 _UNIT_TYPES = {"ward": "Phường", "commune": "Xã", "township": "Thị trấn"}
 
 
@@ -599,26 +594,26 @@ def _ward_2019_names(code: str, attrs: dict[str, Any]) -> tuple[str, str, str | 
     vi = _package_units()[1].get(code)
     # The package knows the 2024 unit carrying this code: trust its Vietnamese name only when
     # it is the same name without diacritics (codes were reused by merged wards).
-    if vi and (ascii_name is None or _fold(vi[0]) == _fold(str(ascii_name))):
+    if vi and (ascii_name is None or fold(vi[0]) == fold(str(ascii_name))):
         return vi[0], vi[1], _district_vi(district, vi[2])
     name = str(ascii_name or code)
-    numbered = re.fullmatch(r"(?:ward|phuong)\s*(\d+)", _fold(name))
+    numbered = re.fullmatch(r"(?:ward|phuong)\s*(\d+)", fold(name))
     if numbered:
         name = f"Phường {numbered.group(1)}"
         return name, name, _district_vi(district, None)
     kind = _UNIT_TYPES.get(str(attrs.get("unit_level") or "ward").lower(), "Phường")
-    full = name if _fold(name).startswith(_fold(kind)) else f"{kind} {name}"
+    full = name if fold(name).startswith(fold(kind)) else f"{kind} {name}"
     return name, full, _district_vi(district, None)
 
 
 def _district_vi(district: Any, package: str | None) -> str | None:
     if package and (
-        district is None or _fold(str(district)).replace("district", "quan") in _fold(package)
+        district is None or fold(str(district)).replace("district", "quan") in fold(package)
     ):
         return package
     if district is None:
         return package
-    numbered = re.fullmatch(r"district\s*(\d+)", _fold(str(district)))
+    numbered = re.fullmatch(r"district\s*(\d+)", fold(str(district)))
     return f"Quận {numbered.group(1)}" if numbered else str(district)
 
 

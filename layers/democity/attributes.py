@@ -8,12 +8,11 @@ value is the most common), numbers stay inside ``range``, required attributes ar
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import shapely
 
-from layers.democity.context import REFERENCE_TIME, CityContext
+from layers.democity.context import REFERENCE_TIME, CityContext, FeatureContext
 from layers.democity.geo import BEN_THANH, distance_m, to_metric
 from layers.democity.sources import coerce, is_null
 from layers.democity.text import layer_ids, projected_coordinate, text_column
@@ -87,18 +86,6 @@ NUMBER_DEFAULTS: tuple[tuple[str, tuple[float, float]], ...] = (
     (r"hours", (1, 72)),
     (r"count|number|num_|total|vehicles|visitors|cases", (0, 500)),
 )
-
-
-@dataclass
-class FeatureContext:
-    """What the attribute generator knows about each feature of a batch."""
-
-    geoms: np.ndarray  # lon/lat geometries
-    ward: np.ndarray  # index of the 2025 ward, -1 if unknown
-    street: np.ndarray  # object: street name or None
-    anchor_x: np.ndarray
-    anchor_y: np.ndarray
-    start: int  # row number of the first feature in the layer (for unique ids)
 
 
 def skewed_choice(
@@ -278,38 +265,6 @@ def _time(
     else:
         stamps = recent_timestamps(n, rng, 730.0)
     return stamps.astype(f"datetime64[{unit}]")
-
-
-def legacy_column(name: str, feat: FeatureContext, ctx: CityContext) -> np.ndarray:
-    """Codes and names of the pre-2025 ward or district containing each feature."""
-    stem = (
-        "districts_2024"
-        if name.startswith("district") and not name.endswith("2019")
-        else "wards_2019"
-    )
-    if name.startswith("district") and name.endswith("2019"):
-        stem = "districts_2019"
-    units = ctx.admin_units(stem)
-    found = units.locate(feat.anchor_x, feat.anchor_y)
-    base = name.removesuffix("_2019").removesuffix("_2024")
-    table = units.table
-    column = next(
-        (
-            c
-            for c in (
-                base,
-                base.replace("ward_", "ward_name"),
-                "ward_code" if "code" in base else "full_name",
-                "name",
-            )
-            if c in table.columns
-        ),
-        None,
-    )
-    if column is None:
-        return np.full(len(found), None, dtype=object)
-    values = table[column].astype(str).to_numpy(dtype=object)
-    return np.where(found >= 0, values[np.maximum(found, 0)], None)
 
 
 def complete_columns(

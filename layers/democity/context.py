@@ -319,3 +319,15 @@ class CityContext:
             True,
             np.concatenate(kinds).astype(object),
         )
+
+
+@dataclass
+class FeatureContext:
+    """What the attribute generator knows about each feature of a batch."""
+
+    geoms: np.ndarray  # lon/lat geometries
+    ward: np.ndarray  # index of the 2025 ward, -1 if unknown
+    street: np.ndarray  # object: street name or None
+    anchor_x: np.ndarray
+    anchor_y: np.ndarray
+    start: int  # row number of the first feature in the layer (for unique ids)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from layers.democity.attributes import REFERENCE, FeatureContext, complete_columns, skewed_choice
-from layers.democity.context import CityContext
+from layers.democity.attributes import REFERENCE, complete_columns, skewed_choice
+from layers.democity.context import CityContext, FeatureContext
 from layers.democity.geo import anchor_points, cast_geometries, reproject, to_metric
 from layers.democity.sampling import sample_lines, sample_points, sample_polygons, uniform_in_wards
 from layers.manifest import LayerManifest

@@ -25,8 +25,7 @@ from layers.democity.vocab import (
 from layers.manifest import DEPARTMENTS, AttributeSpec, LayerManifest
 
 if TYPE_CHECKING:
-    from layers.democity.attributes import FeatureContext
-    from layers.democity.context import CityContext
+    from layers.democity.context import CityContext, FeatureContext
 
 
 # Unique 10-digit codes: i ↦ 1e9 + (A·i + B) mod 9e9 is a bijection on 0 … 9e9-1 because
@@ -202,8 +201,6 @@ def text_column(
     if name in ("ward", "ward_name", "ward_full_name"):
         return np.where(feat.ward >= 0, ward_names, None)
     if name.endswith("_2019") or name.startswith("district"):
-        from layers.democity.attributes import legacy_column
-
         return legacy_column(name, feat, ctx)
     if name == "province_code":
         return np.full(n, "79", dtype=object)
@@ -318,3 +315,35 @@ def projected_coordinate(name: str, feat: FeatureContext, srid: int) -> np.ndarr
 
     points = reproject(shapely.points(feat.anchor_x, feat.anchor_y), 4326, srid)
     return np.round(shapely.get_x(points) if name.startswith("x") else shapely.get_y(points), 3)
+
+
+def legacy_column(name: str, feat: FeatureContext, ctx: CityContext) -> np.ndarray:
+    """Codes and names of the pre-2025 ward or district containing each feature."""
+    stem = (
+        "districts_2024"
+        if name.startswith("district") and not name.endswith("2019")
+        else "wards_2019"
+    )
+    if name.startswith("district") and name.endswith("2019"):
+        stem = "districts_2019"
+    units = ctx.admin_units(stem)
+    found = units.locate(feat.anchor_x, feat.anchor_y)
+    base = name.removesuffix("_2019").removesuffix("_2024")
+    table = units.table
+    column = next(
+        (
+            c
+            for c in (
+                base,
+                base.replace("ward_", "ward_name"),
+                "ward_code" if "code" in base else "full_name",
+                "name",
+            )
+            if c in table.columns
+        ),
+        None,
+    )
+    if column is None:
+        return np.full(len(found), None, dtype=object)
+    values = table[column].astype(str).to_numpy(dtype=object)
+    return np.where(found >= 0, values[np.maximum(found, 0)], None)

@@ -13,8 +13,9 @@ import asyncpg
 import psycopg2
 import pytest
 
-from ioc.addresses.geocode import fold, geocode_rows, parse_query, search_addresses
+from ioc.addresses.geocode import geocode_rows, parse_query, search_addresses
 from ioc.addresses.imports import ExportFile, import_addresses
+from ioc.addresses.normalise import fold
 from ioc.addresses.registry import (
     AddressNotFound,
     AddressSettings,
