@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import time
 from typing import Any
 
 import pyogrio
@@ -271,13 +270,13 @@ def test_openapi_documents_the_query_with_examples(client):
 
 
 def _wait(client, url: str, headers: dict[str, str], timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The job once it has finished (succeeded, failed or cancelled)."""
+
+    def finished() -> dict[str, Any] | None:
         job = client.get(url, headers=headers).json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job did not finish: {job}")
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_until(finished, timeout=timeout, interval=0.2, message=f"job {url} to finish")
 
 
 def test_job_runs_and_only_its_owner_sees_it(client, analyst, other_analyst):
@@ -523,10 +522,18 @@ def test_cancelled_job_stays_cancelled(client, analyst):
         "aggregates": [{"op": "count"}],
         "spatial": [{"op": "dwithin", "distance": 30000, "layer": "reports_1022"}],
     }
-    url = client.post("/query/jobs", json=heavy, headers=analyst).headers["location"]
+    submitted = client.post("/query/jobs", json=heavy, headers=analyst)
+    url, job_id = submitted.headers["location"], submitted.json()["id"]
     cancelled = client.delete(url, headers=analyst)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    time.sleep(2 * 2.0 + 0.5)  # two runner ticks
+    # A job no longer 'queued' is never claimed again; one the runner had already claimed runs
+    # until the runner's next heartbeat sees the cancellation and stops its task. Wait for that
+    # (the runner's table of running tasks, read only), then nothing can write to the job.
+    runner = client.app.state.query_runner
+    wait_until(
+        lambda: all(t.done() for i, t in list(runner._running.items()) if str(i) == job_id),
+        message="the runner to stop the cancelled job",
+    )
     job = client.get(url, headers=analyst).json()
     assert job["status"] == "cancelled" and job["phase"] == "done"
     assert client.get(url + "/result", headers=analyst).status_code == 409
