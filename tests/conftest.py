@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from fastapi.testclient import TestClient
 from ioc.catalog import keys
 from ioc.db.connection import create_migrated, sibling_settings
 from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings, Settings
+from tests.polling import wait_until
 
 TEST_DB = os.environ.get("IOC_TEST_DB_NAME", "ioc_test")
 VENV_BIN = Path(sys.executable).parent
@@ -93,15 +93,15 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, timeout: float = 60, path: str = "/readyz") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until the server at ``url`` answers 200 on ``path``."""
+
+    def ready() -> bool:
         try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server at {url} did not become ready")
+            return httpx.get(url + path, timeout=2).status_code == 200
+        except httpx.HTTPError:  # not listening yet
+            return False
+
+    wait_until(ready, timeout=timeout, interval=0.2, message=f"the server at {url} to be ready")
 
 
 def server_env(db_settings: DatabaseSettings, **extra: str) -> dict[str, str]:

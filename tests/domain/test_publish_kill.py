@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ from layers.manifest import LayerManifest
 from tests.conftest import free_port, server_env, wait_ready
 from tests.fixtures import uploads
 from tests.http.test_publish import SENSORS, checksum
+from tests.polling import wait_until
 
 IOC = str(Path(sys.executable).parent / "ioc")
 LAYER = "pk_sensors"
@@ -101,18 +101,18 @@ def test_kill_during_large_upload(db_settings, layer, tmp_path):
             daemon=True,
         )
         thread.start()
-        deadline = time.monotonic() + 60
-        staged = False
-        with conn.cursor() as cur:
-            while time.monotonic() < deadline and not staged:
+
+        def staged() -> bool:
+            with conn.cursor() as cur:
                 cur.execute(
                     "SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'"
                     " AND tablename LIKE 'pk\\_sensors\\_\\_%'"
                 )
-                staged = cur.fetchone()[0] > 0
-                conn.rollback()
-                time.sleep(0.05)
-        assert staged, "the upload never reached the staging table"
+                found = cur.fetchone()[0] > 0
+            conn.rollback()
+            return found
+
+        wait_until(staged, timeout=60, message="the upload to reach the staging table")
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
         thread.join(timeout=30)
