@@ -19,17 +19,19 @@ def wait_until(
     *,
     timeout: float = 30.0,
     interval: float = 0.05,
-    message: str = "the condition",
+    message: str | Callable[[], str] = "the condition",
     sleep: Callable[[float], object] = time.sleep,
 ) -> T:
     """Call ``predicate`` until it returns something truthy and return that; AssertionError
-    naming ``message`` (and the last value) once ``timeout`` seconds have passed. ``sleep``
-    waits ``interval`` seconds between calls."""
+    naming ``message`` (called then, if callable, to describe the state reached) and the last
+    value once ``timeout`` seconds have passed. ``sleep`` waits ``interval`` seconds between
+    calls."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"waited {timeout:g} s for {message}; last value: {value!r}")
+            what = message() if callable(message) else message
+            raise AssertionError(f"waited {timeout:g} s for {what}; last value: {value!r}")
         sleep(interval)

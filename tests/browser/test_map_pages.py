@@ -9,7 +9,6 @@ Debian's ``chromium`` is driven by Playwright's Python package (never ``playwrig
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import mapbox_vector_tile
 import pytest
 
 from tests.browser.conftest import ARTIFACTS, LOAD_TIMEOUT_MS
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -106,6 +106,12 @@ def wait_loaded(page, layers: int, tiles: bool = True) -> dict:
     return status
 
 
+def pumping(page):
+    """A sleep for wait_until during which the page's events (requests, console) still reach
+    the test: Playwright delivers them only while a call into it is waiting."""
+    return lambda seconds: page.wait_for_timeout(seconds * 1000)
+
+
 def decoded_tiles(rec: Recorder) -> list[dict]:
     """Every vector tile the page received, decoded; at least one must hold features."""
     tiles = []
@@ -174,8 +180,11 @@ def test_wall_map_for_operators(browser, live_server, make_key):
         assert classes >= 3  # its legend
         assert page.locator(".leaflet-control-layers-overlays label").count() >= 6
         clock = page.inner_text("#ioc-clock")
-        page.wait_for_timeout(1500)
-        assert page.inner_text("#ioc-clock") != clock
+        page.wait_for_function(  # the clock ticks
+            "(before) => document.querySelector('#ioc-clock').innerText !== before",
+            arg=clock,
+            timeout=10_000,
+        )
         assert page.inner_text("#ioc-updated") not in ("", "chưa cập nhật")
         assert "crime_hotspots" not in page.content()
         decoded_tiles(rec)
@@ -194,9 +203,13 @@ def test_wall_refreshes_live_layers_without_reloading(browser, live_server, make
         wait_loaded(page, layers=4)
         page.evaluate("window.__sameDocument = true")
         first = sum("/collections/flood_points/items" in url for url in rec.requests)
-        page.wait_for_timeout(11_000)
-        again = sum("/collections/flood_points/items" in url for url in rec.requests)
-        assert again >= first + 1
+        wait_until(  # the next refresh (every 5 s) fetches the layer again
+            lambda: sum("/collections/flood_points/items" in url for url in rec.requests) > first,
+            timeout=30,
+            interval=0.2,
+            message="the wall to fetch flood_points again",
+            sleep=pumping(page),
+        )
         assert page.evaluate("window.__sameDocument") is True  # no reload
         assert page.evaluate("IocMaps.status().errors") == 0
         rec.check_clean()
@@ -272,10 +285,12 @@ def test_portal_search_and_whats_here(browser, live_server, address_index):
         page.press("#ioc-search-q", "Enter")
         page.wait_for_selector("#ioc-search-results li button", timeout=LOAD_TIMEOUT_MS)
         assert props["street"] in page.inner_text("#ioc-search-results li button >> nth=0")
+        page.evaluate("IocMaps.map.once('moveend', () => { window.__settled = true; })")
         page.click("#ioc-search-results li button >> nth=0")
         page.wait_for_selector(".leaflet-popup-content strong")
         assert any("/addresses?" in url and "q=" in url for url in rec.requests)
-        page.wait_for_timeout(800)  # the fly-to animation
+        # The map moves to the result (animated): click on it once it has stopped.
+        page.wait_for_function("() => window.__settled === true", timeout=LOAD_TIMEOUT_MS)
         page.evaluate("IocMaps.map.closePopup()")
         size = page.viewport_size
         page.mouse.click(size["width"] * 0.5 + 40, size["height"] * 0.5 + 60)
@@ -295,7 +310,10 @@ def test_layer_preview_with_legend_and_popups(browser, live_server):
         assert page.locator("#ioc-legend li").count() >= 2
         page.locator(".leaflet-ioc-points-pane path").first.click(force=True)
         page.wait_for_selector(".ioc-popup dl dt", timeout=10_000)
-        page.wait_for_timeout(400)  # the popup's fade-in
+        page.wait_for_function(  # the popup has faded in (for the screenshot)
+            "() => getComputedStyle(document.querySelector('.leaflet-popup')).opacity === '1'",
+            timeout=10_000,
+        )
         labels = page.locator(".ioc-popup dt").all_inner_texts()
         assert any("Độ sâu" in label or "sâu" in label for label in labels), labels
         rec.check_clean()
@@ -359,10 +377,13 @@ def test_embedding_from_another_origin_is_refused(browser, live_server):
             f.src = src; f.id = 'embed'; document.body.appendChild(f); }""",
             f"{live_server}/maps/portal?embed=1",
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not rec.console_errors:
-            page.wait_for_timeout(200)
-        assert any("frame-ancestors" in error for error in rec.console_errors), rec.console_errors
+        wait_until(
+            lambda: any("frame-ancestors" in error for error in rec.console_errors),
+            timeout=10,
+            interval=0.2,
+            message=lambda: f"a frame-ancestors refusal among {rec.console_errors}",
+            sleep=pumping(page),
+        )
         inner = [f for f in page.frames if "embed=1" in f.url]
         assert not inner or inner[0].evaluate("() => !window.IocMaps")
     finally:
