@@ -21,8 +21,8 @@ import psycopg2
 from rich.table import Table
 
 from bench.common import console, percentile_ms, seeded_database, start_ioc
+from ioc.addresses.index import build_address_index
 from ioc.addresses.normalise import fold
-from ioc.addresses.registry import build_address_index
 from ioc.settings import DatabaseSettings
 
 BENCH_DB = os.environ.get("IOC_ADDRESS_BENCH_DB", "ioc_bench_addresses")

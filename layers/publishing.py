@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ioc.addresses.registry import link_layer, unlink_layer
+from ioc.addresses.index import link_layer, unlink_layer
 from ioc.catalog.access import Principal, can_create_in, can_write
 from ioc.catalog.layers import Layer
 from ioc.db.connection import connection

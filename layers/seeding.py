@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ioc.addresses.registry import build_address_index
+from ioc.addresses.index import build_address_index
 from layers import registry
 from layers.manifest import load_catalog
 

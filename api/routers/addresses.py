@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep
-from ioc.addresses import geocode
+from ioc.addresses import geocode, lookup
 from ioc.addresses import registry as addresses
 from ioc.addresses.whats_here import what_is_here
 from ioc.errors import InvalidParameter
@@ -106,7 +106,7 @@ async def reverse(
     (`ward_at_position`: null when there is no ward layer the caller may read)."""
     addresses.require_registry(catalog, principal, settings)
     async with pool.acquire() as conn:
-        row, ward = await addresses.reverse_geocode(
+        row, ward = await lookup.reverse_geocode(
             conn, catalog, principal, lon, lat, radius or settings.reverse_radius_m
         )
     return geojson(
@@ -157,7 +157,7 @@ async def get_address(
     addresses.require_registry(catalog, principal, settings)
     code = addresses.validate_code(code, settings.code_pattern)
     async with pool.acquire() as conn:
-        row = await addresses.get_address(conn, code)
+        row = await lookup.get_address(conn, code)
     return geojson(addresses.address_feature(row, base_url(request)))
 
 
@@ -176,10 +176,8 @@ async def address_features(
     addresses.require_registry(catalog, principal, settings)
     code = addresses.validate_code(code, settings.code_pattern)
     async with pool.acquire() as conn:
-        await addresses.get_address(conn, code)
-        features = await addresses.linked_features(
-            conn, catalog, principal, code, base_url(request)
-        )
+        await lookup.get_address(conn, code)
+        features = await lookup.linked_features(conn, catalog, principal, code, base_url(request))
     return geojson(
         {
             "type": "FeatureCollection",

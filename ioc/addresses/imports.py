@@ -21,18 +21,20 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from ioc.addresses.normalise import fold
-from ioc.addresses.registry import (
-    CITY_BBOX,
+from ioc.addresses.index import (
     UPSERT_SQL,
-    WARDS_2019_LAYER,
-    WARDS_LAYER,
-    AddressSettings,
     IndexReport,
-    _layer,
     _package_units,
     finish_registry_change,
     ward_fill_sql,
+)
+from ioc.addresses.normalise import fold
+from ioc.addresses.registry import (
+    CITY_BBOX,
+    WARDS_2019_LAYER,
+    WARDS_LAYER,
+    AddressSettings,
+    _layer,
 )
 from ioc.catalog.layers import Catalog, load_catalog_sync
 from ioc.db.identifiers import quote_ident

@@ -12,15 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ioc.addresses.registry import (
-    REVERSE_SQL,
-    AddressSettings,
-    _jsonable,
-    address_feature,
-    check_in_city,
-    get_address,
-    require_registry,
-)
+from ioc.addresses.lookup import REVERSE_SQL, check_in_city, get_address
+from ioc.addresses.registry import AddressSettings, _jsonable, address_feature, require_registry
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog, Layer
 from ioc.db.identifiers import quote_ident

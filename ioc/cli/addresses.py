@@ -109,7 +109,7 @@ def index_command(
     link: Annotated[bool, typer.Option(help="Relink point layers afterwards.")] = True,
 ) -> None:
     """Rebuild the registry from the address layer (demo city), the vocabulary and the links."""
-    from ioc.addresses.registry import build_address_index
+    from ioc.addresses.index import build_address_index
     from ioc.db.connection import connection
 
     with connection(get_settings().database) as conn, _progress() as progress:
@@ -137,7 +137,7 @@ def link_command(
     ] = None,
 ) -> None:
     """Link features of point layers to their nearest address (within the link distance)."""
-    from ioc.addresses.registry import link_layers, point_layers
+    from ioc.addresses.index import link_layers, point_layers
     from ioc.catalog.layers import load_catalog_sync
     from ioc.db.connection import connection
 
@@ -179,7 +179,8 @@ async def _with_conn(work: Callable[[Any], Any]) -> Any:
 @friendly
 def show_command(code: Annotated[str, typer.Argument(help="Digital address code.")]) -> None:
     """Print one address as GeoJSON."""
-    from ioc.addresses.registry import address_feature, get_address, validate_code
+    from ioc.addresses.lookup import get_address
+    from ioc.addresses.registry import address_feature, validate_code
 
     code = validate_code(code, _settings().code_pattern)
 

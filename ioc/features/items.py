@@ -28,7 +28,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ioc.addresses.registry import address_code_filter
+from ioc.addresses.lookup import address_code_filter
 from ioc.catalog.layers import Layer
 from ioc.db.identifiers import quote_ident
 from ioc.errors import FeatureNotFound, InvalidParameter, QueryTimeout

@@ -263,7 +263,7 @@ def address_index(db_settings):
     """The address registry built from the seeded demo city (as `ioc addresses` does)."""
     import psycopg2
 
-    from ioc.addresses.registry import build_address_index
+    from ioc.addresses.index import build_address_index
     from ioc.catalog.layers import load_catalog_sync
 
     conn = psycopg2.connect(db_settings.dsn())

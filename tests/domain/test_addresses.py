@@ -13,21 +13,13 @@ import asyncpg
 import psycopg2
 import pytest
 
-from ioc.addresses.geocode import geocode_rows, parse_query, search_addresses
+from ioc.addresses.geocode import geocode_rows, search_addresses
 from ioc.addresses.imports import ExportFile, import_addresses
+from ioc.addresses.index import build_address_index, finish_registry_change, link_layer
+from ioc.addresses.lookup import address_code_filter, get_address, reverse_geocode
 from ioc.addresses.normalise import fold
-from ioc.addresses.registry import (
-    AddressNotFound,
-    AddressSettings,
-    OutsideCity,
-    address_code_filter,
-    build_address_index,
-    finish_registry_change,
-    get_address,
-    link_layer,
-    reverse_geocode,
-    validate_code,
-)
+from ioc.addresses.parsing import parse_query
+from ioc.addresses.registry import AddressNotFound, AddressSettings, OutsideCity, validate_code
 from ioc.addresses.whats_here import what_is_here
 from ioc.catalog.access import ANONYMOUS, Principal
 from ioc.catalog.layers import load_catalog_sync

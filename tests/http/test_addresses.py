@@ -12,7 +12,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-from ioc.addresses.registry import AddressSettings, build_address_index
+from ioc.addresses.index import build_address_index
+from ioc.addresses.registry import AddressSettings
 from ioc.catalog.layers import load_catalog, load_catalog_sync
 
 NOTRE_DAME = {"lon": 106.6990, "lat": 10.7798}
