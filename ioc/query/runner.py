@@ -30,8 +30,9 @@ from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter, QueryTimeout
 from ioc.features.items import prepend
 from ioc.query import units
+from ioc.query.analysis import CITY_TZ_NAME, GEOM, ID, ORD, Plan, analyse, resolve
 from ioc.query.model import QueryDoc, QuerySettings, limits_for
-from ioc.query.sql import CITY_TZ_NAME, GEOM, ID, ORD, Compiled, Plan, analyse, build, resolve
+from ioc.query.sql import Compiled, build
 
 MEDIA_TYPES = {
     "geojson": "application/geo+json",

@@ -36,9 +36,10 @@ from ioc.errors import (
     LayerNotFound,
     NotAuthenticated,
 )
+from ioc.query.analysis import GEOM, ORD, Plan
 from ioc.query.model import LAYER_ID, QueryDoc, QuerySettings, parse_query
 from ioc.query.runner import compile_plan, db_error, open_session, plan_query
-from ioc.query.sql import GEOM, ORD, Compiled, Plan
+from ioc.query.sql import Compiled
 
 log = logging.getLogger("ioc.derived")
 

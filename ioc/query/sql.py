@@ -1,5 +1,5 @@
-"""From a query document to SQL: check it against the catalog (``analyse``), then write one
-statement (``build``) whose identifiers all come from the catalog and whose values are all bound.
+"""Writing a checked query (``ioc.query.analysis.Plan``) as one statement (``build``) whose
+identifiers all come from the catalog and whose values are all bound.
 
 Metric distances, areas and lengths are computed on the WGS 84 ellipsoid (``geography``), not in
 a projected CRS. The 2025 city spans 105.9°E–107.8°E — two VN-2000 TM-3 zones (105°45' and
@@ -14,44 +14,29 @@ outside it; administrative units are ``u``; cached memberships ``a``.
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import time
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import shapely
-from shapely.geometry import shape
-from shapely.validation import explain_validity
-
-from ioc.catalog.access import Principal
-from ioc.catalog.layers import Catalog, Layer
+from ioc.catalog.layers import Layer
 from ioc.db.identifiers import quote_ident
-from ioc.errors import InvalidParameter, LayerNotFound
 from ioc.features import cql2
 from ioc.features.binds import Binds, attribute_or_400
-from ioc.query.model import QueryDoc, QuerySettings, SpatialPredicate
-from ioc.query.units import UNITS, UnitSet, join_condition, members_sql, transform
+from ioc.query.analysis import (
+    CITY_TZ,
+    CITY_TZ_NAME,
+    GEOM,
+    ID,
+    ORD,
+    Plan,
+    _fail,
+)
+from ioc.query.model import SpatialPredicate
+from ioc.query.units import UnitSet, join_condition, members_sql, transform
 
-CITY_TZ = ZoneInfo("Asia/Ho_Chi_Minh")  # UTC+7, no daylight saving
-CITY_TZ_NAME = "Asia/Ho_Chi_Minh"
-ID, GEOM, ORD = "__ioc_id", "__ioc_geom", "__ioc_n"  # technical columns of every row set
-ADDRESS_LAYER, ADDRESS_ATTRIBUTE = "digital_addresses", "code"
 _TOPOLOGY = {"intersects": "ST_Intersects", "within": "ST_Within", "contains": "ST_Contains"}
 _BUCKETS = {b: b for b in ("hour", "day", "week", "month", "year")}  # SQL text from here only
-_NUMERIC = ("integer", "number")
-_POLYGONS = ("Polygon", "MultiPolygon")
-_LINES = ("LineString", "MultiLineString")
 DRIVE_FROM_TARGET = 10  # source/target size ratio from which a layer join starts at the target
-_GEOMETRY_TYPES = (
-    "Point",
-    "LineString",
-    "Polygon",
-    "MultiPoint",
-    "MultiLineString",
-    "MultiPolygon",
-)
 
 
 @dataclass(frozen=True)
@@ -75,39 +60,6 @@ class Column:
         return spec
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """A target to read from the database: the geometry of one feature found by a code."""
-
-    layer: Layer
-    attribute: str
-    value: str
-    parameter: str
-    what: str
-
-
-@dataclass
-class Plan:
-    """A query document checked against the catalog and the caller's rights and limits."""
-
-    doc: QueryDoc
-    source: Layer
-    max_rows: int
-    filter: Any = None
-    targets: dict[int, Layer] = field(default_factory=dict)  # predicate index → target layer
-    target_filters: dict[int, Any] = field(default_factory=dict)
-    lookups: dict[int, Lookup] = field(default_factory=dict)
-    literals: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # index → (WKB, SRID)
-    unit: UnitSet | None = None
-    unit_layer: Layer | None = None
-    layers: list[Layer] = field(default_factory=list)  # every layer the query reads
-    membership: int | None = None  # max fid of a usable cached membership
-
-    @property
-    def limit(self) -> int:
-        return self.doc.limit or self.max_rows
-
-
 @dataclass
 class Compiled:
     """One statement: rows with ``__ioc_id``, the result columns, ``__ioc_geom`` (EPSG:4326,
@@ -119,155 +71,6 @@ class Compiled:
     kind: str  # "features" or "groups"
     geometry_type: str | None
     limit: int
-
-
-def readable(catalog: Catalog, layer_id: str, principal: Principal, parameter: str) -> Layer:
-    """A layer the caller may read; otherwise the same 404 as for a layer that does not exist."""
-    try:
-        return catalog.get(layer_id, principal)
-    except LayerNotFound:
-        raise LayerNotFound(f"There is no layer '{layer_id}'.", parameter=parameter) from None
-
-
-def _fail(parameter: str, message: str) -> InvalidParameter:
-    return InvalidParameter(f"{message} (in '{parameter}').", parameter=parameter)
-
-
-def _parse_filter(value: Any, lang: str | None, parameter: str) -> Any:
-    if isinstance(value, dict):
-        return cql2.parse_filter(json.dumps(value), lang or "cql2-json", parameter=parameter)
-    return cql2.parse_filter(value, lang or "cql2-text", parameter=parameter)
-
-
-def _literal_geometry(value: dict[str, Any], parameter: str, max_vertices: int) -> bytes:
-    """A GeoJSON geometry (CRS84) as WKB; 400 when malformed, invalid, huge or off the Earth."""
-    try:
-        geom = shapely.force_2d(shape(value))
-    except Exception as exc:  # shapely raises several kinds on malformed GeoJSON
-        raise _fail(
-            parameter, f"Not a GeoJSON geometry: {str(exc)[:120] or type(exc).__name__}"
-        ) from None
-    if geom.geom_type not in _GEOMETRY_TYPES or geom.is_empty:
-        raise _fail(parameter, "Expected a non-empty Point, LineString or Polygon (or Multi-)")
-    if shapely.get_num_coordinates(geom) > max_vertices:
-        raise _fail(parameter, f"The geometry has more than {max_vertices} vertices")
-    x0, y0, x1, y1 = geom.bounds
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (
-        -180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90
-    ):
-        raise _fail(parameter, "Coordinates must be longitude, latitude (CRS84)")
-    if not geom.is_valid:
-        raise _fail(parameter, f"Invalid geometry: {explain_validity(geom)}")
-    return shapely.to_wkb(geom)
-
-
-def analyse(
-    doc: QueryDoc, catalog: Catalog, principal: Principal, max_rows: int, settings: QuerySettings
-) -> Plan:
-    """Check a document against the catalog: layers readable (404), attributes known and of
-    the right type, targets well-formed, limits within the caller's (400)."""
-    plan = Plan(doc, readable(catalog, doc.source, principal, "source"), max_rows)
-    source = plan.source
-    plan.layers.append(source)
-    if doc.limit is not None and doc.limit > max_rows:
-        raise _fail(
-            "limit",
-            f"At most {max_rows:,} rows for your role: run a job (POST /query/jobs) for more",
-        )
-    if doc.filter is not None:
-        plan.filter = _parse_filter(doc.filter, doc.filter_lang, "filter")
-    if (doc.from_ or doc.to) and _time_attribute(source, "from") is None:
-        raise _fail("from", f"Layer '{source.id}' has no time attribute")
-    for i, p in enumerate(doc.spatial):
-        _analyse_predicate(plan, i, p, catalog, principal, settings)
-    for i, key in enumerate(doc.group_by):
-        where = f"group_by.{i}"
-        if key.ward or key.district:
-            kind = "ward" if key.ward else "district"
-            plan.unit = UNITS[(kind, key.ward or key.district)]  # type: ignore[index]
-            plan.unit_layer = readable(catalog, plan.unit.layer_id, principal, f"{where}.{kind}")
-            plan.layers.append(plan.unit_layer)
-        elif key.time:
-            attribute = _time_attribute(source, f"{where}.time")
-            if attribute is None:
-                raise _fail(f"{where}.time", f"Layer '{source.id}' has no time attribute")
-            if key.time == "hour" and attribute.type == "date":
-                raise _fail(f"{where}.time", f"'{attribute.name}' is a date: use day or longer")
-        else:
-            attribute_or_400(source, key.attribute or "", f"{where}.attribute")
-    for i, aggregate in enumerate(doc.aggregates):
-        _check_aggregate(source, aggregate, f"aggregates.{i}")
-    for name in doc.properties or ():
-        attribute_or_400(source, name, "properties")
-    return plan
-
-
-def _time_attribute(layer: Layer, parameter: str):
-    if not layer.time_column:
-        return None
-    attribute = attribute_or_400(layer, layer.time_column, parameter)
-    return attribute if attribute.type in ("date", "timestamp") else None
-
-
-def _analyse_predicate(
-    plan: Plan,
-    i: int,
-    p: SpatialPredicate,
-    catalog: Catalog,
-    principal: Principal,
-    settings: QuerySettings,
-) -> None:
-    where = f"spatial.{i}"
-    if p.distance is not None and p.distance > settings.max_distance_m:
-        raise _fail(f"{where}.distance", f"At most {settings.max_distance_m:,.0f} m")
-    if p.k is not None and p.k > settings.max_k:
-        raise _fail(f"{where}.k", f"At most {settings.max_k} nearest features")
-    if p.layer is not None:
-        target = readable(catalog, p.layer, principal, f"{where}.layer")
-        plan.targets[i] = target
-        plan.layers.append(target)
-        if p.filter is not None:
-            plan.target_filters[i] = _parse_filter(p.filter, p.filter_lang, f"{where}.filter")
-    elif p.geometry is not None:
-        plan.literals[i] = (
-            _literal_geometry(p.geometry, f"{where}.geometry", settings.max_vertices),
-            4326,
-        )
-    elif p.address is not None:
-        layer = readable(catalog, ADDRESS_LAYER, principal, f"{where}.address")
-        attribute_or_400(layer, ADDRESS_ATTRIBUTE, f"{where}.address")
-        plan.lookups[i] = Lookup(
-            layer, ADDRESS_ATTRIBUTE, p.address, f"{where}.address", "digital address"
-        )
-        plan.layers.append(layer)
-    else:
-        units = UNITS[("ward", p.ward_edition)]
-        layer = readable(catalog, units.layer_id, principal, f"{where}.ward")
-        plan.lookups[i] = Lookup(layer, units.code, p.ward or "", f"{where}.ward", "ward")
-        plan.layers.append(layer)
-
-
-def _check_aggregate(source: Layer, aggregate, where: str) -> None:
-    op = aggregate.op
-    if op == "area" and source.geometry_type not in _POLYGONS:
-        raise _fail(
-            f"{where}.op",
-            f"'area' needs a polygon layer; '{source.id}' has {source.geometry_type} geometries",
-        )
-    if op == "length" and source.geometry_type not in _LINES:
-        raise _fail(
-            f"{where}.op",
-            f"'length' needs a line layer; '{source.id}' has {source.geometry_type} geometries",
-        )
-    if aggregate.attribute is None:
-        return
-    attribute = attribute_or_400(source, aggregate.attribute, f"{where}.attribute")
-    if op in ("sum", "avg") and attribute.type not in _NUMERIC:
-        raise _fail(
-            f"{where}.attribute", f"'{op}' needs a number; '{attribute.name}' is {attribute.type}"
-        )
-    if op in ("min", "max") and attribute.type == "boolean":
-        raise _fail(f"{where}.attribute", f"'{op}' does not apply to a boolean")
 
 
 # --- SQL helpers -------------------------------------------------------------------------------
@@ -529,106 +332,138 @@ class _Builder:
         return Compiled(sql, self.binds.values, columns, "features", gtype, self.plan.limit)
 
     def groups(self) -> Compiled:
-        plan, doc, src = self.plan, self.doc, self.src
-        unit, ulayer = plan.unit, plan.unit_layer
-        keys: list[tuple[str, Column | None]] = []  # (inner expression, column; None = unit)
-        for key in doc.group_by:
-            if key.ward or key.district:
-                keys.append(("__unit__", None))
-            elif key.time:
-                keys.append(self.bucket(key.time))
-            else:
-                attribute = attribute_or_400(src, key.attribute or "", "group_by")
-                keys.append((self.col(attribute.name), _attribute_column(src, attribute.name)))
+        """Grouped rows: keys (attributes, time buckets, the unit), aggregates, and with a unit
+        its code and geometry; with only a unit key, every unit (empty ones with zero counts)."""
+        plan, doc = self.plan, self.doc
+        keys = self.group_keys()
         aggregates = [self.aggregate(a) for a in doc.aggregates] or [
             ("count(*)", Column("count", "integer", "Số lượng", "Count"))
         ]
-        only_unit = unit is not None and len(keys) == 1
-        counts_only = all(sql in ("count(*)",) for sql, _ in aggregates)
-        clip = any(a.op in ("area", "length") for a in doc.aggregates)
+        only_unit = plan.unit is not None and len(keys) == 1
         where_conds = self.where()
         where_conds = "" if where_conds == "TRUE" else where_conds
-        if unit is not None:
-            assert ulayer is not None
-            uid = self.col(ulayer.id_column, "u")
-            if plan.membership is not None:
-                members = members_sql(src, ulayer, self.binds, plan.membership)
-                if not where_conds and counts_only and only_unit:
-                    from_sql, unit_key = f"{members} a", "a.unit_fid"
-                else:
-                    from_sql = f"{src.table_sql} t JOIN {members} a ON a.fid = {self.fid}"
-                    if clip:
-                        from_sql += f" JOIN {ulayer.table_sql} u ON {uid} = a.unit_fid"
-                    unit_key = "a.unit_fid"
-            else:
-                from_sql = (
-                    f"{src.table_sql} t JOIN {ulayer.table_sql} u ON {join_condition(src, ulayer)}"
-                )
-                unit_key = uid
-            keys = [(unit_key if c is None else e, c) for e, c in keys]
-        else:
-            from_sql = f"{src.table_sql} t"
+        from_sql, keys = self.group_source(keys, aggregates, where_conds, only_unit)
         inner_cols = [f"{e} AS k{i}" for i, (e, _) in enumerate(keys)]
         inner_cols += [f"{sql} AS a{i}" for i, (sql, _) in enumerate(aggregates)]
         group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}" if keys else ""
         inner = (
             f"SELECT {', '.join(inner_cols)} FROM {from_sql} WHERE {where_conds or 'TRUE'}{group}"
         )
-        out, columns, names = [], [], {}
-        for i, (_, column) in enumerate(keys):
-            if column is None:
-                assert unit is not None
-                for attr, name, label_vi, label_en in _unit_columns(unit):
-                    if name in names:
-                        raise _fail(f"group_by.{i}", f"Two result columns are named '{name}'")
-                    out.append(f"{self.col(attr, 'u')}::text AS {quote_ident(name)}")
-                    columns.append(Column(name, "text", label_vi, label_en))
-                    names[name] = f"q.{quote_ident(name)}"
+        out, columns, names = self.group_columns(keys, aggregates, only_unit)
+        select, gtype = self.group_select(inner, out, keys, only_unit)
+        default = [names[c.name] for c in columns[: len(columns) - len(aggregates)]] or [f"q.{ID}"]
+        sql = self.wrap(select, self.order(names, default))
+        return Compiled(sql, self.binds.values, columns, "groups", gtype, plan.limit)
+
+    def group_keys(self) -> list[tuple[str, Column | None]]:
+        """(inner expression, column) of each key; the unit key is ("__unit__", None)."""
+        keys: list[tuple[str, Column | None]] = []
+        for key in self.doc.group_by:
+            if key.ward or key.district:
+                keys.append(("__unit__", None))
+            elif key.time:
+                keys.append(self.bucket(key.time))
             else:
-                if column.name in names:
-                    raise _fail(f"group_by.{i}", f"Two result columns are named '{column.name}'")
-                out.append(f"g.k{i} AS {quote_ident(column.name)}")
-                columns.append(column)
-                names[column.name] = f"q.{quote_ident(column.name)}"
-        for i, (sql, column) in enumerate(aggregates):
+                attribute = attribute_or_400(self.src, key.attribute or "", "group_by")
+                keys.append((self.col(attribute.name), _attribute_column(self.src, attribute.name)))
+        return keys
+
+    def group_source(
+        self,
+        keys: list[tuple[str, Column | None]],
+        aggregates: list[tuple[str, Column]],
+        where_conds: str,
+        only_unit: bool,
+    ) -> tuple[str, list[tuple[str, Column | None]]]:
+        """The FROM of the grouping and the keys with the unit key's expression: the cached
+        memberships when usable (alone when only counting features per unit), else a spatial join
+        to the unit layer."""
+        plan, src, unit, ulayer = self.plan, self.src, self.plan.unit, self.plan.unit_layer
+        if unit is None:
+            return f"{src.table_sql} t", keys
+        assert ulayer is not None
+        counts_only = all(sql in ("count(*)",) for sql, _ in aggregates)
+        clip = any(a.op in ("area", "length") for a in self.doc.aggregates)
+        uid = self.col(ulayer.id_column, "u")
+        if plan.membership is not None:
+            members = members_sql(src, ulayer, self.binds, plan.membership)
+            if not where_conds and counts_only and only_unit:
+                from_sql, unit_key = f"{members} a", "a.unit_fid"
+            else:
+                from_sql = f"{src.table_sql} t JOIN {members} a ON a.fid = {self.fid}"
+                if clip:
+                    from_sql += f" JOIN {ulayer.table_sql} u ON {uid} = a.unit_fid"
+                unit_key = "a.unit_fid"
+        else:
+            from_sql = (
+                f"{src.table_sql} t JOIN {ulayer.table_sql} u ON {join_condition(src, ulayer)}"
+            )
+            unit_key = uid
+        return from_sql, [(unit_key if c is None else e, c) for e, c in keys]
+
+    def group_columns(
+        self,
+        keys: list[tuple[str, Column | None]],
+        aggregates: list[tuple[str, Column]],
+        only_unit: bool,
+    ) -> tuple[list[str], list[Column], dict[str, str]]:
+        """Outer select items, result columns and their names (400 on a name used twice)."""
+        out: list[str] = []
+        columns: list[Column] = []
+        names: dict[str, str] = {}
+
+        def add(item: str, column: Column, parameter: str, hint: str = "") -> None:
             if column.name in names:
-                raise _fail(
-                    f"aggregates.{i}",
-                    f"Two result columns are named '{column.name}': name the aggregate with 'as'",
-                )
-            zero = sql.startswith("count(")
-            value = f"COALESCE(g.a{i}, 0)" if zero and only_unit else f"g.a{i}"
-            out.append(f"{value} AS {quote_ident(column.name)}")
+                raise _fail(parameter, f"Two result columns are named '{column.name}'{hint}")
+            out.append(item)
             columns.append(column)
             names[column.name] = f"q.{quote_ident(column.name)}"
-        if unit is not None:
-            assert ulayer is not None
-            uid = self.col(ulayer.id_column, "u")
-            ugeom = self.col(ulayer.geometry_column, "u")
-            geometry = "NULL::geometry"
-            if doc.geometry:
-                geometry = to4326(ugeom, ulayer.srid)
-                if doc.simplify:
-                    tolerance = self.binds.add(float(doc.simplify), "double precision")
-                    geometry = f"ST_Multi(ST_SimplifyPreserveTopology({geometry}, {tolerance}))"
-            ident = f"u.{quote_ident(unit.code)}::text" if only_unit else "NULL::text"
-            unit_k = next(i for i, (_, c) in enumerate(keys) if c is None)
-            joined = (
-                f"{ulayer.table_sql} u LEFT JOIN ({inner}) g ON g.k{unit_k} = {uid}"
-                if only_unit
-                else f"({inner}) g JOIN {ulayer.table_sql} u ON {uid} = g.k{unit_k}"
-            )
-            select = f"SELECT {ident} AS {ID}, {', '.join(out)}, {geometry} AS {GEOM} FROM {joined}"
-            gtype = "MultiPolygon" if doc.geometry else None
-        else:
+
+        for i, (_, column) in enumerate(keys):
+            if column is None:
+                assert self.plan.unit is not None
+                for attr, name, label_vi, label_en in _unit_columns(self.plan.unit):
+                    item = f"{self.col(attr, 'u')}::text AS {quote_ident(name)}"
+                    add(item, Column(name, "text", label_vi, label_en), f"group_by.{i}")
+            else:
+                add(f"g.k{i} AS {quote_ident(column.name)}", column, f"group_by.{i}")
+        for i, (sql, column) in enumerate(aggregates):
+            zero = sql.startswith("count(")
+            value = f"COALESCE(g.a{i}, 0)" if zero and only_unit else f"g.a{i}"
+            hint = ": name the aggregate with 'as'"
+            add(f"{value} AS {quote_ident(column.name)}", column, f"aggregates.{i}", hint)
+        return out, columns, names
+
+    def group_select(
+        self, inner: str, out: list[str], keys: list[tuple[str, Column | None]], only_unit: bool
+    ) -> tuple[str, str | None]:
+        """The select over the grouped rows, joined to the unit layer when grouping by unit
+        (every unit when it is the only key), and its geometry type."""
+        doc, unit, ulayer = self.doc, self.plan.unit, self.plan.unit_layer
+        if unit is None:
             select = (
                 f"SELECT NULL::text AS {ID}, {', '.join(out)}, NULL::geometry AS {GEOM} "
                 f"FROM ({inner}) g"
             )
-            gtype = None
-        default = [names[c.name] for c in columns[: len(columns) - len(aggregates)]] or [f"q.{ID}"]
-        sql = self.wrap(select, self.order(names, default))
-        return Compiled(sql, self.binds.values, columns, "groups", gtype, plan.limit)
+            return select, None
+        assert ulayer is not None
+        uid = self.col(ulayer.id_column, "u")
+        ugeom = self.col(ulayer.geometry_column, "u")
+        geometry = "NULL::geometry"
+        if doc.geometry:
+            geometry = to4326(ugeom, ulayer.srid)
+            if doc.simplify:
+                tolerance = self.binds.add(float(doc.simplify), "double precision")
+                geometry = f"ST_Multi(ST_SimplifyPreserveTopology({geometry}, {tolerance}))"
+        ident = f"u.{quote_ident(unit.code)}::text" if only_unit else "NULL::text"
+        unit_k = next(i for i, (_, c) in enumerate(keys) if c is None)
+        joined = (
+            f"{ulayer.table_sql} u LEFT JOIN ({inner}) g ON g.k{unit_k} = {uid}"
+            if only_unit
+            else f"({inner}) g JOIN {ulayer.table_sql} u ON {uid} = g.k{unit_k}"
+        )
+        select = f"SELECT {ident} AS {ID}, {', '.join(out)}, {geometry} AS {GEOM} FROM {joined}"
+        return select, "MultiPolygon" if doc.geometry else None
 
     def bucket(self, bucket: str) -> tuple[str, Column]:
         attribute = self.src.attribute(self.src.time_column or "")
@@ -730,27 +565,3 @@ def build(plan: Plan) -> Compiled:
         raise RuntimeError(f"targets {missing} were not resolved")
     builder = _Builder(plan)
     return builder.groups() if plan.doc.grouped else builder.features()
-
-
-async def resolve(conn, plan: Plan, *, min_features: int | None = None) -> None:
-    """Read the geometries of address and ward targets (400 when a code is unknown) and
-    whether a cached unit membership can serve the grouping."""
-    for i, lookup in plan.lookups.items():
-        layer = lookup.layer
-        row = await conn.fetchrow(
-            f"SELECT ST_AsBinary(t.{quote_ident(layer.geometry_column)}) AS wkb FROM "
-            f"{layer.table_sql} t WHERE t.{quote_ident(lookup.attribute)}::text = $1 "
-            f"ORDER BY t.{quote_ident(layer.id_column)} LIMIT 1",
-            lookup.value,
-        )
-        if row is None or row["wkb"] is None:
-            raise InvalidParameter(
-                f"There is no {lookup.what} '{lookup.value}' (in '{lookup.parameter}').",
-                parameter=lookup.parameter,
-            )
-        plan.literals[i] = (bytes(row["wkb"]), layer.srid)
-    if plan.unit_layer is not None and min_features is not None:
-        from ioc.query import units
-
-        if units.cacheable(plan.source, min_features):
-            plan.membership = await units.cached_max_fid(conn, plan.source, plan.unit_layer)

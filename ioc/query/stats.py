@@ -20,9 +20,9 @@ from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
 from ioc.db.identifiers import qualified, quote_ident
 from ioc.errors import InvalidParameter, LayerNotFound
+from ioc.query.analysis import ID
 from ioc.query.model import LAYER_ID, QuerySettings, parse_query
 from ioc.query.runner import fetch_rows, open_session, plan_query, want_membership
-from ioc.query.sql import ID
 from ioc.query.units import UNITS
 
 SIMPLIFY_DEGREES = 0.0005

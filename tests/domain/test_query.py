@@ -21,8 +21,9 @@ from ioc.errors import Forbidden, InvalidParameter, LayerNotFound, QueryTimeout
 from ioc.query import runner as query
 from ioc.query import saved as derived
 from ioc.query import stats, units
+from ioc.query.analysis import analyse
 from ioc.query.model import QuerySettings, parse_query
-from ioc.query.sql import analyse, build
+from ioc.query.sql import build
 from layers import registry
 
 ANALYST = Principal(role="analyst", key_id=None)
