@@ -227,7 +227,7 @@ def add_table(
             for name, pgtype in cur.fetchall()
             if name not in (geom_column, pkey[0])
         ]
-        manifest = {
+        manifest: dict[str, Any] = {
             "id": layer_id,
             "title": {"vi": title or table, "en": title or table},
             "description": {"vi": "", "en": ""},

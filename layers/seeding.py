@@ -11,7 +11,7 @@ from layers import registry
 from layers.manifest import load_catalog
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
 SEED_KEY = "seed"
 
@@ -45,7 +45,7 @@ def seed_database(
     if only_if_empty and not _empty_layers(conn, [m.id for m in manifests]):
         return None
 
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
     overall = progress.add_task("layers", total=len(manifests)) if progress else None
 
     def report(layer_id: str, done: int, total: int) -> None:

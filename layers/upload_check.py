@@ -118,7 +118,8 @@ def check_geojson(path: Path) -> None:
                 break
             if text[pos] != '"':
                 raise not_geojson
-            key, pos = json.decoder.scanstring(text, pos + 1)
+            # scanstring is public at run time but missing from typeshed's json.decoder.
+            key, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
             pos = _skip_ws(text, pos)
             if text[pos] != ":":
                 raise not_geojson

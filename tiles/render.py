@@ -136,7 +136,9 @@ class TileService:
             result.append(replace(plan, integer_id=self._integer_ids[key]))
         return result
 
-    async def _render_once(self, pool, plans: Sequence[Plan], mkey: tuple) -> CachedTile:
+    async def _render_once(
+        self, pool, plans: Sequence[Plan], mkey: tuple[str, int, int, int]
+    ) -> CachedTile:
         """Render, with concurrent requests for the same tile sharing one query."""
         pending = self._inflight.get(mkey)
         if pending is not None:

@@ -322,7 +322,7 @@ def build_tile_sql(plans: Sequence[Plan], settings: TileSettings) -> str:
     )
 
 
-def plan_key(plans: Sequence[Plan]) -> tuple[tuple[str, int, str], ...]:
+def plan_key(plans: Sequence[Plan]) -> tuple[tuple[str, int, str, bool], ...]:
     """What a statement's text depends on: each layer's id, version and mode, in order."""
     return tuple((p.layer.id, p.layer.version, p.mode, p.integer_id) for p in plans)
 

@@ -16,6 +16,7 @@ from ioc.catalog.access import Principal
 from ioc.catalog.keys import resolve_key
 from ioc.errors import Forbidden, NotAuthenticated
 from ioc.maps import views as maps
+from ioc.maps.render import content_security_policy, new_nonce, render_page
 
 router = APIRouter(prefix="/maps", tags=["maps"])
 
@@ -67,7 +68,7 @@ def page_headers(settings: maps.MapsSettings, cacheable: bool, nonce: str) -> di
     # A public page kept 60 s by a shared cache repeats its nonce to whoever gets the copy; that
     # is harmless: the nonce guards against markup injected into *this* body, which is fixed.
     return {
-        "Content-Security-Policy": maps.content_security_policy(nonce, settings.frame_ancestors),
+        "Content-Security-Policy": content_security_policy(nonce, settings.frame_ancestors),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
         "Cache-Control": "public, max-age=60" if cacheable else "private, no-store",
@@ -246,9 +247,9 @@ async def _page(
     cacheable: bool,
     refresh: int | None = None,
 ) -> HTMLResponse:
-    nonce = maps.new_nonce()
+    nonce = new_nonce()
     html = await run_in_threadpool(
-        maps.render_page,
+        render_page,
         plan,
         lang=lang,
         embed=embed,  # type: ignore[arg-type]

@@ -20,8 +20,12 @@ ACCESS_LEVELS = ("public", "internal", "restricted")
 class Guarded(Protocol):
     """Anything with an access level and an owning department (a layer)."""
 
-    access: str
-    department: str
+    # Read-only properties, so that frozen dataclasses (Layer) satisfy the protocol.
+    @property
+    def access(self) -> str: ...
+
+    @property
+    def department(self) -> str: ...
 
 
 G = TypeVar("G", bound=Guarded)

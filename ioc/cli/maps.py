@@ -12,6 +12,7 @@ from ioc.catalog.access import ADMIN, ANONYMOUS, ROLES, Principal
 from ioc.cli.console import err, friendly, out
 from ioc.errors import IocError
 from ioc.maps import views as maps
+from ioc.maps.render import render_page
 
 app = typer.Typer(
     help="Map views (Folium pages): list, check, render to a file.", no_args_is_help=True
@@ -106,7 +107,7 @@ def render(
         plan = maps.plan_view(view, catalog, principal)
         page_path = f"/maps/{view.id}"
     # The file is served by something else: its own <meta> CSP keeps script to its nonce.
-    html = maps.render_page(
+    html = render_page(
         plan,
         lang=lang,
         embed=embed,

@@ -81,7 +81,7 @@ def sibling_settings(name: str, base: DatabaseSettings | None = None) -> Databas
     base = base or DatabaseSettings()
     if base.managed:
         return base.model_copy(update={"db_name": name})
-    return DatabaseSettings(DATABASE_URL=base.dsn(name))
+    return base.model_copy(update={"url": base.dsn(name)})
 
 
 def create_migrated(name: str, base: DatabaseSettings | None = None) -> DatabaseSettings:

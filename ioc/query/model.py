@@ -10,6 +10,7 @@ attributes: 400). Nothing in a document ever reaches SQL as text.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -269,7 +270,7 @@ class QueryDoc(_Doc):
         return bool(self.group_by or self.aggregates)
 
 
-def _location(error: dict[str, Any]) -> str:
+def _location(error: Mapping[str, Any]) -> str:
     return ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "query"
 
 

@@ -154,7 +154,7 @@ def department_for(plan: Plan, principal: Principal, access: str) -> str:
             "A restricted layer belongs to a department: only its publishers (or "
             "an admin) may save one."
         )
-    return department
+    return department or DEFAULT_DEPARTMENT
 
 
 def _cadence(seconds: int | None) -> str:

@@ -86,7 +86,7 @@ def class_of(value: float | None, breaks: list[float]) -> int | None:
 def ranks(values: list[float | None]) -> list[int | None]:
     """Competition ranks, largest value first (1, 2, 2, 4); None for no value."""
     present = sorted((v for v in values if v is not None), reverse=True)
-    first = {}
+    first: dict[float, int] = {}
     for position, value in enumerate(present, start=1):
         first.setdefault(value, position)
     return [first[v] if v is not None else None for v in values]

@@ -213,6 +213,8 @@ def _legacy_table() -> pd.DataFrame:
 def _bounds_box(text: str | None, x: float, y: float) -> shapely.Geometry:
     """The package's 'lat,lon – lat,lon' ward extent, widened by 30 % (metric)."""
     try:
+        if text is None:
+            raise ValueError("no extent")
         (a, b), (c, d) = (map(float, p.split(",")) for p in text.replace("–", "-").split(" - "))
         box = shapely.box(min(b, d), min(a, c), max(b, d), max(a, c))
     except (AttributeError, ValueError):

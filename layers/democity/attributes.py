@@ -8,6 +8,7 @@ value is the most common), numbers stay inside ``range``, required attributes ar
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 import shapely
@@ -269,7 +270,7 @@ def _time(
 
 def complete_columns(
     m: LayerManifest,
-    known: dict[str, object],
+    known: Mapping[str, object],
     feat: FeatureContext,
     ctx: CityContext,
     rng: np.random.Generator,

@@ -86,13 +86,11 @@ def sample_points(
         remaining -= len(batch.x)
     if remaining > 0:
         raise RuntimeError(f"could not place {n} points with weighting {weight!r}")
-    out = Placement(
-        *(
-            np.concatenate([getattr(c, f) for c in chunks])
-            for f in ("x", "y", "ward", "bearing", "street", "segment")
-        ),
-        network,
-    )
+    columns = {
+        f: np.concatenate([getattr(c, f) for c in chunks])
+        for f in ("x", "y", "ward", "bearing", "street", "segment")
+    }
+    out = Placement(**columns, network=network)
     return out.take(rng.permutation(n))
 
 

@@ -68,7 +68,7 @@ def _plan(ctx: CityContext, m: LayerManifest, scale: str) -> _Plan:
         made = builder(ctx, m, target_count(m, scale))
         return _Plan(made.batches, made.total, made.synthetic, made.note)
     path = find_dataset(ctx.data_dir, stem)
-    if path is not None:
+    if path is not None and stem is not None:  # find_dataset is None without a stem
         table, geoms = load_layer_frame(
             path, [a.name for a in m.attributes], m.source.filter, m.geometry.type
         )

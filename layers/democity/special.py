@@ -49,7 +49,7 @@ def flood_points(ctx: CityContext, m: LayerManifest, total: int) -> Special:
             level = attr(m, r"severity|level|class")
             if level is not None and level.values:
                 known[level.name] = _by_level(
-                    list(level.values), depth_cm, [15, 30, 50][: len(level.values) - 1]
+                    list(level.values), depth_cm, [15.0, 30.0, 50.0][: len(level.values) - 1]
                 )
             put(
                 known,
@@ -213,7 +213,11 @@ def reports_1022(ctx: CityContext, m: LayerManifest, total: int) -> Special:
                 where + ", " + names[place.ward].astype(object),
             )
             topic = known.get(category.name) if category is not None else None
-            about = topic if topic is not None else np.full(n, "Phản ánh", dtype=object)
+            about = (
+                np.asarray(topic, dtype=object)
+                if topic is not None
+                else np.full(n, "Phản ánh", dtype=object)
+            )
             put(
                 known,
                 attr(m, r"title|summary|subject|desc|content", ("text",)),
@@ -302,7 +306,8 @@ def one_stop_centres(ctx: CityContext, m: LayerManifest, total: int) -> Special:
         put(
             known,
             attr(m, r"^name$|title", ("text",)),
-            ("Trung tâm Phục vụ hành chính công " + unit + " " + short).to_numpy(dtype=object),
+            # np.asarray: ward_names is an array, not a Series, when the table has no names.
+            np.asarray("Trung tâm Phục vụ hành chính công " + unit + " " + short, dtype=object),
         )
         if "admin_center" in table:
             put(known, attr(m, r"address", ("text",)), table["admin_center"].to_numpy(dtype=object))

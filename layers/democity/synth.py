@@ -179,7 +179,7 @@ AREA_UNITS = {"km": 1e6, "ha": 1e4, "m": 1.0}
 def size_from_area(m: LayerManifest) -> tuple[float, float] | None:
     """Footprint sizes (m) that fit the range of the layer's area attribute, if it has one."""
     spec = next((a for a in m.attributes if re.search(r"area", a.name) and a.range), None)
-    if spec is None:
+    if spec is None or spec.range is None:
         return None
     unit = next(
         (f for key, f in AREA_UNITS.items() if key in spec.name or key in (spec.unit or "")), 1.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import numpy as np
 import shapely
@@ -68,13 +69,12 @@ def render_column(column: np.ndarray, kind: str) -> np.ndarray:
             out[ok] = values[ok].astype(str)  # shortest repr that round-trips
         return out
     if kind in ("date", "timestamp"):
-        unit = "D" if kind == "date" else "s"
+        unit: Literal["D", "s"] = "D" if kind == "date" else "s"
         values = np.asarray(column).astype(f"datetime64[{unit}]")
         ok = ~np.isnat(values)
         # Timestamps are UTC instants; the trailing Z makes timestamptz read them as such.
-        out[ok] = np.datetime_as_string(
-            values[ok], unit=unit, timezone="UTC" if kind == "timestamp" else "naive"
-        )
+        zone: Literal["UTC", "naive"] = "UTC" if kind == "timestamp" else "naive"
+        out[ok] = np.datetime_as_string(values[ok], unit=unit, timezone=zone)
         return out
     if kind == "boolean":
         out[:] = [NULL if v is None or v != v else ("t" if v else "f") for v in column]

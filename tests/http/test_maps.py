@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from ioc.catalog.access import ANONYMOUS, Principal, can_read
 from ioc.catalog.layers import Catalog, layer_from_row
 from ioc.maps import elements as map_assets
+from ioc.maps import render
 from ioc.maps import views as maps
 from ioc.settings import PROJECT_ROOT
 from tests.conftest import VENV_BIN, server_env
@@ -164,7 +165,7 @@ def control_names(html: str) -> list[str]:
 def test_rendered_page_escapes_catalog_text():
     catalog = Catalog([layer_from_row(_fake_layer())])
     layer = catalog.get("evil", ANONYMOUS)
-    html = maps.render_page(maps.plan_view(maps.preview_view(layer), catalog, ANONYMOUS))
+    html = render.render_page(maps.plan_view(maps.preview_view(layer), catalog, ANONYMOUS))
     assert "<script>alert(" not in html and "<img src=x" not in html
     assert "</script><script>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html  # legend, autoescaped
@@ -173,7 +174,7 @@ def test_rendered_page_escapes_catalog_text():
     assert control_names(html) == [
         "&lt;/script&gt;&lt;script&gt;alert(&#39;vi&#39;)&lt;/script&gt;"
     ]
-    english = maps.render_page(
+    english = render.render_page(
         maps.plan_view(maps.preview_view(layer), catalog, ANONYMOUS), lang="en"
     )
     assert control_names(english) == ["&lt;b&gt;en&lt;/b&gt;"]
@@ -192,7 +193,7 @@ def test_every_page_template_autoescapes():
         assert templates.env.autoescape(name) is True, name
         source = (PROJECT_ROOT / "api" / "templates" / name).read_text()
         assert "|safe" not in source.replace(" ", "") and "autoescape false" not in source, name
-    assert maps._env.autoescape("page.html") is True
+    assert render._env.autoescape("page.html") is True
 
 
 SCRIPT_TAG = re.compile(r"<script\b[^>]*>", re.I)
@@ -239,13 +240,13 @@ def test_every_script_of_a_page_carries_the_responses_nonce(client, operator, pa
 def test_rendered_file_carries_its_own_script_policy():
     catalog = Catalog([layer_from_row(_fake_layer())])
     plan = maps.plan_view(maps.preview_view(catalog.get("evil", ANONYMOUS)), catalog, ANONYMOUS)
-    html = maps.render_page(plan, base_url="https://ioc.example.vn", meta_csp=True)
+    html = render.render_page(plan, base_url="https://ioc.example.vn", meta_csp=True)
     meta = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
     policy = unescape(meta[1])  # as the browser reads the attribute
     nonce = re.search(r"'nonce-([^']+)'", policy)[1]
     assert policy.startswith("script-src https://ioc.example.vn 'nonce-")
     assert all(f'nonce="{nonce}"' in tag for tag in SCRIPT_TAG.findall(html))
-    assert "Content-Security-Policy" not in maps.render_page(plan)
+    assert "Content-Security-Policy" not in render.render_page(plan)
 
 
 def test_plan_drops_layers_the_caller_may_not_read():
@@ -274,7 +275,7 @@ def test_plan_drops_layers_the_caller_may_not_read():
     ):
         plan = maps.plan_view(view, catalog, principal)
         assert {item.layer.id for item in plan.layers} == expected
-        assert layer_ids(maps.render_page(plan)) == expected
+        assert layer_ids(render.render_page(plan)) == expected
         assert "missing" in plan.dropped
 
 
