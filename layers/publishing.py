@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -54,7 +54,7 @@ def publish_upload(
     path: Path,
     principal: Principal | str,
     *,
-    mode: str = "replace",
+    mode: Literal["replace", "append"] = "replace",
     filename: str | None = None,
     fmt: str | None = None,
     crs: str | None = None,

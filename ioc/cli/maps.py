@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.table import Table
@@ -109,7 +109,7 @@ def render(
     # The file is served by something else: its own <meta> CSP keeps script to its nonce.
     html = render_page(
         plan,
-        lang=lang,
+        lang=cast(Literal["vi", "en"] | None, lang),  # checked above
         embed=embed,
         base_url=base_url,  # type: ignore[arg-type]
         page_path=page_path,

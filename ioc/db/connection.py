@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeAlias
 
 import asyncpg
 import psycopg2
+import psycopg2.extensions
 
 from ioc.errors import DatabaseUnavailable
 from ioc.settings import DatabaseSettings
+
+# The two database worlds, visibly different in signatures: a blocking psycopg2 connection for
+# commands, migrations and bulk loading; an asyncpg pool for the API.
+PgConn: TypeAlias = psycopg2.extensions.connection
+Pool: TypeAlias = asyncpg.Pool
 
 
 def _unavailable(settings: DatabaseSettings, exc: Exception) -> DatabaseUnavailable:
@@ -23,7 +30,7 @@ def _unavailable(settings: DatabaseSettings, exc: Exception) -> DatabaseUnavaila
     return DatabaseUnavailable(f"Cannot connect to DATABASE_URL: {detail}.")
 
 
-def connect(settings: DatabaseSettings, database: str | None = None):
+def connect(settings: DatabaseSettings, database: str | None = None) -> PgConn:
     """A psycopg2 connection, or DatabaseUnavailable with one clear sentence."""
     try:
         return psycopg2.connect(
@@ -34,7 +41,7 @@ def connect(settings: DatabaseSettings, database: str | None = None):
 
 
 @contextmanager
-def connection(settings: DatabaseSettings) -> Iterator:
+def connection(settings: DatabaseSettings) -> Iterator[PgConn]:
     """psycopg2 connection closed on exit."""
     conn = connect(settings)
     try:
@@ -57,7 +64,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transactions, and takes no advisory lock or LISTEN (tested)."""
 
 
-async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+async def create_pool(settings: DatabaseSettings) -> Pool:
     """The API's connection pool; statement timeout set per connection."""
     try:
         return await asyncpg.create_pool(
