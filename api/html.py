@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
+from api.urls import page_base
 from ioc.errors import InvalidParameter
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -40,7 +41,9 @@ PAGE_CSP = (
 
 
 def render(request: Request, template: str, context: dict[str, Any], status_code: int = 200):
-    """A template response with the request in its context and the no-script policy."""
+    """A template response with the request and the links' base in its context (``base``,
+    see api.urls.page_base) and the no-script policy."""
+    context = {"base": page_base(request), **context}
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
     response.headers["Content-Security-Policy"] = PAGE_CSP
     response.headers["X-Content-Type-Options"] = "nosniff"

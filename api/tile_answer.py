@@ -7,9 +7,9 @@ from __future__ import annotations
 from isal import igzip
 
 from api.encoding import accepts_gzip
+from ioc.media import MVT
 from tiles.render import Tile
 from tiles.settings import TileSettings
-from tiles.tilejson import MVT_MEDIA_TYPE
 
 
 def tile_answer(
@@ -17,7 +17,7 @@ def tile_answer(
 ) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body of a tile: headers by access level, ETag/304, 204 when empty,
     gzip passed through when the client accepts it."""
-    headers = {"ETag": tile.etag, "Content-Type": MVT_MEDIA_TYPE}
+    headers = {"ETag": tile.etag, "Content-Type": MVT}
     if settings.debug_headers:
         # Where the tile came from tells a caller whether someone else fetched it lately.
         headers["X-Tile-Cache"] = tile.source

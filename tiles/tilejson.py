@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from ioc.catalog.layers import Layer
+from ioc.media import JSON, MVT
 from tiles.settings import TileSettings
 from tiles.sql import cluster_max_zoom, is_clustered, vector_fields
 
 WEB_MERCATOR_QUAD = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
 CRS_3857 = "http://www.opengis.net/def/crs/EPSG/0/3857"
-MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
 # Half the side of the Web Mercator square, in metres (π × 6378137).
 ORIGIN = 20037508.342789244
 
@@ -86,7 +86,7 @@ def tileset_list(layer: Layer, base: str) -> dict[str, Any]:
     tiles = f"{base}/collections/{layer.id}/tiles"
     return {
         "title": f"{layer.title_vi} — {layer.title_en}",
-        "links": [{"rel": "self", "type": "application/json", "href": tiles}],
+        "links": [{"rel": "self", "type": JSON, "href": tiles}],
         "tilesets": [
             {
                 "title": f"{layer.title_vi} — {layer.title_en}",
@@ -94,21 +94,21 @@ def tileset_list(layer: Layer, base: str) -> dict[str, Any]:
                 "crs": CRS_3857,
                 "tileMatrixSetURI": WEB_MERCATOR_QUAD,
                 "links": [
-                    {"rel": "self", "type": "application/json", "href": f"{tiles}/WebMercatorQuad"},
+                    {"rel": "self", "type": JSON, "href": f"{tiles}/WebMercatorQuad"},
                     {
                         "rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme",
-                        "type": "application/json",
+                        "type": JSON,
                         "href": f"{base}/tileMatrixSets/WebMercatorQuad",
                     },
                     {
                         "rel": "item",
-                        "type": MVT_MEDIA_TYPE,
+                        "type": MVT,
                         "templated": True,
                         "href": f"{tiles}/WebMercatorQuad/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
                     },
                     {
                         "rel": "describedby",
-                        "type": "application/json",
+                        "type": JSON,
                         "href": f"{tiles}/WebMercatorQuad/tilejson.json",
                         "title": "TileJSON",
                     },
@@ -177,7 +177,7 @@ def tile_matrix_set(base: str, max_zoom: int = 24) -> dict[str, Any]:
         "links": [
             {
                 "rel": "self",
-                "type": "application/json",
+                "type": JSON,
                 "href": f"{base}/tileMatrixSets/WebMercatorQuad",
             }
         ],

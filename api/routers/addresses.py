@@ -9,22 +9,18 @@ from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep
+from api.urls import base_url
 from ioc.addresses import geocode, lookup
 from ioc.addresses import registry as addresses
 from ioc.addresses.whats_here import what_is_here
 from ioc.errors import InvalidParameter
+from ioc.media import CSV_UTF8, GEOJSON
 
 router = APIRouter(tags=["addresses"])
-GEOJSON = "application/geo+json"
 
 
 Lon = Annotated[float, Query(ge=-180, le=180, description="Longitude, WGS 84 degrees")]
 Lat = Annotated[float, Query(ge=-90, le=90, description="Latitude, WGS 84 degrees")]
-
-
-def base_url(request: Request) -> str:
-    public = request.app.state.settings.server.public_url
-    return (public or str(request.base_url)).rstrip("/")
 
 
 async def read_upload(request: Request, file: UploadFile | None, limit: int) -> bytes:
@@ -138,7 +134,7 @@ async def batch_geocode(
         return {"numberOfRows": len(records), "rows": records}
     return Response(
         geocode.geocode_csv(records),
-        media_type="text/csv; charset=utf-8",
+        media_type=CSV_UTF8,
         headers={"Content-Disposition": 'attachment; filename="geocoded.csv"'},
     )
 

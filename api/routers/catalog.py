@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from api.deps import CatalogDep, PrincipalDep
 from api.html import negotiate, render
+from api.urls import BaseUrlDep
 from ioc.catalog.layers import Layer, get_layer_doc
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
@@ -33,11 +34,11 @@ async def list_layers(
     request: Request,
     catalog: CatalogDep,
     principal: PrincipalDep,
+    base: BaseUrlDep,
     domain: str | None = None,
     f: str | None = None,
 ):
     """Every layer visible to the caller, with domain, owner and access level."""
-    base = str(request.base_url).rstrip("/")
     layers = [la for la in catalog.visible(principal) if domain is None or la.domain == domain]
     doc = {
         "layers": [summary(la, base) for la in layers],

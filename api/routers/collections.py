@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from api.deps import AddressSettingsDep, CatalogDep, LayerDep, PrincipalDep
 from api.html import negotiate, render
 from api.limits import TimedStreamingResponse, deadline_in, within
+from api.urls import base_url, public_request_url
+from ioc import media
 from ioc.addresses.registry import require_registry, validate_code
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Layer
@@ -32,12 +34,12 @@ from ioc.features.items import ItemsQuery, Page
 router = APIRouter(tags=["features"])
 
 MEDIA = {
-    "json": ogcapi.GEOJSON,
-    "html": ogcapi.HTML,
-    "csv": ogcapi.CSV + "; charset=utf-8",
-    "geojsonseq": ogcapi.GEOJSON_SEQ,
+    "json": media.GEOJSON,
+    "html": media.HTML,
+    "csv": media.CSV_UTF8,
+    "geojsonseq": media.GEOJSON_SEQ,
 }
-_ACCEPT = (("text/html", "html"), ("application/geo+json-seq", "geojsonseq"), ("text/csv", "csv"))
+_ACCEPT = ((media.HTML, "html"), (media.GEOJSON_SEQ, "geojsonseq"), (media.CSV, "csv"))
 NUMBER_MATCHED = (
     "`numberMatched` is exact when present: the registry's count (as of the last publish) when "
     "the request has no bbox/datetime/filter and the layer is not realtime; otherwise a count "
@@ -45,7 +47,7 @@ NUMBER_MATCHED = (
     "layers (never an estimate). `next`/`prev` links page with `offset`."
 )
 ITEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {ogcapi.GEOJSON: {}, ogcapi.HTML: {}, ogcapi.CSV: {}, ogcapi.GEOJSON_SEQ: {}}}
+    200: {"content": {media.GEOJSON: {}, media.HTML: {}, media.CSV: {}, media.GEOJSON_SEQ: {}}}
 }
 
 
@@ -55,10 +57,6 @@ def item_format(request: Request, f: str | None) -> str:
         return "json" if f == "geojson" else negotiate(request, f, tuple(MEDIA))
     accept = request.headers.get("accept", "")
     return next((fmt for media, fmt in _ACCEPT if media in accept), "json")
-
-
-def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
 
 
 def cache_headers(principal: Principal, layer: Layer | None = None) -> dict[str, str]:
@@ -236,7 +234,7 @@ async def get_collection(
 @router.get(
     "/collections/{collectionId}/queryables",
     summary="Queryable properties",
-    responses={200: {"content": {"application/schema+json": {}, ogcapi.HTML: {}}}},
+    responses={200: {"content": {media.SCHEMA_JSON: {}, media.HTML: {}}}},
 )
 async def get_queryables(
     request: Request, layer: LayerDep, principal: PrincipalDep, f: str | None = None
@@ -250,27 +248,27 @@ async def get_queryables(
         cache_headers(principal, layer),
         "queryables.html",
         {"layer": layer},
-        media_type=ogcapi.SCHEMA_JSON,
+        media_type=media.SCHEMA_JSON,
     )
 
 
 def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> list[dict]:
     """self/alternate/collection links, and next/prev by offset."""
-    url = request.url.remove_query_params("f")
+    url = public_request_url(request).remove_query_params("f")
     links = [
         ogcapi.link(
-            str(url.include_query_params(f="json")), "self", ogcapi.GEOJSON, "Trang này / This page"
+            str(url.include_query_params(f="json")), "self", media.GEOJSON, "Trang này / This page"
         ),
         ogcapi.link(
             str(url.include_query_params(f="html")),
             "alternate",
-            ogcapi.HTML,
+            media.HTML,
             "Trang HTML / HTML page",
         ),
         ogcapi.link(
             f"{base_url(request)}/collections/{layer.id}",
             "collection",
-            ogcapi.JSON,
+            media.JSON,
             "Lớp / Collection",
         ),
     ]
@@ -280,7 +278,7 @@ def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> lis
             ogcapi.link(
                 str(url.include_query_params(offset=q.offset + limit, limit=limit, f="json")),
                 "next",
-                ogcapi.GEOJSON,
+                media.GEOJSON,
                 "Trang sau / Next page",
             )
         )
@@ -291,7 +289,7 @@ def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> lis
                     url.include_query_params(offset=max(0, q.offset - limit), limit=limit, f="json")
                 ),
                 "prev",
-                ogcapi.GEOJSON,
+                media.GEOJSON,
                 "Trang trước / Previous page",
             )
         )
@@ -332,7 +330,7 @@ def export_headers(request: Request, q: ItemsQuery, page: Page, fmt: str) -> dic
     if page.matched is not None:
         headers["OGC-NumberMatched"] = str(page.matched)
     if page.matched is None or page.matched > q.offset + limit:
-        url = request.url.include_query_params(offset=q.offset + limit, limit=limit)
+        url = public_request_url(request).include_query_params(offset=q.offset + limit, limit=limit)
         headers["Link"] = f'<{url}>; rel="next"; type="{MEDIA[fmt].split(";")[0]}"'
     return headers
 
@@ -393,7 +391,7 @@ async def get_items(
 @router.get(
     "/collections/{collectionId}/items/{featureId:path}",
     summary="One feature",
-    responses={200: {"content": {ogcapi.GEOJSON: {}, ogcapi.HTML: {}}}},
+    responses={200: {"content": {media.GEOJSON: {}, media.HTML: {}}}},
 )
 async def get_item(
     request: Request,
@@ -418,10 +416,10 @@ async def get_item(
         ogcapi.link(
             f"{href}/items/{quote(feature_id, safe='')}",
             "self",
-            ogcapi.GEOJSON,
+            media.GEOJSON,
             "Đối tượng này / This feature",
         ),
-        ogcapi.link(href, "collection", ogcapi.JSON, "Lớp / Collection"),
+        ogcapi.link(href, "collection", media.JSON, "Lớp / Collection"),
     ]
     if fmt == "html":
         response = render(
@@ -431,4 +429,4 @@ async def get_item(
         return response
     # Splice the links into the feature PostgreSQL wrote: drop its final '}'.
     content = body[:-1] + b',"links":' + orjson.dumps(links) + b"}"
-    return Response(content, media_type=ogcapi.GEOJSON, headers=headers)
+    return Response(content, media_type=media.GEOJSON, headers=headers)

@@ -6,66 +6,67 @@ from fastapi import APIRouter, Request
 
 from api.deps import CatalogDep, PrincipalDep
 from api.html import negotiate, render
+from api.urls import BaseUrlDep
 from ioc.features.documents import REL_TILING_SCHEMES
+from ioc.media import HTML, JSON, OPENAPI_JSON
 
 router = APIRouter(tags=["service"])
 
 
-def _links(request: Request) -> list[dict[str, str]]:
-    base = str(request.base_url).rstrip("/")
+def _links(base: str) -> list[dict[str, str]]:
     return [
         {
             "rel": "self",
-            "type": "application/json",
+            "type": JSON,
             "title": "This document",
             "href": f"{base}/?f=json",
         },
         {
             "rel": "alternate",
-            "type": "text/html",
+            "type": HTML,
             "title": "Trang chủ / Landing page",
             "href": f"{base}/?f=html",
         },
         {
             "rel": "service-desc",
-            "type": "application/vnd.oai.openapi+json;version=3.0",
+            "type": OPENAPI_JSON,
             "title": "OpenAPI",
             "href": f"{base}/openapi.json",
         },
-        {"rel": "service-doc", "type": "text/html", "title": "API docs", "href": f"{base}/docs"},
+        {"rel": "service-doc", "type": HTML, "title": "API docs", "href": f"{base}/docs"},
         {
             "rel": "conformance",
-            "type": "application/json",
+            "type": JSON,
             "title": "Conformance classes",
             "href": f"{base}/conformance",
         },
         {
             "rel": "data",
-            "type": "application/json",
+            "type": JSON,
             "title": "Các lớp OGC API – Features / Collections",
             "href": f"{base}/collections",
         },
         {
             "rel": REL_TILING_SCHEMES,
-            "type": "application/json",
+            "type": JSON,
             "title": "Lưới tile / Tile matrix sets",
             "href": f"{base}/tileMatrixSets",
         },
         {
             "rel": "describedby",
-            "type": "application/json",
+            "type": JSON,
             "title": "Danh mục lớp / Layer catalog",
             "href": f"{base}/catalog/layers",
         },
         {
             "rel": "status",
-            "type": "application/json",
+            "type": JSON,
             "title": "Readiness",
             "href": f"{base}/readyz",
         },
         {
             "rel": "status",
-            "type": "application/json",
+            "type": JSON,
             "title": "Liveness",
             "href": f"{base}/healthz",
         },
@@ -74,7 +75,11 @@ def _links(request: Request) -> list[dict[str, str]]:
 
 @router.get("/", summary="Landing page")
 async def landing(
-    request: Request, catalog: CatalogDep, principal: PrincipalDep, f: str | None = None
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    base: BaseUrlDep,
+    f: str | None = None,
 ):
     """Links to everything the server offers; HTML for browsers, JSON otherwise."""
     layers = catalog.visible(principal)
@@ -83,7 +88,7 @@ async def landing(
         "description": "Lớp dữ liệu GIS của thành phố / The city's GIS layers: GeoJSON, vector tiles, "
         "digital addresses, map views.",
         "layers": len(layers),
-        "links": _links(request),
+        "links": _links(base),
     }
     if negotiate(request, f) == "html":
         domains: dict[str, int] = {}

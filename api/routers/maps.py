@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from api.deps import SESSION_COOKIE, CatalogDep, api_key_of, get_principal, session_cache
 from api.html import negotiate, render
+from api.urls import BaseUrlDep, app_path, base_path, page_base
 from ioc.catalog import sessions
 from ioc.catalog.access import Principal
 from ioc.catalog.keys import resolve_key
@@ -96,11 +97,11 @@ async def list_views(
     views: ViewsDep,
     catalog: CatalogDep,
     principal: MapPrincipalDep,
+    base: BaseUrlDep,
     f: str | None = None,
 ):
     """The views for this caller (public ones for everyone, internal ones for city users),
     each with the layers the caller would see in it."""
-    base = str(request.base_url).rstrip("/")
     visible = maps.visible_views(views, principal)
     doc = {
         "views": [
@@ -118,13 +119,15 @@ async def list_views(
     return doc
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a map page of this server may follow a login (no open redirect)."""
+def _safe_next(request: Request, target: str | None) -> str:
+    """Only a map page of this server may follow a login (no open redirect): a root-relative
+    path under the public base's path (``/ioc/maps/…`` behind a prefix)."""
+    maps_path = f"{base_path(request)}/maps"
     if not target:
-        return "/maps/wall"
+        return f"{maps_path}/wall"
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/maps") or "\\" in target:
-        return "/maps/wall"
+    if parts.scheme or parts.netloc or not parts.path.startswith(maps_path) or "\\" in target:
+        return f"{maps_path}/wall"
     return target
 
 
@@ -132,7 +135,7 @@ def _login_page(request: Request, target: str, status_code: int = 200, error: st
     return render(
         request,
         "maps/session.html",
-        {"next": _safe_next(target), "error": error},
+        {"next": _safe_next(request, target), "error": error},
         status_code=status_code,
     )
 
@@ -140,7 +143,7 @@ def _login_page(request: Request, target: str, status_code: int = 200, error: st
 @router.get("/session", summary="Sign in to the map pages (operators)", response_class=HTMLResponse)
 async def session_form(request: Request, next: str | None = None):  # noqa: A002
     """A form that trades an API key for the map-session cookie."""
-    return _login_page(request, next or "/maps/wall")
+    return _login_page(request, next or "")
 
 
 def _public_origin(request: Request) -> str | None:
@@ -201,7 +204,7 @@ async def open_session(
     max_age = settings.session_hours * 3600
     response: Response
     if from_form:
-        response = RedirectResponse(_safe_next(next), status_code=303)
+        response = RedirectResponse(_safe_next(request, next), status_code=303)
     else:
         response = JSONResponse(
             {"role": principal.role, "department": principal.department, "expires_in": max_age}
@@ -243,6 +246,7 @@ async def _page(
     *,
     lang: str | None,
     embed: bool,
+    base: str,
     page_path: str,
     cacheable: bool,
     refresh: int | None = None,
@@ -253,6 +257,7 @@ async def _page(
         plan,
         lang=lang,
         embed=embed,  # type: ignore[arg-type]
+        base_url=base,
         page_path=page_path,
         refresh=refresh,
         nonce=nonce,
@@ -266,6 +271,7 @@ async def _page(
     response_class=HTMLResponse,
 )
 async def preview_layer(
+    request: Request,
     layer_id: str,
     catalog: CatalogDep,
     principal: MapPrincipalDep,
@@ -281,6 +287,7 @@ async def preview_layer(
         settings,
         lang=lang,
         embed=embed,
+        base=page_base(request),
         page_path=f"/maps/preview/{layer.id}",
         cacheable=not principal.authenticated,
     )
@@ -305,13 +312,10 @@ async def view_page(
     if not maps.can_open(principal, view):
         if "text/html" in request.headers.get("accept", ""):
             # Browsers go to the sign-in form, which comes back here.
-            target = quote(
-                _safe_next(
-                    str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-                ),
-                safe="",
-            )
-            return RedirectResponse(f"/maps/session?next={target}", status_code=303)
+            query = f"?{request.url.query}" if request.url.query else ""
+            here = _safe_next(request, base_path(request) + app_path(request) + query)
+            target = quote(here, safe="")
+            return RedirectResponse(f"{page_base(request)}/maps/session?next={target}", 303)
         raise NotAuthenticated(
             f"The map view '{view_id}' is for city users: send an API key "
             "or open a map session (POST /maps/session)."
@@ -322,6 +326,7 @@ async def view_page(
         settings,
         lang=lang,
         embed=embed,
+        base=page_base(request),
         page_path=f"/maps/{view.id}",
         cacheable=view.audience == "public" and not principal.authenticated,
         refresh=refresh,

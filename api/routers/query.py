@@ -14,6 +14,8 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from api.deps import CatalogDep, PrincipalDep
 from api.limits import TimedStreamingResponse, deadline_in
+from api.urls import base_url
+from ioc import media
 from ioc.catalog.layers import load_catalog
 from ioc.query import jobs
 from ioc.query import runner as query
@@ -33,7 +35,7 @@ ANSWERS = {
         "description": "GeoJSON features (or group rows), CSV or GeoPackage",
         "content": {
             query.MEDIA_TYPES["geojson"]: {},
-            "text/csv": {},
+            media.CSV: {},
             query.MEDIA_TYPES["gpkg"]: {},
         },
     }
@@ -65,11 +67,6 @@ async def reload_catalog(request: Request, changed: set[str]) -> None:
         watcher.checked()
     for listener in getattr(state, "catalog_listeners", ()):
         listener(state.catalog, changed)
-
-
-def base_url(request: Request) -> str:
-    public = request.app.state.settings.server.public_url
-    return (public or str(request.base_url)).rstrip("/")
 
 
 @router.post(
@@ -114,7 +111,7 @@ async def post_query(
 def _job_links(request: Request, job: dict[str, Any]) -> dict[str, Any]:
     href = f"{base_url(request)}/query/jobs/{job['id']}"
     job["links"] = [
-        {"href": href, "rel": "self", "type": "application/json", "title": "Công việc / Job"}
+        {"href": href, "rel": "self", "type": media.JSON, "title": "Công việc / Job"}
     ]
     if job["status"] == "succeeded":
         job["links"].append(
@@ -204,19 +201,19 @@ def _saved_links(request: Request, item: dict[str, Any]) -> dict[str, Any]:
         {
             "href": f"{base}/query/saved/{layer_id}",
             "rel": "self",
-            "type": "application/json",
+            "type": media.JSON,
             "title": "Truy vấn đã lưu / Saved query",
         },
         {
             "href": f"{base}/collections/{layer_id}",
             "rel": "collection",
-            "type": "application/json",
+            "type": media.JSON,
             "title": "Lớp dẫn xuất / Derived layer",
         },
         {
             "href": f"{base}/collections/{layer_id}/items",
             "rel": "items",
-            "type": "application/geo+json",
+            "type": media.GEOJSON,
             "title": "Đối tượng / Features",
         },
     ]

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import CatalogDep, PrincipalDep
 from api.routers.query import QuerySettingsDep
+from ioc.media import GEOJSON
 from ioc.query import stats
 
 router = APIRouter(tags=["statistics"])
 
-GEOJSON = "application/geo+json"
 Number = {"type": "number"}
 # The answer as the choropleth pages read it (checked by the schemathesis test).
 CHOROPLETH = {

@@ -15,16 +15,17 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from api.deps import CatalogDep, PrincipalDep, get_catalog, tile_service
 from api.tile_answer import tile_answer
+from api.urls import base_url
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
 from ioc.errors import InvalidParameter
+from ioc.media import JSON, MVT
 from tiles import tilejson as tj
 from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers
 from tiles.settings import TileSettings
 from tiles.style import maplibre_style
 
 router = APIRouter(tags=["tiles"])
-MVT = tj.MVT_MEDIA_TYPE
 TMS = "WebMercatorQuad"
 Ids = Annotated[str, Path(description="Layer id, or several separated by commas")]
 TILE_RESPONSES = {
@@ -35,7 +36,7 @@ TILE_RESPONSES = {
 
 
 def _json_answer(schema: dict[str, Any]) -> dict:
-    return {200: {"content": {"application/json": {"schema": schema}}}}
+    return {200: {"content": {JSON: {"schema": schema}}}}
 
 
 Strings = {"type": "array", "items": {"type": "string"}}
@@ -129,11 +130,6 @@ async def tile_context(request: Request, principal: Principal) -> TileContext:
 
 
 ContextDep = Annotated[TileContext, Depends(tile_context)]
-
-
-def base_url(request: Request) -> str:
-    public = request.app.state.settings.server.public_url
-    return (public or str(request.base_url)).rstrip("/")
 
 
 def tile_response(request: Request, tile: Tile, public: bool, settings: TileSettings) -> Response:
@@ -323,7 +319,7 @@ async def tile_matrix_sets(request: Request) -> dict:
                 "links": [
                     {
                         "rel": "self",
-                        "type": "application/json",
+                        "type": JSON,
                         "href": f"{base}/tileMatrixSets/{TMS}",
                     }
                 ],

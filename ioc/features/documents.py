@@ -11,13 +11,8 @@ from typing import Any
 from ioc.catalog.layers import Layer
 from ioc.features import cql2
 from ioc.features.crs import CRS84_URI, collection_crs, crs_for_srid
+from ioc.media import CSV, GEOJSON, GEOJSON_SEQ, HTML, JSON, SCHEMA_JSON
 
-GEOJSON = "application/geo+json"
-GEOJSON_SEQ = "application/geo+json-seq"
-HTML = "text/html"
-CSV = "text/csv"
-JSON = "application/json"
-SCHEMA_JSON = "application/schema+json"
 REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 REL_TILESETS_VECTOR = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 REL_TILING_SCHEMES = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"

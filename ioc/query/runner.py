@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ioc import media
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
 from ioc.db.identifiers import quote_ident
@@ -34,11 +35,7 @@ from ioc.query.analysis import CITY_TZ_NAME, GEOM, ID, ORD, Plan, analyse, resol
 from ioc.query.model import QueryDoc, QuerySettings, limits_for
 from ioc.query.sql import Compiled, build
 
-MEDIA_TYPES = {
-    "geojson": "application/geo+json",
-    "csv": "text/csv; charset=utf-8",
-    "gpkg": "application/geopackage+sqlite3",
-}
+MEDIA_TYPES = {"geojson": media.GEOJSON, "csv": media.CSV_UTF8, "gpkg": media.GEOPACKAGE}
 EXTENSIONS = {"geojson": "geojson", "csv": "csv", "gpkg": "gpkg"}
 BATCH = 1000  # rows per cursor round trip
 
