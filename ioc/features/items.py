@@ -32,7 +32,7 @@ from ioc.addresses.lookup import address_code_filter
 from ioc.catalog.layers import Layer
 from ioc.db.identifiers import quote_ident
 from ioc.errors import FeatureNotFound, InvalidParameter, QueryTimeout
-from ioc.features import cql2
+from ioc.features import cql2_sql
 from ioc.features.binds import ALIAS, Binds, attribute_or_400, column
 from ioc.features.crs import CRS, CRS84, BBox, prefilter_bounds
 
@@ -196,7 +196,7 @@ def _where(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
     if q.interval:
         conditions.append(_interval_sql(layer, q.interval, binds))
     if q.filter is not None:
-        conditions.append(cql2.compile_filter(q.filter, layer, binds, q.filter_crs))
+        conditions.append(cql2_sql.compile_filter(q.filter, layer, binds, q.filter_crs))
     if q.address:
         conditions.append(
             address_code_filter(

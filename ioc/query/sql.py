@@ -20,7 +20,7 @@ from typing import Any
 
 from ioc.catalog.layers import Layer
 from ioc.db.identifiers import quote_ident
-from ioc.features import cql2
+from ioc.features import cql2_sql
 from ioc.features.binds import Binds, attribute_or_400
 from ioc.query.analysis import (
     CITY_TZ,
@@ -135,7 +135,7 @@ class _Builder:
         """The CQL2 filter and the time range."""
         conds = []
         if self.plan.filter is not None:
-            conds.append(cql2.compile_filter(self.plan.filter, self.src, self.binds))
+            conds.append(cql2_sql.compile_filter(self.plan.filter, self.src, self.binds))
         return conds + self.period()
 
     def conditions(self) -> list[str]:
@@ -180,7 +180,7 @@ class _Builder:
         target = self.plan.targets[i]
         tree = self.plan.target_filters.get(i)
         cond = (
-            cql2.compile_filter(tree, target, self.binds, parameter=f"spatial.{i}.filter")
+            cql2_sql.compile_filter(tree, target, self.binds, parameter=f"spatial.{i}.filter")
             if tree is not None
             else "TRUE"
         )

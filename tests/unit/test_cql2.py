@@ -13,7 +13,8 @@ from ioc.catalog.layers import layer_from_row
 from ioc.errors import InvalidParameter
 from ioc.features import crs
 from ioc.features.binds import Binds
-from ioc.features.cql2 import compile_filter, parse_filter
+from ioc.features.cql2 import parse_filter
+from ioc.features.cql2_sql import compile_filter
 
 ATTRIBUTES = [
     ("name", "text"),
