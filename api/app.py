@@ -29,13 +29,13 @@ from api.routers import (
     stats,
     tiles,
 )
+from api.state import build_state
 from api.static import static_files
-from ioc.catalog.layers import CatalogWatcher, load_catalog
+from ioc.config import Settings, get_settings
 from ioc.db import migrations
 from ioc.db.connection import create_pool
 from ioc.errors import MigrationError, PostGISMissing
 from ioc.logs import configure_logging
-from ioc.settings import Settings, get_settings
 
 log = logging.getLogger("ioc.api")
 
@@ -90,11 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = await create_pool(settings.database)
         try:
             await _check_database(pool)
-            app.state.pool = pool
-            app.state.catalog = await load_catalog(pool)
-            app.state.catalog_watcher = CatalogWatcher(settings.server.catalog_check_seconds)
-            app.state.catalog_watcher.checked()
-            app.state.catalog_listeners = []
+            # The typed state replaces Starlette's untyped one: request.app.state is an AppState.
+            app.state = await build_state(settings, pool)  # type: ignore[assignment]
             await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.query.jobs)
             log.info("ioc ready", extra={"layers": len(app.state.catalog)})
             yield
@@ -145,7 +142,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         ],
     )
-    app.state.settings = settings
     errors.install(app)
     # Level 5: most of level 9's saving for a fraction of its CPU on large GeoJSON pages.
     # (The request context and the tile fast path are IocApp's front door, outside it: tiles

@@ -8,83 +8,42 @@ from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, Path, Request
 
+from api.state import AppState
 from ioc.addresses.registry import AddressSettings
 from ioc.catalog.access import ANONYMOUS, Principal
-from ioc.catalog.keys import KeyCache
 from ioc.catalog.layers import Catalog, Layer
-from ioc.catalog.sessions import resolve_session
+from ioc.config import Settings
 from ioc.errors import NotAuthenticated
-from ioc.settings import Settings
-from tiles.render import TileService
-from tiles.settings import TileSettings
 
 # Dependencies are coroutines on purpose: FastAPI runs plain functions in a thread pool,
 # which costs more than these attribute look-ups.
 
 
-async def get_pool(request: Request):
+async def get_state(request: Request) -> AppState:
+    """The app's state, built by the lifespan: the one way into it."""
+    return request.app.state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_pool(state: StateDep):
     """The asyncpg pool owned by the app's lifespan."""
-    return request.app.state.pool
+    return state.pool
 
 
-async def current_catalog(state) -> Catalog:
-    """The app's layer catalog: loaded at start-up, reloaded when another process changed the
-    registry (checked at most every IOC_CATALOG_CHECK_SECONDS); listeners (the tile cache)
-    hear which layers changed. Takes the app's state, so plain ASGI code can use it too."""
-    watcher = state.catalog_watcher
-    if watcher.due():
-        result = await watcher.refresh(state.pool, state.catalog)
-        if result is not None:
-            state.catalog, changed = result
-            for listener in state.catalog_listeners:
-                listener(state.catalog, changed)
-    return state.catalog
+async def get_catalog(state: StateDep) -> Catalog:
+    """The fresh layer catalog (see AppState.current_catalog)."""
+    return await state.current_catalog()
 
 
-async def get_catalog(request: Request) -> Catalog:
-    """The fresh layer catalog (see current_catalog)."""
-    return await current_catalog(request.app.state)
+async def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
 
 
-def tile_service(state) -> TileService:
-    """The process's tile service, created on first use from the app's settings; it listens
-    to the catalog watcher so tiles of layers changed elsewhere are dropped from its caches."""
-    service = getattr(state, "tiles", None)
-    if service is None:
-        settings = getattr(state.settings, "tiles", None) or TileSettings()
-        service = state.tiles = TileService(settings)
-        state.catalog_listeners.append(service.forget)
-    return service
-
-
-async def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-async def get_address_settings(request: Request) -> AddressSettings:
-    """The address settings of the app (built once, on first use)."""
-    settings = request.app.state.settings
-    found = getattr(settings, "addresses", None)
-    if found is None:
-        found = settings.addresses = AddressSettings()
-    return found
-
-
-def key_cache(state) -> KeyCache:
-    """The process's cache of resolved API keys."""
-    cache = getattr(state, "keys", None)
-    if cache is None:
-        cache = state.keys = KeyCache()
-    return cache
-
-
-def session_cache(state) -> KeyCache:
-    """The process's cache of resolved map-session tokens (a closed session is forgotten at
-    once here; in other worker processes within the cache's ttl)."""
-    cache = getattr(state, "sessions", None)
-    if cache is None:
-        cache = state.sessions = KeyCache(lookup=resolve_session)
-    return cache
+async def get_address_settings(state: StateDep) -> AddressSettings:
+    """The address settings of the app."""
+    return state.settings.addresses
 
 
 # The map pages' session cookie (POST /maps/session): an HttpOnly, SameSite=Strict cookie that
@@ -136,12 +95,12 @@ async def get_principal(
     Without a header, the map-session cookie stands for the key on GET and HEAD (an unknown,
     expired or revoked session is anonymous, so a stale cookie never breaks public pages).
     """
-    state = request.app.state
+    state: AppState = request.app.state
     if not authorization:
         if session and request.method in ("GET", "HEAD"):
-            return await session_cache(state).resolve(state.pool, session) or ANONYMOUS
+            return await state.sessions.resolve(state.pool, session) or ANONYMOUS
         return ANONYMOUS
-    principal = await key_cache(state).resolve(state.pool, api_key_of(authorization))
+    principal = await state.keys.resolve(state.pool, api_key_of(authorization))
     if principal is None:
         raise NotAuthenticated("The API key is unknown or revoked.")
     return principal

@@ -25,6 +25,7 @@ STATUS: dict[type[errors.IocError], int] = {
     errors.PostGISMissing: 503,
     errors.MigrationError: 503,
     errors.ClusterError: 503,
+    errors.ConfigError: 500,
     errors.QueryTimeout: 503,
     errors.UploadRejected: 422,
     errors.UploadTooLarge: 413,

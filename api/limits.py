@@ -19,9 +19,8 @@ from starlette.responses import StreamingResponse
 
 from api.errors import error_response
 from ioc.addresses.geocode import max_upload_bytes
-from ioc.addresses.registry import AddressSettings
+from ioc.config import Settings
 from ioc.errors import QueryTimeout, UploadTooLarge
-from ioc.settings import Settings
 
 log = logging.getLogger("ioc.api")
 
@@ -71,8 +70,7 @@ class BodyLimit:
         self.app = app
         self.default = settings.server.request_body_max_bytes
         self.upload = settings.publish.upload_max_bytes
-        addresses = getattr(settings, "addresses", None) or AddressSettings()
-        self.geocode = max_upload_bytes(addresses.geocode_max_rows)
+        self.geocode = max_upload_bytes(settings.addresses.geocode_max_rows)
 
     def limit(self, scope) -> tuple[int, bool]:
         """(limit, counted here) of the route family of the request."""

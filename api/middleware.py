@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from api.deps import current_catalog, tile_service
 from api.encoding import accepts_gzip
 from api.errors import error_response
 from api.tile_answer import tile_answer
@@ -299,13 +298,12 @@ class TileFastPath:
         ids, z, x, y, headers = request
         state = self.owner.state
         try:
-            catalog = await current_catalog(state)
+            catalog = await state.current_catalog()
             if not all_public(catalog, ids):  # the app decides: 404, or a partial tile
                 tile = None
             else:
-                service = tile_service(state)
                 # A memory hit returns before get_tile's first await.
-                tile = await service.get_tile(
+                tile = await state.tiles.get_tile(
                     state.pool, resolve_layers(catalog, ANONYMOUS, ids), z, x, y
                 )
         except Exception as exc:  # noqa: BLE001 — answered like the app's handlers would
@@ -317,7 +315,7 @@ class TileFastPath:
         status, answer, body = tile_answer(
             tile,
             True,
-            service.settings,
+            state.tiles.settings,
             headers.get(b"if-none-match", b"").decode("latin-1"),
             headers.get(b"accept-encoding", b"").decode("latin-1"),
         )

@@ -28,6 +28,10 @@ class ClusterError(IocError):
     """The project-managed PostgreSQL cluster cannot be started or stopped."""
 
 
+class ConfigError(IocError):
+    """A setting (an ``IOC_*`` variable) or a configuration file is wrong: a start-up error."""
+
+
 class LayerNotFound(IocError):
     """Unknown layer, or one the caller may not read (the same answer on purpose)."""
 

@@ -1,12 +1,13 @@
 """Settings from the environment (``IOC_`` prefix), grouped by concern.
 
-Built once by :func:`get_settings` and passed down; nothing reads the environment at import time.
+Composed with the domains' groups into ``ioc.config.Settings``, built once by
+:func:`ioc.config.get_settings` and passed down; nothing reads the environment at import time.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -168,25 +169,13 @@ class FeatureSettings(BaseSettings):
     )
 
 
-class Settings:
-    """All settings groups, built once."""
+@dataclass
+class CoreSettings:
+    """The shared kernel's settings groups; ``ioc.config.Settings`` adds the domains' groups
+    (tiles, maps, addresses, queries), which this bottom layer cannot import."""
 
-    def __init__(
-        self,
-        database: DatabaseSettings | None = None,
-        server: ServerSettings | None = None,
-        data: DataSettings | None = None,
-        publish: PublishSettings | None = None,
-        features: FeatureSettings | None = None,
-    ) -> None:
-        self.database = database or DatabaseSettings()
-        self.server = server or ServerSettings()
-        self.data = data or DataSettings()
-        self.publish = publish or PublishSettings()
-        self.features = features or FeatureSettings()
-
-
-@lru_cache
-def get_settings() -> Settings:
-    """The process-wide settings (read from the environment on first use)."""
-    return Settings()
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)

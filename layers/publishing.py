@@ -14,7 +14,7 @@ from ioc.catalog.access import Principal, can_create_in, can_write
 from ioc.catalog.layers import Layer
 from ioc.db.connection import connection
 from ioc.errors import Forbidden, InvalidParameter, NotAuthenticated
-from ioc.settings import Settings
+from ioc.settings import CoreSettings as Settings
 from layers import ingest, registry
 from layers.publish import (
     PublishOptions,

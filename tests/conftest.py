@@ -18,8 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ioc.catalog import keys
+from ioc.config import Settings
 from ioc.db.connection import create_migrated, sibling_settings
-from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings, Settings
+from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings
 from tests.polling import wait_until
 
 TEST_DB = os.environ.get("IOC_TEST_DB_NAME", "ioc_test")

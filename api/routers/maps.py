@@ -9,7 +9,7 @@ from fastapi import APIRouter, Cookie, Depends, Form, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from api.deps import SESSION_COOKIE, CatalogDep, api_key_of, get_principal, session_cache
+from api.deps import SESSION_COOKIE, CatalogDep, StateDep, api_key_of, get_principal
 from api.html import negotiate, render
 from api.urls import BaseUrlDep, app_path, base_path, page_base
 from ioc.catalog import sessions
@@ -33,26 +33,17 @@ LangQuery = Annotated[
 ]
 
 
-def get_maps_settings(request: Request) -> maps.MapsSettings:
-    """Map settings, built once per app (``settings.maps`` when the lead wires it there)."""
-    state = request.app.state
-    current = getattr(state, "maps_settings", None)
-    if current is None:
-        current = getattr(state.settings, "maps", None) or maps.MapsSettings()
-        state.maps_settings = current
-    return current
+async def get_maps_settings(state: StateDep) -> maps.MapsSettings:
+    """The map settings of the app."""
+    return state.settings.maps
 
 
 MapsSettingsDep = Annotated[maps.MapsSettings, Depends(get_maps_settings)]
 
 
-def get_views(request: Request, settings: MapsSettingsDep) -> dict[str, maps.MapView]:
-    """The view files, read and validated on first use."""
-    views = getattr(request.app.state, "map_views", None)
-    if views is None:
-        views = maps.load_views(settings.views_dir)
-        request.app.state.map_views = views
-    return views
+async def get_views(state: StateDep) -> dict[str, maps.MapView]:
+    """The view files, read and validated at start-up."""
+    return state.views
 
 
 ViewsDep = Annotated[dict[str, maps.MapView], Depends(get_views)]
@@ -232,7 +223,7 @@ async def close_session(
     revoke it with `ioc keys revoke`, which ends all its sessions)."""
     if session:
         await sessions.close_session(request.app.state.pool, session)
-        session_cache(request.app.state).forget(session)
+        request.app.state.sessions.forget(session)
     response = Response(status_code=204)
     response.delete_cookie(
         SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request)

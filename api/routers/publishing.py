@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from api.deps import LayerDep, PrincipalDep, SettingsDep
-from ioc.catalog.layers import get_layer_doc, load_catalog
+from ioc.catalog.layers import get_layer_doc
 from ioc.errors import UploadTooLarge
 from layers import publishing
 
@@ -57,7 +57,7 @@ async def _upload(request: Request, layer, principal, settings, mode: str, **opt
         )
     finally:
         path.unlink(missing_ok=True)
-    request.app.state.catalog = await load_catalog(request.app.state.pool)
+    await request.app.state.reload_catalog({layer.id})
     return report.as_dict()
 
 
@@ -141,7 +141,7 @@ async def restore(
 ) -> dict[str, Any]:
     """Make a kept version the live data again; recorded as a new version."""
     report = await run_in_threadpool(publishing.restore, settings, layer, version, principal)
-    request.app.state.catalog = await load_catalog(request.app.state.pool)
+    await request.app.state.reload_catalog({layer.id})
     return report.as_dict()
 
 
@@ -156,7 +156,7 @@ async def create(
 ):
     """A publisher creates layers in its own department; admins anywhere."""
     layer_id = await run_in_threadpool(publishing.create, settings, manifest, principal)
-    request.app.state.catalog = catalog = await load_catalog(request.app.state.pool)
+    catalog = await request.app.state.reload_catalog({layer_id})
     return get_layer_doc(catalog.get(layer_id, principal))
 
 
@@ -166,4 +166,4 @@ async def delete(
 ) -> None:
     """Hide the layer everywhere; its table and versions are kept."""
     await run_in_threadpool(publishing.delete, settings, layer, principal)
-    request.app.state.catalog = await load_catalog(request.app.state.pool)
+    await request.app.state.reload_catalog({layer.id})

@@ -12,15 +12,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from api.deps import CatalogDep, PrincipalDep
+from api.deps import CatalogDep, PrincipalDep, StateDep
 from api.limits import TimedStreamingResponse, deadline_in
+from api.state import AppState
 from api.urls import base_url
 from ioc import media
-from ioc.catalog.layers import load_catalog
 from ioc.query import jobs
 from ioc.query import runner as query
 from ioc.query import saved as derived
-from ioc.query.model import QUERY_EXAMPLES, QueryDoc, QuerySettings, query_settings
+from ioc.query.model import QUERY_EXAMPLES, QueryDoc, QuerySettings
 
 router = APIRouter(prefix="/query", tags=["queries"])
 
@@ -42,13 +42,9 @@ ANSWERS = {
 }
 
 
-async def get_query_settings(request: Request) -> QuerySettings:
-    """The query settings (``settings.query``, else ``IOC_QUERY_*``), built once per app."""
-    state = request.app.state
-    found = getattr(state, "query_settings", None)
-    if found is None:
-        found = state.query_settings = query_settings(state.settings)
-    return found
+async def get_query_settings(state: StateDep) -> QuerySettings:
+    """The query settings (``IOC_QUERY_*``) of the app."""
+    return state.settings.query
 
 
 QuerySettingsDep = Annotated[QuerySettings, Depends(get_query_settings)]
@@ -58,15 +54,8 @@ SavedId = Annotated[str, Path(alias="savedId", description="Saved query (derived
 
 
 async def reload_catalog(request: Request, changed: set[str]) -> None:
-    """The catalog right after this process changed the registry; the catalog's listeners (the
-    tile cache) hear which layers changed, and the watcher counts the catalog as fresh."""
-    state = request.app.state
-    state.catalog = await load_catalog(state.pool)
-    watcher = getattr(state, "catalog_watcher", None)
-    if watcher is not None:
-        watcher.checked()
-    for listener in getattr(state, "catalog_listeners", ()):
-        listener(state.catalog, changed)
+    """The catalog right after this process changed the registry (see AppState)."""
+    await request.app.state.reload_catalog(changed)
 
 
 @router.post(
@@ -110,9 +99,7 @@ async def post_query(
 
 def _job_links(request: Request, job: dict[str, Any]) -> dict[str, Any]:
     href = f"{base_url(request)}/query/jobs/{job['id']}"
-    job["links"] = [
-        {"href": href, "rel": "self", "type": media.JSON, "title": "Công việc / Job"}
-    ]
+    job["links"] = [{"href": href, "rel": "self", "type": media.JSON, "title": "Công việc / Job"}]
     if job["status"] == "succeeded":
         job["links"].append(
             {
@@ -307,8 +294,7 @@ async def delete_saved(
 async def start_runner(app: FastAPI) -> None:
     """Start the query job runner (call in the lifespan, after the pool and catalog exist)."""
     state = app.state
-    settings = getattr(state, "query_settings", None) or query_settings(state.settings)
-    state.query_settings = settings
+    settings = state.settings.query
     # Layers refreshed on schedule reach the catalog through its watcher (version changes).
     runner = jobs.JobRunner(state.pool, settings, get_catalog=lambda: state.catalog)
     runner.start()
@@ -317,7 +303,7 @@ async def start_runner(app: FastAPI) -> None:
 
 async def stop_runner(app: FastAPI) -> None:
     """Stop the runner (before the pool closes); running jobs go back to the queue."""
-    runner = getattr(app.state, "query_runner", None)
+    runner = app.state.query_runner if isinstance(app.state, AppState) else None
     if runner is not None:
         await runner.stop()
         app.state.query_runner = None

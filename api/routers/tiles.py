@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from api.deps import CatalogDep, PrincipalDep, get_catalog, tile_service
+from api.deps import CatalogDep, PrincipalDep
 from api.tile_answer import tile_answer
 from api.urls import base_url
 from ioc.catalog.access import Principal
@@ -95,7 +95,7 @@ STYLE_ANSWER = _json_answer(
 async def get_tile_service(request: Request) -> TileService:
     """The process's tile service (``async def`` on purpose: FastAPI runs a plain ``def``
     dependency in the thread pool, a hop that costs more than serving a cached tile)."""
-    return tile_service(request.app.state)
+    return request.app.state.tiles
 
 
 TilesDep = Annotated[TileService, Depends(get_tile_service)]
@@ -125,7 +125,7 @@ class TileContext:
 async def tile_context(request: Request, principal: Principal) -> TileContext:
     """The pool, the tile service, the fresh catalog and the caller."""
     tiles = await get_tile_service(request)
-    catalog = await get_catalog(request)
+    catalog = await request.app.state.current_catalog()
     return TileContext(request, request.app.state.pool, tiles, catalog, principal)
 
 

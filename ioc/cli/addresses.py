@@ -15,8 +15,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ioc.cli.console import err, friendly, out
+from ioc.config import get_settings
 from ioc.errors import IocError
-from ioc.settings import get_settings
 
 app = typer.Typer(
     help="Địa chỉ số — digital addresses: import, index, links, look-ups.", no_args_is_help=True
@@ -34,9 +34,7 @@ def _progress() -> Progress:
 
 
 def _settings():
-    from ioc.addresses.registry import AddressSettings
-
-    return getattr(get_settings(), "addresses", None) or AddressSettings()
+    return get_settings().addresses
 
 
 def _print_links(links: dict[str, int]) -> None:

@@ -6,11 +6,11 @@ import typer
 
 from ioc.cli import privileges
 from ioc.cli.console import friendly, out
+from ioc.config import get_settings
 from ioc.db import cluster as pgcluster
 from ioc.db import migrations
 from ioc.db.connection import connection
 from ioc.errors import IocError
-from ioc.settings import get_settings
 
 app = typer.Typer(
     help="The database: the project-managed PostGIS or DATABASE_URL.", no_args_is_help=True

@@ -9,9 +9,9 @@ from rich.table import Table
 
 from ioc.catalog import keys as keys_mod
 from ioc.cli.console import err, friendly, out
+from ioc.config import get_settings
 from ioc.db.connection import connection
 from ioc.errors import IocError
-from ioc.settings import get_settings
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)
 

@@ -11,9 +11,9 @@ from rich.table import Table
 from ioc.catalog.access import ADMIN, ROLES, Principal
 from ioc.catalog.layers import load_catalog_sync
 from ioc.cli.console import friendly, out
+from ioc.config import get_settings
 from ioc.db.connection import connection
 from ioc.errors import IocError
-from ioc.settings import get_settings
 
 app = typer.Typer(help="The layer catalog.", no_args_is_help=True)
 

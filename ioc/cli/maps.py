@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ioc.catalog.access import ADMIN, ANONYMOUS, ROLES, Principal
 from ioc.cli.console import err, friendly, out
+from ioc.config import get_settings
 from ioc.errors import IocError
 from ioc.maps import views as maps
 from ioc.maps.render import render_page
@@ -20,7 +21,7 @@ app = typer.Typer(
 
 
 def _views() -> dict[str, maps.MapView]:
-    return maps.load_views(maps.MapsSettings().views_dir)
+    return maps.load_views(get_settings().maps.views_dir)
 
 
 def _principal(role: str, department: str | None) -> Principal:
@@ -79,7 +80,6 @@ def render(
     """Write one view to an HTML file (the layers come from the server at BASE_URL)."""
     from ioc.catalog.layers import load_catalog_sync
     from ioc.db.connection import connection
-    from ioc.settings import get_settings
 
     if base_url and not base_url.startswith(("http://", "https://")):
         raise IocError("--base-url must start with http:// or https://.")

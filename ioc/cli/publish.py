@@ -16,9 +16,9 @@ from rich.table import Table
 from ioc.catalog.access import ADMIN
 from ioc.catalog.layers import load_catalog_sync
 from ioc.cli.console import err, friendly, out, progress_bar
+from ioc.config import get_settings
 from ioc.db.connection import connection
 from ioc.errors import IocError
-from ioc.settings import get_settings
 from layers import publishing
 from layers.ingest import FORMATS
 

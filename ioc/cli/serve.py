@@ -11,11 +11,12 @@ import typer
 
 from ioc.cli import privileges
 from ioc.cli.console import friendly, out, progress_bar
+from ioc.config import get_settings
 from ioc.db import cluster as pgcluster
 from ioc.db import migrations
 from ioc.db.connection import connection
 from ioc.errors import IocError
-from ioc.settings import get_settings
+from ioc.maps.views import load_views
 
 
 @friendly
@@ -61,6 +62,8 @@ def serve(
     import uvicorn
 
     settings = get_settings()
+    # A broken view file stops the start here, in one sentence, not on the first map page.
+    load_views(settings.maps.views_dir)
     with connection(settings.database) as conn:
         migrations.check_postgis(conn)
         state = migrations.state(conn)
@@ -94,11 +97,8 @@ def serve(
 
 def _serve_as(user: privileges.ServingUser, settings) -> None:
     """Started as root: hand over what the server writes, then become ``user`` for good."""
-    from ioc.query.model import QuerySettings
-    from tiles.settings import TileSettings
-
     privileges.check_can_run(user)
-    privileges.hand_over(user, [TileSettings().cache_dir, QuerySettings().job_dir])
+    privileges.hand_over(user, [settings.tiles.cache_dir, settings.query.job_dir])
     privileges.share_env_file(user)
     if settings.database.managed:
         pgcluster.share_socket(settings.database, user.gid)

@@ -21,12 +21,11 @@ from rich.progress import (
 from ioc.catalog.access import ADMIN
 from ioc.catalog.layers import Layer, load_catalog
 from ioc.cli.console import friendly, out, progress_bar
+from ioc.config import get_settings
 from ioc.db.connection import create_pool
 from ioc.errors import IocError
-from ioc.settings import get_settings
 from tiles.pmtiles import count_tiles, parse_bbox, parse_zoom_range, tiles_in_bbox, write_pmtiles
 from tiles.render import TileService, resolve_layers
-from tiles.settings import TileSettings
 from tiles.tilejson import tilejson, union_bounds
 
 app = typer.Typer(help="Vector tiles: seed the cache, export PMTiles.", no_args_is_help=True)
@@ -84,7 +83,7 @@ async def _run(
 ) -> tuple[list[Layer], tuple[float, float, float, float], dict[str, int]]:
     """Shared by seed and export: resolve layers and area, then render with a progress bar."""
     settings = get_settings()
-    tile_settings = TileSettings().model_copy(update={"memory_mb": 0})
+    tile_settings = settings.tiles.model_copy(update={"memory_mb": 0})
     if not tile_settings.enabled and keep is None:
         raise IocError("IOC_TILE_CACHE=off: there is no cache to seed.")
     zmin, zmax = parse_zoom_range(zoom)
@@ -159,7 +158,7 @@ def export(
         )
     )
     zmin, zmax = parse_zoom_range(zoom)
-    metadata = tilejson(found, "", TileSettings())
+    metadata = tilejson(found, "", get_settings().tiles)
     metadata.pop("tiles")
     metadata.update(minzoom=zmin, maxzoom=zmax, bounds=list(area))
     written = write_pmtiles(pmtiles, collected, area, metadata)
@@ -178,7 +177,7 @@ def prune() -> None:
         finally:
             await pool.close()
 
-    tile_settings = TileSettings()
+    tile_settings = get_settings().tiles
     service = TileService(tile_settings)
     if service.disk is None:
         raise IocError("The disk cache is off: nothing to prune.")

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ioc.catalog.access import Principal, can_read
 from ioc.catalog.layers import Catalog, Layer
-from ioc.errors import IocError, LayerNotFound
+from ioc.errors import ConfigError, LayerNotFound
 from ioc.settings import PROJECT_ROOT
 
 log = logging.getLogger("ioc.maps")
@@ -83,7 +83,7 @@ class ViewNotFound(LayerNotFound):
     """Unknown map view, or one the caller may not open (the same answer on purpose)."""
 
 
-class ViewError(IocError):
+class ViewError(ConfigError):
     """A view file that cannot be read or does not validate."""
 
 

@@ -394,7 +394,7 @@ def test_cli_import_reports_rejected_rows(db_settings, tmp_path, monkeypatch, cl
     from typer.testing import CliRunner
 
     from ioc.cli import app
-    from ioc.settings import get_settings
+    from ioc.config import get_settings
 
     if db_settings.managed:
         monkeypatch.setenv("IOC_DB_NAME", db_settings.db_name)

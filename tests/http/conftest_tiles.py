@@ -21,7 +21,6 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-from ioc.catalog.layers import load_catalog
 from layers import registry
 from tiles.render import TileService
 from tiles.settings import TileSettings
@@ -247,9 +246,10 @@ def tiles_client(client, tile_layers, cache_dir) -> Iterator:
     """The app with the fixture layers in its catalog and a fresh tile service per test
     (its own disk cache folder, versions checked on every request)."""
     app = client.app
-    app.state.catalog = client.portal.call(load_catalog, app.state.pool)
+    own = app.state.tiles
     app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
+    client.portal.call(app.state.reload_catalog, set())
     interval, app.state.catalog_watcher.interval = app.state.catalog_watcher.interval, 0
     yield client
-    app.state.tiles = None
+    app.state.tiles = own
     app.state.catalog_watcher.interval = interval

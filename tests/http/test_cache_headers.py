@@ -137,13 +137,14 @@ def test_caller_independent_routes_are_left_alone(client):
 @pytest.fixture
 def tile_settings(client):
     """Install a tile service with given settings (cache off: every tile comes from the
-    database); the app builds its own again afterwards."""
+    database); the app's own service comes back afterwards."""
+    own = client.app.state.tiles
 
     def install(**settings) -> None:
         client.app.state.tiles = TileService(TileSettings(_env_file=None, cache="off", **settings))
 
     yield install
-    client.app.state.tiles = None
+    client.app.state.tiles = own
 
 
 @pytest.mark.parametrize("debug", [False, True])

@@ -7,7 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ioc.settings import ServerSettings, Settings
+from ioc.config import Settings
+from ioc.settings import ServerSettings
 from tests.http import conftest_tiles as fx
 
 tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_client

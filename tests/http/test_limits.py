@@ -15,7 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ioc.settings import FeatureSettings, Settings
+from ioc.config import Settings
+from ioc.settings import FeatureSettings
 from tests.http.conftest import POINTS
 
 MIB = 1 << 20

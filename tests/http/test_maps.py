@@ -426,16 +426,14 @@ def test_maps_list_by_audience(client, operator):
 def test_embed_is_chromeless_and_frame_ancestors_come_from_the_setting(client):
     html = client.get("/maps/portal?embed=1").text
     assert "ioc-embed" in html and 'class="ioc-bar"' not in html
-    state = client.app.state
-    saved = getattr(state, "maps_settings", None)
-    state.maps_settings = maps.MapsSettings(
-        frame_ancestors="'self' https://cong.hochiminhcity.gov.vn"
-    )
+    settings = client.app.state.settings
+    saved = settings.maps
+    settings.maps = maps.MapsSettings(frame_ancestors="'self' https://cong.hochiminhcity.gov.vn")
     try:
         csp = client.get("/maps/portal?embed=1").headers["content-security-policy"]
         assert csp.endswith("frame-ancestors 'self' https://cong.hochiminhcity.gov.vn")
     finally:
-        state.maps_settings = saved
+        settings.maps = saved
     assert "x-frame-options" not in {k.lower() for k in client.get("/maps/portal").headers}
 
 

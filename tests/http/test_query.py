@@ -504,15 +504,15 @@ def test_stream_is_valid_json_for_large_answers(client, analyst):
 def test_anonymous_queries_can_be_refused(client):
     from ioc.query.model import QuerySettings
 
-    state = client.app.state
-    saved = getattr(state, "query_settings", None)
-    state.query_settings = QuerySettings(anonymous=False)
+    settings = client.app.state.settings
+    saved = settings.query
+    settings.query = QuerySettings(anonymous=False)
     try:
         response = client.post("/query", json=BASE)
         assert response.status_code == 401
         assert 'Bearer realm="ioc"' in response.headers.get_list("www-authenticate")
     finally:
-        state.query_settings = saved
+        settings.query = saved
     assert client.post("/query", json=BASE).status_code == 200
 
 

@@ -55,7 +55,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
-from ioc.settings import Settings
+from ioc.config import Settings
 
 # A deeper local run: IOC_SCHEMATHESIS_EXAMPLES=200 (still derandomized).
 MAX_EXAMPLES = int(os.environ.get("IOC_SCHEMATHESIS_EXAMPLES", "15"))

@@ -1,0 +1,77 @@
+"""The application's state: one typed object built by the lifespan, reached through one
+dependency (``api.deps.StateDep``) or ``app.state`` in plain ASGI code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ioc.catalog.keys import KeyCache
+from ioc.catalog.layers import Catalog, CatalogWatcher, load_catalog
+from ioc.catalog.sessions import resolve_session
+from ioc.config import Settings
+from ioc.maps.views import MapView, load_views
+from tiles.render import TileService
+
+Listener = Callable[[Catalog, set[str]], None]
+
+
+@dataclass
+class AppState:
+    """Everything a request may need, built once at start-up (see ``api.app.lifespan``)."""
+
+    settings: Settings
+    pool: Any
+    catalog: Catalog
+    catalog_watcher: CatalogWatcher
+    tiles: TileService
+    views: dict[str, MapView]
+    keys: KeyCache = field(default_factory=KeyCache)
+    # Map-session tokens: a closed session is forgotten here at once, elsewhere within the ttl.
+    sessions: KeyCache = field(default_factory=lambda: KeyCache(lookup=resolve_session))
+    query_runner: Any = None
+    # Beyond the tile service, which always hears (see notify): e.g. a test's recorder.
+    catalog_listeners: list[Listener] = field(default_factory=list)
+
+    async def reload_catalog(self, changed: set[str]) -> Catalog:
+        """The one reload after this process changed the registry (publish, restore, delete,
+        saved queries): the new catalog replaces the old and every listener hears it."""
+        self.catalog = await load_catalog(self.pool)
+        self.catalog_watcher.checked()
+        self.notify(changed)
+        return self.catalog
+
+    async def current_catalog(self) -> Catalog:
+        """The catalog, reloaded (listeners notified) when another process changed the
+        registry, checked at most every IOC_CATALOG_CHECK_SECONDS."""
+        if self.catalog_watcher.due():
+            result = await self.catalog_watcher.refresh(self.pool, self.catalog)
+            if result is not None:
+                self.catalog, changed = result
+                self.notify(changed)
+        return self.catalog
+
+    def notify(self, changed: set[str]) -> None:
+        """Tell the tile service (its caches) and the other listeners which layers changed.
+        The service is read here, not registered once, so a replaced service still hears."""
+        self.tiles.forget(self.catalog, changed)
+        for listener in self.catalog_listeners:
+            listener(self.catalog, changed)
+
+
+async def build_state(settings: Settings, pool) -> AppState:
+    """The state of a starting app: map views validated (a broken view file stops the start
+    with a ConfigError naming it), the catalog loaded, the tile service ready."""
+    views = load_views(settings.maps.views_dir)
+    watcher = CatalogWatcher(settings.server.catalog_check_seconds)
+    catalog = await load_catalog(pool)
+    watcher.checked()
+    return AppState(
+        settings=settings,
+        pool=pool,
+        catalog=catalog,
+        catalog_watcher=watcher,
+        tiles=TileService(settings.tiles),
+        views=views,
+    )
