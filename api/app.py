@@ -162,5 +162,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats.router,
     ):
         app.include_router(router)
-    app.mount("/static", static_files(), name="static")  # map pages' scripts, styles (air-gapped)
+    # The map pages' scripts and styles (air-gapped).
+    app.mount("/static", static_files(settings.maps.vendor_dir), name="static")
     return app

@@ -11,7 +11,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from ioc.maps.elements import MAP_JS_DIR, vendor_packages
-from ioc.maps.views import MapsSettings
 
 
 class VendorFiles(StaticFiles):
@@ -36,10 +35,9 @@ class VendorFiles(StaticFiles):
         return response
 
 
-def static_files(vendor_dir: Path | None = None) -> Router:
-    """The ASGI app mounted at ``/static``: ``/vendor/...`` (npm) and ``/maps/...`` (ioc)."""
-    if vendor_dir is None:
-        vendor_dir = MapsSettings().vendor_dir
+def static_files(vendor_dir: Path) -> Router:
+    """The ASGI app mounted at ``/static``: ``/vendor/...`` (npm, ``IOC_MAPS_VENDOR_DIR``) and
+    ``/maps/...`` (ioc)."""
     return Router(
         routes=[
             Mount("/vendor", app=VendorFiles(directory=vendor_dir, packages=vendor_packages())),

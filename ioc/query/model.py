@@ -351,13 +351,6 @@ class QuerySettings(BaseSettings):
     membership_timeout_s: float = Field(default=1800, gt=0)
 
 
-def query_settings(settings: Any) -> QuerySettings:
-    """The query settings of a ``Settings`` object (``settings.query``), or from the
-    environment when the application's settings do not carry them."""
-    found = getattr(settings, "query", None)
-    return found if isinstance(found, QuerySettings) else QuerySettings()
-
-
 def limits_for(
     settings: QuerySettings, principal: Principal, *, job: bool = False
 ) -> tuple[int, int]:
