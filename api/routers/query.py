@@ -1,8 +1,8 @@
 """Spatial queries for analysts: ``POST /query``, query jobs and saved queries (derived layers).
 
 Handlers parse (pydantic models, typed dependencies), call one domain function in ``ioc.query.runner``,
-``ioc.query.jobs`` or ``ioc.query.saved`` and format. The job runner is started and stopped by the app's
-lifespan through :func:`start_runner` and :func:`stop_runner`.
+``ioc.query.jobs``, ``ioc.query.saved`` or ``ioc.query.saved_refresh`` and format. The job runner
+is started and stopped by the app's lifespan through :func:`start_runner` and :func:`stop_runner`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from api.limits import TimedStreamingResponse, deadline_in
 from api.state import AppState
 from api.urls import base_url
 from ioc import media
-from ioc.query import jobs
+from ioc.query import jobs, saved_refresh
 from ioc.query import runner as query
 from ioc.query import saved as derived
 from ioc.query.model import QUERY_EXAMPLES, QueryDoc, QuerySettings
@@ -231,7 +231,8 @@ async def save_query(
     result = await derived.save(pool, catalog, principal, body, settings)
     await reload_catalog(request, {result["id"]})
     item = _saved_links(
-        request, await derived.get_saved(pool, request.app.state.catalog, principal, result["id"])
+        request,
+        await saved_refresh.get_saved(pool, request.app.state.catalog, principal, result["id"]),
     )
     item["truncated"] = result["truncated"]
     return JSONResponse(item, status_code=201, headers={"Location": item["links"][0]["href"]})
@@ -241,7 +242,7 @@ async def save_query(
 async def list_saved(
     request: Request, principal: PrincipalDep, catalog: CatalogDep
 ) -> list[dict[str, Any]]:
-    items = await derived.list_saved(request.app.state.pool, catalog, principal)
+    items = await saved_refresh.list_saved(request.app.state.pool, catalog, principal)
     return [_saved_links(request, item) for item in items]
 
 
@@ -254,7 +255,7 @@ async def get_saved(
     request: Request, principal: PrincipalDep, catalog: CatalogDep, saved_id: SavedId
 ) -> dict[str, Any]:
     return _saved_links(
-        request, await derived.get_saved(request.app.state.pool, catalog, principal, saved_id)
+        request, await saved_refresh.get_saved(request.app.state.pool, catalog, principal, saved_id)
     )
 
 
@@ -277,7 +278,7 @@ async def refresh_saved(
     """Replaces the rows in one transaction and bumps the layer version (tile caches key on
     it)."""
     pool = request.app.state.pool
-    result = await derived.refresh(pool, catalog, saved_id, settings, principal)
+    result = await saved_refresh.refresh(pool, catalog, saved_id, settings, principal)
     await reload_catalog(request, {saved_id})
     return result
 
@@ -287,7 +288,7 @@ async def delete_saved(
     request: Request, principal: PrincipalDep, catalog: CatalogDep, saved_id: SavedId
 ) -> None:
     pool = request.app.state.pool
-    await derived.delete(pool, catalog, principal, saved_id)
+    await saved_refresh.delete(pool, catalog, principal, saved_id)
     await reload_catalog(request, {saved_id})
 
 

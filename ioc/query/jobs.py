@@ -371,11 +371,11 @@ class JobRunner:
 
     async def housekeeping(self) -> None:
         """Due saved queries, unit-membership caches, expired results."""
-        from ioc.query import saved as derived
+        from ioc.query import saved_refresh
 
         try:
             # Refreshed layers have new versions: the app's catalog watcher reloads them.
-            await derived.refresh_due(self.pool, self.get_catalog(), self.settings)
+            await saved_refresh.refresh_due(self.pool, self.get_catalog(), self.settings)
             await units.maintain(
                 self.pool,
                 self.get_catalog(),

@@ -20,7 +20,7 @@ from ioc.db.connection import create_pool
 from ioc.errors import Forbidden, InvalidParameter, LayerNotFound, QueryTimeout
 from ioc.query import runner as query
 from ioc.query import saved as derived
-from ioc.query import stats, units
+from ioc.query import saved_refresh, stats, units
 from ioc.query.analysis import analyse
 from ioc.query.model import QuerySettings, parse_query
 from ioc.query.sql import build
@@ -565,7 +565,7 @@ def test_save_and_refresh_a_derived_layer(env, db, analyst):
         stored = dict(cur.fetchall())
     assert stored == _direct_counts(db, "reports_1022", where="t.category = 'ngập nước'")
 
-    refreshed = env.run(derived.refresh(env.pool, env.catalog, layer_id, settings, analyst))
+    refreshed = env.run(saved_refresh.refresh(env.pool, env.catalog, layer_id, settings, analyst))
     assert refreshed["version"] == 2
     with db.cursor() as cur:
         cur.execute(
@@ -580,7 +580,7 @@ def test_save_and_refresh_a_derived_layer(env, db, analyst):
             (layer_id,),
         )
     db.commit()
-    assert env.run(derived.refresh_due(env.pool, env.catalog, settings)) >= 1
+    assert env.run(saved_refresh.refresh_due(env.pool, env.catalog, settings)) >= 1
     env.reload()
     assert env.catalog.get(layer_id, analyst).version == 3
     _drop_derived(db, layer_id)
