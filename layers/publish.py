@@ -7,404 +7,41 @@
    schema ``versions``, bumps the layer version (tile caches key on it) and writes the audit
    record. Any failure before the commit leaves the live layer exactly as it was; an orphaned
    staging table is dropped on the next publish.
+
+Steps 1 and 2 are ``layers.publish_staging``; versions, restore and audit
+``layers.publish_versions``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
 
 from ioc.catalog.access import Principal, can_write
-from ioc.catalog.layers import Attribute, Layer
-from ioc.db.identifiers import qualified, quote_ident
-from ioc.db.tables import PG_TYPES
-from ioc.errors import Forbidden, InvalidParameter, UploadRejected, UploadTooLarge, VersionNotFound
+from ioc.catalog.layers import Layer
+from ioc.db.identifiers import quote_ident
+from ioc.errors import Forbidden, InvalidParameter, UploadRejected
 from layers import ingest, registry
 from layers.crs_detect import resolve_srid
-from layers.upload_check import excerpt
-
-# The 2025 city (with Bình Dương, Bà Rịa–Vũng Tàu and Côn Đảo) plus a small margin, lon/lat.
-CITY_EXTENT = (105.95, 8.45, 107.75, 11.65)
-KEEP_VERSIONS = 5
-_IGNORED_FIELDS = {"fid", "ogc_fid", "objectid", "id", "gid", "shape_leng", "shape_area"}
-_MAX_REASONS = 50
-
-
-@dataclass
-class PublishOptions:
-    """How to treat an upload."""
-
-    mode: Literal["replace", "append"] = "replace"
-    crs: str | None = None
-    format: str | None = None
-    invalid: Literal["reject", "repair"] = "reject"
-    partial: bool = False
-    ignore_unknown: bool = False
-
-
-@dataclass
-class PublishReport:
-    """What happened to an upload (the API's response body)."""
-
-    layer: str
-    mode: str
-    source_srid: int | None = None
-    received: int = 0
-    accepted: int = 0
-    repaired: int = 0
-    rejected: int = 0
-    reasons: list[dict[str, Any]] = field(default_factory=list)
-    version: int | None = None
-    feature_count: int | None = None
-    checksum: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _principal_label(principal: Principal | str) -> str:
-    return principal if isinstance(principal, str) else principal.label
-
-
-# --- reading and coercing -----------------------------------------------------------------
-
-
-_KIND_WORDS = {
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "date": "a date (YYYY-MM-DD)",
-    "timestamp": "a timestamp (ISO 8601)",
-    "text": "text",
-}
-_TRUE = ("true", "1", "yes", "có", "t", "y")
-_FALSE = ("false", "0", "no", "không", "f", "n")
-
-
-def _coerce(attr: Attribute, value: Any) -> Any:
-    """The value as the attribute's type, None for empty; ValueError with a reason that quotes
-    only a short excerpt of the value."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return _convert(attr.type, value)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(
-            f"'{attr.name}' must be {_KIND_WORDS.get(attr.type, attr.type)}, not {excerpt(value)}"
-        ) from exc
-
-
-def _convert(kind: str, value: Any) -> Any:
-    if kind in ("integer", "number") and isinstance(value, bool):
-        raise ValueError(kind)
-    if kind == "integer":
-        number = float(value) if not isinstance(value, int) else value
-        if number != int(number):
-            raise ValueError(kind)
-        return int(number)
-    if kind == "number":
-        return float(value)
-    if kind == "boolean":
-        text = str(value).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError(kind)
-    if kind == "date":
-        return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-    if kind == "timestamp":
-        return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return str(value)
-
-
-def _map_fields(source_fields: list[str], layer: Layer, ignore_unknown: bool) -> dict[str, str]:
-    """File field → attribute name; Shapefile's 10-character names match by prefix."""
-    names = {a.name.lower(): a.name for a in layer.attributes}
-    mapping, unknown = {}, []
-    for name in source_fields:
-        key = name.lower()
-        target = names.get(key)
-        if target is None and len(name) == 10:
-            candidates = [n for k, n in names.items() if k.startswith(key)]
-            target = candidates[0] if len(candidates) == 1 else None
-        if target:
-            mapping[name] = target
-        elif key not in _IGNORED_FIELDS:
-            unknown.append(name)
-    if unknown and not ignore_unknown:
-        shown = [excerpt(name) for name in unknown[:10]]
-        raise UploadRejected(
-            f"The file has fields that layer '{layer.id}' does not know: {', '.join(shown)}"
-            " (rename them to the layer's attributes or pass ignore_unknown=true).",
-            {"unknown_fields": shown},
-        )
-    missing = [a.name for a in layer.attributes if a.required and a.name not in mapping.values()]
-    if missing:
-        raise UploadRejected(
-            f"Required field(s) missing from the file: {', '.join(missing)}.",
-            {"missing_fields": missing},
-        )
-    return mapping
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-# --- staging ------------------------------------------------------------------------------
-
-
-def _create_staging(cur, layer: Layer) -> str:
-    """A fresh UNLOGGED staging table shaped like the layer, plus bookkeeping columns."""
-    name = f"{layer.id[:40]}__{secrets.token_hex(4)}"
-    table = qualified("staging", name)
-    columns = [
-        "_row bigint",
-        "_reason text",
-        "_repaired boolean NOT NULL DEFAULT false",
-        "geom_src geometry",
-        "geom geometry",
-    ]
-    columns += [f"{quote_ident(a.name)} {PG_TYPES[a.type]}" for a in layer.attributes]
-    cur.execute(f"CREATE UNLOGGED TABLE {table} ({', '.join(columns)})")
-    return table
-
-
-def _load_rows(
-    cur,
-    table: str,
-    layer: Layer,
-    source: ingest.Source,
-    mapping: dict[str, str],
-    limits: ingest.IngestLimits,
-    progress: Callable[[int], None] | None,
-) -> int:
-    """Stream the file's rows into staging with COPY; per-row type errors become reasons."""
-    attrs = layer.attributes
-    columns = ["_row", "_reason", "geom_src", *[quote_ident(a.name) for a in attrs]]
-    copy_sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
-    by_attr = {target: source_name for source_name, target in mapping.items()}
-    count = 0
-    for batch in ingest.iter_rows(source):
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        for row in batch:
-            count += 1
-            if count > limits.max_features:
-                raise UploadTooLarge(
-                    f"The upload has more than {limits.max_features:,} features.", parameter="file"
-                )
-            values, reason = [], None
-            for attr in attrs:
-                raw = row.get(by_attr[attr.name]) if attr.name in by_attr else None
-                try:
-                    value = _coerce(attr, raw)
-                except (ValueError, TypeError, OverflowError) as exc:
-                    reason, value = reason or str(exc), None
-                if value is None and attr.required and reason is None:
-                    reason = f"required field '{attr.name}' is empty"
-                values.append(_csv_value(value))
-            wkb = row.get("__wkb__")
-            writer.writerow([count, reason, wkb.hex() if wkb else None, *values])
-        cur.copy_expert(copy_sql, io.StringIO(buffer.getvalue()))
-        if progress:
-            progress(count)
-    return count
-
-
-_BASE_TYPES = {"Point": "POINT", "LineString": "LINESTRING", "Polygon": "POLYGON"}
-_DIMENSION = {"POINT": 1, "LINESTRING": 2, "POLYGON": 3}
-
-
-def _validate_geometry(cur, table: str, layer: Layer, source_srid: int, invalid: str) -> None:
-    """Reasons for missing, invalid, mistyped, out-of-city and duplicate rows (all in SQL)."""
-    multi = layer.geometry_type.startswith("Multi")
-    base = _BASE_TYPES[layer.geometry_type.removeprefix("Multi")]
-    pending = "_reason IS NULL"
-    cur.execute(
-        f"UPDATE {table} SET _reason = 'missing geometry' WHERE {pending} AND geom_src IS NULL"
-    )
-    cur.execute(
-        f"UPDATE {table} SET geom_src = ST_SetSRID(ST_Force2D(geom_src), %s) WHERE {pending}",
-        (source_srid,),
-    )
-    cur.execute(
-        f"UPDATE {table} SET _reason = 'expected ' || %s || ', got ' || GeometryType(geom_src)"
-        f" WHERE {pending} AND replace(GeometryType(geom_src), 'MULTI', '') <> %s",
-        (layer.geometry_type, base),
-    )
-    if invalid == "repair":
-        cur.execute(
-            f"UPDATE {table} SET geom_src = ST_CollectionExtract(ST_MakeValid(geom_src), %s),"
-            f" _repaired = true WHERE {pending} AND NOT ST_IsValid(geom_src)",
-            (_DIMENSION[base],),
-        )
-        cur.execute(
-            f"UPDATE {table} SET _reason = 'geometry could not be repaired'"
-            f" WHERE {pending} AND ST_IsEmpty(geom_src)"
-        )
-    else:
-        cur.execute(
-            f"UPDATE {table} SET _reason = 'invalid geometry: ' || ST_IsValidReason(geom_src)"
-            f" WHERE {pending} AND NOT ST_IsValid(geom_src)"
-        )
-    xmin, ymin, xmax, ymax = CITY_EXTENT
-    cur.execute(
-        f"""UPDATE {table} s SET _reason = CASE
-              WHEN ST_Within(ST_FlipCoordinates(w.g), ST_MakeEnvelope(%s, %s, %s, %s, 4326))
-              THEN 'latitude and longitude look swapped'
-              ELSE 'outside the city''s extent (wrong CRS?)' END
-            FROM (SELECT _row, ST_Transform(geom_src, 4326) AS g FROM {table} WHERE {pending}) w
-            WHERE s._row = w._row
-              AND NOT ST_Within(w.g, ST_MakeEnvelope(%s, %s, %s, %s, 4326))""",
-        (xmin, ymin, xmax, ymax, xmin, ymin, xmax, ymax),
-    )
-    shape = (
-        "ST_Multi(g)"
-        if multi
-        else "CASE WHEN ST_NumGeometries(g) = 1 THEN ST_GeometryN(g, 1) ELSE g END"
-    )
-    cur.execute(
-        f"UPDATE {table} SET geom = (SELECT {shape} FROM (SELECT ST_Transform(geom_src, %s)"
-        f" AS g) t) WHERE {pending}",
-        (layer.srid,),
-    )
-    if not multi:
-        cur.execute(
-            f"UPDATE {table} SET _reason = 'multi-part geometry for a single-part layer'"
-            f" WHERE {pending} AND GeometryType(geom) LIKE 'MULTI%%'"
-        )
-    if layer.id_attribute:
-        ident = quote_ident(layer.id_attribute)
-        cur.execute(
-            f"""UPDATE {table} s SET _reason = 'duplicate id ' || left(s.{ident}::text, 40)
-                FROM (SELECT _row, row_number() OVER (PARTITION BY {ident} ORDER BY _row) AS n
-                      FROM {table} WHERE {pending} AND {ident} IS NOT NULL) d
-                WHERE s._row = d._row AND d.n > 1"""
-        )
-
-
-def _summarise(cur, table: str, report: PublishReport) -> None:
-    cur.execute(
-        f"SELECT count(*) FILTER (WHERE _reason IS NULL),"
-        f" count(*) FILTER (WHERE _reason IS NULL AND _repaired),"
-        f" count(*) FILTER (WHERE _reason IS NOT NULL) FROM {table}"
-    )
-    report.accepted, report.repaired, report.rejected = cur.fetchone()
-    cur.execute(
-        f"SELECT _row, _reason FROM {table} WHERE _reason IS NOT NULL ORDER BY _row"
-        f" LIMIT {_MAX_REASONS}"
-    )
-    report.reasons = [{"row": row, "reason": reason} for row, reason in cur.fetchall()]
-
-
-# --- versions and swap --------------------------------------------------------------------
-
-
-def _snapshot(cur, layer: Layer, version: int) -> str:
-    name = f"{layer.id[:50]}__v{version}"
-    cur.execute(f"DROP TABLE IF EXISTS {qualified('versions', name)}")
-    cur.execute(f"CREATE TABLE {qualified('versions', name)} AS SELECT * FROM {layer.table_sql}")
-    return name
-
-
-def _record_version(
-    cur,
-    layer: Layer,
-    version: int,
-    snapshot: str,
-    operation: str,
-    count: int,
-    checksum: str | None,
-    principal: str,
-    restored_from: int | None = None,
-) -> None:
-    cur.execute(
-        "INSERT INTO ioc.layer_versions (layer_id, version, snapshot, operation, restored_from,"
-        " feature_count, checksum, principal) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (layer_id, version) DO NOTHING",
-        (layer.id, version, snapshot, operation, restored_from, count, checksum, principal),
-    )
-
-
-def _lock_and_version(cur, layer: Layer, principal: str) -> int:
-    """Lock the registry row (serialises publishes of a layer); snapshot the first version."""
-    cur.execute(
-        "SELECT version, feature_count FROM ioc.layers WHERE id = %s FOR UPDATE", (layer.id,)
-    )
-    version, count = cur.fetchone()
-    cur.execute(
-        "SELECT 1 FROM ioc.layer_versions WHERE layer_id = %s AND version = %s", (layer.id, version)
-    )
-    if cur.fetchone() is None:
-        snapshot = _snapshot(cur, layer, version)
-        _record_version(cur, layer, version, snapshot, "seed", count, None, principal)
-    return version
-
-
-def write_audit(
-    cur,
-    principal: Principal | str,
-    action: str,
-    layer_id: str,
-    version: int | None,
-    counts: dict[str, Any],
-    checksum: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """One audit record: who, when (now), what, counts, checksum."""
-    cur.execute(
-        "INSERT INTO ioc.audit (principal, key_id, action, layer_id, version, counts, checksum,"
-        " detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (
-            _principal_label(principal),
-            getattr(principal, "key_id", None),
-            action,
-            layer_id,
-            version,
-            json.dumps(counts),
-            checksum,
-            json.dumps(detail or {}, ensure_ascii=False),
-        ),
-    )
-
-
-def _prune_versions(cur, layer: Layer, keep: int) -> None:
-    cur.execute(
-        "SELECT version, snapshot FROM ioc.layer_versions WHERE layer_id = %s"
-        " ORDER BY version DESC OFFSET %s",
-        (layer.id, keep),
-    )
-    for version, snapshot in cur.fetchall():
-        if snapshot:
-            cur.execute(f"DROP TABLE IF EXISTS {qualified('versions', snapshot)}")
-            cur.execute(
-                "UPDATE ioc.layer_versions SET snapshot = NULL WHERE layer_id = %s AND"
-                " version = %s",
-                (layer.id, version),
-            )
-
-
-def _drop_orphans(conn, layer: Layer) -> None:
-    """Staging tables left by an interrupted publish of this layer (server killed mid-load)."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'staging' AND tablename LIKE %s",
-            (layer.id[:40].replace("_", r"\_") + r"\_\_%",),
-        )
-        for (name,) in cur.fetchall():
-            cur.execute(f"DROP TABLE IF EXISTS {qualified('staging', name)}")
-    conn.commit()
+from layers.publish_staging import (
+    PublishOptions,
+    PublishReport,
+    create_staging,
+    drop_orphans,
+    load_rows,
+    map_fields,
+    summarise,
+    validate_geometry,
+)
+from layers.publish_versions import (
+    KEEP_VERSIONS,
+    lock_and_version,
+    principal_label,
+    prune_versions,
+    record_version,
+    snapshot_table,
+    write_audit,
+)
 
 
 def _columns(layer: Layer) -> str:
@@ -452,16 +89,16 @@ def _publish_source(
     report = PublishReport(layer=layer.id, mode=options.mode)
     report.source_srid = resolve_srid(source.crs, explicit=options.crs)
     report.checksum = ingest.file_checksum(path)
-    mapping = _map_fields(source.fields, layer, options.ignore_unknown)
-    _drop_orphans(conn, layer)
+    mapping = map_fields(source.fields, layer, options.ignore_unknown)
+    drop_orphans(conn, layer)
     with conn.cursor() as cur:
-        table = _create_staging(cur, layer)
+        table = create_staging(cur, layer)
     conn.commit()
     try:
         with conn.cursor() as cur:
-            report.received = _load_rows(cur, table, layer, source, mapping, limits, progress)
-            _validate_geometry(cur, table, layer, report.source_srid, options.invalid)
-            _summarise(cur, table, report)
+            report.received = load_rows(cur, table, layer, source, mapping, limits, progress)
+            validate_geometry(cur, table, layer, report.source_srid, options.invalid)
+            summarise(cur, table, report)
         conn.commit()
         if report.accepted == 0:
             raise UploadRejected(
@@ -493,11 +130,11 @@ def _swap(
     mode: str,
     keep_versions: int,
 ) -> None:
-    label = _principal_label(principal)
+    label = principal_label(principal)
     cols = _columns(layer)
     staged = ", ".join([quote_ident(a.name) for a in layer.attributes] + ["geom"])
     with conn.cursor() as cur:
-        current = _lock_and_version(cur, layer, label)
+        current = lock_and_version(cur, layer, label)
         if mode == "replace":
             cur.execute(f"DELETE FROM {layer.table_sql}")
         cur.execute(
@@ -506,8 +143,8 @@ def _swap(
         )
         report.version = current + 1
         report.feature_count = registry.update_stats(cur, layer.id)
-        snapshot = _snapshot(cur, layer, report.version)
-        _record_version(
+        snapshot = snapshot_table(cur, layer, report.version)
+        record_version(
             cur, layer, report.version, snapshot, mode, report.feature_count, report.checksum, label
         )
         write_audit(
@@ -525,84 +162,8 @@ def _swap(
             },
             report.checksum,
         )
-        _prune_versions(cur, layer, keep_versions)
+        prune_versions(cur, layer, keep_versions)
     conn.commit()
-
-
-def restore_version(conn, layer: Layer, version: int, principal: Principal | str) -> PublishReport:
-    """Make an earlier version the live data again (recorded as a new version)."""
-    if isinstance(principal, Principal) and not can_write(principal, layer):
-        raise Forbidden(f"You may not restore layer '{layer.id}'.")
-    label = _principal_label(principal)
-    report = PublishReport(layer=layer.id, mode="restore")
-    try:
-        with conn.cursor() as cur:
-            current = _lock_and_version(cur, layer, label)
-            cur.execute(
-                "SELECT snapshot FROM ioc.layer_versions WHERE layer_id = %s AND version = %s",
-                (layer.id, version),
-            )
-            row = cur.fetchone()
-            if row is None or row[0] is None:
-                raise VersionNotFound(
-                    f"Layer '{layer.id}' has no kept version {version}.", parameter="version"
-                )
-            cur.execute(f"DELETE FROM {layer.table_sql}")
-            cur.execute(
-                f"INSERT INTO {layer.table_sql} SELECT * FROM {qualified('versions', row[0])}"
-            )
-            report.version = current + 1
-            report.feature_count = registry.update_stats(cur, layer.id)
-            report.accepted = report.feature_count
-            _record_version(
-                cur,
-                layer,
-                report.version,
-                row[0],
-                "restore",
-                report.feature_count,
-                None,
-                label,
-                restored_from=version,
-            )
-            write_audit(
-                cur,
-                principal,
-                "layer.restore",
-                layer.id,
-                report.version,
-                {"feature_count": report.feature_count},
-                detail={"restored_from": version},
-            )
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    return report
-
-
-def list_versions(conn, layer: Layer) -> list[dict[str, Any]]:
-    """Kept and past versions of a layer, newest first."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT version, operation, restored_from, feature_count, checksum, principal,"
-            " created_at, snapshot IS NOT NULL FROM ioc.layer_versions WHERE layer_id = %s"
-            " ORDER BY version DESC",
-            (layer.id,),
-        )
-        rows = cur.fetchall()
-    conn.rollback()
-    keys = (
-        "version",
-        "operation",
-        "restored_from",
-        "feature_count",
-        "checksum",
-        "principal",
-        "created_at",
-        "restorable",
-    )
-    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 def parse_bool(value: str | bool | None, name: str) -> bool:

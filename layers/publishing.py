@@ -16,14 +16,9 @@ from ioc.db.connection import connection
 from ioc.errors import Forbidden, InvalidParameter, NotAuthenticated
 from ioc.settings import CoreSettings as Settings
 from layers import ingest, registry
-from layers.publish import (
-    PublishOptions,
-    PublishReport,
-    list_versions,
-    publish_file,
-    restore_version,
-    write_audit,
-)
+from layers.publish import publish_file
+from layers.publish_staging import PublishOptions, PublishReport
+from layers.publish_versions import list_versions, restore_version, write_audit
 
 log = logging.getLogger("ioc.publishing")
 

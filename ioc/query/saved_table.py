@@ -89,7 +89,7 @@ async def audit(
     counts: dict[str, Any],
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """An audit record, as ``layers.publish.write_audit`` writes them."""
+    """An audit record, as ``layers.publish_versions.write_audit`` writes them."""
     label = principal if isinstance(principal, str) else principal.label
     key_id = None if isinstance(principal, str) else principal.key_id
     await conn.execute(
