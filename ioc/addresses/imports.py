@@ -340,23 +340,14 @@ def _known_ward_codes(cur, catalog: Catalog) -> list[str]:
     return sorted(codes)
 
 
-def import_addresses(
-    conn,
+def _validated(
     service: NationalAddressService,
-    *,
-    settings: AddressSettings | None = None,
-    catalog: Catalog | None = None,
-    since: date | None = None,
-    dry_run: bool = False,
-    link: bool = True,
-    progress: Callable[[int], None] | None = None,
-) -> ImportReport:
-    """Validate every record of the service and upsert the good ones into the registry (one
-    transaction); then rebuild the vocabulary and (``link``) relink the point layers."""
-    settings = settings or AddressSettings()
-    catalog = catalog if catalog is not None else load_catalog_sync(conn)
-    pattern = re.compile(settings.code_pattern)
-    report = ImportReport(source=service.source, dry_run=dry_run)
+    since: date | None,
+    pattern: re.Pattern[str],
+    report: ImportReport,
+    progress: Callable[[int], None] | None,
+) -> list[tuple[int, dict[str, Any]]]:
+    """The clean records as (row, values); the others (and repeated codes) go to the report."""
     good: list[tuple[int, dict[str, Any]]] = []
     first_row: dict[str, int] = {}
     for record in service.records(since):
@@ -377,57 +368,88 @@ def import_addresses(
             good.append((record.row, clean))
         if progress and report.read % 10_000 == 0:
             progress(report.read)
+    return good
+
+
+def _stage(cur, good: list[tuple[int, dict[str, Any]]], source: str) -> None:
+    """The clean records in a temporary table (dropped at commit), with their points."""
+    cur.execute(
+        "CREATE TEMP TABLE import_stage (row_no integer, code text, house_number text,"
+        " street text, ward_code text, ward_code_2019 text, building_id text,"
+        " parcel_id text, valid_from date, valid_to date, lon float8, lat float8,"
+        " source text, geom geometry(Point, 4326)) ON COMMIT DROP"
+    )
+    cur.copy_expert(
+        f"COPY import_stage ({', '.join(quote_ident(c) for c in STAGE_COLUMNS)}) FROM STDIN",
+        _copy_text(good),
+    )
+    cur.execute(
+        "UPDATE import_stage SET source = %s, geom = ST_SetSRID(ST_MakePoint(lon, lat), 4326)",
+        (source,),
+    )
+
+
+def _reject_unknown_wards(cur, catalog: Catalog, report: ImportReport) -> None:
+    """Staged records that name a ward code the city does not have are rejected."""
+    cur.execute(
+        "DELETE FROM import_stage WHERE ward_code IS NOT NULL"
+        " AND NOT ward_code = ANY(%s) RETURNING row_no, code, ward_code",
+        (_known_ward_codes(cur, catalog),),
+    )
+    for row_no, code, ward in cur.fetchall():
+        report.rejected.append(
+            Rejected(row_no, code, f"mã phường/xã {ward} không tồn tại / unknown ward code {ward}")
+        )
+
+
+def _place_in_wards(cur, catalog: Catalog, report: ImportReport) -> None:
+    """Missing ward codes (current and 2019) from the point; records outside every ward are
+    rejected."""
+    for column, layer_id in (("ward_code", WARDS_LAYER), ("ward_code_2019", WARDS_2019_LAYER)):
+        fill = ward_fill_sql(catalog, "import_stage", column, layer_id)
+        if fill:
+            cur.execute(fill)
+    cur.execute("DELETE FROM import_stage WHERE ward_code IS NULL RETURNING row_no, code")
+    for row_no, code in cur.fetchall():
+        report.rejected.append(
+            Rejected(
+                row_no,
+                code,
+                "vị trí không thuộc phường/xã nào của thành phố / position outside every ward",
+            )
+        )
+
+
+def _upsert(cur) -> int:
+    """The staged records into the registry; how many."""
+    cur.execute(UPSERT_SQL.format(stage="import_stage"))
+    cur.execute("SELECT count(*) FROM import_stage")
+    return cur.fetchone()[0]
+
+
+def import_addresses(
+    conn,
+    service: NationalAddressService,
+    *,
+    settings: AddressSettings | None = None,
+    catalog: Catalog | None = None,
+    since: date | None = None,
+    dry_run: bool = False,
+    link: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Validate every record of the service and upsert the good ones into the registry (one
+    transaction); then rebuild the vocabulary and (``link``) relink the point layers."""
+    settings = settings or AddressSettings()
+    catalog = catalog if catalog is not None else load_catalog_sync(conn)
+    report = ImportReport(source=service.source, dry_run=dry_run)
+    good = _validated(service, since, re.compile(settings.code_pattern), report, progress)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "CREATE TEMP TABLE import_stage (row_no integer, code text, house_number text,"
-                " street text, ward_code text, ward_code_2019 text, building_id text,"
-                " parcel_id text, valid_from date, valid_to date, lon float8, lat float8,"
-                " source text, geom geometry(Point, 4326)) ON COMMIT DROP"
-            )
-            cur.copy_expert(
-                f"COPY import_stage ({', '.join(quote_ident(c) for c in STAGE_COLUMNS)})"
-                " FROM STDIN",
-                _copy_text(good),
-            )
-            cur.execute(
-                "UPDATE import_stage SET source = %s,"
-                " geom = ST_SetSRID(ST_MakePoint(lon, lat), 4326)",
-                (service.source,),
-            )
-            cur.execute(
-                "DELETE FROM import_stage WHERE ward_code IS NOT NULL"
-                " AND NOT ward_code = ANY(%s) RETURNING row_no, code, ward_code",
-                (_known_ward_codes(cur, catalog),),
-            )
-            for row_no, code, ward in cur.fetchall():
-                report.rejected.append(
-                    Rejected(
-                        row_no,
-                        code,
-                        f"mã phường/xã {ward} không tồn tại / unknown ward code {ward}",
-                    )
-                )
-            for column, layer_id in (
-                ("ward_code", WARDS_LAYER),
-                ("ward_code_2019", WARDS_2019_LAYER),
-            ):
-                fill = ward_fill_sql(catalog, "import_stage", column, layer_id)
-                if fill:
-                    cur.execute(fill)
-            cur.execute("DELETE FROM import_stage WHERE ward_code IS NULL RETURNING row_no, code")
-            for row_no, code in cur.fetchall():
-                report.rejected.append(
-                    Rejected(
-                        row_no,
-                        code,
-                        "vị trí không thuộc phường/xã nào "
-                        "của thành phố / position outside every ward",
-                    )
-                )
-            cur.execute(UPSERT_SQL.format(stage="import_stage"))
-            cur.execute("SELECT count(*) FROM import_stage")
-            report.imported = cur.fetchone()[0]
+            _stage(cur, good, service.source)
+            _reject_unknown_wards(cur, catalog, report)
+            _place_in_wards(cur, catalog, report)
+            report.imported = _upsert(cur)
         if dry_run:
             conn.rollback()
         else:
