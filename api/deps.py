@@ -13,6 +13,7 @@ from ioc.addresses.registry import AddressSettings
 from ioc.catalog.access import ANONYMOUS, Principal
 from ioc.catalog.layers import Catalog, Layer
 from ioc.config import Settings
+from ioc.db.connection import Pool
 from ioc.errors import NotAuthenticated
 
 # Dependencies are coroutines on purpose: FastAPI runs plain functions in a thread pool,
@@ -27,7 +28,7 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_pool(state: StateDep):
+async def get_pool(state: StateDep) -> Pool:
     """The asyncpg pool owned by the app's lifespan."""
     return state.pool
 
@@ -106,7 +107,7 @@ async def get_principal(
     return principal
 
 
-PoolDep = Annotated[object, Depends(get_pool)]
+PoolDep = Annotated[Pool, Depends(get_pool)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

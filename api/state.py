@@ -11,6 +11,7 @@ from ioc.catalog.keys import KeyCache
 from ioc.catalog.layers import Catalog, CatalogWatcher, load_catalog
 from ioc.catalog.sessions import resolve_session
 from ioc.config import Settings
+from ioc.db.connection import Pool
 from ioc.maps.views import MapView, load_views
 from tiles.render import TileService
 
@@ -22,7 +23,7 @@ class AppState:
     """Everything a request may need, built once at start-up (see ``api.app.lifespan``)."""
 
     settings: Settings
-    pool: Any
+    pool: Pool
     catalog: Catalog
     catalog_watcher: CatalogWatcher
     tiles: TileService
@@ -60,7 +61,7 @@ class AppState:
             listener(self.catalog, changed)
 
 
-async def build_state(settings: Settings, pool) -> AppState:
+async def build_state(settings: Settings, pool: Pool) -> AppState:
     """The state of a starting app: map views validated (a broken view file stops the start
     with a ConfigError naming it), the catalog loaded, the tile service ready."""
     views = load_views(settings.maps.views_dir)

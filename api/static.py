@@ -18,11 +18,11 @@ class VendorFiles(StaticFiles):
 
     def __init__(self, *, directory: Path, packages: frozenset[str]) -> None:
         super().__init__(directory=directory, check_dir=False)
-        self.packages = packages
+        self.allowed_packages = packages
 
     def lookup_path(self, path: str) -> tuple[str, Any]:
         package = path.strip("/").split("/", 1)[0]
-        if package not in self.packages:
+        if package not in self.allowed_packages:
             return "", None
         return super().lookup_path(path)
 

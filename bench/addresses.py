@@ -23,6 +23,7 @@ from rich.table import Table
 from bench.common import console, percentile_ms, seeded_database, start_ioc
 from ioc.addresses.index import build_address_index
 from ioc.addresses.normalise import fold
+from ioc.config import get_settings
 from ioc.settings import DatabaseSettings
 
 BENCH_DB = os.environ.get("IOC_ADDRESS_BENCH_DB", "ioc_bench_addresses")
@@ -61,7 +62,7 @@ def prepare_database() -> DatabaseSettings:
         conn.rollback()
         if registry_count < layer_count:
             console.print(f"building the address registry ({layer_count:,} addresses)…")
-            build_address_index(conn, link=False)
+            build_address_index(conn, settings=get_settings().addresses, link=False)
             with conn.cursor() as cur:
                 cur.execute("ANALYZE ioc.addresses; ANALYZE ioc.address_names")
             conn.commit()

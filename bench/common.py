@@ -26,6 +26,7 @@ import psycopg2
 from rich.console import Console
 from rich.table import Table
 
+from ioc.config import get_settings
 from ioc.db.connection import create_migrated, sibling_settings
 from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings
 
@@ -42,12 +43,12 @@ LOOPBACK = "127.0.0.1"
 
 def bench_settings() -> DatabaseSettings:
     """The bench database: ``IOC_BENCH_DB`` in the managed cluster or beside DATABASE_URL."""
-    return sibling_settings(BENCH_DB)
+    return sibling_settings(BENCH_DB, get_settings().database)
 
 
 def prepare_database(name: str = BENCH_DB) -> DatabaseSettings:
     """Create (if needed) and migrate a bench database."""
-    return create_migrated(name)
+    return create_migrated(name, get_settings().database)
 
 
 def seeded_database(name: str, scale: str, env_var: str) -> DatabaseSettings:
@@ -55,7 +56,7 @@ def seeded_database(name: str, scale: str, env_var: str) -> DatabaseSettings:
     analysed); one seeded at another scale is refused, naming the setting to change."""
     from layers.seeding import SEED_KEY, seed_database
 
-    settings = create_migrated(name)
+    settings = create_migrated(name, get_settings().database)
     conn = psycopg2.connect(settings.dsn())
     try:
         with conn.cursor() as cur:
@@ -71,7 +72,13 @@ def seeded_database(name: str, scale: str, env_var: str) -> DatabaseSettings:
                 f"seeding the demo city at {scale} scale into {name} (first run only;"
                 " minutes at city scale)…"
             )
-            seed_database(conn, scale=scale, data_dir=DataSettings().data_dir, only_if_empty=True)
+            seed_database(
+                conn,
+                addresses=get_settings().addresses,
+                scale=scale,
+                data_dir=DataSettings().data_dir,
+                only_if_empty=True,
+            )
             with conn.cursor() as cur:
                 cur.execute("ANALYZE")
             conn.commit()

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import load_catalog
+from ioc.config import get_settings
 from ioc.db.connection import create_migrated, create_pool, sibling_settings
 from ioc.query import stats, units
 from ioc.query.model import QuerySettings, parse_query
@@ -55,12 +56,12 @@ ANALYST = Principal(role="analyst", key_id=None)
 
 
 def bench_settings() -> DatabaseSettings:
-    return sibling_settings(BENCH_DB)
+    return sibling_settings(BENCH_DB, get_settings().database)
 
 
 def prepare(settings: DatabaseSettings) -> None:
     """Create, migrate and seed the bench database once (a few minutes the first time)."""
-    create_migrated(BENCH_DB)
+    create_migrated(BENCH_DB, get_settings().database)
     conn = psycopg2.connect(settings.dsn())
     try:
         with conn.cursor() as cur:

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
 from ioc.addresses.index import link_layer, unlink_layer
+from ioc.addresses.registry import AddressSettings
 from ioc.catalog.access import Principal, can_create_in, can_write
 from ioc.catalog.layers import Layer
-from ioc.db.connection import connection
+from ioc.db.connection import PgConn, connection
 from ioc.errors import Forbidden, InvalidParameter, NotAuthenticated
-from ioc.settings import CoreSettings as Settings
+from ioc.settings import DatabaseSettings, PublishSettings
 from layers import ingest, registry
 from layers.publish import publish_file
 from layers.publish_staging import PublishOptions, PublishReport
@@ -34,7 +35,16 @@ def check_can_write(principal: Principal, layer: Layer) -> None:
         )
 
 
-def limits(settings: Settings) -> ingest.IngestLimits:
+class PublishingSettings(Protocol):
+    """The settings groups publishing reads: an ``ioc.config.Settings`` (which this layer
+    cannot import) is one."""
+
+    database: DatabaseSettings
+    publish: PublishSettings
+    addresses: AddressSettings
+
+
+def limits(settings: PublishingSettings) -> ingest.IngestLimits:
     """Upload limits from the settings."""
     return ingest.IngestLimits(
         max_bytes=settings.publish.upload_max_bytes,
@@ -44,7 +54,7 @@ def limits(settings: Settings) -> ingest.IngestLimits:
 
 
 def publish_upload(
-    settings: Settings,
+    settings: PublishingSettings,
     layer: Layer,
     path: Path,
     principal: Principal | str,
@@ -79,7 +89,7 @@ def publish_upload(
             progress,
             settings.publish.keep_versions,
         )
-        after_publish(conn, layer)
+        after_publish(conn, layer, settings.addresses)
     log.info(
         "layer published",
         extra={
@@ -92,15 +102,17 @@ def publish_upload(
     return report
 
 
-def after_publish(conn, layer: Layer) -> None:
+def after_publish(conn: PgConn, layer: Layer, settings: AddressSettings) -> None:
     """Work that follows a change of a layer's data: re-link point features to the digital
     addresses they stand at (the links of a layer are rebuilt whole)."""
     if layer.geometry_type in ("Point", "MultiPoint"):
-        link_layer(conn, layer)
+        link_layer(conn, layer, settings)
         conn.commit()
 
 
-def versions(settings: Settings, layer: Layer, principal: Principal) -> list[dict[str, Any]]:
+def versions(
+    settings: PublishingSettings, layer: Layer, principal: Principal
+) -> list[dict[str, Any]]:
     """The layer's versions (anyone who may read the layer may see its history)."""
     with connection(settings.database) as conn:
         rows = list_versions(conn, layer)
@@ -109,16 +121,18 @@ def versions(settings: Settings, layer: Layer, principal: Principal) -> list[dic
     return rows
 
 
-def restore(settings: Settings, layer: Layer, version: int, principal: Principal) -> PublishReport:
+def restore(
+    settings: PublishingSettings, layer: Layer, version: int, principal: Principal
+) -> PublishReport:
     """Restore a kept version."""
     check_can_write(principal, layer)
     with connection(settings.database) as conn:
         report = restore_version(conn, layer, version, principal)
-        after_publish(conn, layer)
+        after_publish(conn, layer, settings.addresses)
     return report
 
 
-def create(settings: Settings, document: dict[str, Any], principal: Principal) -> str:
+def create(settings: PublishingSettings, document: dict[str, Any], principal: Principal) -> str:
     """Create a layer from a manifest document; returns its id."""
     from layers.manifest import LayerManifest
 
@@ -142,7 +156,7 @@ def create(settings: Settings, document: dict[str, Any], principal: Principal) -
     return manifest.id
 
 
-def delete(settings: Settings, layer: Layer, principal: Principal) -> None:
+def delete(settings: PublishingSettings, layer: Layer, principal: Principal) -> None:
     """Soft-delete a layer."""
     check_can_write(principal, layer)
     with connection(settings.database) as conn:
@@ -151,7 +165,7 @@ def delete(settings: Settings, layer: Layer, principal: Principal) -> None:
         _audit(conn, principal, "layer.delete", layer.id)
 
 
-def _audit(conn, principal: Principal, action: str, layer_id: str) -> None:
+def _audit(conn: PgConn, principal: Principal, action: str, layer_id: str) -> None:
     with conn.cursor() as cur:
         write_audit(cur, principal, action, layer_id, None, {})
     conn.commit()

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ioc.catalog.access import ACCESS_LEVELS
+from ioc.db.connection import PgConn
 from ioc.db.identifiers import qualified, quote_ident
 from ioc.db.tables import DATA_SCHEMA, create_table_sql
 from ioc.errors import Conflict, InvalidParameter, LayerNotFound
@@ -58,7 +59,7 @@ def _upsert(cur, manifest: LayerManifest, origin: str) -> None:
 
 
 def sync_manifests(
-    conn, manifests: Iterable[LayerManifest], progress: Callable[[str], None] | None = None
+    conn: PgConn, manifests: Iterable[LayerManifest], progress: Callable[[str], None] | None = None
 ) -> int:
     """Create missing layer tables and upsert registry rows; one transaction. Returns the count.
 
@@ -77,7 +78,7 @@ def sync_manifests(
     return count
 
 
-def create_layer(conn, manifest: LayerManifest) -> None:
+def create_layer(conn: PgConn, manifest: LayerManifest) -> None:
     """Create a new published layer (table + registry row); Conflict when the id is taken.
 
     One sentence for every reason an id is taken (a layer the caller sees, one hidden from
@@ -87,7 +88,9 @@ def create_layer(conn, manifest: LayerManifest) -> None:
             "SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = %s) OR to_regclass(%s) IS NOT NULL",
             (manifest.id, f"{quote_ident(DATA_SCHEMA)}.{quote_ident(manifest.id)}"),
         )
-        if cur.fetchone()[0]:
+        taken = cur.fetchone()
+        assert taken is not None  # SELECT EXISTS answers exactly one row
+        if taken[0]:
             raise Conflict(
                 f"The id '{manifest.id}' is not available; choose another.", parameter="id"
             )
@@ -95,7 +98,7 @@ def create_layer(conn, manifest: LayerManifest) -> None:
     conn.commit()
 
 
-def soft_delete(conn, layer_id: str) -> None:
+def soft_delete(conn: PgConn, layer_id: str) -> None:
     """Hide a layer from the catalog; its table and versions are kept for restore by an admin."""
     with conn.cursor() as cur:
         cur.execute(
@@ -147,7 +150,11 @@ def update_stats(
 
 
 def refresh_stats(
-    conn, layer_id: str, *, bump_version: bool = True, metadata: dict[str, Any] | None = None
+    conn: PgConn,
+    layer_id: str,
+    *,
+    bump_version: bool = True,
+    metadata: dict[str, Any] | None = None,
 ) -> int:
     """Recount a layer, recompute its extent, stamp last_update (and bump its version); commit."""
     with conn.cursor() as cur:
@@ -190,7 +197,7 @@ _TYPE_MAP = {
 
 
 def add_table(
-    conn,
+    conn: PgConn,
     schema: str,
     table: str,
     *,

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ioc.addresses.index import build_address_index
+from ioc.addresses.registry import AddressSettings
+from ioc.db.connection import PgConn
 from layers import registry
 from layers.manifest import load_catalog
 
@@ -29,8 +31,9 @@ def _empty_layers(conn, layer_ids: list[str]) -> list[str]:
 
 
 def seed_database(
-    conn,
+    conn: PgConn,
     *,
+    addresses: AddressSettings,
     scale: str = "demo",
     data_dir: Path | None = None,
     only_if_empty: bool = False,
@@ -67,7 +70,8 @@ def seed_database(
             progress.advance(overall)
             if manifest.id in tasks:
                 progress.remove_task(tasks.pop(manifest.id))
-    build_address_index(conn)  # the address registry, search names and feature links
+    # The address registry, search names and feature links.
+    build_address_index(conn, settings=addresses)
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO ioc.meta (key, value) VALUES (%s, %s) ON CONFLICT (key)"

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ioc.catalog import keys
-from ioc.config import Settings
+from ioc.config import Settings, get_settings
 from ioc.db.connection import create_migrated, sibling_settings
 from ioc.settings import PROJECT_ROOT, DatabaseSettings, DataSettings
 from tests.polling import wait_until
@@ -28,7 +28,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _test_database_settings() -> DatabaseSettings:
-    return sibling_settings(TEST_DB)
+    return sibling_settings(TEST_DB, get_settings().database)
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +42,16 @@ def db_settings(data_dir: Path | None) -> DatabaseSettings:
     """The migrated, seeded test database (seeded once, kept between runs)."""
     from layers.seeding import seed_database
 
-    settings = create_migrated(TEST_DB)
+    settings = create_migrated(TEST_DB, get_settings().database)
     conn = psycopg2.connect(settings.dsn())
     try:
-        seed_database(conn, scale="demo", data_dir=data_dir, only_if_empty=True)
+        seed_database(
+            conn,
+            addresses=get_settings().addresses,
+            scale="demo",
+            data_dir=data_dir,
+            only_if_empty=True,
+        )
     finally:
         conn.close()
     return settings

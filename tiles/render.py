@@ -17,6 +17,7 @@ from isal import igzip
 
 from ioc.catalog.access import ANONYMOUS, Principal
 from ioc.catalog.layers import Catalog, Layer
+from ioc.db.connection import Pool
 from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
 from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key
 from tiles.settings import TileSettings
@@ -106,7 +107,7 @@ class TileService:
             )
             task.add_done_callback(lambda t: t.exception())  # pruning is best effort
 
-    async def get_tile(self, pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
+    async def get_tile(self, pool: Pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
         """The tile of these layers (already access-checked), from cache or rendered."""
         check_tile(z, x, y)
         plans = self.plan(layers, z)
@@ -124,7 +125,7 @@ class TileService:
         cached = await self._render_once(pool, await self.with_id_types(pool, plans), mkey)
         return Tile(cached.data, etag, cached.truncated, "database")
 
-    async def with_id_types(self, pool, plans: Sequence[Plan]) -> list[Plan]:
+    async def with_id_types(self, pool: Pool, plans: Sequence[Plan]) -> list[Plan]:
         """Plans with ``integer_id`` set from the id column's type (looked up once per layer
         version: the catalog does not record it, and ST_AsMVT fails on a text feature id)."""
         result = []
@@ -137,7 +138,7 @@ class TileService:
         return result
 
     async def _render_once(
-        self, pool, plans: Sequence[Plan], mkey: tuple[str, int, int, int]
+        self, pool: Pool, plans: Sequence[Plan], mkey: tuple[str, int, int, int]
     ) -> CachedTile:
         """Render, with concurrent requests for the same tile sharing one query."""
         pending = self._inflight.get(mkey)
@@ -172,7 +173,7 @@ class TileService:
         elif task.result():
             log.info("tile disk cache swept", extra={"freed_mb": task.result() >> 20})
 
-    async def render(self, pool, plans: Sequence[Plan], z: int, x: int, y: int) -> CachedTile:
+    async def render(self, pool: Pool, plans: Sequence[Plan], z: int, x: int, y: int) -> CachedTile:
         """One round trip: the composite MVT and the truncation flags; gzip it."""
         try:
             row = await pool.fetchrow(self.sql.get(plans), z, x, y)

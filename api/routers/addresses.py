@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep
+from api.openapi import Responses
 from api.urls import base_url
-from ioc.addresses import geocode, lookup
-from ioc.addresses import registry as addresses
+from ioc.addresses import geocode, lookup, registry
 from ioc.addresses.whats_here import what_is_here
 from ioc.errors import InvalidParameter
 from ioc.media import CSV_UTF8, GEOJSON
@@ -43,7 +43,7 @@ async def read_upload(request: Request, file: UploadFile | None, limit: int) -> 
 
 
 # The address answers are GeoJSON: documented so, not as FastAPI's default application/json.
-GEOJSON_ANSWER = {200: {"content": {GEOJSON: {}}}}
+GEOJSON_ANSWER: Responses = {200: {"content": {GEOJSON: {}}}}
 
 
 def geojson(doc: dict[str, Any]) -> JSONResponse:
@@ -67,9 +67,9 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ):
     """Addresses ranked by how much of the text they explain (``score``), typo-tolerant."""
-    addresses.require_registry(catalog, principal, settings)
-    point = addresses.parse_point(near, "near") if near else None
-    box = addresses.parse_bbox(bbox) if bbox else None
+    registry.require_registry(catalog, principal, settings)
+    point = registry.parse_point(near, "near") if near else None
+    box = registry.parse_bbox(bbox) if bbox else None
     async with pool.acquire() as conn:
         hits = await geocode.search_addresses(conn, q, near=point, bbox=box, limit=limit)
     base = base_url(request)
@@ -100,13 +100,13 @@ async def reverse(
 ):
     """The nearest valid address (distance in metres on the spheroid) and the ward polygon
     (`ward_at_position`: null when there is no ward layer the caller may read)."""
-    addresses.require_registry(catalog, principal, settings)
+    registry.require_registry(catalog, principal, settings)
     async with pool.acquire() as conn:
         row, ward = await lookup.reverse_geocode(
             conn, catalog, principal, lon, lat, radius or settings.reverse_radius_m
         )
     return geojson(
-        addresses.address_feature(
+        registry.address_feature(
             row, base_url(request), distance_m=round(row["distance_m"], 1), ward_at_position=ward
         )
     )
@@ -124,7 +124,7 @@ async def batch_geocode(
 ):
     """Upload a CSV (multipart ``file`` or a ``text/csv`` body) with an ``address`` column and
     an optional ``id``; get code, lon, lat, ward and a match score per row."""
-    addresses.require_registry(catalog, principal, settings)
+    registry.require_registry(catalog, principal, settings)
     limit = geocode.max_upload_bytes(settings.geocode_max_rows)
     data = await read_upload(request, file, limit)
     rows = geocode.read_geocode_csv(data, settings.geocode_max_rows)
@@ -150,11 +150,11 @@ async def get_address(
 ):
     """Point, full Vietnamese address, wards before and since 2025, links; 400 for a malformed
     code, 404 for an unknown one."""
-    addresses.require_registry(catalog, principal, settings)
-    code = addresses.validate_code(code, settings.code_pattern)
+    registry.require_registry(catalog, principal, settings)
+    code = registry.validate_code(code, settings.code_pattern)
     async with pool.acquire() as conn:
         row = await lookup.get_address(conn, code)
-    return geojson(addresses.address_feature(row, base_url(request)))
+    return geojson(registry.address_feature(row, base_url(request)))
 
 
 @router.get(
@@ -169,8 +169,8 @@ async def address_features(
     settings: AddressSettingsDep,
 ):
     """Features of point layers linked to the address, from the layers the caller may read."""
-    addresses.require_registry(catalog, principal, settings)
-    code = addresses.validate_code(code, settings.code_pattern)
+    registry.require_registry(catalog, principal, settings)
+    code = registry.validate_code(code, settings.code_pattern)
     async with pool.acquire() as conn:
         await lookup.get_address(conn, code)
         features = await lookup.linked_features(conn, catalog, principal, code, base_url(request))
@@ -197,7 +197,7 @@ async def whats_here(
 ):
     """One answer about a position or an address, from the layers the caller may read only."""
     code = (
-        addresses.validate_code(address, settings.code_pattern, "address")
+        registry.validate_code(address, settings.code_pattern, "address")
         if address is not None
         else None
     )

@@ -19,15 +19,14 @@ from fastapi.responses import JSONResponse
 from api.deps import AddressSettingsDep, CatalogDep, LayerDep, PrincipalDep
 from api.html import negotiate, render
 from api.limits import TimedStreamingResponse, deadline_in, within
+from api.openapi import Responses
 from api.urls import base_url, public_request_url
 from ioc import media
 from ioc.addresses.registry import require_registry, validate_code
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Layer
 from ioc.errors import InvalidParameter
-from ioc.features import cql2
-from ioc.features import documents as ogcapi
-from ioc.features import items as features
+from ioc.features import cql2, documents, items
 from ioc.features.crs import CRS84, parse_bbox, parse_crs
 from ioc.features.items import ItemsQuery, Page
 
@@ -43,10 +42,10 @@ _ACCEPT = ((media.HTML, "html"), (media.GEOJSON_SEQ, "geojsonseq"), (media.CSV, 
 NUMBER_MATCHED = (
     "`numberMatched` is exact when present: the registry's count (as of the last publish) when "
     "the request has no bbox/datetime/filter and the layer is not realtime; otherwise a count "
-    f"when the layer has at most {features.EXACT_COUNT_MAX:,} features, and omitted on larger "
+    f"when the layer has at most {items.EXACT_COUNT_MAX:,} features, and omitted on larger "
     "layers (never an estimate). `next`/`prev` links page with `offset`."
 )
-ITEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+ITEM_RESPONSES: Responses = {
     200: {"content": {media.GEOJSON: {}, media.HTML: {}, media.CSV: {}, media.GEOJSON_SEQ: {}}}
 }
 
@@ -115,8 +114,8 @@ ITEMS_PARAMETERS = frozenset(
 
 
 LIMIT_DOC = (
-    f"Features per page, default {features.DEFAULT_LIMIT}, at most {features.MAX_LIMIT:,}: a "
-    f"larger value is capped to {features.MAX_LIMIT:,} (not refused; ogcapi-features#640) and "
+    f"Features per page, default {items.DEFAULT_LIMIT}, at most {items.MAX_LIMIT:,}: a "
+    f"larger value is capped to {items.MAX_LIMIT:,} (not refused; ogcapi-features#640) and "
     "the `next` link goes on from there. csv/geojsonseq without `limit`: the whole collection. "
     "Anonymous callers get at most IOC_FEATURES_ANONYMOUS_MAX_FEATURES (10,000 by default) per "
     'answer; an export cut there carries `Link: <…>; rel="next"`.'
@@ -178,13 +177,13 @@ async def items_query(
     box_crs = parse_crs(bbox_crs, parameter="bbox-crs", storage_srid=storage)
     return ItemsQuery(
         bboxes=tuple(parse_bbox(bbox, box_crs)) if bbox is not None else (),
-        interval=features.parse_datetime(datetime_) if datetime_ is not None else None,
+        interval=items.parse_datetime(datetime_) if datetime_ is not None else None,
         filter=cql2.parse_filter(filter_, filter_lang) if filter_ is not None else None,
         filter_crs=parse_crs(filter_crs, parameter="filter-crs", storage_srid=storage),
-        limit=min(limit, features.MAX_LIMIT) if limit is not None else None,
+        limit=min(limit, items.MAX_LIMIT) if limit is not None else None,
         offset=offset,
-        sortby=features.parse_sortby(sortby, layer) if sortby else (),
-        properties=features.parse_properties(properties, layer) if properties is not None else None,
+        sortby=items.parse_sortby(sortby, layer) if sortby else (),
+        properties=items.parse_properties(properties, layer) if properties is not None else None,
         crs=parse_crs(crs, parameter="crs", storage_srid=storage),
         address=validate_code(address, address_settings.code_pattern, "address")
         if address is not None
@@ -200,7 +199,7 @@ FeatureIdPath = Annotated[str, Path(alias="featureId", description="Feature id")
 @router.get("/conformance", summary="Conformance classes (only those that pass)")
 async def conformance(request: Request, principal: PrincipalDep, f: str | None = None):
     """OGC API – Features Parts 1–3 and the CQL2 classes this server implements."""
-    doc = {"conformsTo": list(ogcapi.CONFORMANCE)}
+    doc = {"conformsTo": list(documents.CONFORMANCE)}
     return answer(request, f, doc, cache_headers(principal), "conformance.html")
 
 
@@ -209,7 +208,7 @@ async def list_collections(
     request: Request, principal: PrincipalDep, catalog: CatalogDep, f: str | None = None
 ):
     """Every layer visible to the caller (internal/restricted ones only with a key)."""
-    doc = ogcapi.collections_doc(catalog.visible(principal), base_url(request))
+    doc = documents.collections_doc(catalog.visible(principal), base_url(request))
     return answer(
         request, f, doc, cache_headers(principal), "collections.html", {"principal": principal}
     )
@@ -220,14 +219,14 @@ async def get_collection(
     request: Request, layer: LayerDep, principal: PrincipalDep, f: str | None = None
 ):
     """Extent, CRSs (Part 2: `crs`, `storageCrs`) and links of a layer; 404 if hidden."""
-    doc = ogcapi.collection_doc(layer, base_url(request))
+    doc = documents.collection_doc(layer, base_url(request))
     return answer(
         request,
         f,
         doc,
         cache_headers(principal, layer),
         "collection.html",
-        {"layer": layer, "queryables": ogcapi.queryables_doc(layer, base_url(request))},
+        {"layer": layer, "queryables": documents.queryables_doc(layer, base_url(request))},
     )
 
 
@@ -240,7 +239,7 @@ async def get_queryables(
     request: Request, layer: LayerDep, principal: PrincipalDep, f: str | None = None
 ):
     """JSON Schema of the properties usable in `filter`, `sortby` and `properties`."""
-    doc = ogcapi.queryables_doc(layer, base_url(request))
+    doc = documents.queryables_doc(layer, base_url(request))
     return answer(
         request,
         f,
@@ -256,26 +255,26 @@ def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> lis
     """self/alternate/collection links, and next/prev by offset."""
     url = public_request_url(request).remove_query_params("f")
     links = [
-        ogcapi.link(
+        documents.link(
             str(url.include_query_params(f="json")), "self", media.GEOJSON, "Trang này / This page"
         ),
-        ogcapi.link(
+        documents.link(
             str(url.include_query_params(f="html")),
             "alternate",
             media.HTML,
             "Trang HTML / HTML page",
         ),
-        ogcapi.link(
+        documents.link(
             f"{base_url(request)}/collections/{layer.id}",
             "collection",
             media.JSON,
             "Lớp / Collection",
         ),
     ]
-    limit = q.limit or features.DEFAULT_LIMIT
+    limit = q.limit or items.DEFAULT_LIMIT
     if page.has_next:
         links.append(
-            ogcapi.link(
+            documents.link(
                 str(url.include_query_params(offset=q.offset + limit, limit=limit, f="json")),
                 "next",
                 media.GEOJSON,
@@ -284,7 +283,7 @@ def page_links(request: Request, layer: Layer, q: ItemsQuery, page: Page) -> lis
         )
     if q.offset > 0:
         links.append(
-            ogcapi.link(
+            documents.link(
                 str(
                     url.include_query_params(offset=max(0, q.offset - limit), limit=limit, f="json")
                 ),
@@ -326,7 +325,7 @@ def export_headers(request: Request, q: ItemsQuery, page: Page, fmt: str) -> dic
     (RFC 8288, as Part 1 recommends links in headers) unless the count shows nothing is left,
     and ``OGC-NumberMatched`` when the count is known."""
     headers = {}
-    limit = q.limit or features.DEFAULT_LIMIT
+    limit = q.limit or items.DEFAULT_LIMIT
     if page.matched is not None:
         headers["OGC-NumberMatched"] = str(page.matched)
     if page.matched is None or page.matched > q.offset + limit:
@@ -352,18 +351,18 @@ async def get_items(
     """A page of features, streamed from PostgreSQL; 304 when If-None-Match matches."""
     fmt = item_format(request, f)
     if q.limit is None and fmt in ("json", "html"):
-        q = replace(q, limit=features.DEFAULT_LIMIT)
+        q = replace(q, limit=items.DEFAULT_LIMIT)
     bounds = request.app.state.settings.features
-    q, cut = features.capped(q, None if principal.authenticated else bounds.anonymous_max_features)
+    q, cut = items.capped(q, None if principal.authenticated else bounds.anonymous_max_features)
     representation = f"{fmt};limit={q.limit}" if cut else fmt  # a bounded answer is another one
-    tag = features.etag(layer, representation, request.query_params.multi_items())
+    tag = items.etag(layer, representation, request.query_params.multi_items())
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{q.crs.uri}>"}
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)
     domain_fmt = {"json": "geojson", "html": "geojson"}.get(fmt, fmt)
     deadline, seconds = deadline_in(bounds.export_max_seconds), bounds.export_max_seconds
     async with within(deadline, seconds):  # the first rows (and the whole of an HTML page)
-        page, chunks = await features.stream_items(request.app.state.pool, layer, q, domain_fmt)
+        page, chunks = await items.stream_items(request.app.state.pool, layer, q, domain_fmt)
         found = await collect(chunks) if fmt == "html" else None
     if fmt == "html":
         context = {
@@ -404,22 +403,20 @@ async def get_item(
     """A feature by id (404 when unknown), in CRS84 or the `crs` asked for."""
     fmt = negotiate(request, f, ("json", "html"))
     out_crs = parse_crs(crs, parameter="crs", storage_srid=layer.srid, default=CRS84)
-    tag = features.etag(
-        layer, fmt, [("featureId", feature_id), *request.query_params.multi_items()]
-    )
+    tag = items.etag(layer, fmt, [("featureId", feature_id), *request.query_params.multi_items()])
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{out_crs.uri}>"}
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)
-    body = await features.get_feature(request.app.state.pool, layer, feature_id, out_crs)
+    body = await items.get_feature(request.app.state.pool, layer, feature_id, out_crs)
     href = f"{base_url(request)}/collections/{layer.id}"
     links = [
-        ogcapi.link(
+        documents.link(
             f"{href}/items/{quote(feature_id, safe='')}",
             "self",
             media.GEOJSON,
             "Đối tượng này / This feature",
         ),
-        ogcapi.link(href, "collection", media.JSON, "Lớp / Collection"),
+        documents.link(href, "collection", media.JSON, "Lớp / Collection"),
     ]
     if fmt == "html":
         response = render(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Cookie, Depends, Form, Header, Query, Request
@@ -28,9 +28,7 @@ EmbedQuery = Annotated[bool, Query(description="1 = chrome-less page for an ifra
 RefreshQuery = Annotated[
     int | None, Query(ge=5, le=86_400, description="Period of live layers, seconds")
 ]
-LangQuery = Annotated[
-    Literal["vi", "en"] | None, Query(description="Language (default: the view's)")
-]
+LangQuery = Annotated[maps.Lang | None, Query(description="Language (default: the view's)")]
 
 
 async def get_maps_settings(state: StateDep) -> maps.MapsSettings:
@@ -188,7 +186,7 @@ async def open_session(
     secret = api_key_of(authorization) if authorization else (key or "").strip()
     pool = request.app.state.pool
     principal = await resolve_key(pool, secret) if secret else None
-    if principal is None:
+    if principal is None or principal.key_id is None:
         if from_form:
             return _login_page(request, next or "", 401, "invalid")
         raise NotAuthenticated("The API key is unknown or revoked.")
@@ -235,7 +233,7 @@ async def _page(
     plan: maps.ViewPlan,
     settings: maps.MapsSettings,
     *,
-    lang: str | None,
+    lang: maps.Lang | None,
     embed: bool,
     base: str,
     page_path: str,
@@ -247,7 +245,7 @@ async def _page(
         render_page,
         plan,
         lang=lang,
-        embed=embed,  # type: ignore[arg-type]
+        embed=embed,
         base_url=base,
         page_path=page_path,
         refresh=refresh,

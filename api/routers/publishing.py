@@ -13,7 +13,10 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from api.deps import LayerDep, PrincipalDep, SettingsDep
-from ioc.catalog.layers import get_layer_doc
+from api.openapi import Responses
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import Layer, get_layer_doc
+from ioc.config import Settings
 from ioc.errors import UploadTooLarge
 from layers import publishing
 
@@ -48,7 +51,14 @@ async def _receive(request: Request, max_bytes: int) -> Path:
     return Path(handle.name)
 
 
-async def _upload(request: Request, layer, principal, settings, mode: str, **options: Any):
+async def _upload(
+    request: Request,
+    layer: Layer,
+    principal: Principal,
+    settings: Settings,
+    mode: Literal["replace", "append"],
+    **options: Any,
+) -> dict[str, Any]:
     publishing.check_can_write(principal, layer)
     path = await _receive(request, settings.publish.upload_max_bytes)
     try:
@@ -89,7 +99,10 @@ class UploadParams:
 
 
 UploadDep = Annotated[UploadParams, Depends()]
-RESPONSES = {413: {"description": "Too large"}, 422: {"description": "Rejected, with report"}}
+RESPONSES: Responses = {
+    413: {"description": "Too large"},
+    422: {"description": "Rejected, with report"},
+}
 
 
 @router.put(

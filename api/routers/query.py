@@ -14,29 +14,28 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from api.deps import CatalogDep, PrincipalDep, StateDep
 from api.limits import TimedStreamingResponse, deadline_in
+from api.openapi import Responses
 from api.state import AppState
 from api.urls import base_url
 from ioc import media
-from ioc.query import jobs, saved_refresh
-from ioc.query import runner as query
-from ioc.query import saved as derived
+from ioc.query import jobs, runner, saved, saved_refresh
 from ioc.query.model import QUERY_EXAMPLES, QueryDoc, QuerySettings
 
 router = APIRouter(prefix="/query", tags=["queries"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: Responses = {
     400: {"description": "Malformed query: the body names the offending field"},
     401: {"description": "An API key is needed (or it is unknown)"},
     404: {"description": "A layer that does not exist, or that the caller may not read"},
     503: {"description": "The query ran past the statement timeout of the caller's role"},
 }
-ANSWERS = {
+ANSWERS: Responses = {
     200: {
         "description": "GeoJSON features (or group rows), CSV or GeoPackage",
         "content": {
-            query.MEDIA_TYPES["geojson"]: {},
+            runner.MEDIA_TYPES["geojson"]: {},
             media.CSV: {},
-            query.MEDIA_TYPES["gpkg"]: {},
+            runner.MEDIA_TYPES["gpkg"]: {},
         },
     }
 }
@@ -84,7 +83,7 @@ async def post_query(
     a GeoPackage file."""
     seconds = request.app.state.settings.features.export_max_seconds
     deadline = deadline_in(seconds)  # the statement timeout bounds the query, this the answer
-    answer = await query.run_query(request.app.state.pool, catalog, principal, doc, settings)
+    answer = await runner.run_query(request.app.state.pool, catalog, principal, doc, settings)
     headers = {"Cache-Control": "private, no-store"}
     if doc.format != "geojson":
         headers["Content-Disposition"] = f'attachment; filename="{answer.filename}"'
@@ -105,7 +104,7 @@ def _job_links(request: Request, job: dict[str, Any]) -> dict[str, Any]:
             {
                 "href": f"{href}/result",
                 "rel": "enclosure",
-                "type": query.MEDIA_TYPES[job["format"]],
+                "type": runner.MEDIA_TYPES[job["format"]],
                 "title": "Kết quả / Result",
             }
         )
@@ -132,9 +131,9 @@ async def submit_job(
     """Checked at once (400/404), then run by the server with the job limits; the job is
     visible to the submitting API key only."""
     job = await jobs.submit(request.app.state.pool, catalog, principal, doc, settings)
-    runner = getattr(request.app.state, "query_runner", None)
-    if runner is not None:
-        runner.wake()
+    job_runner = getattr(request.app.state, "query_runner", None)
+    if job_runner is not None:
+        job_runner.wake()
     job = _job_links(request, job)
     return JSONResponse(job, status_code=202, headers={"Location": job["links"][0]["href"]})
 
@@ -222,13 +221,13 @@ async def save_query(
     principal: PrincipalDep,
     catalog: CatalogDep,
     settings: QuerySettingsDep,
-    body: derived.SaveRequest,
+    body: saved.SaveRequest,
 ) -> JSONResponse:
     """Materialised as `data."<id>"`, registered with origin `derived`: it then has features,
     tiles and a place in the catalog. `every` refreshes it on a schedule (the server's job
     runner); `POST /query/saved/{id}/refresh` on demand."""
     pool = request.app.state.pool
-    result = await derived.save(pool, catalog, principal, body, settings)
+    result = await saved.save(pool, catalog, principal, body, settings)
     await reload_catalog(request, {result["id"]})
     item = _saved_links(
         request,
@@ -297,14 +296,14 @@ async def start_runner(app: FastAPI) -> None:
     state = app.state
     settings = state.settings.query
     # Layers refreshed on schedule reach the catalog through its watcher (version changes).
-    runner = jobs.JobRunner(state.pool, settings, get_catalog=lambda: state.catalog)
-    runner.start()
-    state.query_runner = runner
+    job_runner = jobs.JobRunner(state.pool, settings, get_catalog=lambda: state.catalog)
+    job_runner.start()
+    state.query_runner = job_runner
 
 
 async def stop_runner(app: FastAPI) -> None:
     """Stop the runner (before the pool closes); running jobs go back to the queue."""
-    runner = app.state.query_runner if isinstance(app.state, AppState) else None
-    if runner is not None:
-        await runner.stop()
+    job_runner = app.state.query_runner if isinstance(app.state, AppState) else None
+    if job_runner is not None:
+        await job_runner.stop()
         app.state.query_runner = None

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from api.deps import CatalogDep, PrincipalDep
+from api.openapi import Responses
 from api.tile_answer import tile_answer
 from api.urls import base_url
 from ioc.catalog.access import Principal
@@ -28,14 +29,14 @@ from tiles.style import maplibre_style
 router = APIRouter(tags=["tiles"])
 TMS = "WebMercatorQuad"
 Ids = Annotated[str, Path(description="Layer id, or several separated by commas")]
-TILE_RESPONSES = {
+TILE_RESPONSES: Responses = {
     200: {"content": {MVT: {}}, "description": "Mapbox Vector Tile"},
     204: {"description": "Empty tile (no feature, or outside the zoom range)"},
     304: {"description": "Not modified (ETag)"},
 }
 
 
-def _json_answer(schema: dict[str, Any]) -> dict:
+def _json_answer(schema: dict[str, Any]) -> Responses:
     return {200: {"content": {JSON: {"schema": schema}}}}
 
 

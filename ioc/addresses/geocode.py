@@ -176,7 +176,7 @@ def read_geocode_csv(data: bytes, max_rows: int) -> list[tuple[str, str]]:
             "Tệp CSV cần cột 'address' / the CSV needs an 'address' column.", parameter="file"
         )
     id_column = header.index("id") if "id" in header else None
-    rows = []
+    rows: list[tuple[str, str]] = []
     for n, record in enumerate(reader, start=1):
         if not any(cell.strip() for cell in record):
             continue
@@ -228,9 +228,9 @@ async def geocode_rows(
         for r in fetched:
             per_row[owner[r["tag"]]].append(r)
         for k, (ident, text) in enumerate(part):
-            q = queries[k]
+            parsed = queries[k]
             mine = [p for p in probes if owner[p.tag] == k]
-            hits = _hits(q, mine, per_row[k], None) if q is not None else []
+            hits = _hits(parsed, mine, per_row[k], None) if parsed is not None else []
             out.append(_geocode_record(ident, text, hits[0] if hits else None))
     return out
 

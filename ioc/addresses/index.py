@@ -23,6 +23,7 @@ from ioc.addresses.registry import (
     _layer,
 )
 from ioc.catalog.layers import Catalog, Layer, load_catalog_sync
+from ioc.db.connection import PgConn
 from ioc.db.identifiers import quote_ident
 
 # Registry field -> accepted attribute names in the address layer, first found wins.
@@ -320,14 +321,13 @@ WHERE n.d <= %(dist)s
 
 
 def link_layer(
-    conn, layer: Layer, settings: AddressSettings | None = None, fids: Iterable[int] | None = None
+    conn: PgConn, layer: Layer, settings: AddressSettings, fids: Iterable[int] | None = None
 ) -> int:
     """Link the features of a point layer to their nearest valid address within the link
     distance; all of them, or only ``fids`` (features just changed). Returns the links made.
 
     Runs in the caller's transaction (publishing commits once): the caller commits.
     """
-    settings = settings or AddressSettings()
     geom = quote_ident(layer.geometry_column)
     point = f"ST_PointOnSurface({geom})"
     point = point if layer.srid == 4326 else f"ST_Transform({point}, 4326)"
@@ -364,9 +364,9 @@ def unlink_layer(conn, layer_id: str) -> int:
 
 
 def link_layers(
-    conn,
+    conn: PgConn,
     layers: Iterable[Layer],
-    settings: AddressSettings | None = None,
+    settings: AddressSettings,
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, int]:
     """Link several layers, committing after each (interrupting keeps the finished ones)."""
@@ -395,16 +395,15 @@ class IndexReport:
 
 
 def build_address_index(
-    conn,
+    conn: PgConn,
     catalog: Catalog | None = None,
-    settings: AddressSettings | None = None,
     *,
+    settings: AddressSettings,
     link: bool = True,
     progress: Callable[[str, int], None] | None = None,
 ) -> IndexReport:
     """After seeding: load the address layer into the registry, rebuild the search vocabulary,
     record a new registry version and (``link``) link every point layer to its addresses."""
-    settings = settings or AddressSettings()
     catalog = catalog if catalog is not None else load_catalog_sync(conn)
     synced = sync_from_layer(conn, catalog, settings)
     return finish_registry_change(conn, catalog, settings, synced, link=link, progress=progress)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ioc.catalog.access import KEY_ROLES, Principal
+from ioc.db.connection import PgConn, Pool
 from ioc.errors import InvalidParameter
 
 KEY_PREFIX = "ioc_"
@@ -37,7 +38,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(conn, role: str, department: str | None = None, label: str = "") -> str:
+def create_key(conn: PgConn, role: str, department: str | None = None, label: str = "") -> str:
     """Store a new key for ``role`` and return it (the only time it is visible)."""
     if role not in KEY_ROLES:
         raise InvalidParameter(f"Unknown role '{role}': use one of {', '.join(KEY_ROLES)}.")
@@ -58,7 +59,7 @@ def create_key(conn, role: str, department: str | None = None, label: str = "") 
     return key
 
 
-def list_keys(conn) -> list[ApiKey]:
+def list_keys(conn: PgConn) -> list[ApiKey]:
     """Every key, newest first."""
     with conn.cursor() as cur:
         cur.execute(
@@ -70,7 +71,7 @@ def list_keys(conn) -> list[ApiKey]:
     return [ApiKey(*row) for row in rows]
 
 
-def revoke_key(conn, key_id: int) -> bool:
+def revoke_key(conn: PgConn, key_id: int) -> bool:
     """Revoke a key; False when there is no such active key."""
     with conn.cursor() as cur:
         cur.execute(
@@ -92,7 +93,7 @@ def principal_of(row) -> Principal:
     return Principal(role=row["role"], department=row["department"], key_id=row["id"])
 
 
-async def resolve_key(pool, key: str) -> Principal | None:
+async def resolve_key(pool: Pool, key: str) -> Principal | None:
     """The principal of an active key, or None (asyncpg pool)."""
     row = await pool.fetchrow(RESOLVE_SQL, hash_key(key))
     return None if row is None else principal_of(row)
@@ -120,7 +121,7 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def resolve(self, pool, secret: str) -> Principal | None:
+    async def resolve(self, pool: Pool, secret: str) -> Principal | None:
         """Like ``lookup`` (:func:`resolve_key` by default), cached for known secrets."""
         now = time.monotonic()
         hit = self._entries.get(secret)

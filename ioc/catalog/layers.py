@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ioc.catalog.access import Principal, can_read
+from ioc.db.connection import PgConn, Pool
 from ioc.db.identifiers import qualified
 from ioc.errors import LayerNotFound
 
@@ -181,13 +182,13 @@ class Catalog:
         return sorted({layer.domain for layer in self._layers.values()})
 
 
-async def load_catalog(pool) -> Catalog:
+async def load_catalog(pool: Pool) -> Catalog:
     """Read the registry (asyncpg pool): one query, no table scan."""
     rows = await pool.fetch(LOAD_SQL)
     return Catalog(layer_from_row(row) for row in rows)
 
 
-def load_catalog_sync(conn) -> Catalog:
+def load_catalog_sync(conn: PgConn) -> Catalog:
     """Read the registry with a psycopg2 connection (commands)."""
     from psycopg2.extras import RealDictCursor
 
@@ -265,7 +266,7 @@ class CatalogWatcher:
         """Count the catalog as fresh now (the caller has just reloaded it)."""
         self._checked = time.monotonic()
 
-    async def refresh(self, pool, catalog: Catalog) -> tuple[Catalog, set[str]] | None:
+    async def refresh(self, pool: Pool, catalog: Catalog) -> tuple[Catalog, set[str]] | None:
         """A reloaded catalog and the ids that changed, or None when nothing changed or the
         last check is recent. Concurrent callers do not queue up behind a running check."""
         if not self.due() or self._lock.locked():

@@ -12,6 +12,7 @@ import secrets
 
 from ioc.catalog.access import Principal
 from ioc.catalog.keys import hash_key, principal_of
+from ioc.db.connection import Pool
 
 OPEN_SQL = (
     "INSERT INTO ioc.map_sessions (token_hash, key_id, expires_at)"
@@ -28,7 +29,7 @@ RESOLVE_SQL = (
 CLOSE_SQL = "DELETE FROM ioc.map_sessions WHERE token_hash = $1"
 
 
-async def open_session(pool, key_id: int, hours: int) -> str:
+async def open_session(pool: Pool, key_id: int, hours: int) -> str:
     """Store a new session of key ``key_id`` lasting ``hours``; return its token (shown once)."""
     token = secrets.token_urlsafe(32)
     async with pool.acquire() as conn, conn.transaction():
@@ -37,12 +38,12 @@ async def open_session(pool, key_id: int, hours: int) -> str:
     return token
 
 
-async def resolve_session(pool, token: str) -> Principal | None:
+async def resolve_session(pool: Pool, token: str) -> Principal | None:
     """The principal of a live session (not expired, key not revoked), or None."""
     row = await pool.fetchrow(RESOLVE_SQL, hash_key(token))
     return None if row is None else principal_of(row)
 
 
-async def close_session(pool, token: str) -> bool:
+async def close_session(pool: Pool, token: str) -> bool:
     """Delete a session; False when there was none."""
     return await pool.execute(CLOSE_SQL, hash_key(token)) == "DELETE 1"

@@ -14,6 +14,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ioc.addresses.registry import AddressSettings
 from ioc.cli.console import err, friendly, out
 from ioc.config import get_settings
 from ioc.errors import IocError
@@ -33,7 +34,7 @@ def _progress() -> Progress:
     )
 
 
-def _settings():
+def _settings() -> AddressSettings:
     return get_settings().addresses
 
 
@@ -222,7 +223,7 @@ def status_command() -> None:
         sources = cur.fetchall()
         cur.execute("SELECT count(*), count(DISTINCT layer_id) FROM ioc.address_links")
         links = cur.fetchone()
-    if meta is None:
+    if meta is None or links is None:
         out.print("The address registry has not been built: run 'ioc addresses index' or import.")
         return
     out.print(

@@ -39,7 +39,12 @@ def seed(
         raise IocError(f"The data folder {data_dir} does not exist (IOC_DATA_DIR).")
     with connection(settings.database) as conn, progress_bar() as progress:
         result = seed_database(
-            conn, scale=scale, data_dir=data_dir, only_if_empty=if_empty, progress=progress
+            conn,
+            addresses=settings.addresses,
+            scale=scale,
+            data_dir=data_dir,
+            only_if_empty=if_empty,
+            progress=progress,
         )
     if result is None:
         out.print("The database is already seeded; nothing to do.")

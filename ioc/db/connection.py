@@ -83,22 +83,20 @@ async def create_pool(settings: DatabaseSettings) -> Pool:
         raise _unavailable(settings, exc) from exc
 
 
-def sibling_settings(name: str, base: DatabaseSettings | None = None) -> DatabaseSettings:
-    """Settings of another database on the same server (tests, benchmarks)."""
-    base = base or DatabaseSettings()
+def sibling_settings(name: str, base: DatabaseSettings) -> DatabaseSettings:
+    """Settings of another database on the same server as ``base`` (tests, benchmarks)."""
     if base.managed:
         return base.model_copy(update={"db_name": name})
     return base.model_copy(update={"url": base.dsn(name)})
 
 
-def create_migrated(name: str, base: DatabaseSettings | None = None) -> DatabaseSettings:
-    """Create a database on the same server when it is missing, migrate it, and return its
-    settings (the server must be running)."""
+def create_migrated(name: str, base: DatabaseSettings) -> DatabaseSettings:
+    """Create a database on the server of ``base`` when it is missing, migrate it, and return
+    its settings (the server must be running)."""
     from psycopg2 import sql as pgsql
 
     from ioc.db import migrations
 
-    base = base or DatabaseSettings()
     admin = connect(base, "postgres")
     admin.autocommit = True
     try:

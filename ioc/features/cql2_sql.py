@@ -169,8 +169,9 @@ class _Compiler:
 
     def common_type(self, *nodes: Any) -> str:
         """The type of a comparison: that of its properties; their families must agree."""
-        types = [self.type_of(n) for n in nodes]
-        if None in types or "geometry" in types:
+        found = [self.type_of(n) for n in nodes]
+        types = [t for t in found if t is not None]
+        if len(types) < len(found) or "geometry" in types:
             raise self.fail("Only numbers, text, booleans, dates and timestamps can be compared")
         props = [t for n, t in zip(nodes, types, strict=True) if not _literal_type(n)]
         chosen = props[0] if props else types[0]
@@ -178,7 +179,7 @@ class _Compiler:
             is_prop = not _literal_type(node)
             if is_prop and _FAMILY.get(kind) != _FAMILY.get(chosen):
                 raise self.fail(f"Cannot compare {chosen} with {kind}")
-        return chosen  # type: ignore[return-value]
+        return chosen
 
     def comparison(self, node: Any) -> str:
         kind = self.common_type(node.lhs, node.rhs)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from branca.element import JavascriptLink
+from branca.element import Figure, JavascriptLink
 from folium.elements import JSCSSMixin
 from folium.map import Layer as FoliumLayer
 from folium.template import Template
@@ -334,7 +334,7 @@ def build_map(
             }
             for spec, layer in plan.basemap
         ]
-        config = {
+        config: dict[str, Any] = {
             "id": "basemap",
             "kind": "basemap",
             "title": _t("basemap", lang),
@@ -461,6 +461,8 @@ def render_page(
     base = base_url.rstrip("/")
     fmap = build_map(plan, lang=lang, base=base, embed=embed, refresh=refresh)
     figure = fmap.get_root()
+    # folium.Map places itself in a Figure on creation: the root has the html and script parts.
+    assert isinstance(figure, Figure)
     for child in figure._children.values():
         child.render()
     scripts, header = _take_scripts(figure)

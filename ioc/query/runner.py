@@ -27,6 +27,7 @@ import orjson
 from ioc import media
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
+from ioc.db.connection import Pool
 from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter, QueryTimeout
 from ioc.features.items import prepend
@@ -294,7 +295,7 @@ async def _file_chunks(path: Path, size: int = 1 << 16) -> AsyncIterator[bytes]:
 
 
 async def run_query(
-    pool, catalog: Catalog, principal: Principal, doc: QueryDoc, settings: QuerySettings
+    pool: Pool, catalog: Catalog, principal: Principal, doc: QueryDoc, settings: QuerySettings
 ) -> Answer:
     """Run a query for a caller and return its answer, already started: errors (bad values,
     unknown codes, timeouts) surface here, before a byte is sent."""
@@ -307,7 +308,7 @@ async def run_query(
     return Answer(MEDIA_TYPES[doc.format], name, prepend(first, stream), outcome)
 
 
-async def want_membership(pool, plan: Plan, settings: QuerySettings) -> None:
+async def want_membership(pool: Pool, plan: Plan, settings: QuerySettings) -> None:
     """Ask for the unit-membership cache of a large layer (built by the job runner)."""
     if plan.unit_layer is not None and units.cacheable(
         plan.source, settings.membership_min_features
@@ -316,7 +317,7 @@ async def want_membership(pool, plan: Plan, settings: QuerySettings) -> None:
 
 
 async def _stream(
-    pool, plan: Plan, settings: QuerySettings, timeout_ms: int, fmt: str, outcome: Outcome
+    pool: Pool, plan: Plan, settings: QuerySettings, timeout_ms: int, fmt: str, outcome: Outcome
 ) -> AsyncIterator[bytes]:
     path: Path | None = None
     async with pool.acquire() as conn:
@@ -348,7 +349,7 @@ def _temp_path(suffix: str) -> Path:
 
 
 async def write_query(
-    pool,
+    pool: Pool,
     plan: Plan,
     settings: QuerySettings,
     timeout_ms: int,
@@ -393,7 +394,7 @@ async def estimate_rows(conn, compiled: Compiled) -> int | None:
 
 
 async def explain_query(
-    pool,
+    pool: Pool,
     catalog: Catalog,
     principal: Principal,
     doc: QueryDoc,

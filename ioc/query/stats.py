@@ -18,6 +18,7 @@ import orjson
 
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
+from ioc.db.connection import Pool
 from ioc.db.identifiers import qualified, quote_ident
 from ioc.errors import InvalidParameter, LayerNotFound
 from ioc.query.analysis import ID
@@ -118,7 +119,7 @@ def _legend(breaks: list[float]) -> list[dict[str, Any]]:
 
 
 async def by_ward(
-    pool,
+    pool: Pool,
     catalog: Catalog,
     principal: Principal,
     layer_id: str,

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ioc.catalog.layers import Catalog, Layer
+from ioc.db.connection import Pool
 from ioc.db.identifiers import quote_ident
 
 log = logging.getLogger("ioc.units")
@@ -134,7 +135,7 @@ WHERE ioc.unit_member_sets.used_at < now() - interval '10 minutes'
 """
 
 
-async def request(pool, layer: Layer, units: Layer) -> None:
+async def request(pool: Pool, layer: Layer, units: Layer) -> None:
     """Say that the set is wanted: the runner builds it, and keeps it fresh while it is used."""
     await pool.execute(REQUEST_SQL, layer.id, units.id)
 
@@ -151,7 +152,7 @@ def members_sql(layer: Layer, units: Layer, binds, max_fid: int) -> str:
     )
 
 
-async def build(pool, layer: Layer, units: Layer, timeout_ms: int) -> int | None:
+async def build(pool: Pool, layer: Layer, units: Layer, timeout_ms: int) -> int | None:
     """(Re)build one set in a transaction; None when another process is building it."""
     started = time.perf_counter()
     t_id = f"t.{quote_ident(layer.id_column)}"
@@ -229,7 +230,7 @@ ORDER BY s.used_at DESC
 
 
 async def maintain(
-    pool, catalog: Catalog, *, max_age_s: int, timeout_ms: int, tail_share: float = 0.05
+    pool: Pool, catalog: Catalog, *, max_age_s: int, timeout_ms: int, tail_share: float = 0.05
 ) -> list[tuple[str, str]]:
     """Build pending sets and rebuild stale ones: old, built at other versions, rows deleted
     since, or a long tail of rows joined live."""

@@ -264,11 +264,12 @@ def address_index(db_settings):
     import psycopg2
 
     from ioc.addresses.index import build_address_index
+    from ioc.addresses.registry import AddressSettings
     from ioc.catalog.layers import load_catalog_sync
 
     conn = psycopg2.connect(db_settings.dsn())
     try:
-        return build_address_index(conn, load_catalog_sync(conn))
+        return build_address_index(conn, load_catalog_sync(conn), settings=AddressSettings())
     finally:
         conn.close()
 

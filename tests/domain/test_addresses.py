@@ -39,7 +39,7 @@ def index(db_settings) -> Any:
         layer = next((la for la in catalog if la.id == "digital_addresses"), None)
         if layer is None or layer.feature_count == 0:
             pytest.skip("the demo city (digital_addresses) is not seeded")
-        return build_address_index(conn, catalog)
+        return build_address_index(conn, catalog, settings=AddressSettings())
     finally:
         conn.close()
 
@@ -291,7 +291,7 @@ def links_of(db, layer_id: str) -> dict[int, tuple[str, float]]:
 
 def test_link_layer_links_nearby_features_and_follows_changes(db, point_layer):
     layer, code = point_layer
-    assert link_layer(db, layer) == 1
+    assert link_layer(db, layer, AddressSettings()) == 1
     db.commit()
     links = links_of(db, layer.id)
     assert list(links) == [1] and links[1][0] == code and 4 < links[1][1] < 6
@@ -303,7 +303,7 @@ def test_link_layer_links_nearby_features_and_follows_changes(db, point_layer):
             " ioc.addresses WHERE code = %s) END",
             (code,),
         )
-    link_layer(db, layer, fids=[1, 2])
+    link_layer(db, layer, AddressSettings(), fids=[1, 2])
     db.commit()
     links = links_of(db, layer.id)
     assert list(links) == [2] and links[2] == (code, 0.0)
@@ -459,7 +459,7 @@ def test_import_geojson_rejects_non_points_and_wins_over_the_demo(db, tmp_path, 
         assert cur.fetchone() == ("99", "vneid-test")
     db.rollback()
     # the demo layer never overwrites an address the platform gave
-    build_address_index(db, link=False)
+    build_address_index(db, settings=AddressSettings(), link=False)
     with db.cursor() as cur:
         cur.execute("SELECT source FROM ioc.addresses WHERE code = %s", (demo["code"],))
         assert cur.fetchone()[0] == "vneid-test"
@@ -468,7 +468,7 @@ def test_import_geojson_rejects_non_points_and_wins_over_the_demo(db, tmp_path, 
             (demo["code"],),
         )
     db.commit()
-    build_address_index(db, link=False)  # restores the demo row
+    build_address_index(db, settings=AddressSettings(), link=False)  # restores the demo row
 
 
 # --- batch geocoding -----------------------------------------------------------------------

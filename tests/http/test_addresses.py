@@ -28,7 +28,7 @@ def index(db_settings) -> Any:
         layer = next((la for la in catalog if la.id == "digital_addresses"), None)
         if layer is None or layer.feature_count == 0:
             pytest.skip("the demo city (digital_addresses) is not seeded")
-        return build_address_index(conn, catalog)
+        return build_address_index(conn, catalog, settings=AddressSettings())
     finally:
         conn.close()
 
