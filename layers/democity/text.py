@@ -7,6 +7,8 @@ Rules go by attribute name (the catalog's naming is consistent: ``*_code``, ``*_
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -180,6 +182,177 @@ def _names(
     )
 
 
+@dataclass
+class _Batch:
+    """One text attribute for a batch of features: what every rule may read."""
+
+    m: LayerManifest
+    attr: AttributeSpec
+    feat: FeatureContext
+    ctx: CityContext
+    rng: np.random.Generator
+    columns: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return len(self.feat.geoms)
+
+    @property
+    def name(self) -> str:
+        return self.attr.name
+
+    @property
+    def ward(self) -> np.ndarray:
+        return np.maximum(self.feat.ward, 0)
+
+    @property
+    def ward_names(self) -> np.ndarray:
+        return self.ctx.ward_names[self.ward]
+
+    @property
+    def ward_short(self) -> np.ndarray:
+        table = self.ctx.wards.table
+        if "name" not in table:
+            return self.ward_names
+        return table["name"].astype(str).to_numpy(dtype=object)[self.ward]
+
+    def rows(self, first: int = 0) -> range:
+        return range(self.feat.start + first, self.feat.start + self.n + first)
+
+
+def _document_suffix(name: str) -> str | None:
+    return next((suffix for key, suffix in DOCUMENT_SUFFIX.items() if name.startswith(key)), None)
+
+
+def _address(b: _Batch) -> np.ndarray:
+    where = streets_for(b.feat.street, b.rng)
+    houses = house_numbers(b.n, b.rng)
+    return np.array(
+        [f"{h} {s}, {w}" for h, s, w in zip(houses, where, b.ward_names, strict=True)],
+        dtype=object,
+    )
+
+
+def _phones(b: _Batch) -> np.ndarray:
+    first, second = b.rng.integers(0, 1000, b.n), b.rng.integers(0, 10000, b.n)
+    return np.array(
+        [f"028 3{x:03d} {y:04d}" for x, y in zip(first, second, strict=True)], dtype=object
+    )
+
+
+def _ascii_of(b: _Batch) -> np.ndarray:
+    source = b.columns[b.name.removesuffix("_ascii")]
+    return np.array([None if v is None else ascii_fold(str(v)) for v in source], dtype=object)
+
+
+def _objects(values: Iterable[object]) -> np.ndarray:
+    return np.array(list(values), dtype=object)
+
+
+# When a rule matches: a regular expression searched in the attribute name, a tuple of exact
+# names, or a predicate on the batch.
+Match = str | tuple[str, ...] | Callable[[_Batch], bool]
+Make = Callable[[_Batch], np.ndarray]
+
+# The first matching rule makes the column. The order is part of the demo city: changing it
+# changes which rules draw from the generator, and so every value drawn after.
+TEXT_RULES: list[tuple[Match, Make]] = [
+    (
+        lambda b: re.fullmatch(r"(left_|right_)?ward_code", b.name) is not None,
+        lambda b: np.where(b.feat.ward >= 0, b.ctx.ward_codes[b.ward], None),
+    ),
+    (
+        ("ward", "ward_name", "ward_full_name"),
+        lambda b: np.where(b.feat.ward >= 0, b.ward_names, None),
+    ),
+    (
+        lambda b: b.name.endswith("_2019") or b.name.startswith("district"),
+        lambda b: legacy_column(b.name, b.feat, b.ctx),
+    ),
+    (("province_code",), lambda b: np.full(b.n, "79", dtype=object)),
+    (
+        lambda b: b.name.endswith("_ascii") and b.name.removesuffix("_ascii") in b.columns,
+        _ascii_of,
+    ),
+    *[(pattern, lambda b, vocab=vocab: pick(vocab, b.n, b.rng)) for pattern, vocab in VOCAB],
+    (
+        lambda b: _document_suffix(b.name) is not None and b.name != b.m.id_attribute,
+        lambda b: _objects(
+            f"{k}/{_document_suffix(b.name)}" for k in b.rng.integers(100, 9000, b.n)
+        ),
+    ),
+    (
+        r"digital_address_code|proposed_code",
+        lambda b: unique_codes(int(b.rng.integers(0, 10**9)), b.n, 0),
+    ),
+    (r"(^|_)(code|id|key|no)$", lambda b: _codes(b.m, b.attr, b.feat, b.rng)),
+    (
+        ("highway", "road_class"),
+        lambda b: pick(
+            ("residential", "tertiary", "service", "secondary", "primary", "trunk"), b.n, b.rng
+        ),
+    ),
+    (
+        r"street|road$|road_name|from_point|to_point|start_point|end_point|from_area|streets",
+        lambda b: streets_for(
+            b.feat.street
+            if re.search(r"street|road", b.name)
+            else np.full(b.n, None, dtype=object),
+            b.rng,
+        ),
+    ),
+    (("house_number", "house_no", "number"), lambda b: house_numbers(b.n, b.rng)),
+    (("alley",), lambda b: _objects(f"Hẻm {h}" for h in b.rng.integers(2, 800, b.n))),
+    (lambda b: "address" in b.name or b.name in ("location_desc", "area_desc"), _address),
+    (r"phone|hotline|tel", _phones),
+    (
+        lambda b: "email" in b.name,
+        lambda b: _objects(f"{id_prefix(b.m.id).lower()}{i}@tphcm.gov.vn" for i in b.rows()),
+    ),
+    (
+        r"url|website|link",
+        lambda b: _objects(f"https://ioc.hochiminhcity.gov.vn/{b.m.id}/{i}" for i in b.rows(1)),
+    ),
+    (("school_year",), lambda b: pick(("2025-2026", "2024-2025"), b.n, b.rng)),
+    (r"contact|person|officer|reporter|inspector", lambda b: person_names(b.n, b.rng)),
+    (
+        r"handling_unit|ward_committee|authority|issued_by",
+        lambda b: _objects("UBND " + w for w in b.ward_names),
+    ),
+    (
+        r"managing_agency|agency|department",
+        lambda b: np.full(
+            b.n, DEPARTMENTS.get(b.m.department, {"vi": "UBND Thành phố"})["vi"], dtype=object
+        ),
+    ),
+    (r"operator|owner|investor|organiser|contractor|lessee", lambda b: companies(b.n, b.rng)),
+    (
+        r"desc|note|remark|comment|content|detail|summary",
+        lambda b: _objects(
+            f"{b.m.title.vi} tại đường {s}" for s in streets_for(b.feat.street, b.rng)
+        ),
+    ),
+    (
+        lambda b: (
+            "name" in b.name
+            or re.search(
+                r"^(establishment|compartment|named_after|site)$|hospital|school|shelter", b.name
+            )
+            is not None
+        ),
+        lambda b: _names(b.m, b.name, b.feat, b.ctx, b.rng, b.ward_short),
+    ),
+]
+
+
+def _matches(when: Match, batch: _Batch) -> bool:
+    if isinstance(when, str):
+        return re.search(when, batch.name) is not None
+    if isinstance(when, tuple):
+        return batch.name in when
+    return when(batch)
+
+
 def text_column(
     m: LayerManifest,
     attr: AttributeSpec,
@@ -188,107 +361,13 @@ def text_column(
     rng: np.random.Generator,
     columns: dict[str, np.ndarray],
 ) -> np.ndarray:
-    """Values of one text attribute (without ``values``) for a batch of features."""
-    n, name = len(feat.geoms), attr.name
-    ward = np.maximum(feat.ward, 0)
-    ward_names = ctx.ward_names[ward]
-    table = ctx.wards.table
-    ward_short = (
-        table["name"].astype(str).to_numpy(dtype=object)[ward] if "name" in table else ward_names
-    )
-    if re.fullmatch(r"(left_|right_)?ward_code", name):
-        return np.where(feat.ward >= 0, ctx.ward_codes[ward], None)
-    if name in ("ward", "ward_name", "ward_full_name"):
-        return np.where(feat.ward >= 0, ward_names, None)
-    if name.endswith("_2019") or name.startswith("district"):
-        return legacy_column(name, feat, ctx)
-    if name == "province_code":
-        return np.full(n, "79", dtype=object)
-    if name.endswith("_ascii") and name.removesuffix("_ascii") in columns:
-        return np.array(
-            [
-                None if v is None else ascii_fold(str(v))
-                for v in columns[name.removesuffix("_ascii")]
-            ],
-            dtype=object,
-        )
-    for pattern, vocab in VOCAB:
-        if re.search(pattern, name):
-            return pick(vocab, n, rng)
-    doc = next((suffix for key, suffix in DOCUMENT_SUFFIX.items() if name.startswith(key)), None)
-    if doc is not None and name != m.id_attribute:
-        return np.array([f"{k}/{doc}" for k in rng.integers(100, 9000, n)], dtype=object)
-    if re.search(r"digital_address_code|proposed_code", name):
-        return unique_codes(int(rng.integers(0, 10**9)), n, 0)
-    if re.search(r"(^|_)(code|id|key|no)$", name):
-        return _codes(m, attr, feat, rng)
-    if name in ("highway", "road_class"):
-        return pick(("residential", "tertiary", "service", "secondary", "primary", "trunk"), n, rng)
-    if re.search(
-        r"street|road$|road_name|from_point|to_point|start_point|end_point|from_area|streets", name
-    ):
-        return streets_for(
-            feat.street if re.search(r"street|road", name) else np.full(n, None, dtype=object), rng
-        )
-    if name in ("house_number", "house_no", "number"):
-        return house_numbers(n, rng)
-    if name == "alley":
-        return np.array([f"Hẻm {h}" for h in rng.integers(2, 800, n)], dtype=object)
-    if "address" in name or name in ("location_desc", "area_desc"):
-        where = streets_for(feat.street, rng)
-        return np.array(
-            [
-                f"{h} {s}, {w}"
-                for h, s, w in zip(house_numbers(n, rng), where, ward_names, strict=True)
-            ],
-            dtype=object,
-        )
-    if re.search(r"phone|hotline|tel", name):
-        return np.array(
-            [
-                f"028 3{a:03d} {b:04d}"
-                for a, b in zip(rng.integers(0, 1000, n), rng.integers(0, 10000, n), strict=True)
-            ],
-            dtype=object,
-        )
-    if "email" in name:
-        return np.array(
-            [
-                f"{id_prefix(m.id).lower()}{i}@tphcm.gov.vn"
-                for i in range(feat.start, feat.start + n)
-            ],
-            dtype=object,
-        )
-    if re.search(r"url|website|link", name):
-        return np.array(
-            [
-                f"https://ioc.hochiminhcity.gov.vn/{m.id}/{i}"
-                for i in range(feat.start + 1, feat.start + n + 1)
-            ],
-            dtype=object,
-        )
-    if name == "school_year":
-        return pick(("2025-2026", "2024-2025"), n, rng)
-    if re.search(r"contact|person|officer|reporter|inspector", name):
-        return person_names(n, rng)
-    if re.search(r"handling_unit|ward_committee|authority|issued_by", name):
-        return np.array(["UBND " + w for w in ward_names], dtype=object)
-    if re.search(r"managing_agency|agency|department", name):
-        return np.full(
-            n, DEPARTMENTS.get(m.department, {"vi": "UBND Thành phố"})["vi"], dtype=object
-        )
-    if re.search(r"operator|owner|investor|organiser|contractor|lessee", name):
-        return companies(n, rng)
-    if re.search(r"desc|note|remark|comment|content|detail|summary", name):
-        where = streets_for(feat.street, rng)
-        return np.array([f"{m.title.vi} tại đường {s}" for s in where], dtype=object)
-    if "name" in name or re.search(
-        r"^(establishment|compartment|named_after|site)$|hospital|school|shelter", name
-    ):
-        return _names(m, name, feat, ctx, rng, ward_short)
-    return np.array(
-        [f"{noun_for(m)} {i}" for i in range(feat.start + 1, feat.start + n + 1)], dtype=object
-    )
+    """Values of one text attribute (without ``values``) for a batch of features: the first
+    rule of ``TEXT_RULES`` that matches its name, else "<noun> <row>"."""
+    batch = _Batch(m, attr, feat, ctx, rng, columns)
+    for when, make in TEXT_RULES:
+        if _matches(when, batch):
+            return make(batch)
+    return _objects(f"{noun_for(m)} {i}" for i in batch.rows(1))
 
 
 def _codes(
