@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ioc.catalog.access import ACCESS_LEVELS
-from ioc.db.connection import PgConn
+from ioc.db.connection import PgConn, scalar
 from ioc.db.identifiers import qualified, quote_ident
 from ioc.db.tables import DATA_SCHEMA, create_table_sql
 from ioc.errors import Conflict, InvalidParameter, LayerNotFound
@@ -88,9 +88,7 @@ def create_layer(conn: PgConn, manifest: LayerManifest) -> None:
             "SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = %s) OR to_regclass(%s) IS NOT NULL",
             (manifest.id, f"{quote_ident(DATA_SCHEMA)}.{quote_ident(manifest.id)}"),
         )
-        taken = cur.fetchone()
-        assert taken is not None  # SELECT EXISTS answers exactly one row
-        if taken[0]:
+        if scalar(cur):
             raise Conflict(
                 f"The id '{manifest.id}' is not available; choose another.", parameter="id"
             )

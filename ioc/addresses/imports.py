@@ -37,6 +37,7 @@ from ioc.addresses.registry import (
     _layer,
 )
 from ioc.catalog.layers import Catalog, load_catalog_sync
+from ioc.db.connection import PgConn
 from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter
 
@@ -354,13 +355,9 @@ def _validated(
         report.read += 1
         clean, reason = validate_record(record, pattern)
         if clean is not None and clean["code"] in first_row:
-            clean, reason = (
-                None,
-                (
-                    f"mã trùng với dòng {first_row[clean['code']]} / duplicate "
-                    f"code, first at row {first_row[clean['code']]}"
-                ),
-            )
+            first = first_row[clean["code"]]
+            clean = None
+            reason = f"mã trùng với dòng {first} / duplicate code, first at row {first}"
         if clean is None:
             report.rejected.append(Rejected(record.row, record.values.get("code"), reason or ""))
         else:
@@ -428,10 +425,10 @@ def _upsert(cur) -> int:
 
 
 def import_addresses(
-    conn,
+    conn: PgConn,
     service: NationalAddressService,
     *,
-    settings: AddressSettings | None = None,
+    settings: AddressSettings,
     catalog: Catalog | None = None,
     since: date | None = None,
     dry_run: bool = False,
@@ -440,7 +437,6 @@ def import_addresses(
 ) -> ImportReport:
     """Validate every record of the service and upsert the good ones into the registry (one
     transaction); then rebuild the vocabulary and (``link``) relink the point layers."""
-    settings = settings or AddressSettings()
     catalog = catalog if catalog is not None else load_catalog_sync(conn)
     report = ImportReport(source=service.source, dry_run=dry_run)
     good = _validated(service, since, re.compile(settings.code_pattern), report, progress)

@@ -23,7 +23,7 @@ from ioc.addresses.registry import (
     _layer,
 )
 from ioc.catalog.layers import Catalog, Layer, load_catalog_sync
-from ioc.db.connection import PgConn
+from ioc.db.connection import PgConn, scalar
 from ioc.db.identifiers import quote_ident
 
 # Registry field -> accepted attribute names in the address layer, first found wins.
@@ -67,7 +67,7 @@ def ward_fill_sql(catalog: Catalog, target: str, column: str, layer_id: str) -> 
     )
 
 
-def sync_from_layer(conn, catalog: Catalog, settings: AddressSettings) -> dict[str, int]:
+def sync_from_layer(conn: PgConn, catalog: Catalog, settings: AddressSettings) -> dict[str, int]:
     """Load the address layer (demo city) into the registry; returns counts.
 
     Rows of other sources (an import from the national platform) are never overwritten: the
@@ -97,7 +97,7 @@ def sync_from_layer(conn, catalog: Catalog, settings: AddressSettings) -> dict[s
         )
         loaded = cur.rowcount
         cur.execute(f"SELECT count(*) FROM {layer.table_sql}")
-        skipped = cur.fetchone()[0] - loaded
+        skipped = scalar(cur) - loaded
         for column, layer_id in (("ward_code", WARDS_LAYER), ("ward_code_2019", WARDS_2019_LAYER)):
             fill = ward_fill_sql(catalog, "address_stage", column, layer_id)
             if fill:
@@ -196,7 +196,7 @@ def _district_vi(district: Any, package: str | None) -> str | None:
 
 
 def _ward_rows(
-    conn, catalog: Catalog, layer_id: str, codes: list[str]
+    conn: PgConn, catalog: Catalog, layer_id: str, codes: list[str]
 ) -> dict[str, dict[str, Any]]:
     """Attributes of the given wards of a ward layer."""
     layer = _layer(catalog, layer_id)
@@ -214,7 +214,7 @@ def _ward_rows(
         return {str(r["ward_code"]): dict(r) for r in cur.fetchall()}
 
 
-def refresh_names(conn, catalog: Catalog) -> dict[str, int]:
+def refresh_names(conn: PgConn, catalog: Catalog) -> dict[str, int]:
     """Rebuild the search vocabulary (streets, 2025 wards, 2019 wards) from the registry."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ioc.address_names")
@@ -269,11 +269,11 @@ RETURNING value
 """
 
 
-def bump_version(conn) -> dict[str, Any]:
+def bump_version(conn: PgConn) -> dict[str, Any]:
     """Record that the registry changed: search vocabularies cached by servers are reloaded."""
     with conn.cursor() as cur:
         cur.execute(BUMP_SQL, {"key": META_KEY})
-        value = cur.fetchone()[0]
+        value = scalar(cur)
     conn.commit()
     return value
 
@@ -356,7 +356,7 @@ def link_layer(
         return cur.rowcount
 
 
-def unlink_layer(conn, layer_id: str) -> int:
+def unlink_layer(conn: PgConn, layer_id: str) -> int:
     """Forget the links of a layer (deleted layer); in the caller's transaction."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM ioc.address_links WHERE layer_id = %s", (layer_id,))
@@ -410,7 +410,7 @@ def build_address_index(
 
 
 def finish_registry_change(
-    conn,
+    conn: PgConn,
     catalog: Catalog,
     settings: AddressSettings,
     synced: dict[str, int],

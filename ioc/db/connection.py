@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 import psycopg2
@@ -38,6 +38,15 @@ def connect(settings: DatabaseSettings, database: str | None = None) -> PgConn:
         )
     except psycopg2.OperationalError as exc:
         raise _unavailable(settings, exc) from exc
+
+
+def scalar(cur: psycopg2.extensions.cursor) -> Any:
+    """The one value of a statement that always answers one row (count, EXISTS, RETURNING
+    of an upsert)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("The statement answered no row.")
+    return row[0]
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from typing import Any
 
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
+from ioc.db.connection import Pool
 from ioc.errors import Conflict, FeatureNotFound, IocError, NotAuthenticated
 from ioc.query import units
 from ioc.query.model import QueryDoc, QuerySettings, parse_query
@@ -93,7 +94,7 @@ VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING *
 
 
 async def submit(
-    pool, catalog: Catalog, principal: Principal, doc: QueryDoc, settings: QuerySettings
+    pool: Pool, catalog: Catalog, principal: Principal, doc: QueryDoc, settings: QuerySettings
 ) -> dict[str, Any]:
     """Queue a query for its caller; it is checked now, so a bad one never becomes a job."""
     owner = owner_of(principal)
@@ -121,7 +122,7 @@ async def submit(
     return job_doc(row)
 
 
-async def get_job(pool, principal: Principal, job_id: str) -> dict[str, Any]:
+async def get_job(pool: Pool, principal: Principal, job_id: str) -> dict[str, Any]:
     """A job of the caller's (404 for anyone else's)."""
     row = await pool.fetchrow(
         "SELECT * FROM ioc.query_jobs WHERE id = $1 AND owner_key_id = $2",
@@ -133,7 +134,7 @@ async def get_job(pool, principal: Principal, job_id: str) -> dict[str, Any]:
     return job_doc(row)
 
 
-async def list_jobs(pool, principal: Principal, limit: int = 50) -> list[dict[str, Any]]:
+async def list_jobs(pool: Pool, principal: Principal, limit: int = 50) -> list[dict[str, Any]]:
     """The caller's jobs, newest first."""
     rows = await pool.fetch(
         "SELECT * FROM ioc.query_jobs WHERE owner_key_id = $1 ORDER BY created_at DESC LIMIT $2",
@@ -143,7 +144,7 @@ async def list_jobs(pool, principal: Principal, limit: int = 50) -> list[dict[st
     return [job_doc(row) for row in rows]
 
 
-async def result_file(pool, principal: Principal, job_id: str) -> tuple[Path, str, str]:
+async def result_file(pool: Pool, principal: Principal, job_id: str) -> tuple[Path, str, str]:
     """(path, media type, file name) of a finished job's answer; 409 while it is not ready."""
     job = await get_job(pool, principal, job_id)
     if job["status"] != "succeeded":
@@ -163,7 +164,9 @@ async def result_file(pool, principal: Principal, job_id: str) -> tuple[Path, st
     )
 
 
-async def cancel(pool, principal: Principal, job_id: str, keep_hours: float) -> dict[str, Any]:
+async def cancel(
+    pool: Pool, principal: Principal, job_id: str, keep_hours: float
+) -> dict[str, Any]:
     """Cancel a queued or running job (a running one stops at its next heartbeat)."""
     await get_job(pool, principal, job_id)
     row = await pool.fetchrow(

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
+from ioc.db.connection import Pool
 from ioc.db.identifiers import qualified
 from ioc.db.tables import DATA_SCHEMA
 from ioc.errors import Conflict, Forbidden, InvalidParameter, NotAuthenticated
@@ -233,7 +234,11 @@ VALUES ($1, $2, $1, 'geom', 'fid', $3, 4326, $4, $5, $6, $7, 'derived', $8, $9, 
 
 
 async def save(
-    pool, catalog: Catalog, principal: Principal, request: SaveRequest, settings: QuerySettings
+    pool: Pool,
+    catalog: Catalog,
+    principal: Principal,
+    request: SaveRequest,
+    settings: QuerySettings,
 ) -> dict[str, Any]:
     """Materialise a query as a new derived layer (one transaction); Conflict if the id is
     taken. The caller reloads the catalog."""

@@ -16,6 +16,7 @@ import asyncpg
 
 from ioc.catalog.access import Principal, can_read
 from ioc.catalog.layers import Catalog
+from ioc.db.connection import Pool
 from ioc.db.identifiers import qualified
 from ioc.db.tables import DATA_SCHEMA
 from ioc.errors import Conflict, Forbidden, IocError, LayerNotFound
@@ -27,7 +28,7 @@ from ioc.query.saved_table import audit, check_columns, fill, update_stats
 log = logging.getLogger("ioc.derived")
 
 
-async def _saved_row(pool, layer_id: str):
+async def _saved_row(pool: Pool, layer_id: str):
     return await pool.fetchrow(
         "SELECT s.*, l.access, l.department, l.version, l.feature_count, l.title_vi, l.title_en"
         " FROM ioc.saved_queries s JOIN ioc.layers l ON l.id = s.layer_id"
@@ -36,7 +37,7 @@ async def _saved_row(pool, layer_id: str):
     )
 
 
-async def _visible_row(pool, catalog: Catalog, principal: Principal, layer_id: str):
+async def _visible_row(pool: Pool, catalog: Catalog, principal: Principal, layer_id: str):
     row = await _saved_row(pool, layer_id) if re.match(LAYER_ID, layer_id) else None
     if row is None or not can_read(principal, _Guard(row["access"], row["department"])):
         raise LayerNotFound(f"There is no saved query '{layer_id}'.", parameter="id")
@@ -67,12 +68,12 @@ def saved_doc(row: Any) -> dict[str, Any]:
     }
 
 
-async def get_saved(pool, catalog: Catalog, principal: Principal, layer_id: str) -> dict:
+async def get_saved(pool: Pool, catalog: Catalog, principal: Principal, layer_id: str) -> dict:
     """A saved query the caller may read (404 otherwise)."""
     return saved_doc(await _visible_row(pool, catalog, principal, layer_id))
 
 
-async def list_saved(pool, catalog: Catalog, principal: Principal) -> list[dict[str, Any]]:
+async def list_saved(pool: Pool, catalog: Catalog, principal: Principal) -> list[dict[str, Any]]:
     """Saved queries whose layers the caller may read."""
     rows = await pool.fetch(
         "SELECT s.*, l.access, l.department, l.version, l.feature_count, l.title_vi, l.title_en"
@@ -89,7 +90,7 @@ def _may_manage(principal: Principal, row: Any) -> None:
         raise Forbidden("Only the owner of a saved query (or an admin) may refresh or delete it.")
 
 
-async def _owner(pool, row: Any) -> Principal:
+async def _owner(pool: Pool, row: Any) -> Principal:
     if row["owner_key_id"] is not None:
         active = await pool.fetchval(
             "SELECT revoked_at IS NULL FROM ioc.api_keys WHERE id = $1", row["owner_key_id"]
@@ -102,7 +103,7 @@ async def _owner(pool, row: Any) -> Principal:
 
 
 async def refresh(
-    pool,
+    pool: Pool,
     catalog: Catalog,
     layer_id: str,
     settings: QuerySettings,
@@ -131,7 +132,7 @@ async def refresh(
 
 
 async def _recompute(
-    pool, catalog: Catalog, row: Any, settings: QuerySettings, principal: Principal | None
+    pool: Pool, catalog: Catalog, row: Any, settings: QuerySettings, principal: Principal | None
 ) -> dict[str, Any]:
     layer_id = row["layer_id"]
     owner = await _owner(pool, row)
@@ -187,7 +188,9 @@ RETURNING layer_id
 """
 
 
-async def refresh_due(pool, catalog: Catalog, settings: QuerySettings, limit: int = 20) -> int:
+async def refresh_due(
+    pool: Pool, catalog: Catalog, settings: QuerySettings, limit: int = 20
+) -> int:
     """Refresh the saved queries whose time has come (claimed one at a time, so that several
     processes share them); returns how many were refreshed."""
     done = 0
@@ -203,7 +206,7 @@ async def refresh_due(pool, catalog: Catalog, settings: QuerySettings, limit: in
     return done
 
 
-async def delete(pool, catalog: Catalog, principal: Principal, layer_id: str) -> None:
+async def delete(pool: Pool, catalog: Catalog, principal: Principal, layer_id: str) -> None:
     """Remove a saved query: its layer leaves the catalog (soft delete), its table is dropped."""
     row = await _visible_row(pool, catalog, principal, layer_id)
     _may_manage(principal, row)

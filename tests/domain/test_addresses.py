@@ -366,7 +366,7 @@ def test_import_keeps_good_rows_and_reports_bad_ones(db, tmp_path, cleanup_impor
             "0900000007,1,Lê Lợi,,106.70,10.77,2025-13-45",  # bad date
         ],
     )
-    report = import_addresses(db, ExportFile(path), link=False)
+    report = import_addresses(db, ExportFile(path), settings=AddressSettings(), link=False)
     assert report.read == 9 and report.imported == 2
     rejected = {r.row: r.reason for r in report.rejected}
     assert sorted(rejected) == [4, 5, 6, 7, 8, 9, 10]
@@ -421,7 +421,9 @@ def test_cli_import_reports_rejected_rows(db_settings, tmp_path, monkeypatch, cl
 
 def test_import_dry_run_writes_nothing(db, tmp_path, cleanup_imports):
     path = write_csv(tmp_path / "dry.csv", ["0900000001,1,Lê Lợi,,106.6990,10.7720,"])
-    report = import_addresses(db, ExportFile(path), dry_run=True, link=False)
+    report = import_addresses(
+        db, ExportFile(path), settings=AddressSettings(), dry_run=True, link=False
+    )
     assert report.imported == 1 and report.index is None
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM ioc.addresses WHERE code = '0900000001'")
@@ -450,7 +452,9 @@ def test_import_geojson_rejects_non_points_and_wins_over_the_demo(db, tmp_path, 
     ]
     path = tmp_path / "export.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}), "utf-8")
-    report = import_addresses(db, ExportFile(path, source="vneid-test"), link=False)
+    report = import_addresses(
+        db, ExportFile(path, source="vneid-test"), settings=AddressSettings(), link=False
+    )
     assert report.imported == 2 and [r.row for r in report.rejected] == [2]
     with db.cursor() as cur:
         cur.execute(
