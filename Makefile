@@ -35,6 +35,7 @@ lint:
 	$(VENV)/bin/ruff check ioc layers tiles api tests bench
 	$(VENV)/bin/ruff format --check ioc layers tiles api tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 db-start:
 	$(IOC) db start

@@ -240,6 +240,11 @@ def _phones(b: _Batch) -> np.ndarray:
     )
 
 
+# np.where's "else None", the same value as a literal None (which numpy's stubs read as the
+# one-argument form, returning indices).
+NONE = np.array(None, dtype=object)
+
+
 def _ascii_of(b: _Batch) -> np.ndarray:
     source = b.columns[b.name.removesuffix("_ascii")]
     return np.array([None if v is None else ascii_fold(str(v)) for v in source], dtype=object)
@@ -259,11 +264,11 @@ Make = Callable[[_Batch], np.ndarray]
 TEXT_RULES: list[tuple[Match, Make]] = [
     (
         lambda b: re.fullmatch(r"(left_|right_)?ward_code", b.name) is not None,
-        lambda b: np.where(b.feat.ward >= 0, b.ctx.ward_codes[b.ward], None),
+        lambda b: np.where(b.feat.ward >= 0, b.ctx.ward_codes[b.ward], NONE),
     ),
     (
         ("ward", "ward_name", "ward_full_name"),
-        lambda b: np.where(b.feat.ward >= 0, b.ward_names, None),
+        lambda b: np.where(b.feat.ward >= 0, b.ward_names, NONE),
     ),
     (
         lambda b: b.name.endswith("_2019") or b.name.startswith("district"),
@@ -425,4 +430,4 @@ def legacy_column(name: str, feat: FeatureContext, ctx: CityContext) -> np.ndarr
     if column is None:
         return np.full(len(found), None, dtype=object)
     values = table[column].astype(str).to_numpy(dtype=object)
-    return np.where(found >= 0, values[np.maximum(found, 0)], None)
+    return np.where(found >= 0, values[np.maximum(found, 0)], NONE)
