@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ioc.catalog.access import Principal, can_write
 from ioc.catalog.layers import Layer
+from ioc.db.connection import PgConn
 from ioc.db.identifiers import quote_ident
 from ioc.errors import Forbidden, InvalidParameter, UploadRejected
 from layers import ingest, registry
@@ -51,7 +52,7 @@ def _columns(layer: Layer) -> str:
 
 
 def publish_file(
-    conn,
+    conn: PgConn,
     layer: Layer,
     path: Path,
     filename: str,
@@ -76,7 +77,7 @@ def publish_file(
 
 
 def _publish_source(
-    conn,
+    conn: PgConn,
     layer: Layer,
     path: Path,
     source: ingest.Source,
@@ -122,7 +123,7 @@ def _publish_source(
 
 
 def _swap(
-    conn,
+    conn: PgConn,
     layer: Layer,
     table: str,
     report: PublishReport,

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from ioc.catalog.layers import Attribute, Layer
+from ioc.db.connection import PgConn
 from ioc.db.identifiers import qualified, quote_ident
 from ioc.db.tables import PG_TYPES
 from ioc.errors import UploadRejected, UploadTooLarge
@@ -298,7 +299,7 @@ def summarise(cur, table: str, report: PublishReport) -> None:
 # --- versions and swap --------------------------------------------------------------------
 
 
-def drop_orphans(conn, layer: Layer) -> None:
+def drop_orphans(conn: PgConn, layer: Layer) -> None:
     """Staging tables left by an interrupted publish of this layer (server killed mid-load)."""
     with conn.cursor() as cur:
         cur.execute(

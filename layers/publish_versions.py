@@ -11,6 +11,7 @@ from typing import Any
 
 from ioc.catalog.access import Principal, can_write
 from ioc.catalog.layers import Layer
+from ioc.db.connection import PgConn
 from ioc.db.identifiers import qualified
 from ioc.errors import Forbidden, VersionNotFound
 from layers import registry
@@ -107,7 +108,9 @@ def prune_versions(cur, layer: Layer, keep: int) -> None:
             )
 
 
-def restore_version(conn, layer: Layer, version: int, principal: Principal | str) -> PublishReport:
+def restore_version(
+    conn: PgConn, layer: Layer, version: int, principal: Principal | str
+) -> PublishReport:
     """Make an earlier version the live data again (recorded as a new version)."""
     if isinstance(principal, Principal) and not can_write(principal, layer):
         raise Forbidden(f"You may not restore layer '{layer.id}'.")
@@ -159,7 +162,7 @@ def restore_version(conn, layer: Layer, version: int, principal: Principal | str
     return report
 
 
-def list_versions(conn, layer: Layer) -> list[dict[str, Any]]:
+def list_versions(conn: PgConn, layer: Layer) -> list[dict[str, Any]]:
     """Kept and past versions of a layer, newest first."""
     with conn.cursor() as cur:
         cur.execute(
