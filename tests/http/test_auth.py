@@ -210,7 +210,7 @@ def test_the_cookie_is_a_session_token_not_the_key(client, make_key, db):
     cookie = response.headers["set-cookie"]
     token = response.cookies["ioc_session"]
     assert key not in cookie and token != key and len(token) >= 40
-    hours = client.app.state.maps_settings.session_hours  # IOC_MAPS_SESSION_HOURS
+    hours = client.app.state.settings.maps.session_hours  # IOC_MAPS_SESSION_HOURS
     assert f"Max-Age={hours * 3600}" in cookie and response.json()["expires_in"] == hours * 3600
     with db.cursor() as cur:  # only the hash is stored, with the key and the expiry
         cur.execute(
