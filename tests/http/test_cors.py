@@ -9,12 +9,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from ioc.config import Settings
 from ioc.settings import ServerSettings
-from tests.http import conftest_tiles as fx
-
-tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_client
 
 PORTAL = "https://bando.example.vn"
-TILE = "/tiles/tf_reports/14/13048/7698.pbf"  # in the packed core of reports
+TILE = "/tiles/fx_reports/14/13048/7698.pbf"  # in the packed core of reports
 
 
 def test_a_page_on_another_origin_reads_tiles_and_their_headers(tiles_client):
@@ -37,10 +34,10 @@ def test_a_page_on_another_origin_reads_tiles_and_their_headers(tiles_client):
 @pytest.mark.parametrize(
     "path",
     [
-        "/styles/tf_parcels,tf_reports.json",
-        "/tiles/tf_parcels/tilejson.json",
-        "/collections/tf_parcels/items?limit=2",
-        "/collections/tf_nope",
+        "/styles/fx_parcels,fx_reports.json",
+        "/tiles/fx_parcels/tilejson.json",
+        "/collections/fx_parcels/items?limit=2",
+        "/collections/fx_nope",
     ],
 )
 def test_styles_tilejson_features_and_errors_carry_cors(tiles_client, path):
@@ -50,7 +47,7 @@ def test_styles_tilejson_features_and_errors_carry_cors(tiles_client, path):
 
 def test_preflight_allows_an_api_key_but_no_cookie(tiles_client):
     response = tiles_client.options(
-        "/collections/tf_internal/items",
+        "/collections/fx_roads/items",
         headers={
             "Origin": PORTAL,
             "Access-Control-Request-Method": "GET",
@@ -67,7 +64,7 @@ def test_preflight_allows_an_api_key_but_no_cookie(tiles_client):
     assert "x-forwarded-user" not in allowed
 
 
-def test_a_list_of_origins_and_cors_off(settings, tile_layers):
+def test_a_list_of_origins_and_cors_off(settings):
     listed = Settings(
         database=settings.database,
         data=settings.data,

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http import conftest_tiles as fx
-
-tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_client
-
 
 @pytest.mark.parametrize(
-    "path", ["/collections/tf_parcels/items?limit=50", "/tiles/tf_reports/14/13048/7698.pbf"]
+    "path", ["/collections/fx_parcels/items?limit=50", "/tiles/fx_reports/14/13048/7698.pbf"]
 )
 @pytest.mark.parametrize(
     "accept, gzipped",

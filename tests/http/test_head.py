@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http import conftest_tiles as fx
-
-tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_client
-
-TILE = "/tiles/tf_reports/14/13048/7698.pbf"  # in the packed core of reports
+TILE = "/tiles/fx_reports/14/13048/7698.pbf"  # in the packed core of reports
 
 
 @pytest.mark.parametrize(
     "path",
     [
         TILE,
-        "/collections/tf_reports/tiles/WebMercatorQuad/14/7698/13048",
-        "/styles/tf_parcels,tf_reports.json",
-        "/tiles/tf_parcels/tilejson.json",
-        "/collections/tf_parcels/items?limit=3",
+        "/collections/fx_reports/tiles/WebMercatorQuad/14/7698/13048",
+        "/styles/fx_parcels,fx_reports.json",
+        "/tiles/fx_parcels/tilejson.json",
+        "/collections/fx_parcels/items?limit=3",
         "/collections",
         "/maps/portal",
         "/healthz",
-        "/collections/tf_nope",
+        "/collections/fx_nope",
     ],
 )
 def test_head_has_the_get_headers_and_no_body(tiles_client, path):
@@ -42,8 +38,8 @@ def test_head_has_the_get_headers_and_no_body(tiles_client, path):
 
 def test_head_with_a_key_goes_through_the_app(tiles_client, make_key):
     key = {"Authorization": f"Bearer {make_key('operator')}"}
-    got = tiles_client.get("/tiles/tf_internal,tf_reports/14/13048/7698.pbf", headers=key)
-    head = tiles_client.head("/tiles/tf_internal,tf_reports/14/13048/7698.pbf", headers=key)
+    got = tiles_client.get("/tiles/fx_roads,fx_reports/14/13048/7698.pbf", headers=key)
+    head = tiles_client.head("/tiles/fx_roads,fx_reports/14/13048/7698.pbf", headers=key)
     assert head.status_code == got.status_code == 200 and head.content == b""
     assert head.headers["etag"] == got.headers["etag"]
     assert head.headers["cache-control"] == got.headers["cache-control"] == "private, no-store"

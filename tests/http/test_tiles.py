@@ -11,14 +11,20 @@ import mapbox_vector_tile
 import pytest
 
 from layers import registry
-from tests.http import conftest_tiles as fx
-from tests.http.conftest_tiles import CATEGORIES, CELL, CORE, REPORT_COUNT, SOUTH, WEST, set_fault
+from tests.fixtures.layers import (
+    CATEGORIES,
+    CELL,
+    CORE,
+    LEGEND,
+    REPORT_COUNT,
+    RESTRICTED_DEPARTMENT,
+    SOUTH,
+    WEST,
+    set_fault,
+)
 from tests.polling import wait_until
 from tiles.render import TileService
 from tiles.settings import TileSettings
-
-# The tile fixtures, bound here so that pytest finds them for this module.
-tile_layers, cache_dir, tiles_client = fx.tile_layers, fx.cache_dir, fx.tiles_client
 
 MVT = "application/vnd.mapbox-vector-tile"
 EXTENT = 4096
@@ -67,9 +73,9 @@ def get(client, path: str, key: str | None = None, **headers):
 
 def test_polygon_tile_4326_coordinates_and_attributes(tiles_client):
     z, x, y = tile_of(WEST + 5.5 * CELL, SOUTH + 5.5 * CELL, 16)
-    tile = decode(tiles_client.get(f"/tiles/tf_parcels/{z}/{x}/{y}.pbf"))
-    assert list(tile) == ["tf_parcels"]
-    layer = tile["tf_parcels"]
+    tile = decode(tiles_client.get(f"/tiles/fx_parcels/{z}/{x}/{y}.pbf"))
+    assert list(tile) == ["fx_parcels"]
+    layer = tile["fx_parcels"]
     assert layer["extent"] == EXTENT and layer["features"]
     feature = next(f for f in layer["features"] if f["properties"]["name"] == "Thửa 5-5")
     # Only what the style needs: the label and style.by (not area_m2); the fid is the MVT id.
@@ -81,12 +87,12 @@ def test_polygon_tile_4326_coordinates_and_attributes(tiles_client):
 
 
 def test_vn2000_layer_lines_up_with_the_same_shapes_in_4326(tiles_client):
-    """tf_blocks (EPSG:9210) holds the parcels' squares: both tiles must agree to a unit."""
+    """fx_blocks (EPSG:9210) holds the parcels' squares: both tiles must agree to a unit."""
     z, x, y = tile_of(WEST + 5 * CELL, SOUTH + 5 * CELL, 17)
-    tile = decode(tiles_client.get(f"/tiles/tf_parcels,tf_blocks/{z}/{x}/{y}.pbf"))
-    assert list(tile) == ["tf_parcels", "tf_blocks"]
-    parcels = {f["properties"]["name"]: f for f in tile["tf_parcels"]["features"]}
-    blocks = {f["properties"]["name"]: f for f in tile["tf_blocks"]["features"]}
+    tile = decode(tiles_client.get(f"/tiles/fx_parcels,fx_blocks/{z}/{x}/{y}.pbf"))
+    assert list(tile) == ["fx_parcels", "fx_blocks"]
+    parcels = {f["properties"]["name"]: f for f in tile["fx_parcels"]["features"]}
+    blocks = {f["properties"]["name"]: f for f in tile["fx_blocks"]["features"]}
     assert set(parcels) == set(blocks) and parcels
     corner = tile_xy(WEST + 5 * CELL, SOUTH + 5 * CELL, z, x, y)
     assert 0 <= corner[0] <= EXTENT and 0 <= corner[1] <= EXTENT
@@ -97,18 +103,18 @@ def test_vn2000_layer_lines_up_with_the_same_shapes_in_4326(tiles_client):
 
 def test_ogc_path_is_tilematrix_row_col(tiles_client):
     z, x, y = tile_of(WEST + 5.5 * CELL, SOUTH + 5.5 * CELL, 15)
-    ogc = tiles_client.get(f"/collections/tf_parcels/tiles/WebMercatorQuad/{z}/{y}/{x}")
-    xyz = tiles_client.get(f"/tiles/tf_parcels/{z}/{x}/{y}.pbf")
+    ogc = tiles_client.get(f"/collections/fx_parcels/tiles/WebMercatorQuad/{z}/{y}/{x}")
+    xyz = tiles_client.get(f"/tiles/fx_parcels/{z}/{x}/{y}.pbf")
     assert decode(ogc) == decode(xyz)
     assert ogc.headers["etag"] == xyz.headers["etag"]
 
 
 def test_time_attribute_is_iso_8601(tiles_client):
     z, x, y = tile_of(106.55, 10.65, 16)
-    response = tiles_client.get(f"/tiles/tf_reports/{z}/{x}/{y}.pbf")
+    response = tiles_client.get(f"/tiles/fx_reports/{z}/{x}/{y}.pbf")
     if response.status_code == 204:  # the spread points may miss this tile
         pytest.skip("no spread report in the sampled tile")
-    feature = decode(response)["tf_reports"]["features"][0]
+    feature = decode(response)["fx_reports"]["features"][0]
     assert set(feature["properties"]) == {"category", "created_at"}
     assert feature["properties"]["category"] in CATEGORIES
     assert (
@@ -118,17 +124,21 @@ def test_time_attribute_is_iso_8601(tiles_client):
 
 
 def test_quoted_names_and_text_ids(tiles_client):
-    z, x, y = tile_of(106.7, 10.78, 14)
-    tile = decode(tiles_client.get(f"/tiles/tf_quoted/{z}/{x}/{y}.pbf"))
-    (feature,) = tile["tf_quoted"]["features"]
-    assert feature["properties"] == {"Kind Of": "it's"} and feature["id"] == 7
+    """fx_odd_names: table ``Odd "Table" Name``, geometry column ``Geom Col``, style by the
+    column ``has space``, text primary key ``Feature ID``."""
+    z, x, y = tile_of(106.70, 10.77, 16)  # feature 'a/1' alone
+    tile = decode(tiles_client.get(f"/tiles/fx_odd_names/{z}/{x}/{y}.pbf"))
+    (feature,) = tile["fx_odd_names"]["features"]
+    assert feature["properties"] == {"Feature ID": "a/1", "has space": "x y"}
+    # A text primary key cannot be an MVT id (unsigned integer): it is carried as a property.
+    assert feature.get("id") in (None, 0)  # protobuf default: no id
 
 
 def test_huge_polygon_is_clipped_at_high_zoom(tiles_client):
     z, x, y = tile_of(106.7, 10.8, 16)
-    (feature,) = decode(tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf"))["tf_province"][
-        "features"
-    ]
+    (feature,) = decode(tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf"))[
+        "fx_huge_polygon"
+    ]["features"]
     ring = feature["geometry"]["coordinates"][0]
     # Inside the buffered tile: the 20,000-vertex circle is cut to (about) the tile square.
     assert len(ring) <= 6
@@ -137,9 +147,9 @@ def test_huge_polygon_is_clipped_at_high_zoom(tiles_client):
 
 def test_low_zoom_polygon_is_simplified(tiles_client):
     z, x, y = tile_of(106.7, 10.8, 8)
-    (feature,) = decode(tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf"))["tf_province"][
-        "features"
-    ]
+    (feature,) = decode(tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf"))[
+        "fx_huge_polygon"
+    ]["features"]
     assert 8 <= len(feature["geometry"]["coordinates"][0]) < 2000  # from 20,000 vertices
 
 
@@ -147,25 +157,25 @@ def test_low_zoom_polygon_is_simplified(tiles_client):
 
 
 def test_outside_the_zoom_range_is_204(tiles_client):
-    z, x, y = tile_of(WEST, SOUTH, 9)  # tf_parcels is drawn from zoom 10
-    response = tiles_client.get(f"/tiles/tf_parcels/{z}/{x}/{y}.pbf")
+    z, x, y = tile_of(WEST, SOUTH, 9)  # fx_parcels is drawn from zoom 10
+    response = tiles_client.get(f"/tiles/fx_parcels/{z}/{x}/{y}.pbf")
     assert response.status_code == 204 and response.content == b""
-    both = decode(tiles_client.get(f"/tiles/tf_parcels,tf_province/{z}/{x}/{y}.pbf"))
-    assert list(both) == ["tf_province"]
+    both = decode(tiles_client.get(f"/tiles/fx_parcels,fx_huge_polygon/{z}/{x}/{y}.pbf"))
+    assert list(both) == ["fx_huge_polygon"]
 
 
 def test_empty_tile_is_204(tiles_client):
-    response = tiles_client.get("/tiles/tf_parcels/14/0/0.pbf")
+    response = tiles_client.get("/tiles/fx_parcels/14/0/0.pbf")
     assert response.status_code == 204
     assert response.headers["etag"]
 
 
 def test_tile_outside_the_matrix_is_404_and_bad_zoom_400(tiles_client):
-    response = tiles_client.get("/tiles/tf_parcels/3/8/0.pbf")
+    response = tiles_client.get("/tiles/fx_parcels/3/8/0.pbf")
     assert response.status_code == 404 and response.json()["code"] == "TileOutOfRange"
-    assert tiles_client.get("/tiles/tf_parcels/25/0/0.pbf").status_code == 400
+    assert tiles_client.get("/tiles/fx_parcels/25/0/0.pbf").status_code == 400
     assert (
-        tiles_client.get("/collections/tf_parcels/tiles/WebMercatorQuad/2/0/4").status_code == 404
+        tiles_client.get("/collections/fx_parcels/tiles/WebMercatorQuad/2/0/4").status_code == 404
     )
 
 
@@ -174,14 +184,14 @@ def test_tile_outside_the_matrix_is_404_and_bad_zoom_400(tiles_client):
 
 def test_feature_cap_is_reported_never_silent(tiles_client, db):
     z, x, y = tile_of((CORE[0] + CORE[2]) / 2, (CORE[1] + CORE[3]) / 2, 14)
-    response = tiles_client.get(f"/tiles/tf_reports,tf_parcels/{z}/{x}/{y}.pbf")
+    response = tiles_client.get(f"/tiles/fx_reports,fx_parcels/{z}/{x}/{y}.pbf")
     tile = decode(response)
-    assert response.headers["x-tile-truncated"] == "tf_reports"
-    assert len(tile["tf_reports"]["features"]) == TileSettings().max_features
-    assert "tf_parcels" in tile  # the other layer is complete
+    assert response.headers["x-tile-truncated"] == "fx_reports"
+    assert len(tile["fx_reports"]["features"]) == TileSettings().max_features
+    assert "fx_parcels" in tile  # the other layer is complete
     # A tile under the cap carries no header.
     z, x, y = tile_of(106.55, 10.65, 14)
-    small = tiles_client.get(f"/tiles/tf_reports/{z}/{x}/{y}.pbf")
+    small = tiles_client.get(f"/tiles/fx_reports/{z}/{x}/{y}.pbf")
     assert "x-tile-truncated" not in small.headers
 
 
@@ -192,10 +202,10 @@ def test_aggregation_at_low_zoom_counts_every_report(tiles_client):
     total, biggest = 0, None
     for x in range(x0, x1 + 1):
         for y in range(y0, y1 + 1):
-            response = tiles_client.get(f"/tiles/tf_reports/{z}/{x}/{y}.pbf")
+            response = tiles_client.get(f"/tiles/fx_reports/{z}/{x}/{y}.pbf")
             if response.status_code == 204:
                 continue
-            for feature in decode(response)["tf_reports"]["features"]:
+            for feature in decode(response)["fx_reports"]["features"]:
                 assert feature["geometry"]["type"] == "Point"
                 assert set(feature["properties"]) == {"count", "category"}
                 total += feature["properties"]["count"]
@@ -212,10 +222,10 @@ def test_aggregation_at_low_zoom_counts_every_report(tiles_client):
 
 def test_points_are_features_above_the_cluster_zoom(tiles_client):
     z, x, y = tile_of(106.55, 10.65, 14)
-    response = tiles_client.get(f"/tiles/tf_reports/{z}/{x}/{y}.pbf")
+    response = tiles_client.get(f"/tiles/fx_reports/{z}/{x}/{y}.pbf")
     if response.status_code == 200:
         assert all(
-            "count" not in f["properties"] for f in decode(response)["tf_reports"]["features"]
+            "count" not in f["properties"] for f in decode(response)["fx_reports"]["features"]
         )
 
 
@@ -224,47 +234,48 @@ def test_points_are_features_above_the_cluster_zoom(tiles_client):
 
 def test_access_single_layers(tiles_client, make_key):
     z, x, y = tile_of(106.69, 10.77, 12)
-    assert tiles_client.get(f"/tiles/tf_internal/{z}/{x}/{y}.pbf").status_code == 404
+    assert tiles_client.get(f"/tiles/fx_roads/{z}/{x}/{y}.pbf").status_code == 404
     assert (
-        tiles_client.get(f"/collections/tf_internal/tiles/WebMercatorQuad/{z}/{y}/{x}").status_code
+        tiles_client.get(f"/collections/fx_roads/tiles/WebMercatorQuad/{z}/{y}/{x}").status_code
         == 404
     )
     operator = make_key("operator")
-    response = get(tiles_client, f"/tiles/tf_internal/{z}/{x}/{y}.pbf", operator)
-    assert list(decode(response)) == ["tf_internal"]
+    response = get(tiles_client, f"/tiles/fx_roads/{z}/{x}/{y}.pbf", operator)
+    assert list(decode(response)) == ["fx_roads"]
     assert response.headers["cache-control"] == "private, no-store"
     assert "Authorization" in response.headers["vary"]
-    assert get(tiles_client, f"/tiles/tf_restricted/{z}/{x}/{y}.pbf", operator).status_code == 404
-    police = make_key("publisher", "police")
-    assert list(decode(get(tiles_client, f"/tiles/tf_restricted/{z}/{x}/{y}.pbf", police))) == [
-        "tf_restricted"
+    z, x, y = tile_of(106.7, 10.8, 12)  # fx_restricted's point
+    assert get(tiles_client, f"/tiles/fx_restricted/{z}/{x}/{y}.pbf", operator).status_code == 404
+    owner = make_key("publisher", RESTRICTED_DEPARTMENT)
+    assert list(decode(get(tiles_client, f"/tiles/fx_restricted/{z}/{x}/{y}.pbf", owner))) == [
+        "fx_restricted"
     ]
 
 
 def test_composite_omits_what_the_caller_may_not_read(tiles_client, make_key):
-    z, x, y = tile_of(106.69, 10.77, 12)
-    path = f"/tiles/tf_province,tf_internal,tf_restricted,no_such_layer/{z}/{x}/{y}.pbf"
+    z, x, y = tile_of(106.7, 10.8, 12)  # fx_restricted's point; the road and the ring cross it
+    path = f"/tiles/fx_huge_polygon,fx_roads,fx_restricted,no_such_layer/{z}/{x}/{y}.pbf"
     anonymous = tiles_client.get(path)
-    assert list(decode(anonymous)) == ["tf_province"]
+    assert list(decode(anonymous)) == ["fx_huge_polygon"]
     assert (
         anonymous.headers["cache-control"] == "private, no-store"
     )  # the answer depends on the caller
     assert list(decode(get(tiles_client, path, make_key("operator")))) == [
-        "tf_province",
-        "tf_internal",
+        "fx_huge_polygon",
+        "fx_roads",
     ]
     assert list(decode(get(tiles_client, path, make_key("admin")))) == [
-        "tf_province",
-        "tf_internal",
-        "tf_restricted",
+        "fx_huge_polygon",
+        "fx_roads",
+        "fx_restricted",
     ]
-    hidden = tiles_client.get(f"/tiles/tf_internal,tf_restricted/{z}/{x}/{y}.pbf")
+    hidden = tiles_client.get(f"/tiles/fx_roads,fx_restricted/{z}/{x}/{y}.pbf")
     assert hidden.status_code == 404 and hidden.json()["code"] == "LayerNotFound"
 
 
 def test_public_tiles_are_publicly_cacheable(tiles_client):
     z, x, y = tile_of(106.7, 10.8, 12)
-    response = tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
+    response = tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf")
     decode(response)
     assert response.headers["cache-control"].startswith("public, max-age=")
     assert "Authorization" not in response.headers.get("vary", "")
@@ -275,7 +286,7 @@ def test_public_tiles_are_publicly_cacheable(tiles_client):
 
 def test_etag_304_and_gzip_passthrough(tiles_client):
     z, x, y = tile_of(106.7, 10.8, 13)
-    path = f"/tiles/tf_province,tf_parcels/{z}/{x}/{y}.pbf"
+    path = f"/tiles/fx_huge_polygon,fx_parcels/{z}/{x}/{y}.pbf"
     first = tiles_client.get(path)
     decode(first)
     assert first.headers["x-tile-cache"] == "database"
@@ -292,8 +303,8 @@ def test_etag_304_and_gzip_passthrough(tiles_client):
 
 
 def _mutable_names(client, z, x, y) -> list[str]:
-    response = client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf")
-    return sorted(f["properties"]["name"] for f in decode(response)["tf_mutable"]["features"])
+    response = client.get(f"/tiles/fx_mutable/{z}/{x}/{y}.pbf")
+    return sorted(f["properties"]["name"] for f in decode(response)["fx_mutable"]["features"])
 
 
 def test_publish_bumps_version_and_no_cache_serves_stale_tiles(tiles_client, db, cache_dir):
@@ -301,36 +312,36 @@ def test_publish_bumps_version_and_no_cache_serves_stale_tiles(tiles_client, db,
     app = tiles_client.app
     before = _mutable_names(tiles_client, z, x, y)
     assert (
-        tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "memory"
+        tiles_client.get(f"/tiles/fx_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "memory"
     )
     # A second process (a fresh service on the same disk cache) finds it on disk.
     app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
     app.state.catalog_watcher.interval = 0  # notice the other process's publish at once
-    assert tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"
+    assert tiles_client.get(f"/tiles/fx_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"
 
     with db.cursor() as cur:  # another process publishes: new data, then refresh_stats
         cur.execute(
-            "INSERT INTO tile_fixtures.mutable (name, geom) VALUES"
+            "INSERT INTO fixtures.mutable (name, geom) VALUES"
             " ('new', ST_SetSRID(ST_MakePoint(106.6925, 10.7701), 4326))"
         )
     db.commit()
-    registry.refresh_stats(db, "tf_mutable")
+    registry.refresh_stats(db, "fx_mutable")
 
-    after = tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf")
+    after = tiles_client.get(f"/tiles/fx_mutable/{z}/{x}/{y}.pbf")
     assert after.headers["x-tile-cache"] == "database"
     assert _mutable_names(tiles_client, z, x, y) == sorted([*before, "new"])
     # A process started now (empty memory) must not find the old tile on disk either.
     app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
-    fresh = tiles_client.get(f"/tiles/tf_mutable/{z}/{x}/{y}.pbf")
+    fresh = tiles_client.get(f"/tiles/fx_mutable/{z}/{x}/{y}.pbf")
     assert fresh.headers["x-tile-cache"] == "disk"  # the new version, written just above
-    assert "new" in [f["properties"]["name"] for f in decode(fresh)["tf_mutable"]["features"]]
+    assert "new" in [f["properties"]["name"] for f in decode(fresh)["fx_mutable"]["features"]]
 
 
 def test_cache_off_always_renders(tiles_client):
     tiles_client.app.state.tiles = TileService(TileSettings(cache="off"))
     z, x, y = tile_of(106.7, 10.8, 12)
     for _ in range(2):
-        response = tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
+        response = tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf")
         decode(response)
         assert response.headers["x-tile-cache"] == "database"
 
@@ -340,16 +351,19 @@ def test_versions_changed_elsewhere_are_seen_within_the_interval(tiles_client, d
     watcher = tiles_client.app.state.catalog_watcher
     watcher.interval = 0
     z, x, y = tile_of(106.7, 10.8, 12)
-    tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")  # a check happens now
+    tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf")  # a check happens now
     watcher.interval = 3600
-    version = tiles_client.app.state.catalog.get("tf_province", registry_admin()).version
-    registry.refresh_stats(db, "tf_province")
-    tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
-    assert tiles_client.app.state.catalog.get("tf_province", registry_admin()).version == version
-    watcher.interval = 0
-    tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
+    version = tiles_client.app.state.catalog.get("fx_huge_polygon", registry_admin()).version
+    registry.refresh_stats(db, "fx_huge_polygon")
+    tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf")
     assert (
-        tiles_client.app.state.catalog.get("tf_province", registry_admin()).version == version + 1
+        tiles_client.app.state.catalog.get("fx_huge_polygon", registry_admin()).version == version
+    )
+    watcher.interval = 0
+    tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf")
+    assert (
+        tiles_client.app.state.catalog.get("fx_huge_polygon", registry_admin()).version
+        == version + 1
     )
 
 
@@ -363,20 +377,20 @@ def registry_admin():
 
 
 def test_tilejson_of_a_collection(tiles_client):
-    doc = tiles_client.get("/collections/tf_reports/tiles/WebMercatorQuad/tilejson.json").json()
+    doc = tiles_client.get("/collections/fx_reports/tiles/WebMercatorQuad/tilejson.json").json()
     assert doc["tilejson"] == "3.0.0" and doc["scheme"] == "xyz"
     assert doc["minzoom"] == 8 and doc["maxzoom"] == 22
     west, south, east, north = doc["bounds"]
     assert 106.49 < west < east < 106.91 and 10.59 < south < north < 11.01
     (vector_layer,) = doc["vector_layers"]
-    assert vector_layer["id"] == "tf_reports"
+    assert vector_layer["id"] == "fx_reports"
     assert vector_layer["fields"] == {
         "category": "String",
         "created_at": "String",
         "count": "Number",
     }
     template = doc["tiles"][0]
-    assert "/collections/tf_reports/tiles/WebMercatorQuad/{z}/{y}/{x}" in template
+    assert "/collections/fx_reports/tiles/WebMercatorQuad/{z}/{y}/{x}" in template
     z, x, y = tile_of(106.55, 10.65, 10)
     url = (
         template.split("?")[0].replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
@@ -385,24 +399,24 @@ def test_tilejson_of_a_collection(tiles_client):
 
 
 def test_tilejson_of_a_composite_and_access(tiles_client, make_key):
-    doc = tiles_client.get("/tiles/tf_parcels,tf_internal,tf_blocks/tilejson.json").json()
-    assert [v["id"] for v in doc["vector_layers"]] == ["tf_parcels", "tf_blocks"]
-    assert doc["tiles"][0].split("?")[0].endswith("/tiles/tf_parcels,tf_blocks/{z}/{x}/{y}.pbf")
+    doc = tiles_client.get("/tiles/fx_parcels,fx_roads,fx_blocks/tilejson.json").json()
+    assert [v["id"] for v in doc["vector_layers"]] == ["fx_parcels", "fx_blocks"]
+    assert doc["tiles"][0].split("?")[0].endswith("/tiles/fx_parcels,fx_blocks/{z}/{x}/{y}.pbf")
     assert doc["minzoom"] == 8 and doc["maxzoom"] == 20
-    assert tiles_client.get("/tiles/tf_internal/tilejson.json").status_code == 404
-    with_key = get(tiles_client, "/tiles/tf_internal/tilejson.json", make_key("analyst")).json()
+    assert tiles_client.get("/tiles/fx_roads/tilejson.json").status_code == 404
+    with_key = get(tiles_client, "/tiles/fx_roads/tilejson.json", make_key("analyst")).json()
     assert with_key["vector_layers"][0]["fields"] == {"name": "String"}
 
 
 def test_ogc_tilesets_and_tile_matrix_set(tiles_client):
-    tilesets = tiles_client.get("/collections/tf_parcels/tiles").json()
+    tilesets = tiles_client.get("/collections/fx_parcels/tiles").json()
     (tileset,) = tilesets["tilesets"]
     assert tileset["dataType"] == "vector" and tileset["tileMatrixSetURI"].endswith(
         "WebMercatorQuad"
     )
     item = next(link for link in tileset["links"] if link["rel"] == "item")
     assert item["href"].endswith("{tileMatrix}/{tileRow}/{tileCol}") and item["templated"]
-    meta = tiles_client.get("/collections/tf_parcels/tiles/WebMercatorQuad").json()
+    meta = tiles_client.get("/collections/fx_parcels/tiles/WebMercatorQuad").json()
     assert meta["tileMatrixSetLimits"][0]["tileMatrix"] == "10"
     tms = tiles_client.get("/tileMatrixSets/WebMercatorQuad").json()
     assert tms["id"] == "WebMercatorQuad" and len(tms["tileMatrices"]) == 25
@@ -410,7 +424,7 @@ def test_ogc_tilesets_and_tile_matrix_set(tiles_client):
     assert (
         tiles_client.get("/tileMatrixSets").json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"
     )
-    assert tiles_client.get("/collections/tf_restricted/tiles").status_code == 404
+    assert tiles_client.get("/collections/fx_restricted/tiles").status_code == 404
 
 
 def test_a_client_finds_the_tiles_from_the_landing_page(tiles_client):
@@ -423,7 +437,7 @@ def test_a_client_finds_the_tiles_from_the_landing_page(tiles_client):
         if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
     )
     assert tiles_client.get(schemes).json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"
-    collection = tiles_client.get("/collections/tf_parcels").json()
+    collection = tiles_client.get("/collections/fx_parcels").json()
     href = next(
         link["href"]
         for link in collection["links"]
@@ -445,31 +459,31 @@ def test_a_client_finds_the_tiles_from_the_landing_page(tiles_client):
         .replace("{tileRow}", str(y))
         .replace("{tileCol}", str(x))
     )
-    assert decode(tile)["tf_parcels"]["features"]
+    assert decode(tile)["fx_parcels"]["features"]
     conforms = tiles_client.get("/conformance").json()["conformsTo"]
     tiles_classes = {c.rsplit("/", 1)[1] for c in conforms if "ogcapi-tiles-1" in c}
     assert {"core", "tileset", "tilesets-list", "geodata-tilesets", "mvt"} <= tiles_classes
 
 
 def test_maplibre_style(tiles_client):
-    style = tiles_client.get("/styles/tf_parcels,tf_reports,tf_internal.json").json()
+    style = tiles_client.get("/styles/fx_parcels,fx_reports,fx_roads.json").json()
     assert style["version"] == 8 and "glyphs" not in style and "sprite" not in style
     (source,) = style["sources"].values()
     assert source["type"] == "vector" and source["url"].endswith(
-        "/tiles/tf_parcels,tf_reports/tilejson.json"
+        "/tiles/fx_parcels,fx_reports/tilejson.json"
     )
     layers = {layer["id"]: layer for layer in style["layers"]}
     # Circles: one layer per legend value (QGIS drops a data-driven circle-color) over one for
     # the other values, the first legend entry on top.
-    numbers = [f"-{n}" for n in range(len(fx.LEGEND), 0, -1)]
+    numbers = [f"-{n}" for n in range(len(LEGEND), 0, -1)]
     assert list(layers) == [
-        "tf_parcels-fill",
-        "tf_parcels-outline",
-        *(f"tf_reports{n}" for n in ["", *numbers]),
-        *(f"tf_reports-cluster{n}" for n in ["", *numbers]),
+        "fx_parcels-fill",
+        "fx_parcels-outline",
+        *(f"fx_reports{n}" for n in ["", *numbers]),
+        *(f"fx_reports-cluster{n}" for n in ["", *numbers]),
     ]
     # Match labels as arrays: QGIS reads only those.
-    fill = layers["tf_parcels-fill"]["paint"]["fill-color"]
+    fill = layers["fx_parcels-fill"]["paint"]["fill-color"]
     assert fill == [
         "match",
         ["get", "kind"],
@@ -479,24 +493,24 @@ def test_maplibre_style(tiles_client):
         "#2a9d8f",
         "#cccccc",
     ]
-    first = layers["tf_reports-1"]
-    assert first["paint"]["circle-color"] == fx.LEGEND[0]["color"] and first["filter"] == [
+    first = layers["fx_reports-1"]
+    assert first["paint"]["circle-color"] == LEGEND[0]["color"] and first["filter"] == [
         "all",
         ["!", ["has", "count"]],
-        ["==", ["get", "category"], fx.LEGEND[0]["value"]],
+        ["==", ["get", "category"], LEGEND[0]["value"]],
     ]
-    other = layers["tf_reports-cluster"]
+    other = layers["fx_reports-cluster"]
     assert other["filter"] == [
         "all",
         ["has", "count"],
         ["all", *(["!=", ["get", "category"], c] for c in CATEGORIES)],
     ]
     assert other["paint"]["circle-color"] == "#d62728"
-    assert layers["tf_reports-cluster-1"]["maxzoom"] == 14 and layers["tf_reports"]["minzoom"] == 8
+    assert layers["fx_reports-cluster-1"]["maxzoom"] == 14 and layers["fx_reports"]["minzoom"] == 8
     for layer in style["layers"]:
-        assert layer["source-layer"] in ("tf_parcels", "tf_reports")
+        assert layer["source-layer"] in ("fx_parcels", "fx_reports")
     tilejson = tiles_client.get(source["url"].replace("http://testserver", "")).json()
-    assert {v["id"] for v in tilejson["vector_layers"]} == {"tf_parcels", "tf_reports"}
+    assert {v["id"] for v in tilejson["vector_layers"]} == {"fx_parcels", "fx_reports"}
 
 
 def test_openapi_lists_tile_paths(tiles_client):
@@ -539,32 +553,16 @@ def test_gzip_bytes_are_a_valid_mvt(tiles_client):
     """What the disk cache and PMTiles hold: gzip of a decodable MVT."""
     service = tiles_client.app.state.tiles
     z, x, y = tile_of(106.7, 10.8, 12)
-    tiles_client.get(f"/tiles/tf_province/{z}/{x}/{y}.pbf")
+    tiles_client.get(f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf")
     key = next(k for k in service.memory._items if k[1:] == (z, x, y))
     data = service.memory.get(key).data
-    assert "tf_province" in mapbox_vector_tile.decode(gzip.decompress(data))
+    assert "fx_huge_polygon" in mapbox_vector_tile.decode(gzip.decompress(data))
 
 
-def test_shared_fixture_layers_empty_and_odd_names(tiles_client):
-    """The HTTP suite's own awkward layers (tests/http/conftest.py), when present."""
-    catalog = tiles_client.app.state.catalog
-    try:
-        catalog.get("fx_empty", registry_admin())
-        catalog.get("fx_odd_names", registry_admin())
-    except Exception:
-        pytest.skip("the shared fx_* fixture layers are not registered")
+def test_empty_layer_tiles(tiles_client):
+    """fx_empty has no rows: its tiles are 204 and its TileJSON bounds the whole world."""
     assert tiles_client.get("/tiles/fx_empty/12/3262/1924.pbf").status_code == 204
     assert tiles_client.get("/tiles/fx_empty/tilejson.json").json()["bounds"][0] == -180
-    z, x, y = tile_of(106.70, 10.77, 14)
-    (feature,) = [
-        f
-        for f in decode(tiles_client.get(f"/tiles/fx_odd_names/{z}/{x}/{y}.pbf"))["fx_odd_names"][
-            "features"
-        ]
-        if f["properties"].get("Feature ID") == "a/1"
-    ]
-    # A text primary key cannot be an MVT id (unsigned integer): it is carried as a property.
-    assert feature.get("id") in (None, 0)  # protobuf default: no id
 
 
 def test_public_tiles_bypass_the_framework_with_the_same_answer(
@@ -575,7 +573,7 @@ def test_public_tiles_bypass_the_framework_with_the_same_answer(
     from api.routers import tiles as tiles_router
 
     z, x, y = tile_of(106.7, 10.8, 12)
-    path = f"/tiles/tf_province/{z}/{x}/{y}.pbf"
+    path = f"/tiles/fx_huge_polygon/{z}/{x}/{y}.pbf"
     # A key makes the app render it: the reference answer.
     reference = get(tiles_client, path, make_key("admin"))
     assert reference.status_code == 200
@@ -585,11 +583,11 @@ def test_public_tiles_bypass_the_framework_with_the_same_answer(
 
     monkeypatch.setattr(tiles_router, "serve_tile", unreachable)
     tiles_client.app.state.catalog_watcher.interval = 3600  # the catalog is fresh
-    neighbour = f"/tiles/tf_province/{z}/{x + 1}/{y}.pbf"
+    neighbour = f"/tiles/fx_huge_polygon/{z}/{x + 1}/{y}.pbf"
     rendered = tiles_client.get(neighbour)  # not in any cache yet: rendered by the fast path
     assert rendered.status_code == 200 and rendered.headers["x-tile-cache"] == "database"
-    assert decode(rendered)["tf_province"]["features"]
-    ogc = tiles_client.get(f"/collections/tf_province/tiles/WebMercatorQuad/{z}/{y}/{x}")
+    assert decode(rendered)["fx_huge_polygon"]["features"]
+    ogc = tiles_client.get(f"/collections/fx_huge_polygon/tiles/WebMercatorQuad/{z}/{y}/{x}")
     second = tiles_client.get(path)
     for answer in (ogc, second):
         assert answer.headers["x-tile-cache"] == "memory"
@@ -601,12 +599,12 @@ def test_public_tiles_bypass_the_framework_with_the_same_answer(
         tiles_client.get(path, headers={"If-None-Match": second.headers["etag"]}).status_code == 304
     )
     plain = tiles_client.get(path, headers={"Accept-Encoding": "identity"})
-    assert "content-encoding" not in plain.headers and decode(plain)["tf_province"]["features"]
+    assert "content-encoding" not in plain.headers and decode(plain)["fx_huge_polygon"]["features"]
 
     # A key goes to the app (which refuses this unknown one); so does a non-public layer.
     assert tiles_client.get(path, headers={"Authorization": "Bearer ioc_x"}).status_code == 401
     with pytest.raises(AssertionError, match="should not be reached"):
-        tiles_client.get(f"/tiles/tf_province,tf_internal/{z}/{x}/{y}.pbf")
+        tiles_client.get(f"/tiles/fx_huge_polygon,fx_roads/{z}/{x}/{y}.pbf")
 
 
 def test_database_failures_under_a_tile_are_503_and_the_pool_recovers(
@@ -622,14 +620,14 @@ def test_database_failures_under_a_tile_are_503_and_the_pool_recovers(
             set_fault(db_settings.dsn(), mode)
             for key in (None, admin):  # fast path, then the app's handler
                 z, x, y = tile_of(106.692, 10.78, next(zooms))
-                answer = get(tiles_client, f"/tiles/tf_faulty/{z}/{x}/{y}.pbf", key)
+                answer = get(tiles_client, f"/tiles/fx_faulty/{z}/{x}/{y}.pbf", key)
                 assert answer.status_code == 503, answer.text
                 assert answer.json()["code"] == code
     finally:
         set_fault(db_settings.dsn(), "none")
     z, x, y = tile_of(106.692, 10.78, 16)
-    tile = decode(tiles_client.get(f"/tiles/tf_faulty/{z}/{x}/{y}.pbf"))
-    assert len(tile["tf_faulty"]["features"]) == 3
+    tile = decode(tiles_client.get(f"/tiles/fx_faulty/{z}/{x}/{y}.pbf"))
+    assert len(tile["fx_faulty"]["features"]) == 3
 
 
 def test_the_disk_cache_keeps_to_its_budget(tiles_client, tmp_path):
@@ -639,16 +637,16 @@ def test_the_disk_cache_keeps_to_its_budget(tiles_client, tmp_path):
     service = app.state.tiles = TileService(
         TileSettings(cache_dir=tmp_path, disk_max_mb=1, memory_mb=0)
     )
-    stale = tmp_path / service.fingerprint / "tf_gone@1" / "12" / "3263"
+    stale = tmp_path / service.fingerprint / "fx_gone@1" / "12" / "3263"
     stale.mkdir(parents=True)
     for y in range(24):  # 2.4 MB written a day ago
         (stale / f"{y}.mvt.gz").write_bytes(bytes(100_000))
     for path in stale.parent.rglob("*"):
         os.utime(path, (time.time() - 86_400,) * 2)
     z, x, y = tile_of(106.70, 10.78, 12)
-    response = tiles_client.get(f"/tiles/tf_parcels/{z}/{x}/{y}.pbf")
+    response = tiles_client.get(f"/tiles/fx_parcels/{z}/{x}/{y}.pbf")
     assert response.headers["x-tile-cache"] == "database"
     # The eviction runs in the background after the answer: wait for it.
     wait_until(lambda: not stale.parent.exists(), message="the stale zoom level to be evicted")
-    assert list(tmp_path.rglob(f"tf_parcels@*/{z}/{x}/{y}.mvt.gz"))
-    assert tiles_client.get(f"/tiles/tf_parcels/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"
+    assert list(tmp_path.rglob(f"fx_parcels@*/{z}/{x}/{y}.mvt.gz"))
+    assert tiles_client.get(f"/tiles/fx_parcels/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"
