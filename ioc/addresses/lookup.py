@@ -22,6 +22,7 @@ from ioc.addresses.registry import (
 from ioc.catalog.access import Principal, can_read
 from ioc.catalog.layers import Catalog, Layer
 from ioc.db.identifiers import quote_ident
+from ioc.media import GEOJSON
 
 
 async def ward_at(
@@ -156,7 +157,7 @@ async def linked_features(
                     "links": [
                         {
                             "rel": "item",
-                            "type": "application/geo+json",
+                            "type": GEOJSON,
                             "href": f"{base_url}/collections/{layer_id}/items/{f['fid']}",
                         }
                     ],

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ioc.catalog.access import ADMIN, Principal, can_read
 from ioc.catalog.layers import Catalog, Layer
 from ioc.errors import FeatureNotFound, InvalidParameter, LayerNotFound
+from ioc.media import GEOJSON
 
 CITY_VI = "Thành phố Hồ Chí Minh"
 META_KEY = "addresses"
@@ -261,10 +262,10 @@ def address_feature(row: Any, base_url: str = "", **extra: Any) -> dict[str, Any
         "geometry": {"type": "Point", "coordinates": [round(row["lon"], 7), round(row["lat"], 7)]},
         "properties": props,
         "links": [
-            {"rel": "self", "type": "application/geo+json", "href": f"{base_url}/addresses/{code}"},
+            {"rel": "self", "type": GEOJSON, "href": f"{base_url}/addresses/{code}"},
             {
                 "rel": "related",
-                "type": "application/geo+json",
+                "type": GEOJSON,
                 "title": "Linked features",
                 "href": f"{base_url}/addresses/{code}/features",
             },
