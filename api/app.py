@@ -28,6 +28,7 @@ from api.routers import (
     query,
     stats,
     tiles,
+    transactions,
 )
 from api.state import build_state
 from api.static import static_files
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         maps.router,
         addresses.router,
         publishing.router,
+        transactions.router,
         query.router,
         stats.router,
     ):

@@ -56,6 +56,10 @@ class Conflict(IocError):
     """The request conflicts with what is stored (e.g. an existing id)."""
 
 
+class PreconditionFailed(IocError):
+    """An ``If-Match`` names a state of the resource that is no longer current."""
+
+
 class QueryTimeout(IocError):
     """A query ran past the statement timeout (too broad a request, or an overloaded server)."""
 

@@ -403,7 +403,9 @@ async def get_item(
     """A feature by id (404 when unknown), in CRS84 or the `crs` asked for."""
     fmt = negotiate(request, f, ("json", "html"))
     out_crs = parse_crs(crs, parameter="crs", storage_srid=layer.srid, default=CRS84)
-    tag = items.etag(layer, fmt, [("featureId", feature_id), *request.query_params.multi_items()])
+    tag = items.item_etag(
+        layer, fmt, [("featureId", feature_id), *request.query_params.multi_items()]
+    )
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{out_crs.uri}>"}
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)

@@ -505,3 +505,9 @@ def etag(layer: Layer, representation: str, params: list[tuple[str, str]]) -> st
         f"{normalised}".encode()
     ).hexdigest()[:32]
     return f'"{digest}"'
+
+
+def item_etag(layer: Layer, representation: str, params: list[tuple[str, str]]) -> str:
+    """A feature's ETag: the layer version first, so ``If-Match`` on a write can tell whether
+    the layer changed since (``layers.items_write.version_of_tag``)."""
+    return f'"{layer.version}.{etag(layer, representation, params)[1:]}'

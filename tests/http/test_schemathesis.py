@@ -25,6 +25,8 @@ Destructive operations never reach the shared test database's layers:
   ``collectionId`` is always :data:`SCRATCH`, a throwaway layer this module creates first and
   drops afterwards, and for ``DELETE`` one throwaway layer per role (:func:`doomed`). The
   upload bodies are empty: the description documents no body (the file is the raw stream).
+* ``POST``/``PUT``/``PATCH``/``DELETE`` of ``/collections/{collectionId}/items…`` (OGC API –
+  Features Part 4): the ``collectionId`` is :data:`SCRATCH` too.
 * ``POST /layers``: generated manifests; any layer they did create is recorded from its 201
   and dropped afterwards.
 * ``POST /query/saved`` (derived layers) and ``POST /query/jobs``: recorded from their answers,
@@ -333,8 +335,11 @@ def role_test(role: str):
         suppress_health_check=list(HealthCheck),
     )
     def test(case, app, role_headers, created):
-        if case.path.startswith("/layers/"):
-            target = doomed(role) if case.method.upper() == "DELETE" else SCRATCH
+        # Part 4 item writes (POST/PUT/PATCH/DELETE under /collections) hit SCRATCH too.
+        writes_items = case.method.upper() != "GET" and case.path.startswith("/collections/")
+        if case.path.startswith("/layers/") or writes_items:
+            deletes_layer = case.method.upper() == "DELETE" and not writes_items
+            target = doomed(role) if deletes_layer else SCRATCH
             case.path_parameters = {**(case.path_parameters or {}), "collectionId": target}
         skipped = KNOWN_FAILURES.get((case.method.upper(), case.path), [])
         if role != "anonymous":  # the role's key, not a generated one (any spelling)
