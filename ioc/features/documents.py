@@ -28,6 +28,11 @@ CONFORMANCE: tuple[str, ...] = (
     _FEATURES.format(part=3, name="features-filter"),
     _FEATURES.format(part=3, name="queryables"),
     *cql2.CONFORMANCE,
+    # OGC API – Features Part 4: POST/PUT/DELETE and PATCH of features (layers.items_write).
+    *(
+        f"http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/{name}"
+        for name in ("create-replace-delete", "update", "features")
+    ),
     # OGC API – Tiles Part 1: vector tilesets of each collection, in WebMercatorQuad.
     *(
         f"http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/{name}"

@@ -229,3 +229,9 @@ def test_owslib_creates_updates_and_deletes(live_server, make_key, db):
         cur.execute(f"SELECT count(*) FROM data.{layer_id}")
         assert cur.fetchone()[0] == 0
     db.rollback()
+
+
+def test_part4_conformance_is_declared(client):
+    classes = client.get("/conformance").json()["conformsTo"]
+    part4 = "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/"
+    assert {f"{part4}create-replace-delete", f"{part4}update", f"{part4}features"} <= set(classes)
