@@ -21,6 +21,7 @@ from api.routers import (
     addresses,
     catalog,
     collections,
+    events,
     health,
     landing,
     maps,
@@ -36,6 +37,7 @@ from ioc.config import Settings, get_settings
 from ioc.db import migrations
 from ioc.db.connection import create_pool
 from ioc.errors import MigrationError, PostGISMissing
+from ioc.events.hub import EventHub
 from ioc.logs import configure_logging
 
 log = logging.getLogger("ioc.api")
@@ -94,9 +96,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The typed state replaces Starlette's untyped one: request.app.state is an AppState.
             app.state = await build_state(settings, pool)  # type: ignore[assignment]
             await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.query.jobs)
+            # One LISTEN per process: change events for /events, and the catalog reload that
+            # keeps this process's tiles and caches fresh after another process's write.
+            hub = EventHub(pool, settings.database, settings.publish.events_retention_hours)
+            hub.on_change = app.state.reload_catalog
+            app.state.events = hub
+            await hub.start()
             log.info("ioc ready", extra={"layers": len(app.state.catalog)})
             yield
         finally:
+            if isinstance(getattr(app.state, "events", None), EventHub):
+                await app.state.events.stop()
             await query.stop_runner(app)
             await pool.close()
             log.info("database connections closed")
@@ -160,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         addresses.router,
         publishing.router,
         transactions.router,
+        events.router,
         query.router,
         stats.router,
     ):

@@ -32,6 +32,7 @@ class AppState:
     # Map-session tokens: a closed session is forgotten here at once, elsewhere within the ttl.
     sessions: KeyCache = field(default_factory=lambda: KeyCache(lookup=resolve_session))
     query_runner: Any = None
+    events: Any = None  # the process's ioc.events.hub.EventHub, started by the lifespan
     # Beyond the tile service, which always hears (see notify): e.g. a test's recorder.
     catalog_listeners: list[Listener] = field(default_factory=list)
 

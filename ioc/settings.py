@@ -147,6 +147,9 @@ class PublishSettings(BaseSettings):
         default=4 << 30, ge=1024, description="Largest total size inside a zip."
     )
     keep_versions: int = Field(default=5, ge=1, description="Data versions kept per layer.")
+    events_retention_hours: float = Field(
+        default=72, gt=0, description="How long change events are kept for resuming clients."
+    )
 
 
 class FeatureSettings(BaseSettings):

@@ -20,6 +20,7 @@ from ioc.catalog.layers import Layer
 from ioc.db.connection import PgConn, connection
 from ioc.db.identifiers import quote_ident
 from ioc.errors import FeatureNotFound, InvalidParameter, PreconditionFailed, UploadRejected
+from ioc.events import log as events
 from ioc.features.crs import CRS84, parse_crs
 from layers import registry
 from layers.publish_staging import _coerce, create_staging, validate_geometry
@@ -203,6 +204,7 @@ def _apply(
         table = _stage(cur, layer, geometries, content_crs) if geometries else None
         staged = f"(SELECT geom FROM {table} WHERE _row = %s)"
         ids: list[str] = []
+        bbox: events.Bbox | None = None  # the touched features' extent, before and after
         if op == "create":
             for row, vals in enumerate(values):
                 cols = [quote_ident(k) for k in vals] + [geom_col]
@@ -227,6 +229,8 @@ def _apply(
             )
             cur.execute("SAVEPOINT target")
             try:
+                where = f"{layer.table_sql} WHERE {ident} = %s"
+                bbox = events.fetch_extent(cur, events.extent_sql(geom_col, where), [feature_id])
                 cur.execute(sql, (*params, feature_id))
                 found = cur.rowcount
             except psycopg2.DataError:  # an id that cannot be of the id column's type
@@ -239,6 +243,8 @@ def _apply(
                 )
             ids.append(str(feature_id))
         if table is not None:
+            new = events.fetch_extent(cur, events.extent_sql("geom", table))
+            bbox = events.union(bbox, new)
             cur.execute(f"DROP TABLE {table}")
         version = current + 1
         count = registry.update_stats(cur, layer.id)
@@ -252,4 +258,5 @@ def _apply(
             {"features": len(ids)},
             detail={"ids": ids[:100]},
         )
+        events.record_event(cur, layer.id, f"item.{op}", version, ids, bbox=bbox)
     return WriteResult(ids=ids, version=version)

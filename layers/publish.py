@@ -22,6 +22,7 @@ from ioc.catalog.layers import Layer
 from ioc.db.connection import PgConn
 from ioc.db.identifiers import quote_ident
 from ioc.errors import Forbidden, InvalidParameter, UploadRejected
+from ioc.events import log as events
 from layers import ingest, registry
 from layers.crs_detect import resolve_srid
 from layers.publish_staging import (
@@ -164,6 +165,9 @@ def _swap(
             report.checksum,
         )
         prune_versions(cur, layer, keep_versions)
+        events.record_event(
+            cur, layer.id, f"layer.{mode}", report.version, count=report.feature_count
+        )
     conn.commit()
 
 

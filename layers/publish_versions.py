@@ -14,6 +14,7 @@ from ioc.catalog.layers import Layer
 from ioc.db.connection import PgConn
 from ioc.db.identifiers import qualified
 from ioc.errors import Forbidden, VersionNotFound
+from ioc.events import log as events
 from layers import registry
 from layers.publish_staging import PublishReport
 
@@ -154,6 +155,9 @@ def restore_version(
                 report.version,
                 {"feature_count": report.feature_count},
                 detail={"restored_from": version},
+            )
+            events.record_event(
+                cur, layer.id, "layer.restore", report.version, count=report.feature_count
             )
         conn.commit()
     except BaseException:

@@ -15,6 +15,7 @@ from ioc.catalog.access import Principal, can_create_in, can_write
 from ioc.catalog.layers import Layer
 from ioc.db.connection import PgConn, connection
 from ioc.errors import Forbidden, InvalidParameter, NotAuthenticated
+from ioc.events import log as events
 from ioc.settings import DatabaseSettings, PublishSettings
 from layers import ingest, registry
 from layers.publish import publish_file
@@ -162,6 +163,8 @@ def delete(settings: PublishingSettings, layer: Layer, principal: Principal) -> 
     with connection(settings.database) as conn:
         registry.soft_delete(conn, layer.id)
         unlink_layer(conn, layer.id)
+        with conn.cursor() as cur:  # committed by _audit, with the deletion
+            events.record_event(cur, layer.id, "layer.delete", None)
         _audit(conn, principal, "layer.delete", layer.id)
 
 

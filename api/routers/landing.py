@@ -35,6 +35,12 @@ def _links(base: str) -> list[dict[str, str]]:
         },
         {"rel": "service-doc", "type": HTML, "title": "API docs", "href": f"{base}/docs"},
         {
+            "rel": "http://www.opengis.net/def/rel/ogc/1.0/asyncapi",
+            "type": JSON,
+            "title": "AsyncAPI: change events (Server-Sent Events at /events)",
+            "href": f"{base}/asyncapi.json",
+        },
+        {
             "rel": "conformance",
             "type": JSON,
             "title": "Conformance classes",

@@ -54,17 +54,21 @@ ZONES = {
 }
 
 
-def _clean(db_settings) -> None:
+def _clean(db_settings, prefix: str = "pt") -> None:
+    """Drop the test layers whose id starts with ``prefix_`` (tables, registry, audit, events)."""
+    like = prefix + "\\_%"
     conn = psycopg2.connect(db_settings.dsn())
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT tablename, schemaname FROM pg_tables WHERE tablename LIKE 'pt\\_%'"
-            " AND schemaname IN ('data', 'versions', 'staging')"
+            "SELECT tablename, schemaname FROM pg_tables WHERE tablename LIKE %s"
+            " AND schemaname IN ('data', 'versions', 'staging')",
+            (like,),
         )
         for table, schema in cur.fetchall():
             cur.execute(f'DROP TABLE "{schema}"."{table}"')
-        cur.execute("DELETE FROM ioc.layers WHERE id LIKE 'pt\\_%'")
-        cur.execute("DELETE FROM ioc.audit WHERE layer_id LIKE 'pt\\_%'")
+        cur.execute("DELETE FROM ioc.layers WHERE id LIKE %s", (like,))
+        cur.execute("DELETE FROM ioc.audit WHERE layer_id LIKE %s", (like,))
+        cur.execute("DELETE FROM ioc.events WHERE layer_id LIKE %s", (like,))
     conn.commit()
     conn.close()
 

@@ -1,0 +1,131 @@
+"""Change events: a Server-Sent Events stream, the same as JSON for polling, and the
+AsyncAPI document. Only layers the caller may read, checked per event on the current
+catalog: a stream never reveals a hidden layer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse
+
+from api.deps import LayerDep, PrincipalDep, StateDep
+from api.state import AppState
+from api.urls import base_url
+from ioc.catalog.access import Principal, can_read
+from ioc.errors import InvalidParameter
+from ioc.events import asyncapi
+from ioc.events.log import ChangeEvent, events_since
+
+router = APIRouter(tags=["events"])
+
+PING_SECONDS = 15
+BACKLOG_PAGE = 500
+
+
+def _start(last_event_id: str | None, since: int | None) -> int | None:
+    raw = last_event_id if last_event_id is not None else since
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text.isdigit():
+        raise InvalidParameter("Last-Event-ID must be an event id (a whole number).")
+    return int(text)
+
+
+def _wanted(state: AppState, principal: Principal, layers: str | None) -> set[str] | None:
+    """The layer ids asked for (each must be readable: 404 otherwise), None = all readable."""
+    if layers is None or not layers.strip():
+        return None
+    return {state.catalog.get(i.strip(), principal).id for i in layers.split(",") if i.strip()}
+
+
+def _visible(state: AppState, principal: Principal, event: ChangeEvent) -> bool:
+    layer = state.catalog.find(event.layer)  # a deleted layer is no longer readable: skipped
+    return layer is not None and can_read(principal, layer)
+
+
+def _sse(event: ChangeEvent) -> dict[str, Any]:
+    return {"id": str(event.id), "event": "change", "data": json.dumps(event.document())}
+
+
+@router.get(
+    "/events",
+    summary="Change events (Server-Sent Events)",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(
+    request: Request,
+    state: StateDep,
+    principal: PrincipalDep,
+    layers: Annotated[
+        str | None, Query(description="Comma-separated layer ids; all readable when absent")
+    ] = None,
+    since: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    """`event: change` per write, `id:` the event id; reconnect with `Last-Event-ID` to get
+    what was missed (events are kept for IOC_EVENTS_RETENTION_HOURS)."""
+    await state.current_catalog()
+    wanted = _wanted(state, principal, layers)
+    after = _start(last_event_id, since)
+    hub = state.events
+    sub = hub.subscribe()  # before the backlog: nothing falls between the two
+    start = hub.last_id if after is None else after
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        sent = start
+        try:
+            while True:  # the backlog from the database
+                page = await events_since(state.pool, sent, wanted, BACKLOG_PAGE)
+                for event in page:
+                    sent = event.id
+                    if _visible(state, principal, event):
+                        yield _sse(event)
+                if len(page) < BACKLOG_PAGE:
+                    break
+            while not sub.closed:
+                event = await sub.queue.get()
+                if event is None:
+                    break
+                if event.id <= sent or (wanted is not None and event.layer not in wanted):
+                    continue
+                sent = event.id
+                if _visible(state, principal, event):
+                    yield _sse(event)
+        finally:
+            hub.unsubscribe(sub)
+
+    return EventSourceResponse(stream(), ping=PING_SECONDS, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/collections/{collectionId}/changes", summary="Change events of a layer (JSON)")
+async def changes(
+    request: Request,
+    state: StateDep,
+    layer: LayerDep,
+    since: Annotated[int, Query(ge=0, description="Events after this id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The layer's events after `since`, oldest first; follow `next` until it is absent."""
+    found = await events_since(state.pool, since, [layer.id], limit)
+    url = f"{base_url(request)}/collections/{layer.id}/changes"
+    links = [{"rel": "self", "type": "application/json", "href": f"{url}?since={since}"}]
+    if len(found) == limit:
+        links.append(
+            {
+                "rel": "next",
+                "type": "application/json",
+                "href": f"{url}?since={found[-1].id}&limit={limit}",
+            }
+        )
+    last = found[-1].id if found else since
+    return {"changes": [e.document() for e in found], "last": last, "links": links}
+
+
+@router.get("/asyncapi.json", summary="AsyncAPI 3.0 document of the change events")
+async def asyncapi_document(request: Request) -> dict[str, Any]:
+    return asyncapi.document(base_url(request))

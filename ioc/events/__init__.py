@@ -1,0 +1,1 @@
+"""Change events: every write records one (``log``); the server fans them out (``hub``)."""

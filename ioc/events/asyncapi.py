@@ -1,0 +1,80 @@
+"""The AsyncAPI 3.0 document of the change stream (``GET /asyncapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PAYLOAD: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "layer", "op", "at"],
+    "properties": {
+        "id": {"type": "integer", "description": "Event id; send it back as Last-Event-ID."},
+        "layer": {"type": "string", "description": "Collection (layer) id."},
+        "op": {
+            "type": "string",
+            "description": "item.create, item.replace, item.update, item.delete, "
+            "layer.replace, layer.append, layer.restore or layer.delete.",
+        },
+        "version": {"type": ["integer", "null"], "description": "The layer's new version."},
+        "ids": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "Feature ids changed; null for a whole-layer change or a large batch.",
+        },
+        "count": {"type": "integer", "description": "How many features changed."},
+        "bbox": {
+            "type": ["array", "null"],
+            "items": {"type": "number"},
+            "minItems": 4,
+            "maxItems": 4,
+            "description": "CRS84 extent of the changed features (before and after).",
+        },
+        "at": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def document(base: str) -> dict[str, Any]:
+    """The AsyncAPI document with the server's base URL."""
+    host = base.split("://", 1)[-1]
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "ioc change events",
+            "version": "0.1.0",
+            "description": "Sự kiện thay đổi dữ liệu — every write to a layer, as Server-Sent "
+            "Events (GET /events?layers=a,b; resume with Last-Event-ID) or JSON "
+            "(GET /collections/{id}/changes?since=ID). Only layers the caller may read.",
+        },
+        "servers": {
+            "ioc": {
+                "host": host,
+                "protocol": "https" if base.startswith("https") else "http",
+                "pathname": "/events",
+            }
+        },
+        "channels": {
+            "changes": {
+                "address": "/events",
+                "title": "Changes of the layers named in ?layers= (all readable without it)",
+                "messages": {"change": {"$ref": "#/components/messages/change"}},
+            }
+        },
+        "operations": {
+            "receiveChanges": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/changes"},
+                "messages": [{"$ref": "#/channels/changes/messages/change"}],
+            }
+        },
+        "components": {
+            "messages": {
+                "change": {
+                    "name": "change",
+                    "title": "A layer changed",
+                    "contentType": "application/json",
+                    "payload": PAYLOAD,
+                }
+            }
+        },
+    }

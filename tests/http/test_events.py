@@ -1,0 +1,206 @@
+"""Change events through a real `ioc serve`: an SSE client written with httpx streaming sees
+the writes of a real publisher, never a hidden layer's, and resumes with Last-Event-ID (also
+across a server restart); /changes gives the same as JSON; a refused write records nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from ioc.settings import PROJECT_ROOT
+from tests.conftest import VENV_BIN, free_port, server_env, wait_ready
+from tests.http.test_publish import SENSORS, _clean
+from tests.http.test_transactions import feature
+
+PUBLIC, HIDDEN = "ev_public", "ev_hidden"
+DEADLINE = 30.0  # a bound on waiting, not an assertion on speed
+
+
+@pytest.fixture(scope="module")
+def publisher(make_key):
+    return {"Authorization": f"Bearer {make_key('publisher', 'construction')}"}
+
+
+@pytest.fixture(scope="module")
+def layers(live_server, publisher, db_settings):
+    _clean(db_settings, "ev")
+    for layer_id, access in ((PUBLIC, "public"), (HIDDEN, "restricted")):
+        doc = {**SENSORS, "id": layer_id, "access": access}
+        response = httpx.post(f"{live_server}/layers", json=doc, headers=publisher, timeout=30)
+        assert response.status_code == 201, response.text
+    yield
+    _clean(db_settings, "ev")
+
+
+def post(base, headers, layer, body):
+    response = httpx.post(
+        f"{base}/collections/{layer}/items", json=body, headers=headers, timeout=30
+    )
+    return response
+
+
+def created(base, headers, layer, body) -> str:
+    response = post(base, headers, layer, body)
+    assert response.status_code == 201, response.text
+    return response.json()["ids"][0]
+
+
+class Listener(threading.Thread):
+    """An SSE client: reads `id:`/`event:`/`data:` lines until ``want`` events or the deadline."""
+
+    def __init__(self, url: str, want: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.url, self.want, self.headers = url, want, headers or {}
+        self.events: list[dict] = []
+        self.connected = threading.Event()
+        self.status: int | None = None
+
+    def run(self) -> None:
+        end = time.monotonic() + DEADLINE
+        current: dict = {}
+        try:
+            with httpx.stream(
+                "GET", self.url, headers=self.headers, timeout=httpx.Timeout(5, read=DEADLINE)
+            ) as response:
+                self.status = response.status_code
+                self.connected.set()
+                for line in response.iter_lines():
+                    if line == "":
+                        if current.get("event") == "change":
+                            self.events.append(current)
+                        current = {}
+                        if len(self.events) >= self.want or time.monotonic() > end:
+                            return
+                    elif not line.startswith(":") and ":" in line:
+                        key, value = line.split(":", 1)
+                        current[key] = value.removeprefix(" ")
+        finally:
+            self.connected.set()
+
+    def start_and_wait(self) -> Listener:
+        self.start()
+        assert self.connected.wait(DEADLINE), "the stream did not open"
+        assert self.status == 200
+        return self
+
+    def result(self) -> list[dict]:
+        self.join(DEADLINE + 5)
+        return [{"id": int(e["id"]), **json.loads(e["data"])} for e in self.events]
+
+
+def latest(base, headers, layer) -> int:
+    response = httpx.get(f"{base}/collections/{layer}/changes?limit=1000", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["last"]
+
+
+def test_a_write_reaches_a_live_stream(live_server, layers, publisher):
+    listener = Listener(f"{live_server}/events?layers={PUBLIC}", 1).start_and_wait()
+    fid = created(live_server, publisher, PUBLIC, feature())
+    (event,) = listener.result()
+    assert (event["layer"], event["op"], event["ids"]) == (PUBLIC, "item.create", [fid])
+    assert event["bbox"] == pytest.approx([106.6990, 10.7798, 106.6990, 10.7798])
+
+    patched = httpx.patch(
+        f"{live_server}/collections/{PUBLIC}/items/{fid}",
+        json={"properties": {"depth_cm": 9}},
+        headers=publisher,
+    )
+    assert patched.status_code == 204, patched.text
+    changes = httpx.get(f"{live_server}/collections/{PUBLIC}/changes?since={event['id']}")
+    (update,) = changes.json()["changes"]
+    assert (update["op"], update["ids"], update["version"]) == (
+        "item.update",
+        [fid],
+        event["version"] + 1,
+    )
+
+
+def test_a_hidden_layer_never_reaches_anonymous(live_server, layers, publisher):
+    listener = Listener(f"{live_server}/events", 1).start_and_wait()
+    hidden = created(live_server, publisher, HIDDEN, feature("H-1"))
+    fid = created(live_server, publisher, PUBLIC, feature("P-1"))
+    got = listener.result()
+    assert [(e["layer"], e["ids"]) for e in got] == [(PUBLIC, [fid])]
+    # Asking for it by name is the same 404 as elsewhere.
+    assert httpx.get(f"{live_server}/events?layers={HIDDEN}").status_code == 404
+    assert httpx.get(f"{live_server}/collections/{HIDDEN}/changes").status_code == 404
+    # Its publisher sees it.
+    mine = httpx.get(f"{live_server}/collections/{HIDDEN}/changes", headers=publisher)
+    assert [e["ids"] for e in mine.json()["changes"]] == [[hidden]]
+
+
+def test_resume_with_last_event_id(live_server, layers, publisher):
+    since = latest(live_server, publisher, PUBLIC)
+    first = Listener(f"{live_server}/events?layers={PUBLIC}&since={since}", 1).start_and_wait()
+    created(live_server, publisher, PUBLIC, feature("R-1"))
+    (seen,) = first.result()  # the listener disconnected after one event
+    two = [created(live_server, publisher, PUBLIC, feature(f"R-{n}")) for n in (2, 3)]
+    again = Listener(
+        f"{live_server}/events?layers={PUBLIC}", 2, {"Last-Event-ID": str(seen["id"])}
+    ).start_and_wait()
+    assert [e["ids"] for e in again.result()] == [[two[0]], [two[1]]]
+
+
+def test_a_refused_write_records_no_event(live_server, layers, publisher):
+    since = latest(live_server, publisher, PUBLIC)
+    refused = post(live_server, publisher, PUBLIC, feature("X-1", 2.35, 48.85))  # Paris
+    assert refused.status_code == 422, refused.text
+    fid = created(live_server, publisher, PUBLIC, feature("OK-1"))
+    page = httpx.get(f"{live_server}/collections/{PUBLIC}/changes?since={since}").json()
+    assert [(e["op"], e["ids"]) for e in page["changes"]] == [("item.create", [fid])]
+
+
+def test_changes_pages_with_next(live_server, layers, publisher):
+    since = latest(live_server, publisher, PUBLIC)
+    ids = [created(live_server, publisher, PUBLIC, feature(f"N-{n}")) for n in range(3)]
+    first = httpx.get(f"{live_server}/collections/{PUBLIC}/changes?since={since}&limit=2").json()
+    nxt = next(link["href"] for link in first["links"] if link["rel"] == "next")
+    second = httpx.get(nxt).json()
+    assert [e["ids"][0] for e in first["changes"] + second["changes"]] == ids
+    assert not [link for link in second["links"] if link["rel"] == "next"]
+    bad = httpx.get(f"{live_server}/events?layers={PUBLIC}", headers={"Last-Event-ID": "x"})
+    assert bad.status_code == 400
+
+
+def test_resume_across_a_server_restart(db_settings, layers, live_server, publisher):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "ioc"), "serve", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=server_env(db_settings, IOC_LOG_LEVEL="warning"),
+        )
+        wait_ready(url)
+        return proc
+
+    proc = serve()
+    try:
+        since = latest(url, publisher, PUBLIC)
+        proc.terminate()
+        proc.wait(timeout=20)
+        # Written through the other server while this one is down.
+        missed = [created(live_server, publisher, PUBLIC, feature(f"S-{n}")) for n in (1, 2)]
+        proc = serve()
+        back = Listener(
+            f"{url}/events?layers={PUBLIC}", 2, {"Last-Event-ID": str(since)}
+        ).start_and_wait()
+        assert [e["ids"] for e in back.result()] == [[missed[0]], [missed[1]]]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_asyncapi_is_linked_from_the_landing_page(live_server):
+    landing = httpx.get(f"{live_server}/?f=json").json()
+    href = next(link["href"] for link in landing["links"] if link["href"].endswith("asyncapi.json"))
+    doc = httpx.get(href).json()
+    assert doc["asyncapi"] == "3.0.0"
+    assert doc["channels"]["changes"]["address"] == "/events"
