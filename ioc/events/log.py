@@ -15,6 +15,9 @@ from ioc.db.connection import Pool
 
 CHANNEL = "ioc_events"
 MAX_IDS = 500  # larger batches store NULL ids and the count: events stay small
+# Held from the event's insert to the writer's commit, so event ids become visible in order:
+# otherwise a reader could see id 11 before a slower writer commits id 10, and skip it for good.
+ORDER_LOCK = 0x10CE7E47
 
 Bbox = tuple[float, float, float, float]
 
@@ -77,7 +80,9 @@ def record_event(
     count: int | None = None,
     bbox: Bbox | None = None,
 ) -> int:
-    """Record one event in the current transaction and NOTIFY its id (sent at commit)."""
+    """Record one event in the current transaction and NOTIFY its id (sent at commit); call it
+    last before the commit (it serialises writers until then)."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (ORDER_LOCK,))
     n = len(ids) if ids is not None else (count or 0)
     kept = list(ids) if ids is not None and len(ids) <= MAX_IDS else None
     cur.execute(
