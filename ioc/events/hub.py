@@ -22,6 +22,7 @@ log = logging.getLogger("ioc.events")
 
 Changed = Callable[[set[str]], Awaitable[object]]
 PRUNE_SECONDS = 3600.0
+CHECK_SECONDS = 5.0  # how soon a lost LISTEN connection is replaced
 
 
 class Subscriber:
@@ -54,13 +55,16 @@ class EventHub:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self._listen()
+        self.last_id = await latest_id(self.pool)
+        await prune(self.pool, self.retention_hours)
+        self._task = asyncio.create_task(self._run(), name="ioc-events")
+
+    async def _listen(self) -> None:
         self._conn = await asyncpg.connect(
             self.database.dsn(), server_settings={"application_name": "ioc-events"}
         )
         await self._conn.add_listener(CHANNEL, self._notified)
-        self.last_id = await latest_id(self.pool)
-        await prune(self.pool, self.retention_hours)
-        self._task = asyncio.create_task(self._run(), name="ioc-events")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -90,14 +94,19 @@ class EventHub:
         pruned = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=PRUNE_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), timeout=CHECK_SECONDS)
             self._wake.clear()
             try:
+                if self._conn is None or self._conn.is_closed():
+                    # Lost (database restart, terminated): listen again, then catch up from
+                    # last_id below, so the notifications missed meanwhile lose nothing.
+                    await self._listen()
+                    log.info("listening for change events again")
                 await self._deliver()
                 if loop.time() - pruned > PRUNE_SECONDS:
                     pruned = loop.time()
                     await prune(self.pool, self.retention_hours)
-            except (OSError, asyncpg.PostgresError) as exc:  # the next wake tries again
+            except (OSError, asyncpg.PostgresError) as exc:  # tried again at the next check
                 log.warning("reading change events failed", extra={"error": str(exc)})
 
     async def _deliver(self) -> None:

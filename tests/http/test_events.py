@@ -16,6 +16,7 @@ from ioc.settings import PROJECT_ROOT
 from tests.conftest import VENV_BIN, free_port, server_env, wait_ready
 from tests.http.test_publish import SENSORS, _clean
 from tests.http.test_transactions import feature
+from tests.polling import wait_until
 
 PUBLIC, HIDDEN = "ev_public", "ev_hidden"
 DEADLINE = 30.0  # a bound on waiting, not an assertion on speed
@@ -196,6 +197,27 @@ def test_resume_across_a_server_restart(db_settings, layers, live_server, publis
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+LISTENERS = (
+    "SELECT {} FROM pg_stat_activity"
+    " WHERE application_name = 'ioc-events' AND datname = current_database()"
+)
+
+
+def test_a_lost_listen_connection_is_replaced(live_server, layers, publisher, db):
+    def listeners(what: str = "count(*)") -> int:
+        with db.cursor() as cur:  # every LISTEN of this test database (the live server's too)
+            cur.execute(LISTENERS.format(what))
+            (found,) = cur.fetchone()
+        db.rollback()
+        return found
+
+    listener = Listener(f"{live_server}/events?layers={PUBLIC}", 1).start_and_wait()
+    assert listeners("count(pg_terminate_backend(pid))") >= 1
+    wait_until(lambda: listeners() >= 1, timeout=DEADLINE, message="the LISTEN to come back")
+    fid = created(live_server, publisher, PUBLIC, feature("L-1"))
+    assert [e["ids"] for e in listener.result()] == [[fid]]
 
 
 def test_asyncapi_is_linked_from_the_landing_page(live_server):
