@@ -14,6 +14,7 @@ import pytest
 
 from ioc.settings import PROJECT_ROOT
 from tests.conftest import VENV_BIN, free_port, server_env, wait_ready
+from tests.fixtures import uploads
 from tests.http.test_publish import SENSORS, _clean
 from tests.http.test_transactions import feature
 from tests.polling import wait_until
@@ -197,6 +198,34 @@ def test_resume_across_a_server_restart(db_settings, layers, live_server, publis
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_publish_restore_and_delete_record_events(live_server, layers, publisher, db):
+    layer = "ev_whole"
+    made = httpx.post(f"{live_server}/layers", json={**SENSORS, "id": layer}, headers=publisher)
+    assert made.status_code == 201, made.text
+    url = f"{live_server}/layers/{layer}"
+    listener = Listener(f"{live_server}/events?layers={layer}", 3, publisher).start_and_wait()
+    data = {"params": {"filename": "s.geojson"}, "headers": publisher, "timeout": 60}
+    replaced = httpx.put(f"{url}/data", content=uploads.sensors_geojson(), **data)
+    assert replaced.status_code == 200, replaced.text
+    more = uploads.sensors_geojson([("S-010", 106.70, 10.78, 3)])
+    assert httpx.post(f"{url}/data", content=more, **data).status_code == 200
+    version = replaced.json()["version"]
+    restored = httpx.post(f"{url}/versions/{version}/restore", headers=publisher, timeout=60)
+    assert restored.status_code == 200, restored.text
+    got = listener.result()
+    assert [(e["op"], e["ids"], e["count"]) for e in got] == [
+        ("layer.replace", None, 4),
+        ("layer.append", None, 5),
+        ("layer.restore", None, 4),
+    ]
+    assert [e["version"] for e in got] == [version, version + 1, version + 2]
+    assert httpx.delete(url, headers=publisher).status_code == 204
+    with db.cursor() as cur:  # recorded; no stream shows a deleted layer's events any more
+        cur.execute("SELECT op FROM ioc.events WHERE layer_id = %s ORDER BY id DESC", (layer,))
+        assert cur.fetchone() == ("layer.delete",)
+    db.rollback()
 
 
 LISTENERS = (
