@@ -170,34 +170,58 @@ def test_changes_pages_with_next(live_server, layers, publisher):
     assert bad.status_code == 400
 
 
+def serve(db_settings, port: int, **env: str) -> subprocess.Popen:
+    """Another `ioc serve` on the test database, ready."""
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "ioc"), "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=server_env(db_settings, IOC_LOG_LEVEL="warning", **env),
+    )
+    wait_ready(f"http://127.0.0.1:{port}")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
 def test_resume_across_a_server_restart(db_settings, layers, live_server, publisher):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-
-    def serve() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "ioc"), "serve", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=server_env(db_settings, IOC_LOG_LEVEL="warning"),
-        )
-        wait_ready(url)
-        return proc
-
-    proc = serve()
+    proc = serve(db_settings, port)
     try:
         since = latest(url, publisher, PUBLIC)
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop(proc)
         # Written through the other server while this one is down.
         missed = [created(live_server, publisher, PUBLIC, feature(f"S-{n}")) for n in (1, 2)]
-        proc = serve()
+        proc = serve(db_settings, port)
         back = Listener(
             f"{url}/events?layers={PUBLIC}", 2, {"Last-Event-ID": str(since)}
         ).start_and_wait()
         assert [e["ids"] for e in back.result()] == [[missed[0]], [missed[1]]]
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop(proc)
+
+
+def test_another_process_hears_a_write_at_once(db_settings, layers, live_server, publisher):
+    """Its own catalog check is an hour away: only the event can make it reload."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = serve(db_settings, port, IOC_CATALOG_CHECK_SECONDS="3600")
+    try:
+
+        def version() -> int:
+            return httpx.get(f"{url}/catalog/layers/{PUBLIC}").json()["version"]
+
+        before = version()
+        response = post(live_server, publisher, PUBLIC, feature("O-1"))
+        assert response.status_code == 201, response.text
+        after = response.json()["version"]
+        assert after > before
+        wait_until(lambda: version() == after, timeout=DEADLINE, message="the other process")
+    finally:
+        stop(proc)
 
 
 def test_publish_restore_and_delete_record_events(live_server, layers, publisher, db):
