@@ -42,8 +42,11 @@ def _wanted(state: AppState, principal: Principal, layers: str | None) -> set[st
     return {state.catalog.get(i.strip(), principal).id for i in layers.split(",") if i.strip()}
 
 
-def _visible(state: AppState, principal: Principal, event: ChangeEvent) -> bool:
-    layer = state.catalog.find(event.layer)  # a deleted layer is no longer readable: skipped
+async def _visible(state: AppState, principal: Principal, event: ChangeEvent) -> bool:
+    # The current catalog (checked for other processes' registry changes, e.g. an access
+    # level lowered meanwhile), not the one of the stream's start.
+    catalog = await state.current_catalog()
+    layer = catalog.find(event.layer)  # a deleted layer is no longer readable: skipped
     return layer is not None and can_read(principal, layer)
 
 
@@ -83,7 +86,7 @@ async def events(
                 page = await events_since(state.pool, sent, wanted, BACKLOG_PAGE)
                 for event in page:
                     sent = event.id
-                    if _visible(state, principal, event):
+                    if await _visible(state, principal, event):
                         yield _sse(event)
                 if len(page) < BACKLOG_PAGE:
                     break
@@ -94,7 +97,7 @@ async def events(
                 if event.id <= sent or (wanted is not None and event.layer not in wanted):
                     continue
                 sent = event.id
-                if _visible(state, principal, event):
+                if await _visible(state, principal, event):
                     yield _sse(event)
         finally:
             hub.unsubscribe(sub)
