@@ -295,20 +295,7 @@ def validate_record(
     return clean, None
 
 
-STAGE_COLUMNS = (
-    "row_no",
-    "code",
-    "house_number",
-    "street",
-    "ward_code",
-    "ward_code_2019",
-    "building_id",
-    "parcel_id",
-    "valid_from",
-    "valid_to",
-    "lon",
-    "lat",
-)
+STAGE_COLUMNS = ("row_no", *FIELDS)
 
 
 def _copy_text(rows: list[tuple[int, dict[str, Any]]]) -> io.StringIO:
