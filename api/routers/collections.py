@@ -113,6 +113,17 @@ ITEMS_PARAMETERS = frozenset(
 )
 
 
+def reject_unknown(request: Request, known: frozenset[str]) -> None:
+    """400 naming the first query parameter the endpoint does not take."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidParameter(
+            f"Unknown query parameter '{unknown[0]}': this endpoint takes "
+            f"{', '.join(sorted(known))}.",
+            parameter=unknown[0],
+        )
+
+
 LIMIT_DOC = (
     f"Features per page, default {items.DEFAULT_LIMIT}, at most {items.MAX_LIMIT:,}: a "
     f"larger value is capped to {items.MAX_LIMIT:,} (not refused; ogcapi-features#640) and "
@@ -164,13 +175,7 @@ async def items_query(
     """The items query parameters, validated against the layer (400 names the parameter)."""
     # OGC API – Features /req/core/query-param-unknown: an unknown parameter is a 400, so a
     # misspelt filter never silently returns the whole collection.
-    unknown = sorted(set(request.query_params) - ITEMS_PARAMETERS)
-    if unknown:
-        raise InvalidParameter(
-            f"Unknown query parameter '{unknown[0]}': this endpoint takes "
-            f"{', '.join(sorted(ITEMS_PARAMETERS))}.",
-            parameter=unknown[0],
-        )
+    reject_unknown(request, ITEMS_PARAMETERS)
     if address is not None:  # the links are the address layer's data: its read check applies
         require_registry(catalog, principal, address_settings)
     storage = layer.srid

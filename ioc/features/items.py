@@ -335,6 +335,17 @@ def _db_error(exc: Exception, q: ItemsQuery | None = None) -> Exception:
     return exc
 
 
+def where_sql(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
+    """The WHERE conditions of ``q`` (bbox, datetime, filter, address) for other feature
+    queries over the same rows (grid aggregates), values bound in ``binds``."""
+    return _where(layer, q, binds)
+
+
+def db_error(exc: Exception, q: ItemsQuery | None = None) -> Exception:
+    """A database error caused by the request as a domain error (others stay bugs)."""
+    return _db_error(exc, q)
+
+
 def _needs_count(layer: Layer, q: ItemsQuery) -> bool:
     """Count when the registry's number will not do and the layer is small enough."""
     return (q.filtered or layer.cadence == "realtime") and layer.feature_count <= EXACT_COUNT_MAX
