@@ -3,8 +3,11 @@
 Every write runs in one transaction that locks the layer's registry row (as a publish does),
 checks the geometry in a staging table with the publish's own checks (type, validity, city
 extent, CRS with the VN-2000 shift), coerces properties with the publish's conversions,
-changes the live rows, bumps the layer version (tiles and ETags key on it), records the
-version and writes an audit row. Versions of item writes keep no snapshot (not restorable).
+changes the live rows, bumps the layer version (tiles and collection ETags key on it),
+records the version and writes an audit row. Versions of item writes keep no snapshot (not
+restorable). ``If-Match`` is checked under that lock against the feature's own content digest
+(``ioc.features.items.digest_sql``, the one its ETag carries), so a write to another feature
+never makes it stale.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from ioc.db.connection import PgConn, connection
 from ioc.db.identifiers import quote_ident
 from ioc.errors import FeatureNotFound, InvalidParameter, PreconditionFailed, UploadRejected
 from ioc.events import log as events
+from ioc.features.binds import ALIAS, column
 from ioc.features.crs import CRS84, parse_crs
+from ioc.features.items import digest_sql, tag_digests
 from layers import registry
 from layers.publish_staging import _coerce, create_staging, validate_geometry
 from layers.publish_versions import lock_and_version, principal_label, record_version, write_audit
@@ -42,16 +47,6 @@ class WriteResult:
 class _Feature:
     properties: dict[str, Any]
     geometry: dict[str, Any] | None
-
-
-def version_of_tag(tag: str | None) -> int | None:
-    """The layer version an item ETag (``"<version>.<digest>"``) was issued for; None for
-    ``*``/absent; -1 for a tag ioc never issued (always stale)."""
-    if tag is None or tag.strip() == "*":
-        return None
-    first = tag.split(",")[0].strip().removeprefix("W/").strip('"')
-    head = first.split(".", 1)[0]
-    return int(head) if head.isdigit() else -1
 
 
 def _features(body: Any, many: bool) -> list[_Feature]:
@@ -133,6 +128,32 @@ def _stage(cur, layer: Layer, geometries: list[dict[str, Any]], content_crs: str
     return table
 
 
+def _check_target(cur, layer: Layer, feature_id: str | None, if_match: str | None) -> None:
+    """404 for an unknown feature; 412 when ``If-Match`` names none of its current states.
+    The caller holds the layer lock, so the feature cannot change before its write."""
+    cur.execute("SAVEPOINT target")
+    try:
+        cur.execute(
+            f"SELECT {digest_sql(layer)} FROM {layer.table_sql} {ALIAS}"
+            f" WHERE {column(layer, layer.id_column)} = %s",
+            (feature_id,),
+        )
+        found = cur.fetchone()
+    except psycopg2.DataError:  # an id that cannot be of the id column's type
+        cur.execute("ROLLBACK TO SAVEPOINT target")
+        found = None
+    if found is None:
+        raise FeatureNotFound(
+            f"Collection '{layer.id}' has no feature '{feature_id}'.", parameter="featureId"
+        )
+    wanted = tag_digests(if_match)
+    if wanted is not None and "*" not in wanted and found[0] not in wanted:
+        raise PreconditionFailed(
+            f"Feature '{feature_id}' changed since that ETag was issued (If-Match): "
+            "fetch it again and retry with its new ETag."
+        )
+
+
 def _assignments(layer: Layer, values: dict[str, Any]) -> tuple[list[str], list[Any]]:
     return [f"{quote_ident(k)} = %s" for k in values], list(values.values())
 
@@ -190,12 +211,8 @@ def _apply(
     ident, geom_col = quote_ident(layer.id_column), quote_ident(layer.geometry_column)
     with conn.cursor() as cur:
         current = lock_and_version(cur, layer, label)
-        wanted = version_of_tag(if_match)
-        if wanted is not None and wanted != current:
-            raise PreconditionFailed(
-                f"The feature changed since that ETag was issued (layer '{layer.id}' is now at "
-                f"version {current}): fetch it again and retry."
-            )
+        if op != "create":
+            _check_target(cur, layer, feature_id, if_match)
         geometries = [f.geometry for f in feats if f.geometry is not None]
         if op in ("create", "replace"):
             missing = [i for i, f in enumerate(feats) if f.geometry is None]
@@ -227,20 +244,9 @@ def _apply(
                 else f"UPDATE {layer.table_sql} SET {', '.join(sets) or f'{ident} = {ident}'}"
                 f" WHERE {ident} = %s"
             )
-            cur.execute("SAVEPOINT target")
-            try:
-                where = f"{layer.table_sql} WHERE {ident} = %s"
-                bbox = events.fetch_extent(cur, events.extent_sql(geom_col, where), [feature_id])
-                cur.execute(sql, (*params, feature_id))
-                found = cur.rowcount
-            except psycopg2.DataError:  # an id that cannot be of the id column's type
-                cur.execute("ROLLBACK TO SAVEPOINT target")
-                found = 0
-            if not found:
-                raise FeatureNotFound(
-                    f"Collection '{layer.id}' has no feature '{feature_id}'.",
-                    parameter="featureId",
-                )
+            where = f"{layer.table_sql} WHERE {ident} = %s"
+            bbox = events.fetch_extent(cur, events.extent_sql(geom_col, where), [feature_id])
+            cur.execute(sql, (*params, feature_id))  # it exists: _check_target, under the lock
             ids.append(str(feature_id))
         if table is not None:
             new = events.fetch_extent(cur, events.extent_sql("geom", table))

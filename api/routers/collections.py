@@ -405,16 +405,17 @@ async def get_item(
     crs: CrsParam = None,
     f: str | None = None,
 ):
-    """A feature by id (404 when unknown), in CRS84 or the `crs` asked for."""
+    """A feature by id (404 when unknown), in CRS84 or the `crs` asked for; its ETag follows
+    its content (not the layer's version), 304 when If-None-Match names it."""
     fmt = negotiate(request, f, ("json", "html"))
     out_crs = parse_crs(crs, parameter="crs", storage_srid=layer.srid, default=CRS84)
+    body, digest = await items.get_feature(request.app.state.pool, layer, feature_id, out_crs)
     tag = items.item_etag(
-        layer, fmt, [("featureId", feature_id), *request.query_params.multi_items()]
+        layer, digest, fmt, [("featureId", feature_id), *request.query_params.multi_items()]
     )
     headers = {**cache_headers(principal, layer), "ETag": tag, "Content-Crs": f"<{out_crs.uri}>"}
     if not_modified(request, tag):
         return Response(status_code=304, headers=headers)
-    body = await items.get_feature(request.app.state.pool, layer, feature_id, out_crs)
     href = f"{base_url(request)}/collections/{layer.id}"
     links = [
         documents.link(

@@ -300,10 +300,11 @@ def count_sql(layer: Layer, q: ItemsQuery) -> tuple[str, list[Any]]:
 
 
 def feature_sql(layer: Layer, crs: CRS) -> str:
-    """One feature by id (``$1``, typed by PostgreSQL from the id column)."""
+    """One feature by id (``$1``, typed by PostgreSQL from the id column), and the digest of
+    its content (:func:`digest_sql`)."""
     q = ItemsQuery(crs=crs)
     return (
-        f"SELECT convert_to({_feature_sql(layer, q, 'geojson')}, 'UTF8') "
+        f"SELECT convert_to({_feature_sql(layer, q, 'geojson')}, 'UTF8'), {digest_sql(layer)} "
         f"FROM {layer.table_sql} {ALIAS}{_lateral_properties(layer, q)} "
         f"WHERE {column(layer, layer.id_column)} = $1"
     )
@@ -484,8 +485,9 @@ def _typed_id(feature_id: str, type_name: str) -> Any:
     return feature_id
 
 
-async def get_feature(pool, layer: Layer, feature_id: str, crs: CRS = CRS84) -> bytes:
-    """One feature as GeoJSON bytes; FeatureNotFound when there is no such id."""
+async def get_feature(pool, layer: Layer, feature_id: str, crs: CRS = CRS84) -> tuple[bytes, str]:
+    """One feature as GeoJSON bytes and its content digest (for :func:`item_etag`);
+    FeatureNotFound when there is no such id."""
     sql = feature_sql(layer, crs)
     missing = FeatureNotFound(
         f"Collection '{layer.id}' has no feature '{feature_id}'.", parameter="featureId"
@@ -500,25 +502,61 @@ async def get_feature(pool, layer: Layer, feature_id: str, crs: CRS = CRS84) -> 
                 value = _typed_id(feature_id, _id_types[key])
             except ValueError:
                 raise missing from None
-            body = await conn.fetchval(sql, value)
+            found = await conn.fetchrow(sql, value)
     except asyncpg.PostgresError as exc:
         raise _db_error(exc) from exc
-    if body is None:
+    if found is None:
         raise missing
-    return body
+    return found[0], found[1]
+
+
+def _hashed(*parts: object, params: list[tuple[str, str]], size: int) -> str:
+    normalised = "&".join(f"{k}={v}" for k, v in sorted(params))
+    text = "\x00".join(str(p) for p in (*parts, normalised))
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
 
 
 def etag(layer: Layer, representation: str, params: list[tuple[str, str]]) -> str:
     """A strong ETag: the layer's identity and version plus the normalised query."""
-    normalised = "&".join(f"{k}={v}" for k, v in sorted(params))
-    digest = hashlib.sha256(
-        f"{layer.id}\x00{layer.version}\x00{layer.last_update}\x00{representation}\x00"
-        f"{normalised}".encode()
-    ).hexdigest()[:32]
+    digest = _hashed(
+        layer.id, layer.version, layer.last_update, representation, params=params, size=32
+    )
     return f'"{digest}"'
 
 
-def item_etag(layer: Layer, representation: str, params: list[tuple[str, str]]) -> str:
-    """A feature's ETag: the layer version first, so ``If-Match`` on a write can tell whether
-    the layer changed since (``layers.items_write.version_of_tag``)."""
-    return f'"{layer.version}.{etag(layer, representation, params)[1:]}'
+def digest_sql(layer: Layer) -> str:
+    """SQL (over the layer's row ``t``) of the digest of one feature's content: its id,
+    attributes and geometry. The same on any session, so the API's reads (asyncpg) and the
+    writes' If-Match check (psycopg2) agree: jsonb text does not follow DateStyle, timestamps
+    count as epoch seconds (timestamptz text follows TimeZone), numbers by their eight bytes
+    (float text follows extra_float_digits), the geometry as EWKB. A ROW, not
+    jsonb_build_array, which takes at most 100 arguments."""
+    values = [column(layer, layer.id_column)]
+    for attr in layer.attributes:
+        value = column(layer, attr.name)
+        if attr.type == "timestamp":
+            value = f"extract(epoch FROM {value})"
+        elif attr.type == "number":
+            value = f"encode(float8send({value}::float8), 'hex')"
+        values.append(value)
+    geometry = column(layer, layer.geometry_column)
+    return (
+        f"md5(convert_to(to_jsonb(ROW({', '.join(values)}))::text, 'UTF8')"
+        f" || coalesce(ST_AsEWKB({geometry}), ''::bytea))"
+    )
+
+
+def item_etag(layer: Layer, digest: str, representation: str, params: list[tuple[str, str]]) -> str:
+    """A feature's strong ETag: its content digest (what ``If-Match`` on a write compares,
+    :func:`tag_digests`), then the representation (format, CRS). Nothing of the layer's
+    version: writing another feature of the layer leaves this one's ETag as it was."""
+    return f'"{digest}.{_hashed(layer.id, representation, params=params, size=12)}"'
+
+
+def tag_digests(header: str | None) -> set[str] | None:
+    """The feature digests an ``If-Match`` names (``{"*"}`` for any); None when absent. A
+    weak tag counts by its digest too: a proxy that compresses weakens the ETags it passes."""
+    if header is None or not header.strip():
+        return None
+    tags = (t.strip().removeprefix("W/").strip('"') for t in header.split(","))
+    return {t.split(".", 1)[0] for t in tags if t}

@@ -7,11 +7,19 @@ import math
 
 import pytest
 
+from ioc.catalog.access import ADMIN
+from ioc.features import items
 from ioc.features.crs import transformer
 from tests.http.test_publish import SENSORS, _clean
 
 LAYER = "pt_items"  # pt_: cleaned like the other publishing tests' layers
 ITEMS = f"/collections/{LAYER}/items"
+# A timestamp and a number besides the sensors' text, integer and date: their text forms follow
+# session settings, which an item's ETag must not.
+MORE = [
+    {"name": "read_at", "type": "timestamp", "label": {"vi": "Lúc đọc", "en": "Read at"}},
+    {"name": "level_m", "type": "number", "label": {"vi": "Mực nước", "en": "Level"}},
+]
 
 
 def feature(sid="W-1", lon=106.6990, lat=10.7798, **props):
@@ -30,7 +38,8 @@ def publisher(make_key):
 @pytest.fixture(scope="module")
 def layer(client, publisher, db_settings):
     _clean(db_settings)
-    response = client.post("/layers", json={**SENSORS, "id": LAYER}, headers=publisher)
+    doc = {**SENSORS, "id": LAYER, "attributes": SENSORS["attributes"] + MORE}
+    response = client.post("/layers", json=doc, headers=publisher)
     assert response.status_code == 201, response.text
     yield LAYER
     _clean(db_settings)
@@ -97,6 +106,79 @@ def test_create_replace_patch_delete(client, layer, publisher, db):
         actions = [a for (a,) in cur.fetchall()]
     db.rollback()
     assert actions == ["item.create", "item.replace", "item.update", "item.delete"]
+
+
+def test_item_etags_follow_the_feature_not_the_layer(client, layer, publisher):
+    a, b = (create(client, publisher, feature(s)).json()["ids"][0] for s in ("E-A", "E-B"))
+    tag_a = client.get(f"{ITEMS}/{a}", headers=publisher).headers["etag"]
+    tag_b = client.get(f"{ITEMS}/{b}", headers=publisher).headers["etag"]
+    assert tag_a != tag_b
+    changed_a = client.patch(
+        f"{ITEMS}/{a}",
+        json={"properties": {"depth_cm": 8}},
+        headers={**publisher, "If-Match": tag_a},
+    )
+    assert changed_a.status_code == 204, changed_a.text
+    # B did not change: same ETag, 304, and its old ETag still writes.
+    cached = client.get(f"{ITEMS}/{b}", headers={**publisher, "If-None-Match": tag_b})
+    assert (cached.status_code, cached.headers["etag"]) == (304, tag_b)
+    assert client.head(f"{ITEMS}/{b}", headers=publisher).headers["etag"] == tag_b
+    fresh = client.get(f"{ITEMS}/{a}", headers={**publisher, "If-None-Match": tag_a})
+    assert fresh.status_code == 200 and fresh.headers["etag"] != tag_a
+    changed_b = client.patch(
+        f"{ITEMS}/{b}",
+        json={"properties": {"depth_cm": 9}},
+        headers={**publisher, "If-Match": tag_b},
+    )
+    assert changed_b.status_code == 204, changed_b.text
+    # Now B changed: its old ETag is stale for every write, which changes nothing.
+    stale = {**publisher, "If-Match": tag_b}
+    for answer in (
+        client.put(f"{ITEMS}/{b}", json=feature("E-B2"), headers=stale),
+        client.patch(f"{ITEMS}/{b}", json={"properties": {"depth_cm": 1}}, headers=stale),
+        client.delete(f"{ITEMS}/{b}", headers=stale),
+    ):
+        assert answer.status_code == 412, answer.text
+        assert "changed since that ETag" in answer.json()["description"]
+    assert client.get(f"{ITEMS}/{b}", headers=publisher).json()["properties"]["depth_cm"] == 9
+    # The ETag of another representation of the same state (a CRS) names that state too.
+    in_3857 = client.get(
+        f"{ITEMS}/{b}?crs=http://www.opengis.net/def/crs/EPSG/0/3857", headers=publisher
+    ).headers["etag"]
+    current = client.get(f"{ITEMS}/{b}", headers=publisher).headers["etag"]
+    assert in_3857 != current
+    deleted = client.delete(f"{ITEMS}/{b}", headers={**publisher, "If-Match": in_3857})
+    assert deleted.status_code == 204, deleted.text
+    gone = client.delete(f"{ITEMS}/{b}", headers={**publisher, "If-Match": "*"})
+    assert gone.status_code == 404, gone.text
+
+
+def test_an_item_etag_does_not_follow_session_settings(client, layer, publisher, db):
+    """The API reads with asyncpg and checks If-Match with psycopg2: the digest must not
+    depend on either session's TimeZone, DateStyle, float or bytea output."""
+    body = feature("E-S", installed="2025-03-01", read_at="2025-03-01T08:30:00+07:00")
+    body["properties"]["level_m"] = 0.1 + 0.2
+    fid = create(client, publisher, body).json()["ids"][0]
+    tag = client.get(f"{ITEMS}/{fid}", headers=publisher).headers["etag"]
+    with db.cursor() as cur:
+        for setting, value in [
+            ("TimeZone", "America/New_York"),
+            ("DateStyle", "SQL, DMY"),
+            ("extra_float_digits", "-3"),
+            ("bytea_output", "escape"),
+        ]:
+            cur.execute("SELECT set_config(%s, %s, true)", (setting, value))
+        cur.execute(
+            f"SELECT {items.digest_sql(catalog_layer(client))} FROM data.{LAYER} t WHERE fid = %s",
+            (int(fid),),
+        )
+        (digest,) = cur.fetchone()
+    db.rollback()
+    assert tag.strip('"').split(".")[0] == digest
+
+
+def catalog_layer(client):
+    return client.app.state.catalog.get(LAYER, ADMIN)
 
 
 def test_collection_is_all_or_nothing(client, layer, publisher, db):
