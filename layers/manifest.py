@@ -196,6 +196,18 @@ class TilesSpec(_Model):
     feature_cap: int | None = Field(default=None, ge=1)
 
 
+class HistorySpec(_Model):
+    """The layer keeps its past: every state of every row, with its validity interval, for
+    ``retention_days`` after it was replaced (``ioc.db.history``)."""
+
+    retention_days: int = Field(ge=1, le=3660)
+
+
+# Properties of a history state (…/items/{id}/history): no attribute of a layer with history
+# may take these names.
+HISTORY_PROPERTIES = ("valid_from", "valid_to")
+
+
 class LayerManifest(_Model):
     """Everything the server knows about one layer before its table exists."""
 
@@ -216,6 +228,7 @@ class LayerManifest(_Model):
     style: StyleSpec
     demo: DemoSpec
     tiles: TilesSpec | None = None
+    history: HistorySpec | None = None
 
     def attribute(self, name: str) -> AttributeSpec | None:
         """The attribute called ``name``, or None."""
@@ -230,6 +243,9 @@ class LayerManifest(_Model):
         names = [a.name for a in self.attributes]
         if len(set(names)) != len(names):
             raise ValueError("attribute names are not unique")
+        clash = [n for n in HISTORY_PROPERTIES if n in names]
+        if self.history is not None and clash:
+            raise ValueError(f"attribute {clash[0]!r} is reserved on a layer with history")
         refs = {"id_attribute": self.id_attribute, "time_attribute": self.time_attribute}
         refs.update(
             {"style.by": self.style.by},

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ioc.catalog.access import ACCESS_LEVELS
 from ioc.db.connection import PgConn, scalar
 from ioc.db.identifiers import qualified, quote_ident
-from ioc.db.tables import DATA_SCHEMA, create_table_sql
+from ioc.db.tables import DATA_SCHEMA, create_table
 from ioc.errors import Conflict, InvalidParameter, LayerNotFound
 
 if TYPE_CHECKING:
@@ -33,8 +33,7 @@ WHERE ioc.layers.origin = 'manifest'
 
 
 def _upsert(cur, manifest: LayerManifest, origin: str) -> None:
-    for statement in create_table_sql(manifest):
-        cur.execute(statement)
+    create_table(cur, manifest)
     doc = manifest.model_dump(mode="json", exclude_none=True)
     cur.execute(
         UPSERT_SQL,
@@ -97,7 +96,8 @@ def create_layer(conn: PgConn, manifest: LayerManifest) -> None:
 
 
 def soft_delete(conn: PgConn, layer_id: str) -> None:
-    """Hide a layer from the catalog; its table and versions are kept for restore by an admin."""
+    """Hide a layer from the catalog; its table and versions are kept for restore by an admin.
+    In the caller's transaction (with its change event and audit row)."""
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE ioc.layers SET deleted_at = now(), updated_at = now()"
@@ -106,7 +106,6 @@ def soft_delete(conn: PgConn, layer_id: str) -> None:
         )
         if cur.rowcount != 1:
             raise LayerNotFound(f"There is no layer '{layer_id}'.")
-    conn.commit()
 
 
 STATS_SQL = """

@@ -2,7 +2,8 @@
 
 Layout of every layer table: ``fid`` (bigint identity primary key), one column per manifest
 attribute (typed from the manifest), ``geom`` (typed geometry in the layer's SRID, NOT NULL),
-a GiST index on ``geom`` and a btree index on the time attribute.
+a GiST index on ``geom`` and a btree index on the time attribute. A layer that keeps its
+history also gets ``history.<layer id>`` and its triggers (``ioc.db.history``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from ioc.db.history import sync_history
 from ioc.db.identifiers import qualified, quote_ident
 
 
@@ -32,6 +34,11 @@ class _Geometry(Protocol):
     def srid(self) -> int: ...
 
 
+class _History(Protocol):
+    @property
+    def retention_days(self) -> int: ...
+
+
 class TableSpec(Protocol):
     """The parts of a layer manifest that shape its table."""
 
@@ -49,6 +56,9 @@ class TableSpec(Protocol):
 
     @property
     def geometry(self) -> _Geometry: ...
+
+    @property
+    def history(self) -> _History | None: ...
 
 
 DATA_SCHEMA = "data"
@@ -93,3 +103,12 @@ def create_table_sql(manifest: TableSpec, schema: str = DATA_SCHEMA) -> list[str
             f"ON {table} ({quote_ident(manifest.id_attribute)})"
         )
     return statements
+
+
+def create_table(cur, manifest: TableSpec, schema: str = DATA_SCHEMA) -> None:
+    """Create the layer's table and indexes if missing, and keep (or stop keeping) its history
+    as the manifest says (``ioc.db.history``), in the caller's transaction."""
+    for statement in create_table_sql(manifest, schema):
+        cur.execute(statement)
+    history = manifest.history
+    sync_history(cur, manifest.id, history.retention_days if history else None, schema)
