@@ -96,8 +96,7 @@ def create_layer(conn: PgConn, manifest: LayerManifest) -> None:
 
 
 def soft_delete(conn: PgConn, layer_id: str) -> None:
-    """Hide a layer from the catalog; its table and versions are kept for restore by an admin.
-    In the caller's transaction (with its change event and audit row)."""
+    """Hide a layer from the catalog; its table and versions are kept for restore by an admin."""
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE ioc.layers SET deleted_at = now(), updated_at = now()"
@@ -106,6 +105,7 @@ def soft_delete(conn: PgConn, layer_id: str) -> None:
         )
         if cur.rowcount != 1:
             raise LayerNotFound(f"There is no layer '{layer_id}'.")
+    conn.commit()
 
 
 STATS_SQL = """
