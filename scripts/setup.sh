@@ -2,8 +2,8 @@
 # Idempotent set-up used by `make run` and `make test`:
 #   1. system packages when missing, installed with apt as root: the PostGIS server and npm;
 #      for the tests (IOC_SETUP_FOR=test) also GDAL's clients, Debian's chromium, QGIS
-#      (python3-qgis) and the benchmark's load generator wrk (tested too); for the
-#      benchmarks (IOC_SETUP_FOR=bench) wrk;
+#      (python3-qgis), the MQTT broker mosquitto and the benchmark's load generator wrk
+#      (tested too); for the benchmarks (IOC_SETUP_FOR=bench) wrk;
 #   2. the .venv with the pinned requirements (reinstalled only when they change);
 #   3. the project-managed PostGIS under var/pg (unless DATABASE_URL is set), migrations,
 #      and the demo city when the database is empty.
@@ -31,6 +31,8 @@ if [ "${IOC_SETUP_FOR:-run}" = test ]; then
   # QGIS 3.22 for the client tests (tests/clients), in the system Python: ~170 packages and
   # about a minute without its recommends (compilers, desktop keyrings: ~220 more).
   /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || APT_LEAN+=(python3-qgis)
+  # The MQTT bridge's tests start their own mosquitto on a free port (never the service).
+  [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || APT_LEAN+=(mosquitto)
 fi
 if [ "${IOC_SETUP_FOR:-run}" = test ] || [ "${IOC_SETUP_FOR:-run}" = bench ]; then
   command -v wrk >/dev/null 2>&1 || APT_PACKAGES+=(wrk)

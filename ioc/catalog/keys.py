@@ -99,6 +99,17 @@ async def resolve_key(pool: Pool, key: str) -> Principal | None:
     return None if row is None else principal_of(row)
 
 
+def resolve_key_sync(conn: PgConn, key: str) -> Principal | None:
+    """The principal of an active key, or None (psycopg2: commands such as the MQTT bridge)."""
+    from psycopg2.extras import RealDictCursor
+
+    with conn.cursor(cursor_factory=RealDictCursor) as cur:
+        cur.execute(RESOLVE_SQL.replace("$1", "%s"), (hash_key(key),))
+        row = cur.fetchone()
+    conn.rollback()
+    return None if row is None else principal_of(row)
+
+
 Lookup = Callable[[object, str], Awaitable[Principal | None]]
 
 
