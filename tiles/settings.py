@@ -17,7 +17,7 @@ from ioc.settings import PROJECT_ROOT
 
 # Bump when the tile SQL changes what a tile contains: cached tiles of an older revision are
 # then never served (the revision is part of every cache key).
-SQL_REVISION = 2
+SQL_REVISION = 3
 
 
 class TileSettings(BaseSettings):
@@ -58,6 +58,19 @@ class TileSettings(BaseSettings):
         default=0.5,
         ge=0,
         description="Lines/polygons smaller than this many pixels both ways are dropped.",
+    )
+    visible_px: float = Field(
+        default=1.0,
+        gt=0,
+        description="Up to generalise_max_zoom, a line or polygon is drawn from the zoom where "
+        "its bounding box is this many pixels wide or tall.",
+    )
+    generalise_max_zoom: int = Field(
+        default=13,
+        ge=0,
+        le=24,
+        description="Lines and polygons are read pre-simplified, visible ones only, up to this "
+        "zoom.",
     )
     simplify_px: float = Field(
         default=0.25, ge=0, description="Simplification tolerance in pixels (256 px tiles)."
@@ -102,6 +115,8 @@ class TileSettings(BaseSettings):
             self.cluster_max_zoom,
             self.cluster_grid,
             self.min_feature_px,
+            self.visible_px,
+            self.generalise_max_zoom,
             self.simplify_px,
             self.extent,
             self.buffer,

@@ -22,6 +22,7 @@ from typing import Literal
 
 from ioc.catalog.layers import Attribute, Layer
 from ioc.db.identifiers import quote_ident
+from ioc.db.tables import PG_TYPES
 from tiles.settings import TileSettings
 
 Mode = Literal["features", "cluster"]
@@ -169,9 +170,14 @@ def mercator_box(extent: tuple[float, float, float, float], margin_deg: float) -
     return f"ST_MakeEnvelope({x(west)!r}, {y(south)!r}, {x(east)!r}, {y(north)!r}, 3857)"
 
 
+def _buffered(settings: TileSettings) -> str:
+    """SQL for the tile's EPSG:3857 envelope grown by the MVT buffer."""
+    return f"ST_Expand(e.env, (ST_XMax(e.env) - ST_XMin(e.env)) * {settings.buffer / settings.extent!r})"
+
+
 def _bounds_columns(n: int, layer: Layer, settings: TileSettings) -> list[str]:
     """Per-layer columns of the bounds CTE: the filter box and the pixel size in its SRID."""
-    buffered = f"ST_Expand(e.env, (ST_XMax(e.env) - ST_XMin(e.env)) * {settings.buffer / settings.extent!r})"
+    buffered = _buffered(settings)
     if layer.srid == 3857:
         box, plain = buffered, "e.env"
     elif layer.srid == 4326:
@@ -205,8 +211,9 @@ def _geometry_sql(n: int, layer: Layer, settings: TileSettings) -> str:
     return f"ST_AsMVTGeom({geom}, b.env, {settings.extent}, {settings.buffer}, true)"
 
 
-def _features_cte(n: int, layer: Layer, settings: TileSettings) -> str:
+def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
     """Features of one layer in the tile, at most max_features + 1 (the +1 detects the cap)."""
+    layer = plan.layer
     geom = f"t.{quote_ident(layer.geometry_column)}"
     columns = [f"t.{quote_ident(layer.id_column)} AS {quote_ident(layer.id_column)}"]
     columns += [f"{p.sql} AS {quote_ident(p.name)}" for p in tile_properties(layer)]
@@ -219,10 +226,30 @@ def _features_cte(n: int, layer: Layer, settings: TileSettings) -> str:
             f" AND (ST_XMax({geom}) - ST_XMin({geom}) >= {size}"
             f" OR ST_YMax({geom}) - ST_YMin({geom}) >= {size})"
         )
+    rows = (
+        f"SELECT {', '.join(columns)}, {_geometry_sql(n, layer, settings)} AS geom"
+        f" FROM {layer.table_sql} t, b WHERE {where}"
+    )
+    gate = ""
+    if not is_point_layer(layer) and plan.integer_id:
+        # Generalised zooms read the visible features' pre-simplified EPSG:3857 shapes
+        # (ioc.tile_shapes, sql/0012) and take only the attributes from the rows.
+        checks = [
+            f"m.visible_px = {settings.visible_px!r}",
+            f"m.simplify_px = {settings.simplify_px!r}",
+            f"$1 <= {settings.generalise_max_zoom}",
+        ]
+        gate = f"{_lowzoom_gate(n, layer, 'shapes', checks)}, "
+        shapes = (
+            f"SELECT {', '.join(columns)}, ST_AsMVTGeom(s.geom, b.env, {settings.extent},"
+            f" {settings.buffer}, true) AS geom FROM b, ioc.tile_shapes s"
+            f" JOIN {layer.table_sql} t ON t.{quote_ident(layer.id_column)} = s.fid"
+            f" WHERE s.layer_id = {literal(layer.id)} AND s.z = $1 AND s.geom && b.fm"
+            f" AND (SELECT ok FROM g{n})"
+        )
+        rows = f"{shapes} UNION ALL {rows} AND NOT (SELECT ok FROM g{n})"
     return (
-        f"l{n} AS MATERIALIZED (SELECT * FROM (SELECT {', '.join(columns)},"
-        f" {_geometry_sql(n, layer, settings)} AS geom"
-        f" FROM {layer.table_sql} t, b WHERE {where}) s"
+        f"{gate}l{n} AS MATERIALIZED (SELECT * FROM ({rows}) s"
         f" WHERE s.geom IS NOT NULL LIMIT {settings.max_features + 1})"
     )
 
@@ -242,25 +269,55 @@ def _mercator_xy(layer: Layer) -> tuple[str, str]:
     return f"ST_X({point})", f"ST_Y({point})"
 
 
+def _lowzoom_gate(n: int, layer: Layer, kind: str, checks: Sequence[str]) -> str:
+    """CTE ``g{n}``: true when the layer's low-zoom rows (sql/0012) serve this zoom, i.e. were
+    built for the live table with these settings. Each branch that reads them, or the rows,
+    filters on it; a filter without columns is a one-time filter, so the branch not taken
+    costs nothing."""
+    where = " AND ".join(
+        [
+            f"m.layer_id = {literal(layer.id)}",
+            f"m.kind = {literal(kind)}",
+            f"m.relid = to_regclass({literal(layer.table_sql)})",
+            "$1 BETWEEN m.min_zoom AND m.max_zoom",
+            *checks,
+        ]
+    )
+    return f"g{n} AS (SELECT EXISTS (SELECT 1 FROM ioc.tile_lowzoom m WHERE {where}) AS ok)"
+
+
 def _cluster_cte(n: int, layer: Layer, settings: TileSettings) -> str:
     """Points aggregated on a grid aligned with the tile: count and dominant category per cell.
 
     Each point is counted in exactly one cell of exactly one tile (half-open tile bounds in
-    EPSG:3857), so the counts of a zoom level sum to the layer's feature count. Two hash
-    aggregations (per cell and category, then per cell) beat one sort for ``mode()``.
+    EPSG:3857), so the counts of a zoom level sum to the layer's feature count. The cells are
+    read from ``ioc.tile_cells`` (kept by triggers) when built; otherwise computed from the
+    rows: two hash aggregations (per cell and category, then per cell) beat one sort for
+    ``mode()``.
     """
     geom = f"t.{quote_ident(layer.geometry_column)}"
     x, y = _mercator_xy(layer)
     by = layer.attribute(layer.style.get("by") or "")
     category = f"t.{quote_ident(by.name)}" if by else "NULL::text"
+    # The stored category is text: cast back to the attribute's type (tile values and the
+    # tie-break order stay those of the column).
+    stored = f"c.c::{PG_TYPES.get(by.type, 'text')}" if by else "NULL::text"
     # OFFSET 0 keeps the planner from inlining px/py into every place they are used (it would
     # compute the projection up to eight times per row).
     points = (
         f"SELECT {x} AS px, {y} AS py, {category} AS c FROM {layer.table_sql} t, b"
-        f" WHERE {geom} && b.f{n} OFFSET 0"
+        f" WHERE {geom} && b.f{n} AND NOT (SELECT ok FROM g{n}) OFFSET 0"
     )
+    checks = [
+        f"m.grid = {settings.cluster_grid}",
+        f"m.category IS NOT DISTINCT FROM {literal(by.name) if by else 'NULL'}",
+    ]
     cells = (
-        f"l{n}c AS (SELECT floor((s.px - b.xmin) / b.cell) AS i,"
+        f"{_lowzoom_gate(n, layer, 'points', checks)},"
+        f" l{n}c AS (SELECT c.i, c.j, {stored} AS c, c.n, c.sx, c.sy FROM ioc.tile_cells c"
+        f" WHERE c.layer_id = {literal(layer.id)} AND c.z = $1 AND c.x = $2 AND c.y = $3"
+        f" AND (SELECT ok FROM g{n})"
+        f" UNION ALL SELECT floor((s.px - b.xmin) / b.cell) AS i,"
         f" floor((b.ymax - s.py) / b.cell) AS j, s.c, count(*) AS n, sum(s.px) AS sx,"
         f" sum(s.py) AS sy FROM b, ({points}) s"
         f" WHERE s.px >= b.xmin AND s.px < b.xmax AND s.py > b.ymin AND s.py <= b.ymax"
@@ -291,6 +348,7 @@ def build_tile_sql(plans: Sequence[Plan], settings: TileSettings) -> str:
         "ST_XMax(e.env) AS xmax",
         "ST_YMax(e.env) AS ymax",
         f"(ST_XMax(e.env) - ST_XMin(e.env)) / {settings.cluster_grid} AS cell",
+        f"{_buffered(settings)} AS fm",
     ]
     ctes, parts, flags = [], [], []
     cap = settings.max_features
@@ -306,7 +364,7 @@ def build_tile_sql(plans: Sequence[Plan], settings: TileSettings) -> str:
             )
             flags.append("false")
         else:
-            ctes.append(_features_cte(n, layer, settings))
+            ctes.append(_features_cte(n, plan, settings))
             id_name = f", {literal(layer.id_column)}" if plan.integer_id else ""
             parts.append(
                 f"COALESCE((SELECT ST_AsMVT(q, {name}, {settings.extent}, 'geom'"

@@ -102,6 +102,9 @@ def create_table_sql(manifest: TableSpec, schema: str = DATA_SCHEMA) -> list[str
             f"CREATE INDEX IF NOT EXISTS {quote_ident(manifest.id + '_id_idx')} "
             f"ON {table} ({quote_ident(manifest.id_attribute)})"
         )
+    # The statement triggers that keep the layer's low-zoom tile rows current (sql/0012).
+    name = "'" + table.replace("'", "''") + "'"
+    statements.append(f"SELECT ioc.tile_lowzoom_attach({name}::regclass)")
     return statements
 
 
