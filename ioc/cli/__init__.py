@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from ioc.cli import addresses, db, keys, layers, maps, publish, serve, tiles
+from ioc.cli import addresses, db, keys, layers, maps, publish, serve, simulate, tiles
 
 app = typer.Typer(
     help="ioc — map server of the HCMC Intelligent Operations Centre.",
@@ -24,3 +24,4 @@ app.command("publish")(publish.publish)
 app.command("import")(publish.import_dir)
 app.command("seed")(serve.seed)
 app.command("serve")(serve.serve)
+app.command("simulate")(simulate.simulate)
