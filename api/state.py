@@ -41,6 +41,9 @@ class AppState:
         saved queries): the new catalog replaces the old and every listener hears it."""
         self.catalog = await load_catalog(self.pool)
         self.catalog_watcher.checked()
+        # The change events behind the reload first: the tile caches then key on the layers'
+        # tile bases and drop only the tiles the item writes touched.
+        await self.tiles.catch_up(self.pool)
         self.notify(changed)
         return self.catalog
 
@@ -51,6 +54,7 @@ class AppState:
             result = await self.catalog_watcher.refresh(self.pool, self.catalog)
             if result is not None:
                 self.catalog, changed = result
+                await self.tiles.catch_up(self.pool)
                 self.notify(changed)
         return self.catalog
 
@@ -69,11 +73,13 @@ async def build_state(settings: Settings, pool: Pool) -> AppState:
     watcher = CatalogWatcher(settings.server.catalog_check_seconds)
     catalog = await load_catalog(pool)
     watcher.checked()
+    tiles = TileService(settings.tiles)
+    await tiles.start(pool, catalog)  # the change events' state: tile bases, change boxes
     return AppState(
         settings=settings,
         pool=pool,
         catalog=catalog,
         catalog_watcher=watcher,
-        tiles=TileService(settings.tiles),
+        tiles=tiles,
         views=views,
     )

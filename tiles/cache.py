@@ -1,11 +1,10 @@
-"""Tile caches (an in-process LRU and a shared on-disk cache) and the layer-version watcher.
+"""Tile caches (an in-process LRU and a shared on-disk cache).
 
-Every key holds each layer's **version** (``ioc.layers.version``, bumped by every publish and
-``refresh_stats``), so a changed layer gets new keys: old tiles are never looked up again, and
-are dropped from memory at once and from disk by :meth:`DiskCache.prune`.
-
-Versions changed by *other* processes are noticed by :class:`ioc.catalog.layers.CatalogWatcher`,
-which reloads the app's catalog and tells the tile service which layers changed.
+Every key holds each layer's **tile base** version (tiles.changes: moved by a publish, restore
+or any change made without a change event), so a layer changed as a whole gets new keys: old
+tiles are never looked up again, and are dropped from memory at once and from disk by
+:meth:`DiskCache.prune`. Item writes do not move it: each cached tile records the event id it
+is current *as of*, and the tile service checks it against the change boxes it knows of.
 """
 
 from __future__ import annotations
@@ -13,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Longest directory name used as is; longer composite keys are hashed (filename limit 255).
@@ -25,27 +25,47 @@ MAX_DIR_NAME = 200
 SWEEP_EVERY = 0.05
 SWEEP_TARGET = 0.8
 BLOCK = 4096  # a small file still takes a block
+# A cache file: magic, the event id the tile is current as of, the length of the truncated
+# layers' names, the names, the gzip MVT. One file, written atomically: a reader never pairs a
+# tile with another one's as-of.
+HEADER = struct.Struct(">4sQH")
+MAGIC = b"IOT1"
 
 
 @dataclass(frozen=True)
 class CachedTile:
-    """A rendered tile: gzip-compressed MVT (b"" when empty) and the layers that hit the cap."""
+    """A rendered tile: gzip-compressed MVT (b"" when empty), the layers that hit the cap and
+    the newest change event it is current as of (0: unknown)."""
 
     data: bytes
     truncated: tuple[str, ...] = ()
+    as_of: int = 0
+    # What the tile says, hashed once (its ETag's core; the same bytes give the same digest in
+    # every process); carried along by dataclasses.replace.
+    digest: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            h = hashlib.blake2b(self.data, digest_size=10)
+            h.update(",".join(self.truncated).encode())
+            object.__setattr__(self, "digest", h.hexdigest())
 
 
-def layers_key(pairs: Iterable[tuple[str, int]]) -> str:
-    """The cache key part for layers: ``id@version`` joined with ``+`` in tile order."""
-    return "+".join(f"{layer_id}@{version}" for layer_id, version in pairs)
+def layers_key(parts: Iterable[tuple[str, int, str]]) -> str:
+    """The cache key part for layers: ``id@version`` (``id@version.mode`` when a layer is not
+    drawn as plain features) joined with ``+`` in tile order."""
+    return "+".join(
+        f"{layer_id}@{version}" + ("" if mode == "features" else f".{mode}")
+        for layer_id, version, mode in parts
+    )
 
 
 def parse_layers_key(key: str) -> list[tuple[str, int]]:
-    """Inverse of :func:`layers_key`."""
+    """The (id, version) pairs of a :func:`layers_key`."""
     pairs = []
     for part in key.split("+"):
         layer_id, _, version = part.rpartition("@")
-        pairs.append((layer_id, int(version)))
+        pairs.append((layer_id, int(version.split(".", 1)[0])))
     return pairs
 
 
@@ -75,11 +95,20 @@ class MemoryCache:
         old = self._items.pop(key, None)
         if old is not None:
             self.size -= len(old.data) + 64
+            if old.as_of > tile.as_of:  # a slower render finished after a fresher one
+                tile = old
+                cost = len(tile.data) + 64
         self._items[key] = tile
         self.size += cost
         while self.size > self.max_bytes:
             _, evicted = self._items.popitem(last=False)
             self.size -= len(evicted.data) + 64
+
+    def drop(self, key: tuple[str, int, int, int]) -> None:
+        """Forget one tile (found stale)."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old.data) + 64
 
     def drop_layers(self, layer_ids: set[str]) -> int:
         """Forget every tile that contains one of these layers; returns how many."""
@@ -96,7 +125,7 @@ class MemoryCache:
 class DiskCache:
     """Tiles as files ``<dir>/<fingerprint>/<layers key>/<z>/<x>/<y>.mvt.gz``, shared by all
     processes; writes are atomic (temporary file + rename), so readers never see half a tile.
-    A layer that hit the feature cap has a ``<y>.truncated`` file beside its tile.
+    Each file starts with a HEADER (as-of event id, the layers that hit the feature cap).
 
     With ``max_bytes``, :meth:`sweep` keeps the cache within that budget: any caller may ask
     for a tile of any set of public layers at any zoom, so an unbounded cache would fill the
@@ -155,11 +184,12 @@ class DiskCache:
             data = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        truncated: tuple[str, ...] = ()
-        marker = path.with_name(f"{y}.truncated")
-        if marker.exists():
-            truncated = tuple(filter(None, marker.read_text().split(",")))
-        return CachedTile(data, truncated)
+        if len(data) < HEADER.size or not data.startswith(MAGIC):
+            return None  # an older cache format: rendered again
+        _, as_of, names = HEADER.unpack_from(data)
+        start = HEADER.size + names
+        truncated = tuple(filter(None, data[HEADER.size : start].decode().split(",")))
+        return CachedTile(data[start:], truncated, as_of)
 
     def put(self, key: str, z: int, x: int, y: int, tile: CachedTile) -> None:
         """Store a tile atomically; a failure to write (disk full, read-only) is not an error
@@ -170,11 +200,10 @@ class DiskCache:
             keyfile = self._dir(key) / "key.txt"
             if not keyfile.exists():
                 keyfile.write_text(key.split("/", 1)[1])
-            if tile.truncated:
-                _atomic_write(path.with_name(f"{y}.truncated"), ",".join(tile.truncated).encode())
-                self.written += BLOCK
-            _atomic_write(path, tile.data)
-            self.written += max(BLOCK, len(tile.data))
+            names = ",".join(tile.truncated).encode()
+            head = HEADER.pack(MAGIC, tile.as_of, len(names)) + names
+            _atomic_write(path, head + tile.data)
+            self.written += max(BLOCK, len(head) + len(tile.data))
         except OSError:
             pass
 

@@ -1,13 +1,13 @@
 """Fetching and composing tiles: plan → cache → one SQL round trip → gzip → cache.
 
 :class:`TileService` is created once per process (app state, or a command) and holds the SQL
-texts, the caches and the version watcher. It never sees HTTP.
+texts, the caches and the change tracker (tiles.changes: which cached tiles a change event made
+stale). It never sees HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +20,7 @@ from ioc.catalog.layers import Catalog, Layer
 from ioc.db.connection import Pool
 from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
 from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key
+from tiles.changes import ChangeTracker
 from tiles.settings import TileSettings
 from tiles.sql import ID_TYPE_SQL, Plan, TileSQL, id_type_args, plan_tile
 
@@ -77,34 +78,55 @@ class TileService:
             else None
         )
         self.sweeping: asyncio.Task | None = None
+        self.changes = ChangeTracker(settings.buffer / settings.extent)
         self._inflight: dict[tuple, asyncio.Future[CachedTile]] = {}
         self._integer_ids: dict[tuple[str, int], bool] = {}
+        self._keys: dict[str, int] = {}  # each layer's key version when the catalog last changed
+
+    async def start(self, pool: Pool, catalog: Catalog) -> None:
+        """Read the change events' state (each layer's tile base, the kept change boxes)."""
+        await self.changes.catch_up(pool)
+        self._keys = self.key_versions(catalog)
+
+    def key_versions(self, catalog: Catalog) -> dict[str, int]:
+        """The version each layer's cached tiles are keyed by (see ChangeTracker.key_version)."""
+        return {layer.id: self.changes.key_version(layer) for layer in catalog}
 
     def plan(self, layers: Sequence[Layer], z: int) -> list[Plan]:
         """The layers that contribute at zoom z (others are outside their zoom range)."""
         return plan_tile(layers, z, self.settings)
 
     def cache_key(self, plans: Sequence[Plan]) -> str:
-        """``<settings fingerprint>/<id@version+...>``: a publish changes the key."""
-        return f"{self.fingerprint}/{layers_key((p.layer.id, p.layer.version) for p in plans)}"
+        """``<settings fingerprint>/<id@base+...>``: a whole-layer change changes the key."""
+        parts = ((p.layer.id, self.changes.key_version(p.layer), p.mode) for p in plans)
+        return f"{self.fingerprint}/{layers_key(parts)}"
 
-    def etag(self, key: str, z: int, x: int, y: int) -> str:
-        """A weak ETag (the bytes are gzip-encoded) derived from the key, known before
-        rendering, so a 304 costs no database work."""
-        digest = hashlib.blake2b(f"{key}/{z}/{x}/{y}".encode(), digest_size=10).hexdigest()
-        return f'W/"{digest}"'
+    def etag(self, tile: CachedTile) -> str:
+        """A weak ETag (the bytes are gzip-encoded) of what the tile says: it stays while the
+        tile's content does (an untouched tile keeps it across writes to its layer), is the
+        same in every process, and costs no database work on a cache hit."""
+        return f'W/"{self.fingerprint}-{tile.digest}"'
+
+    async def catch_up(self, pool: Pool) -> None:
+        """Take in the change events this process has not seen yet (the app calls it before
+        every catalog reload)."""
+        await self.changes.catch_up(pool)
 
     def forget(self, fresh: Catalog, changed: set[str]) -> None:
-        """Listener of the app's catalog watcher: tiles of layers changed by another process
-        are dropped from memory and, in a worker thread, from disk."""
-        log.info("layer versions changed", extra={"layers": sorted(changed)[:20]})
+        """Listener of the app's catalog reloads: tiles of changed layers whose key version
+        moved (a whole-layer change) are dropped from memory and, in a worker thread, from
+        disk. An item write leaves the key alone: the change tracker makes just the tiles it
+        touches stale."""
+        keys = self.key_versions(fresh)
+        first, self._keys, before = not self._keys, keys, self._keys
+        moved = {i for i in changed if first or before.get(i) != keys.get(i)}
+        if not moved:
+            return
+        log.info("layer versions changed", extra={"layers": sorted(moved)[:20]})
         if self.memory is not None:
-            self.memory.drop_layers(changed)
+            self.memory.drop_layers(moved)
         if self.disk is not None:
-            versions = {layer.id: layer.version for layer in fresh}
-            task = asyncio.create_task(
-                asyncio.to_thread(self.disk.prune, versions, self.fingerprint)
-            )
+            task = asyncio.create_task(asyncio.to_thread(self.disk.prune, keys, self.fingerprint))
             task.add_done_callback(lambda t: t.exception())  # pruning is best effort
 
     async def get_tile(self, pool: Pool, layers: Sequence[Layer], z: int, x: int, y: int) -> Tile:
@@ -112,25 +134,32 @@ class TileService:
         check_tile(z, x, y)
         plans = self.plan(layers, z)
         if not plans:
-            return Tile(b"", self.etag(f"{self.fingerprint}/-", z, x, y), source="none")
+            return Tile(b"", self.etag(CachedTile(b"")), source="none")
         key = self.cache_key(plans)
-        etag = self.etag(key, z, x, y)
         mkey = (key, z, x, y)
+        ids = [p.layer.id for p in plans]
+        changes = self.changes
         if self.memory is not None and (hit := self.memory.get(mkey)) is not None:
-            return Tile(hit.data, etag, hit.truncated, "memory")
+            if changes.fresh(ids, hit.as_of, z, x, y):
+                if hit.as_of < changes.last_id:  # checked up to here: the next check is shorter
+                    self.memory.put(mkey, replace(hit, as_of=changes.last_id))
+                return Tile(hit.data, self.etag(hit), hit.truncated, "memory")
+            self.memory.drop(mkey)
         if self.disk is not None and (hit := self.disk.get(key, z, x, y)) is not None:
-            if self.memory is not None:
-                self.memory.put(mkey, hit)
-            return Tile(hit.data, etag, hit.truncated, "disk")
+            if changes.fresh(ids, hit.as_of, z, x, y):
+                if self.memory is not None:
+                    self.memory.put(mkey, hit)
+                return Tile(hit.data, self.etag(hit), hit.truncated, "disk")
         cached = await self._render_once(pool, await self.with_id_types(pool, plans), mkey)
-        return Tile(cached.data, etag, cached.truncated, "database")
+        return Tile(cached.data, self.etag(cached), cached.truncated, "database")
 
     async def with_id_types(self, pool: Pool, plans: Sequence[Plan]) -> list[Plan]:
-        """Plans with ``integer_id`` set from the id column's type (looked up once per layer
-        version: the catalog does not record it, and ST_AsMVT fails on a text feature id)."""
+        """Plans with ``integer_id`` set from the id column's type (looked up once per tile
+        key version: the catalog does not record it, and ST_AsMVT fails on a text feature
+        id)."""
         result = []
         for plan in plans:
-            key = (plan.layer.id, plan.layer.version)
+            key = (plan.layer.id, self.changes.key_version(plan.layer))
             if key not in self._integer_ids:
                 found = await pool.fetchval(ID_TYPE_SQL, *id_type_args(plan.layer))
                 self._integer_ids[key] = bool(found)
@@ -140,21 +169,25 @@ class TileService:
     async def _render_once(
         self, pool: Pool, plans: Sequence[Plan], mkey: tuple[str, int, int, int]
     ) -> CachedTile:
-        """Render, with concurrent requests for the same tile sharing one query."""
-        pending = self._inflight.get(mkey)
+        """Render, with concurrent requests for the same tile sharing one query (one started
+        before the newest change event this process knows is not shared)."""
+        # Read before rendering: the tile is current as of at least this event.
+        as_of = self.changes.last_id
+        flight = (*mkey, as_of)
+        pending = self._inflight.get(flight)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[CachedTile] = asyncio.get_running_loop().create_future()
-        self._inflight[mkey] = future
+        self._inflight[flight] = future
         try:
-            tile = await self.render(pool, plans, *mkey[1:])
+            tile = replace(await self.render(pool, plans, *mkey[1:]), as_of=as_of)
             future.set_result(tile)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else needs to
             raise
         finally:
-            del self._inflight[mkey]
+            del self._inflight[flight]
         if self.memory is not None:
             self.memory.put(mkey, tile)
         if self.disk is not None:

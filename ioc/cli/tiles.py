@@ -95,6 +95,7 @@ async def _run(
         groups = [layers] if composite or keep is not None else [[la] for la in layers]
         total = count_tiles(area, zmin, zmax) * len(groups)
         service = TileService(tile_settings)
+        await service.start(pool, catalog)  # key and date tiles as the servers do
         with _progress() as progress:
             task = progress.add_task(
                 f"tiles {','.join(la.id for la in layers)} z{zoom}", total=total
@@ -173,7 +174,9 @@ def prune() -> None:
     async def versions() -> dict[str, int]:
         pool = await create_pool(get_settings().database)
         try:
-            return {layer.id: layer.version for layer in await load_catalog(pool)}
+            catalog = await load_catalog(pool)
+            await service.start(pool, catalog)
+            return service.key_versions(catalog)  # tile bases: item writes keep their tiles
         finally:
             await pool.close()
 
