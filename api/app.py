@@ -24,6 +24,7 @@ from api.routers import (
     events,
     grid,
     health,
+    history,
     landing,
     maps,
     publishing,
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         landing.router,
         health.router,
         catalog.router,
+        history.router,  # before collections: its {featureId:path} would take …/history
         collections.router,
         grid.router,
         tiles.router,

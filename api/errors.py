@@ -20,6 +20,7 @@ STATUS: dict[type[errors.IocError], int] = {
     errors.Forbidden: 403,
     errors.LayerNotFound: 404,
     errors.FeatureNotFound: 404,
+    errors.HistoryNotKept: 404,
     errors.Conflict: 409,
     errors.PreconditionFailed: 412,
     errors.DatabaseUnavailable: 503,

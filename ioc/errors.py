@@ -76,5 +76,9 @@ class UploadTooLarge(IocError):
     """An upload exceeds the size or feature limits."""
 
 
+class HistoryNotKept(IocError):
+    """The past of a layer whose manifest declares no history was asked for."""
+
+
 class VersionNotFound(FeatureNotFound):
     """A layer version that does not exist or is no longer kept."""

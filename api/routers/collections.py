@@ -26,7 +26,7 @@ from ioc.addresses.registry import require_registry, validate_code
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Layer
 from ioc.errors import InvalidParameter
-from ioc.features import cql2, documents, items
+from ioc.features import cql2, documents, history, items
 from ioc.features.crs import CRS84, parse_bbox, parse_crs
 from ioc.features.items import ItemsQuery, Page
 
@@ -109,6 +109,7 @@ ITEMS_PARAMETERS = frozenset(
         "crs",
         "f",
         "address",
+        "at",
     }
 )
 
@@ -130,6 +131,12 @@ LIMIT_DOC = (
     "the `next` link goes on from there. csv/geojsonseq without `limit`: the whole collection. "
     "Anonymous callers get at most IOC_FEATURES_ANONYMOUS_MAX_FEATURES (10,000 by default) per "
     'answer; an export cut there carries `Link: <…>; rel="next"`.'
+)
+
+AT_DOC = (
+    "RFC 3339 date-time: the features as they were then (layers whose manifest declares "
+    "`history`; 400 on other layers and before what the layer keeps). Combines with every "
+    "other parameter."
 )
 
 
@@ -171,6 +178,7 @@ async def items_query(
     address: Annotated[
         str | None, Query(description="Digital address code: only features linked to that address")
     ] = None,
+    at: Annotated[str | None, Query(description=AT_DOC)] = None,
 ) -> ItemsQuery:
     """The items query parameters, validated against the layer (400 names the parameter)."""
     # OGC API – Features /req/core/query-param-unknown: an unknown parameter is a 400, so a
@@ -193,6 +201,7 @@ async def items_query(
         address=validate_code(address, address_settings.code_pattern, "address")
         if address is not None
         else None,
+        at=await history.instant(request.app.state.pool, layer, at) if at is not None else None,
     )
 
 

@@ -30,6 +30,7 @@ import asyncpg
 
 from ioc.addresses.lookup import address_code_filter
 from ioc.catalog.layers import Layer
+from ioc.db.history import history_ident
 from ioc.db.identifiers import quote_ident
 from ioc.errors import FeatureNotFound, InvalidParameter, QueryTimeout
 from ioc.features import cql2_sql
@@ -59,10 +60,13 @@ class ItemsQuery:
     properties: tuple[str, ...] | None = None  # None: every attribute
     crs: CRS = CRS84
     address: str | None = None  # digital address code: only features linked to it
+    at: datetime | None = None  # the features as they were then (a layer with history)
 
     @property
     def filtered(self) -> bool:
-        return bool(self.bboxes or self.interval or self.filter is not None or self.address)
+        return bool(
+            self.bboxes or self.interval or self.filter is not None or self.address or self.at
+        )
 
 
 @dataclass
@@ -188,9 +192,17 @@ def _lateral_properties(layer: Layer, q: ItemsQuery) -> str:
     return f" CROSS JOIN LATERAL (SELECT {cols}) p"
 
 
+def _source(layer: Layer, q: ItemsQuery) -> str:
+    """The layer's table, or its history table for ``at`` (the same columns)."""
+    return history_ident(layer.table) if q.at is not None else layer.table_sql
+
+
 def _where(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
-    """The WHERE conditions: bbox, datetime, filter — all values bound."""
+    """The WHERE conditions: at, bbox, datetime, filter — all values bound."""
     conditions = []
+    if q.at is not None:  # the states valid then: [valid_from, valid_to) contains the instant
+        at = binds.add(q.at, "timestamptz")
+        conditions.append(f"tstzrange({ALIAS}.valid_from, {ALIAS}.valid_to) @> {at}")
     if q.bboxes:
         conditions.append("(" + " OR ".join(_bbox_sql(layer, b, binds) for b in q.bboxes) + ")")
     if q.interval:
@@ -286,7 +298,7 @@ def items_sql(layer: Layer, q: ItemsQuery, fmt: str = "geojson") -> tuple[str, l
     where = _where(layer, q, binds)
     sql = (
         f"SELECT convert_to({_feature_sql(layer, q, fmt)}, 'UTF8') "
-        f"FROM {layer.table_sql} {ALIAS}{_lateral_properties(layer, q)} WHERE {where} "
+        f"FROM {_source(layer, q)} {ALIAS}{_lateral_properties(layer, q)} WHERE {where} "
         f"ORDER BY {_order(layer, q)}{_page_clause(q, binds)}"
     )
     return sql, binds.values
@@ -296,7 +308,7 @@ def count_sql(layer: Layer, q: ItemsQuery) -> tuple[str, list[Any]]:
     """The exact number of matching features."""
     binds = Binds()
     where = _where(layer, q, binds)
-    return f"SELECT count(*) FROM {layer.table_sql} {ALIAS} WHERE {where}", binds.values
+    return f"SELECT count(*) FROM {_source(layer, q)} {ALIAS} WHERE {where}", binds.values
 
 
 def feature_sql(layer: Layer, crs: CRS) -> str:
