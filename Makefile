@@ -15,11 +15,21 @@ help:
 	@echo "make test   the same set-up, then the whole test suite"
 	@echo "make setup  the idempotent set-up both use"
 	@echo "make bench  benchmarks against the peer servers (not part of the tests)"
+	@echo "           BENCH_ARGS=live: upserts/s, commit-to-SSE latency, tiles under updates"
 
 setup:
 	@scripts/setup.sh
 
+# The demo city comes alive: `ioc simulate` feeds its live layers through the write API beside
+# the server, with an admin key it creates (and revokes) for itself, and stops with the server.
+# Only layers the demo generator filled are fed; IOC_SIMULATE=0 serves without it.
+IOC_SIMULATE ?= 1
+
 run: setup
+	@if [ "$(IOC_SIMULATE)" = 0 ]; then exec $(IOC) serve; fi; \
+	$(IOC) simulate --own-key >var/simulate.log 2>&1 & sim=$$!; \
+	trap 'kill -TERM $$sim 2>/dev/null; wait $$sim' EXIT INT TERM; \
+	echo "ioc simulate feeds the live layers (var/simulate.log; IOC_SIMULATE=0 turns it off)"; \
 	$(IOC) serve
 
 test:

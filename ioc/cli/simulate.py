@@ -66,6 +66,9 @@ def simulate(
     if unknown:
         raise IocError(f"Unknown live layer {unknown[0]}: use {', '.join(LIVE_LAYERS)}.")
     begin = _start_time(start)
+    # `make run` stops it with SIGTERM, maybe while it still waits for the server: unwind
+    # (revoking its own key) as Ctrl-C does; the ticks then finish their write first (_run).
+    signal.signal(signal.SIGTERM, _interrupt)
     with _key(settings, key, own_key) as secret:
         client = SimulationClient(url, secret)
         client.demo_only = own_key
@@ -121,6 +124,10 @@ def _run(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _left(began: float, duration: float | None) -> float:

@@ -1,17 +1,21 @@
 """`ioc simulate` against a real `ioc serve`: a few seconds of it change features of every live
 layer (seen through the items and the change events), a bad key stops it with one sentence,
-a publisher's key feeds its own department's layer and leaves the others alone."""
+a publisher's key feeds its own department's layer and leaves the others alone, and the key it
+makes for itself in `make run` lives only as long as the run."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import httpx
 import pytest
 
+from ioc.cli.simulate import OWN_KEY_LABEL
 from ioc.settings import PROJECT_ROOT
 from layers.simulation import LIVE_LAYERS
 from tests.conftest import VENV_BIN, server_env
+from tests.polling import wait_until
 
 START = "2031-03-03T07:00"  # a simulated morning no seeded value falls in
 TIME_ATTRIBUTE = {
@@ -104,3 +108,35 @@ def test_a_publisher_feeds_only_its_departments_layer(live_server, db_settings, 
     db.rollback()
     assert "hospital_capacity" in written
     assert not written & {"flood_sensors", "congestion_segments", "reports_1022"}
+
+
+def test_own_key_is_created_for_the_run_and_revoked_on_sigterm(live_server, db_settings, db):
+    since = last_event(db)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "ioc"), "simulate", "--own-key", "--url", live_server, "--start", START],
+        cwd=PROJECT_ROOT,
+        env=server_env(db_settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: last_event(db) > since, timeout=120, message="a simulated write")
+        assert active_own_keys(db) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)  # what `make run` does when the server stops
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert active_own_keys(db) == 0
+    assert "updated" in out  # the summary table
+
+
+def active_own_keys(db) -> int:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM ioc.api_keys WHERE label = %s AND revoked_at IS NULL",
+            (OWN_KEY_LABEL,),
+        )
+        (found,) = cur.fetchone()
+    db.rollback()
+    return found
