@@ -25,9 +25,6 @@ router = APIRouter(prefix="/maps", tags=["maps"])
 # so that a wall screen's browser (which cannot send an Authorization header) reads internal
 # layers. See docs/maps.md, and api/deps.py (SESSION_COOKIE) for how GET requests accept it.
 EmbedQuery = Annotated[bool, Query(description="1 = chrome-less page for an iframe")]
-RefreshQuery = Annotated[
-    int | None, Query(ge=5, le=86_400, description="Period of live layers, seconds")
-]
 LangQuery = Annotated[maps.Lang | None, Query(description="Language (default: the view's)")]
 
 
@@ -238,7 +235,6 @@ async def _page(
     base: str,
     page_path: str,
     cacheable: bool,
-    refresh: int | None = None,
 ) -> HTMLResponse:
     nonce = new_nonce()
     html = await run_in_threadpool(
@@ -248,7 +244,6 @@ async def _page(
         embed=embed,
         base_url=base,
         page_path=page_path,
-        refresh=refresh,
         nonce=nonce,
     )
     return HTMLResponse(html, headers=page_headers(settings, cacheable, nonce))
@@ -292,7 +287,6 @@ async def view_page(
     settings: MapsSettingsDep,
     lang: LangQuery = None,
     embed: EmbedQuery = False,
-    refresh: RefreshQuery = None,
 ):
     """The view as this caller may see it: layers it may not read are left out."""
     view = views.get(view_id)
@@ -318,5 +312,4 @@ async def view_page(
         base=page_base(request),
         page_path=f"/maps/{view.id}",
         cacheable=view.audience == "public" and not principal.authenticated,
-        refresh=refresh,
     )

@@ -1,8 +1,8 @@
 """Rendering a planned map view (:func:`ioc.maps.views.plan_view`) to one HTML page with Folium.
 
 The page holds no data: its script fetches GeoJSON and vector tiles from the public API
-(``/collections/{id}/items``, ``/tiles/{ids}/{z}/{x}/{y}.pbf``) with the caller's same-origin
-credentials, and every script and stylesheet comes from ioc itself (:mod:`ioc.maps.elements`),
+(``/collections/{id}/items``, ``/tiles/{ids}/{z}/{x}/{y}.pbf``, ``/collections/{id}/grid``) with the
+caller's same-origin credentials and follows the live layers' change events (``/events``), and every script and stylesheet comes from ioc itself (:mod:`ioc.maps.elements`),
 so the page works without internet. Each page has its own nonce and Content-Security-Policy.
 """
 
@@ -74,6 +74,12 @@ STRINGS: dict[str, dict[Lang, str]] = {
     "nearest_pumping_station": {"vi": "Trạm bơm gần nhất", "en": "Nearest pumping station"},
     "nearest_bus_stop": {"vi": "Trạm xe buýt gần nhất", "en": "Nearest bus stop"},
     "reports_near": {"vi": "Phản ánh gần đây trong 300 m", "en": "Recent reports within 300 m"},
+    # The live indicator (the change-event stream): its states and the last event's time.
+    "live_connecting": {"vi": "Đang kết nối…", "en": "Connecting…"},
+    "live_on": {"vi": "Trực tiếp", "en": "Live"},
+    "live_lost": {"vi": "Mất kết nối, đang thử lại…", "en": "Connection lost, retrying…"},
+    "live_last": {"vi": "Sự kiện gần nhất", "en": "Last event"},
+    "live_none": {"vi": "chưa có", "en": "none yet"},
 }
 
 # Background layers: style by geometry family and theme (a layer's own colours are for overlays).
@@ -170,23 +176,29 @@ def _items_url(base: str, layer: Layer, spec: ViewLayer) -> str:
     return f"{base}/collections/{layer.id}/items?{urlencode(params)}"
 
 
+# Items parameters that select features (the grid aggregate takes these, and a view that sets
+# one cannot update a feature by fetching it alone: it might no longer match).
+SELECTING = ("filter", "filter-lang", "filter-crs", "datetime", "bbox")
+
+
+def _grid_url(base: str, layer: Layer, spec: ViewLayer) -> str:
+    from urllib.parse import urlencode
+
+    params = {k: v for k, v in spec.query.items() if k in SELECTING and k != "bbox"}
+    if spec.property:
+        params["weight"] = spec.property
+    query = f"?{urlencode(params)}" if params else ""
+    return f"{base}/collections/{layer.id}/grid{query}"
+
+
 def _tiles_url(base: str, ids: Iterable[str]) -> str:
     return f"{base}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.pbf"
 
 
-def layer_config(
-    item: PlannedLayer, view: MapView, lang: Lang, base: str, refresh: int | None = None
-) -> dict[str, Any]:
-    """What the page script needs to draw one layer (all of it from the public API).
-
-    ``refresh`` overrides the period of the view's live layers (e.g. a faster wall screen).
-    """
+def layer_config(item: PlannedLayer, view: MapView, lang: Lang, base: str) -> dict[str, Any]:
+    """What the page script needs to draw one layer (all of it from the public API)."""
     layer, spec = item.layer, item.spec
     style = _style(layer, spec.style)
-    if spec.live:
-        period = refresh or (spec.refresh if spec.refresh is not None else view.refresh)
-    else:
-        period = 0
     config: dict[str, Any] = {
         "id": layer.id,
         "kind": item.kind,
@@ -194,7 +206,9 @@ def layer_config(
         "geometry": geometry_family(layer),
         "style": style,
         "attributes": _attributes(layer, lang),
-        "refresh": period,
+        "live": spec.live,
+        "collection": f"{base}/collections/{layer.id}",
+        "filtered": any(k in SELECTING for k in spec.query),
         "minZoom": layer.zoom_min,
         "maxZoom": layer.zoom_max,
     }
@@ -221,8 +235,16 @@ def layer_config(
             unit=attribute.unit if attribute else None,
         )
     if item.kind == "heatmap":
-        config["property"] = spec.property
+        # Counted by the server over the view (every feature), not sampled from the items.
+        config["gridUrl"] = _grid_url(base, layer, spec)
     return config
+
+
+def events_url(plan: ViewPlan, base: str) -> str | None:
+    """The change-event stream of the plan's live layers (all readable by the caller: the
+    plan holds no other), or None when nothing on the page is live."""
+    ids = [item.layer.id for item in plan.layers if item.spec.live]
+    return f"{base}/events?layers={','.join(ids)}" if ids else None
 
 
 class IocLayer(JSCSSMixin, FoliumLayer):
@@ -283,9 +305,7 @@ class IocPage(JSCSSMixin):
         self.default_css = []
 
 
-def build_map(
-    plan: ViewPlan, *, lang: Lang, base: str, embed: bool, refresh: int | None = None
-) -> elements.Map:
+def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool) -> elements.Map:
     """The Folium map of a plan: basemap, layers, layer switcher, page behaviour."""
     view = plan.view
     fmap = elements.Map(
@@ -321,6 +341,7 @@ def build_map(
             "whatsHere": view.whats_here,
             "fitBounds": extent,
             "fitMinZoom": fit_min_zoom,
+            "live": events_url(plan, base),
             "strings": {key: _t(key, lang) for key in STRINGS},
         },
         base_url=base,
@@ -341,7 +362,7 @@ def build_map(
             "url": _tiles_url(base, [layer.id for _, layer in plan.basemap]),
             "layers": sublayers,
             "interactive": False,
-            "refresh": 0,
+            "live": False,
             "pane": "ioc-base",
             # Leaflet's attribution control sets innerHTML too.
             "attribution": str(escape(_t("attribution", lang))),
@@ -350,7 +371,7 @@ def build_map(
             "basemap", config, name=_t("basemap", lang), base_url=base, control=view.layer_control
         ).add_to(fmap)
     for item in plan.layers:
-        config = layer_config(item, view, lang, base, refresh)
+        config = layer_config(item, view, lang, base)
         IocLayer(
             item.kind, config, name=config["title"], show=item.spec.show, base_url=base
         ).add_to(fmap)
@@ -438,15 +459,13 @@ def render_page(
     embed: bool = False,
     base_url: str = "",
     page_path: str | None = None,
-    refresh: int | None = None,
     now: datetime | None = None,
     nonce: str | None = None,
     meta_csp: bool = False,
 ) -> str:
     """The HTML page of a plan. ``base_url`` empty = same-origin (served by ioc).
 
-    ``refresh`` (seconds, at least 5) overrides the period of the view's live layers. Every
-    ``<script>`` carries ``nonce`` (a fresh one when not given): the server sends it in the
+    Every ``<script>`` carries ``nonce`` (a fresh one when not given): the server sends it in the
     page's Content-Security-Policy. ``meta_csp`` writes that policy's script rules into the page
     itself, for a file that is served by something else (``ioc maps render``).
     """
@@ -454,12 +473,8 @@ def render_page(
     lang = lang or view.language
     if lang not in LANGS:
         raise InvalidParameter(f"Unknown language '{lang}': use vi or en.", parameter="lang")
-    if refresh is not None and not 5 <= refresh <= 86_400:
-        raise InvalidParameter(
-            "refresh is a period in seconds from 5 to 86400.", parameter="refresh"
-        )
     base = base_url.rstrip("/")
-    fmap = build_map(plan, lang=lang, base=base, embed=embed, refresh=refresh)
+    fmap = build_map(plan, lang=lang, base=base, embed=embed)
     figure = fmap.get_root()
     # folium.Map places itself in a Figure on creation: the root has the html and script parts.
     assert isinstance(figure, Figure)
@@ -495,4 +510,5 @@ def render_page(
         scripts=scripts,
         nonce=nonce,
         meta_csp=csp,
+        live=events_url(plan, base) is not None,
     )

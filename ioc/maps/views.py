@@ -1,7 +1,8 @@
 """Map views: operations-centre pages defined as data, rendered with Folium.
 
 A view (``ioc/maps/view_files/<id>.yaml``) names its layers, how each is drawn (GeoJSON features, vector
-tiles, a heat map, a choropleth), its centre and zoom, refresh period, audience and language.
+tiles, a heat map, a choropleth), which of them are live, its centre and zoom, audience and
+language.
 This module is the view model and its loading: :func:`plan_view` resolves a view against the
 catalog for one caller — a layer the caller may not read is dropped, silently, as if it did not
 exist. :func:`ioc.maps.render.render_page` turns the plan into one HTML page.
@@ -13,7 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -94,9 +95,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _no_timer(data: Any) -> Any:
+    """A view file of before the change events says why its ``refresh`` is refused."""
+    if isinstance(data, dict) and "refresh" in data:
+        raise ValueError(
+            "'refresh' is gone: live layers follow the change events (GET /events) without "
+            "a timer; remove it and mark the layer 'live: true'"
+        )
+    return data
+
+
 Colour = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")]
 LayerId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
-Seconds = Annotated[int, Field(ge=0, le=86_400)]
 
 
 class Localized(_Model):
@@ -139,8 +149,9 @@ class ViewLayer(_Model):
     kind: Literal["auto", "features", "tiles", "heatmap", "choropleth"] = "auto"
     title: Localized | None = None
     show: bool = True
-    live: bool = Field(default=False, description="Re-fetched every `refresh` seconds.")
-    refresh: Seconds | None = Field(default=None, description="Overrides the view's period.")
+    live: bool = Field(
+        default=False, description="Follows the layer's change events (GET /events) in place."
+    )
     limit: int = Field(default=2000, ge=1, le=10_000, description="Features per GeoJSON request.")
     max_features: int = Field(
         default=10_000,
@@ -160,6 +171,11 @@ class ViewLayer(_Model):
     colors: list[Colour] | None = Field(default=None, min_length=2)
     legend_title: Localized | None = None
     style: StyleOverride | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_refresh(cls, data: Any) -> Any:
+        return _no_timer(data)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -187,7 +203,6 @@ class MapView(_Model):
     zoom: int = Field(ge=0, le=22)
     min_zoom: int = Field(default=8, ge=0, le=22)
     max_zoom: int = Field(default=19, ge=0, le=22)
-    refresh: Seconds = Field(default=0, description="Period of live layers; 0 = never.")
     basemap: Basemap | None = None
     layers: list[ViewLayer] = Field(min_length=1)
     search: bool = False
@@ -196,6 +211,11 @@ class MapView(_Model):
     legend: bool = True
     layer_control: bool = True
     fit_extent: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_refresh(cls, data: Any) -> Any:
+        return _no_timer(data)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -209,8 +229,6 @@ class MapView(_Model):
         ids = [la.layer for la in self.layers]
         if len(set(ids)) != len(ids):
             raise ValueError("a layer appears twice in the view")
-        if 0 < self.refresh < 5 or any(0 < (la.refresh or 0) < 5 for la in self.layers):
-            raise ValueError("refresh periods are 0 (never) or at least 5 seconds")
         return self
 
 
@@ -276,7 +294,8 @@ def preview_view(layer: Layer) -> MapView:
                 BasemapLayer(layer="wards"),
             ],
         ),
-        layers=[ViewLayer(layer=layer.id)],
+        # Any layer may change (item writes, publishes): a preview follows its events.
+        layers=[ViewLayer(layer=layer.id, live=True)],
         fit_extent=True,
     )
 

@@ -25,7 +25,7 @@ import pytest
 
 from ioc.maps import views as maps
 from tests.browser.conftest import LOAD_TIMEOUT_MS
-from tests.browser.test_map_pages import WALL, open_page, paths_in, screenshot
+from tests.browser.test_map_pages import WALL, open_page, paths_in, screenshot, settle
 from tests.conftest import VENV_BIN, free_port, server_env, wait_ready
 
 pytestmark = pytest.mark.browser
@@ -174,13 +174,13 @@ def _nothing_ran(page, rec, title: str) -> None:
     rec.check_clean()
 
 
-def _wait_drawn(page, layers: int) -> None:
+def _wait_drawn(page, rec, layers: int) -> None:
     page.wait_for_function(
         f"() => window.IocMaps && IocMaps.status().loaded >= {layers} && "
         "IocMaps.status().pending === 0 && IocMaps.status().tiles > 0",
         timeout=LOAD_TIMEOUT_MS,
     )
-    page.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
+    settle(page, rec)
     status = page.evaluate("IocMaps.status()")
     assert status["errors"] == 0 and status["tileErrors"] == 0, status
 
@@ -204,7 +204,7 @@ def test_preview_shows_hostile_layer_text_as_text(browser, hostile, lang, title,
     url = hostile["url"]
     context, page, rec = _visit(browser, f"{url}/maps/preview/{LAYER}?lang={lang}", url)
     try:
-        _wait_drawn(page, layers=1)
+        _wait_drawn(page, rec, layers=1)
         assert paths_in(page, "ioc-points") == 3
         assert title in _control_labels(page)
         assert page.locator(".ioc-brand h1").text_content() == title
@@ -231,7 +231,7 @@ def test_saved_query_preview_shows_its_title_as_text(browser, hostile):
         browser, f"{url}/maps/preview/{SAVED}", url, headers=hostile["analyst"]
     )
     try:
-        _wait_drawn(page, layers=1)
+        _wait_drawn(page, rec, layers=1)
         assert paths_in(page, "ioc-points") == 3
         assert SCRIPT in _control_labels(page)
         assert _legend_titles(page) == [SCRIPT]
@@ -259,7 +259,7 @@ def test_views_show_hostile_titles_as_text(browser, hostile, path):
         browser, url + path, url, headers=hostile["analyst"] if wall else None
     )
     try:
-        _wait_drawn(page, layers=6 if wall else 4)
+        _wait_drawn(page, rec, layers=6 if wall else 4)
         labels = _control_labels(page)
         assert (SCRIPT if en else IMG) in labels
         if wall:

@@ -391,9 +391,9 @@ def test_wall_is_for_city_users_only(client, operator):
     html = response.text
     configs = {c["id"]: c for c in layer_configs(html)}
     assert configs["reports_1022"]["kind"] == "heatmap"
-    assert "filter=status" in configs["reports_1022"]["url"]
+    assert configs["reports_1022"]["gridUrl"].startswith("/collections/reports_1022/grid?filter=")
     assert configs["ward_indicators"]["kind"] == "choropleth"
-    assert configs["flood_points"]["refresh"] > 0
+    assert configs["flood_points"]["live"] is True and configs["ward_indicators"]["live"] is False
     assert 'id="ioc-clock"' in html and 'id="ioc-updated"' in html
     assert "crime_hotspots" not in html  # restricted: not for operators
     assert map_assets.external_urls(html) == []
@@ -404,11 +404,37 @@ def test_wall_shows_restricted_layers_to_their_department(client, make_key):
     assert "crime_hotspots" in layer_ids(html)
 
 
-def test_refresh_override(client, operator):
-    html = client.get("/maps/wall?refresh=5", headers=operator).text
-    live = [c for c in layer_configs(html) if c["refresh"]]
-    assert live and all(c["refresh"] == 5 for c in live)
-    assert client.get("/maps/wall?refresh=1", headers=operator).status_code == 400
+def page_config(html: str) -> dict:
+    match = re.search(r"IocMaps\.page\(\s*map_\w+,\s*(\{.*?\})\);", html, re.S)
+    assert match, "no IocMaps.page call"
+    return json.loads(match.group(1))
+
+
+def test_live_layers_follow_the_change_events(client, operator, make_key):
+    """No timer: the page subscribes to the events of its live layers, and only of layers the
+    caller may read (a police publisher's wall has crime_hotspots, not live, so not listed)."""
+    for headers in (operator, bearer(make_key("publisher", "police"))):
+        html = client.get("/maps/wall", headers=headers).text
+        live = [c["id"] for c in layer_configs(html) if c["live"]]
+        assert "reports_1022" in live and "flood_points" in live
+        assert page_config(html)["live"] == f"/events?layers={','.join(live)}"
+        assert 'id="ioc-live"' in html and "Đang kết nối" in html
+        assert "refresh" not in html
+    portal = client.get("/maps/portal").text
+    url = page_config(portal)["live"]
+    assert url == "/events?layers=flood_warnings,flood_points,congestion_segments"
+    preview = client.get("/maps/preview/wards").text  # a preview follows its layer
+    assert page_config(preview)["live"] == "/events?layers=wards"
+    embed = client.get("/maps/portal?embed=1").text  # no header bar: the indicator floats
+    assert 'id="ioc-live"' in embed
+
+
+def test_a_view_file_with_a_refresh_period_says_why_it_is_refused():
+    with pytest.raises(ValidationError, match="refresh' is gone"):
+        maps.MapView.model_validate({**GOOD, "refresh": 60})
+    layer = {"layer": "wards", "live": True, "refresh": 30}
+    with pytest.raises(ValidationError, match="refresh' is gone"):
+        maps.MapView.model_validate({**GOOD, "layers": [layer]})
 
 
 def test_maps_list_by_audience(client, operator):

@@ -5,6 +5,12 @@
  * elsewhere. Text from the catalog or the data is put in the page with textContent only, never
  * as HTML (no innerHTML, no HTML strings to Leaflet), and no handler is set as an attribute: the
  * page's CSP allows no inline script (docs/security.md).
+ *
+ * Live layers follow the change events of the server (GET /events, Server-Sent Events, same
+ * origin): an event that names features fetches only those and replaces them in place; one
+ * without ids (a publish, a big batch) reloads the layer in the background and swaps it in;
+ * the heat map recounts its grid cells; tile layers draw new tiles over the old ones. No timer
+ * polls anything: EventSource reconnects by itself and resumes after the last event id.
  */
 (function () {
   'use strict';
@@ -15,7 +21,13 @@
   var PANES = {'ioc-base': 200, 'ioc-fill': 350, 'ioc-lines': 420, 'ioc-points': 450};
   var HEAT_GRADIENT = {0.15: '#ffffb2', 0.35: '#fecc5c', 0.55: '#fd8d3c', 0.8: '#f03b20', 1.0: '#bd0026'};
   var page = {lang: 'vi', base: '', strings: {}};
-  var status = {pending: 0, loaded: 0, errors: 0, tiles: 0, tileErrors: 0, features: {}, updated: null};
+  var status = {pending: 0, loaded: 0, errors: 0, tiles: 0, tileErrors: 0, features: {}, updated: null,
+                patched: {}, reloads: {}, grids: 0};
+  // The change-event stream: its state, the last event, and what each layer does with one.
+  var live = {state: 'off', events: 0, lastId: null, lastAt: null, received: [], handlers: {},
+              source: null, retry: 0};
+  var ID_FETCH_MAX = 20;  // more ids than this in one event: reload the layer instead
+  var RECEIVED_KEPT = 200;
   var lastFeatureClick = 0;
 
   function str(key) { return page.strings[key] || key; }
@@ -61,6 +73,17 @@
         return response.json();
       });
   }
+  // One feature by id; null when it no longer exists (deleted since the event).
+  function fetchFeature(cfg, id) {
+    var url = cfg.collection + '/items/' + encodeURIComponent(id);
+    return fetch(url, {credentials: 'same-origin', cache: 'no-cache',
+                       headers: {Accept: 'application/geo+json'}})
+      .then(function (response) {
+        if (response.status === 404) { return null; }
+        if (!response.ok) { throw new Error('HTTP ' + response.status + ' ' + url); }
+        return response.json();
+      });
+  }
   // OGC API Features items, following "next" links up to `max` features.
   function fetchFeatures(url, max) {
     var features = [];
@@ -95,11 +118,13 @@
     layer.on('add', function () { show(true); });
     layer.on('remove', function () { show(false); });
   }
+  // Loads a layer when it is first shown, and again on change; a change during a load runs
+  // one more load after it (never two at once, never a queue of them).
   function track(map, layer, cfg, load) {
     legendFollows(layer, cfg.id);
-    var entry = {loaded: false, busy: false};
+    var entry = {loaded: false, busy: false, again: false};
     function run() {
-      if (entry.busy) { return; }
+      if (entry.busy) { entry.again = true; return; }
       entry.busy = true;
       status.pending += 1;
       load().then(function (count) {
@@ -114,14 +139,68 @@
       }).then(function () {
         entry.busy = false;
         status.pending -= 1;
+        if (entry.again) { entry.again = false; run(); }
       });
     }
     layer.on('add', function () { if (!entry.loaded) { run(); } });
-    if (cfg.refresh > 0) {
-      // Live layers re-fetch on their own; the page itself is never reloaded.
-      window.setInterval(function () { if (map.hasLayer(layer)) { run(); } }, cfg.refresh * 1000);
+    // A change while the layer is hidden is loaded when the layer is shown again.
+    function changed() {
+      status.reloads[cfg.id] = (status.reloads[cfg.id] || 0) + 1;
+      if (map.hasLayer(layer)) { run(); } else { entry.loaded = false; }
     }
-    return run;
+    return {run: run, changed: changed};
+  }
+
+  // --- the change-event stream ------------------------------------------------------------
+
+  function onLive(id, handler) {
+    (live.handlers[id] = live.handlers[id] || []).push(handler);
+  }
+  function showLive(state) {
+    live.state = state;
+    var node = document.getElementById('ioc-live');
+    if (!node) { return; }
+    node.setAttribute('data-state', state);
+    var label = document.getElementById('ioc-live-label');
+    if (label) { label.textContent = str('live_' + state); }
+  }
+  function showLiveTime(date) {
+    var node = document.getElementById('ioc-live-at');
+    if (!node) { return; }
+    node.textContent = formatTime(date);
+    node.setAttribute('datetime', date.toISOString());
+  }
+  function received(message) {
+    var event;
+    try { event = JSON.parse(message.data); } catch (error) { return; }
+    live.events += 1;
+    live.lastId = message.lastEventId || String(event.id);
+    live.lastAt = event.at;
+    live.received.push({id: event.id, layer: event.layer, op: event.op, ids: event.ids});
+    if (live.received.length > RECEIVED_KEPT) { live.received.shift(); }
+    var at = new Date(event.at);
+    showLiveTime(isNaN(at.getTime()) ? new Date() : at);
+    (live.handlers[event.layer] || []).forEach(function (handler) {
+      try { handler(event); } catch (error) { console.warn('ioc: live ' + event.layer + ': ' + error.message); }
+    });
+  }
+  // One EventSource for the page's live layers. While it reconnects (by itself, sending
+  // Last-Event-ID) the indicator says so. Only when the browser gives up (the server answered
+  // with something else than a stream) is a new one opened, later, resuming with ?since=.
+  function connect(url) {
+    var resume = live.lastId ? (url.indexOf('?') < 0 ? '?' : '&') + 'since=' +
+      encodeURIComponent(live.lastId) : '';
+    var source = new EventSource(url + resume);
+    live.source = source;
+    source.addEventListener('open', function () { live.retry = 0; showLive('on'); });
+    source.addEventListener('change', received);
+    source.addEventListener('error', function () {
+      showLive('lost');
+      if (source.readyState === EventSource.CLOSED && live.source === source) {
+        live.retry = Math.min(live.retry + 1, 6);
+        window.setTimeout(function () { connect(url); }, 1000 * Math.pow(2, live.retry));
+      }
+    });
   }
 
   // --- styles -----------------------------------------------------------------------------
@@ -190,9 +269,78 @@
 
   var IocMaps = {};
 
+  // The feature's new geometry and properties on its existing Leaflet layer (no remove and
+  // add: no flicker, an open popup stays open); false when the shapes do not match.
+  function updateInPlace(geojson, item, feature) {
+    var g = feature.geometry;
+    if (!g) { return false; }
+    if (item instanceof L.CircleMarker && g.type === 'Point') {
+      item.setLatLng(L.GeoJSON.coordsToLatLng(g.coordinates));
+    } else if (item instanceof L.Polygon && (g.type === 'Polygon' || g.type === 'MultiPolygon')) {
+      item.setLatLngs(L.GeoJSON.coordsToLatLngs(g.coordinates, g.type === 'Polygon' ? 1 : 2));
+    } else if (item instanceof L.Polyline && !(item instanceof L.Polygon) &&
+               (g.type === 'LineString' || g.type === 'MultiLineString')) {
+      item.setLatLngs(L.GeoJSON.coordsToLatLngs(g.coordinates, g.type === 'LineString' ? 0 : 1));
+    } else {
+      return false;
+    }
+    item.feature = feature;
+    geojson.resetStyle(item);
+    if (item.isPopupOpen()) { item.getPopup().update(); }
+    return true;
+  }
+
+  // Live GeoJSON: fetch the features an event names (a few at a time, applied together), or
+  // reload the whole layer when the event names none, too many, or the view filters the layer.
+  function followFeatures(cfg, geojson, byId, loader) {
+    var pending = {};
+    var scheduled = false;
+    function remove(id) {
+      if (byId[id]) { geojson.removeLayer(byId[id]); delete byId[id]; }
+    }
+    function apply(features) {
+      features.forEach(function (pair) {
+        var id = pair[0], feature = pair[1];
+        if (feature === null) { remove(id); return; }
+        var old = byId[id];
+        if (old && updateInPlace(geojson, old, feature)) { return; }
+        remove(id);
+        geojson.addData(feature);
+      });
+      status.patched[cfg.id] = (status.patched[cfg.id] || 0) + features.length;
+      status.features[cfg.id] = Object.keys(byId).length;
+      stamp();
+    }
+    function flush() {
+      scheduled = false;
+      var ids = Object.keys(pending);
+      pending = {};
+      Promise.all(ids.map(function (id) {
+        return fetchFeature(cfg, id).then(function (f) { return [id, f]; });
+      })).then(apply).catch(function (error) {
+        console.warn('ioc: ' + cfg.id + ': ' + error.message);
+        loader.changed();
+      });
+    }
+    onLive(cfg.id, function (event) {
+      var ids = event.ids || [];
+      if (!event.ids || cfg.filtered || ids.length > ID_FETCH_MAX) { loader.changed(); return; }
+      if (event.op === 'item.delete') {
+        ids.forEach(remove);
+        status.features[cfg.id] = Object.keys(byId).length;
+        return;
+      }
+      ids.forEach(function (id) { pending[String(id)] = true; });
+      if (Object.keys(pending).length > ID_FETCH_MAX) { pending = {}; loader.changed(); return; }
+      // Events of one write arrive together: fetch their features in one go.
+      if (!scheduled) { scheduled = true; Promise.resolve().then(flush); }
+    });
+  }
+
   IocMaps.features = function (map, cfg) {
     ensurePanes(map);
     var pane = paneFor(cfg.geometry);
+    var byId = {};
     var layer = L.geoJSON(null, {
       pane: pane,
       style: function (f) { return pathStyle(cfg.geometry, cfg.style, f.properties || {}); },
@@ -202,28 +350,41 @@
         return L.circleMarker(latlng, options);
       },
       onEachFeature: function (f, item) {
+        if (f.id !== undefined && f.id !== null) {
+          byId[String(f.id)] = item;
+          // For people and tests: which feature a shape on the map is.
+          item.on('add', function () {
+            var node = item.getElement && item.getElement();
+            if (node) {
+              node.setAttribute('data-layer', cfg.id);
+              node.setAttribute('data-feature', String(item.feature.id));
+            }
+          });
+        }
         item.on('click', markFeatureClick);
-        item.bindPopup(function () { return popupContent(cfg, f.properties || {}); });
+        item.bindPopup(function () { return popupContent(cfg, item.feature.properties || {}); });
       }
     });
-    track(map, layer, cfg, function () {
+    var loader = track(map, layer, cfg, function () {
       return fetchFeatures(cfg.url, cfg.max || 10000).then(function (fc) {
+        // Swapped in one go once the whole layer is here: the old features stay until then.
         layer.clearLayers();
+        Object.keys(byId).forEach(function (id) { delete byId[id]; });
         layer.addData(fc);
         return fc.features.length;
       });
     });
+    if (cfg.live) { followFeatures(cfg, layer, byId, loader); }
     return layer;
   };
 
-  IocMaps.tiles = function (map, cfg) {
-    ensurePanes(map);
+  function vectorGrid(map, cfg) {
     var sublayers = cfg.layers || [{id: cfg.id, geometry: cfg.geometry, style: cfg.style}];
     var styles = {};
     sublayers.forEach(function (sub) {
       styles[sub.id] = function (props) { return pathStyle(sub.geometry, sub.style, props || {}); };
     });
-    var layer = L.vectorGrid.protobuf(cfg.url, {
+    var grid = L.vectorGrid.protobuf(cfg.url, {
       vectorTileLayerStyles: styles,
       rendererFactory: L.canvas.tile,
       interactive: !!cfg.interactive,
@@ -231,46 +392,98 @@
       maxNativeZoom: cfg.maxZoom !== undefined ? Math.min(cfg.maxZoom, 22) : 22,
       maxZoom: 22,
       attribution: cfg.attribution || '',
-      fetchOptions: {credentials: 'same-origin', cache: cfg.refresh > 0 ? 'no-cache' : 'default'}
+      // Live tiles are revalidated (an unchanged tile costs a 304), the others cached.
+      fetchOptions: {credentials: 'same-origin', cache: cfg.live ? 'no-cache' : 'default'}
     });
-    legendFollows(layer, cfg.id);
-    layer.on('tileload', function () { status.tiles += 1; });
-    layer.on('tileerror', function () { status.tileErrors += 1; });
-    layer.on('load', stamp);
+    grid.on('tileload', function () { status.tiles += 1; });
+    grid.on('tileerror', function () { status.tileErrors += 1; });
+    grid.on('load', stamp);
     if (cfg.interactive) {
-      layer.on('click', function (e) {
+      grid.on('click', function (e) {
         markFeatureClick();
         L.popup().setLatLng(e.latlng).setContent(popupContent(cfg, e.layer.properties || {}))
           .openOn(map);
       });
     }
-    if (cfg.refresh > 0) {
-      window.setInterval(function () { if (map.hasLayer(layer)) { layer.redraw(); } },
-                         cfg.refresh * 1000);
+    return grid;
+  }
+
+  IocMaps.tiles = function (map, cfg) {
+    ensurePanes(map);
+    if (!cfg.live) {
+      var grid = vectorGrid(map, cfg);
+      legendFollows(grid, cfg.id);
+      return grid;
     }
-    return layer;
+    // A live tile layer draws a fresh set of tiles over the shown one and drops the old set
+    // once the new one has loaded: a redraw in place would blank the map meanwhile.
+    var group = L.layerGroup([vectorGrid(map, cfg)]);
+    var swapping = false, again = false;
+    legendFollows(group, cfg.id);
+    function swap() {
+      if (!map.hasLayer(group)) { return; }  // shown again later: its tiles load afresh
+      if (swapping) { again = true; return; }
+      swapping = true;
+      var old = group.getLayers();
+      var next = vectorGrid(map, cfg);
+      var done = false;
+      function finish() {
+        if (done) { return; }
+        done = true;
+        old.forEach(function (grid) { group.removeLayer(grid); });
+        swapping = false;
+        if (again) { again = false; swap(); }
+      }
+      next.once('load', finish);
+      // No tile to load at this zoom fires no 'load': do not keep both sets for ever.
+      window.setTimeout(finish, 15000);
+      group.addLayer(next);
+    }
+    onLive(cfg.id, function () {
+      status.reloads[cfg.id] = (status.reloads[cfg.id] || 0) + 1;
+      swap();
+    });
+    return group;
   };
+
+  // The heat map of a layer from its grid aggregate (GET /collections/{id}/grid): every
+  // feature counted by the server in cells of 16 pixels over the view, never a sample.
+  function heatUrl(map, cfg) {
+    var level = Math.max(0, Math.min(24, Math.round(map.getZoom()) + 4));
+    var b = map.getBounds().pad(0.15);  // the blur of points just outside reaches the edge
+    var clamp = function (v, lo, hi) { return Math.max(lo, Math.min(hi, v)).toFixed(5); };
+    var bbox = [clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -85, 85),
+                clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -85, 85)].join(',');
+    return cfg.gridUrl + (cfg.gridUrl.indexOf('?') < 0 ? '?' : '&') + 'level=' + level +
+      '&bbox=' + bbox;
+  }
+  function percentile(values, p) {
+    if (!values.length) { return 0; }
+    var sorted = values.slice().sort(function (a, b) { return a - b; });
+    return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+  }
 
   IocMaps.heatmap = function (map, cfg) {
     ensurePanes(map);
-    var layer = L.heatLayer([], {radius: 14, blur: 18, maxZoom: 16, max: 1, minOpacity: 0.05,
+    // maxZoom 0: the server's cells already fit the zoom; Leaflet.heat must not fade them.
+    var layer = L.heatLayer([], {radius: 14, blur: 18, maxZoom: 0, max: 1, minOpacity: 0.05,
                                  gradient: HEAT_GRADIENT});
-    track(map, layer, cfg, function () {
-      return fetchFeatures(cfg.url, cfg.max || 10000).then(function (fc) {
-        var points = [];
-        fc.features.forEach(function (f) {
-          var g = f.geometry;
-          if (!g) { return; }
-          var coords = g.type === 'Point' ? [g.coordinates] : g.type === 'MultiPoint' ? g.coordinates : [];
-          var weight = cfg.property ? toNumber((f.properties || {})[cfg.property]) : 1;
-          coords.forEach(function (c) { points.push([c[1], c[0], weight === null ? 1 : weight]); });
-        });
-        // Scale the cell cap with the number of points so that a dense city does not saturate.
-        layer.setOptions({max: Math.max(1, points.length / 6000)});
+    var loader = track(map, layer, cfg, function () {
+      return fetchJSON(heatUrl(map, cfg)).then(function (doc) {
+        var col = {};
+        doc.columns.forEach(function (name, i) { col[name] = i; });
+        var value = col.sum !== undefined ? col.sum : col.count;
+        var points = doc.cells.map(function (c) { return [c[col.lat], c[col.lon], c[value] || 0]; });
+        // The densest cells saturate, not the single hottest one (it would wash out the rest).
+        var max = percentile(points.map(function (p) { return p[2]; }), 0.97);
+        layer.setOptions({max: Math.max(1, max)});
         layer.setLatLngs(points);
-        return points.length;
+        status.grids += 1;
+        return doc.total;
       });
     });
+    map.on('moveend', function () { if (map.hasLayer(layer)) { loader.run(); } });
+    if (cfg.live) { onLive(cfg.id, loader.changed); }
     return layer;
   };
 
@@ -326,7 +539,7 @@
         item.bindPopup(function () { return popupContent(cfg, f.properties || {}); });
       }
     });
-    track(map, layer, cfg, function () {
+    var loader = track(map, layer, cfg, function () {
       return fetchFeatures(cfg.url, cfg.max || 10000).then(function (fc) {
         if (!cfg.breaks) {
           var values = fc.features.map(function (f) { return toNumber((f.properties || {})[cfg.property]); })
@@ -340,6 +553,7 @@
         return fc.features.length;
       });
     });
+    if (cfg.live) { onLive(cfg.id, loader.changed); }
     return layer;
   };
 
@@ -482,13 +696,23 @@
     startClock();
     if (cfg.search) { setupSearch(map); }
     if (cfg.whatsHere) { setupWhatsHere(map); }
+    if (cfg.live) {
+      showLive('connecting');
+      // After this script has run: every layer has registered what it does with an event.
+      window.setTimeout(function () { connect(cfg.live); }, 0);
+    }
     var legend = document.getElementById('ioc-legend');
     if (legend && (cfg.embed || window.matchMedia('(max-width: 640px)').matches)) { legend.open = false; }
     IocMaps.map = map;
   };
 
   // For people and tests: what the page has loaded so far.
-  IocMaps.status = function () { return JSON.parse(JSON.stringify(status)); };
+  IocMaps.status = function () {
+    var copy = JSON.parse(JSON.stringify(status));
+    copy.live = {state: live.state, events: live.events, lastId: live.lastId, lastAt: live.lastAt,
+                 received: live.received.slice()};
+    return copy;
+  };
 
   window.IocMaps = IocMaps;
 }());
