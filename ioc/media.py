@@ -7,6 +7,7 @@ JSON = "application/json"
 HTML = "text/html"
 GEOJSON = "application/geo+json"
 GEOJSON_SEQ = "application/geo+json-seq"
+NDJSON = "application/x-ndjson"  # newline-delimited GeoJSON, one Feature a line
 CSV = "text/csv"
 CSV_UTF8 = "text/csv; charset=utf-8"
 SCHEMA_JSON = "application/schema+json"

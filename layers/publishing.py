@@ -4,6 +4,7 @@ and the hooks that follow a publish (catalog refresh is the caller's; tiles key 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -103,12 +104,19 @@ def publish_upload(
     return report
 
 
-def after_publish(conn: PgConn, layer: Layer, settings: AddressSettings) -> None:
+def after_publish(
+    conn: PgConn, layer: Layer, settings: AddressSettings, *, ids: Sequence[str] | None = None
+) -> None:
     """Work that follows a change of a layer's data: re-link point features to the digital
-    addresses they stand at (the links of a layer are rebuilt whole)."""
-    if layer.geometry_type in ("Point", "MultiPoint"):
-        link_layer(conn, layer, settings)
-        conn.commit()
+    addresses they stand at — the whole layer, or only the features ``ids`` names (the
+    layer's id column values of the features a write touched)."""
+    if layer.geometry_type not in ("Point", "MultiPoint"):
+        return
+    fids = None
+    if ids is not None:  # ids of a non-integer id column are never linked (link_layer says)
+        fids = [int(i) for i in ids if i.lstrip("-").isdigit()]
+    link_layer(conn, layer, settings, fids)
+    conn.commit()
 
 
 def versions(

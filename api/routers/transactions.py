@@ -9,16 +9,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Header, Path, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import WithJsonSchema
 
 from api.deps import LayerDep, PrincipalDep
 from api.openapi import Responses
 from api.urls import base_url
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Layer
-from layers import items_write
+from layers import feed, items_write
 from layers.items_write import Operation
 
 router = APIRouter(tags=["features (write)"])
@@ -36,6 +37,21 @@ WRITE_RESPONSES: Responses = {
 }
 GeoJSONBody = Annotated[
     dict[str, Any],
+    Body(media_type="application/geo+json", description=FEATURE_DOC),
+]
+FEED_DOC = (
+    " A feed batch instead — `application/geo+json-seq` (RFC 8142) or `application/x-ndjson`,"
+    " one Feature a line — is upserted by the layer's `id_attribute` in one transaction and"
+    " answered 200 with a report (`received`, `applied`, `created`, `updated`, `failed` lines"
+    " with their number and reason, `version`); with `atomic=true` any bad line refuses the"
+    " whole batch (422 with the report)."
+)
+FEED_BODY = {"schema": {"type": "string", "description": "One GeoJSON Feature a line"}}
+# The items POST takes a Feature (parsed by FastAPI) or a feed's raw lines (bytes: FastAPI
+# hands non-JSON bodies over unparsed); documented as the Feature, the feeds beside it.
+CreateBody = Annotated[
+    dict[str, Any] | bytes,
+    WithJsonSchema({"type": "object", "description": "A GeoJSON Feature or FeatureCollection"}),
     Body(media_type="application/geo+json", description=FEATURE_DOC),
 ]
 ContentCrs = Annotated[
@@ -86,17 +102,31 @@ async def _change(
     "/collections/{collectionId}/items",
     status_code=201,
     summary="Add features",
-    description="A Feature, or a FeatureCollection written all or nothing. " + FEATURE_DOC,
-    responses={**WRITE_RESPONSES, 201: {"description": "Created; `Location` names the first"}},
+    description="A Feature, or a FeatureCollection written all or nothing. "
+    + FEATURE_DOC
+    + FEED_DOC,
+    responses={
+        **WRITE_RESPONSES,
+        200: {"description": "A feed batch was ingested; the report says what was applied"},
+        201: {"description": "Created; `Location` names the first"},
+        413: {"description": "The body is larger than IOC_REQUEST_BODY_MAX_BYTES"},
+    },
+    openapi_extra={"requestBody": {"content": {media: FEED_BODY for media in feed.MEDIA_TYPES}}},
 )
 async def create_items(
     request: Request,
     layer: LayerDep,
     principal: PrincipalDep,
-    body: GeoJSONBody,
+    body: CreateBody,
     content_crs: ContentCrs = None,
+    atomic: Annotated[
+        bool, Query(description="Feed batches only: refuse the whole batch if a line is bad")
+    ] = False,
 ):
-    """201 with `Location` and the new ids."""
+    """201 with `Location` and the new ids; a feed batch: 200 with its report."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type in feed.MEDIA_TYPES:
+        return await _ingest(request, layer, principal, body, media_type, atomic, content_crs)
     result = await _write(
         request, layer, "create", principal=principal, body=body, content_crs=content_crs
     )
@@ -106,6 +136,33 @@ async def create_items(
         status_code=201,
         headers={"Location": f"{href}/{quote(result.ids[0], safe='')}"},
     )
+
+
+async def _ingest(
+    request: Request,
+    layer: Layer,
+    principal: Principal,
+    body: dict[str, Any] | bytes,
+    media_type: str,
+    atomic: bool,
+    content_crs: str | None,
+) -> JSONResponse:
+    """A feed batch: one transaction, then the one catalog reload."""
+    state = request.app.state
+    raw = body if isinstance(body, bytes) else b""
+    report = await run_in_threadpool(
+        feed.ingest,
+        state.settings,
+        layer,
+        principal,
+        raw,
+        media_type=media_type,
+        atomic=atomic,
+        content_crs=content_crs,
+    )
+    if report.applied:
+        await state.reload_catalog({layer.id})
+    return JSONResponse(report.document())
 
 
 @router.put(
