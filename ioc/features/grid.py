@@ -128,8 +128,7 @@ def grid_sql(
     x, y = (f"CASE WHEN p.lon IS NOT NULL THEN {v} END" for v in (x, y))
     sql = (
         f"SELECT {x}::int AS x, {y}::int AS y, count(*)::bigint AS count,"
-        f" avg(p.lon) AS lon, avg(p.lat) AS lat, sum(p.w) AS sum FROM ({points}) p"
-        " GROUP BY 1, 2 ORDER BY 1, 2"
+        f" avg(p.lon) AS lon, avg(p.lat) AS lat, sum(p.w) AS sum FROM ({points}) p GROUP BY 1, 2"
     )
     return sql, binds.values
 
@@ -159,7 +158,12 @@ async def count_cells(
         check_span(box, level)
     sql, args = grid_sql(layer, q, level, check_weight(layer, weight))
     try:
-        rows = await pool.fetch(sql, *args)
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            # The planner guesses 40,000 groups for computed keys and sorts every matching row
+            # (17 MB to disk for 500,000 reports) rather than hashing the few thousand cells
+            # there are; hashing is never slower. The cells are sorted in Python below.
+            await conn.execute("SET LOCAL enable_sort = off")
+            rows = await conn.fetch(sql, *args)
     except asyncpg.PostgresError as exc:
         raise db_error(exc, q) from exc
     cells, unlocated = [], 0
@@ -168,4 +172,5 @@ async def count_cells(
             unlocated += r["count"]
             continue
         cells.append((r["x"], r["y"], r["count"], round(r["lon"], 6), round(r["lat"], 6), r["sum"]))
+    cells.sort()
     return GridAnswer(layer, level, cells, unlocated, weight)
