@@ -3,7 +3,9 @@
 - ``features``: ioc against tipg on OGC API – Features (items with bbox, single features);
 - ``tiles``: ioc (uncached, warm cache) against tipg and PostGIS alone on vector tiles;
 - ``addresses``: look-up, search and reverse latency on the city-scale address registry;
-- ``queries``: per-ward statistics on one million citizen reports.
+- ``queries``: per-ward statistics on one million citizen reports;
+- ``live``: upserts/s through HTTP, commit-to-SSE latency with 50 subscribers, cached wall tiles
+  with and without updates (the demo city, its own database).
 
 Options after the name go to that benchmark. ``all`` runs features and tiles (the city-scale
 benchmarks seed their own database first, which takes minutes: run them by name).
@@ -15,7 +17,7 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ("features", "tiles", "addresses", "queries")
+BENCHMARKS = ("features", "tiles", "addresses", "queries", "live")
 DEFAULT = ("features", "tiles")
 
 
