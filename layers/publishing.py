@@ -166,14 +166,16 @@ def create(settings: PublishingSettings, document: dict[str, Any], principal: Pr
 
 
 def delete(settings: PublishingSettings, layer: Layer, principal: Principal) -> None:
-    """Soft-delete a layer."""
+    """Soft-delete a layer: the registry change, the address links, the change event and the
+    audit row in one transaction (all or nothing)."""
     check_can_write(principal, layer)
-    with connection(settings.database) as conn:
+    with connection(settings.database) as conn:  # closed uncommitted on error: rolled back
         registry.soft_delete(conn, layer.id)
         unlink_layer(conn, layer.id)
-        with conn.cursor() as cur:  # committed by _audit, with the deletion
-            events.record_event(cur, layer.id, "layer.delete", None)
-        _audit(conn, principal, "layer.delete", layer.id)
+        with conn.cursor() as cur:
+            write_audit(cur, principal, "layer.delete", layer.id, None, {})
+            events.record_event(cur, layer.id, "layer.delete", None)  # last: see its doc
+        conn.commit()
 
 
 def _audit(conn: PgConn, principal: Principal, action: str, layer_id: str) -> None:

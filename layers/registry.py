@@ -96,7 +96,8 @@ def create_layer(conn: PgConn, manifest: LayerManifest) -> None:
 
 
 def soft_delete(conn: PgConn, layer_id: str) -> None:
-    """Hide a layer from the catalog; its table and versions are kept for restore by an admin."""
+    """Hide a layer from the catalog; its table and versions are kept for restore by an admin.
+    In the caller's transaction (with its change event and audit row)."""
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE ioc.layers SET deleted_at = now(), updated_at = now()"
@@ -105,7 +106,6 @@ def soft_delete(conn: PgConn, layer_id: str) -> None:
         )
         if cur.rowcount != 1:
             raise LayerNotFound(f"There is no layer '{layer_id}'.")
-    conn.commit()
 
 
 STATS_SQL = """

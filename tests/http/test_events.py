@@ -249,7 +249,17 @@ def test_publish_restore_and_delete_record_events(live_server, layers, publisher
     with db.cursor() as cur:  # recorded; no stream shows a deleted layer's events any more
         cur.execute("SELECT op FROM ioc.events WHERE layer_id = %s ORDER BY id DESC", (layer,))
         assert cur.fetchone() == ("layer.delete",)
+        # The deletion, its event and its audit row were written by one transaction.
+        cur.execute(
+            "SELECT (SELECT xmin::text FROM ioc.layers WHERE id = %(l)s),"
+            " (SELECT xmin::text FROM ioc.events WHERE layer_id = %(l)s AND op = 'layer.delete'),"
+            " (SELECT xmin::text FROM ioc.audit WHERE layer_id = %(l)s"
+            "  AND action = 'layer.delete')",
+            {"l": layer},
+        )
+        registry_tx, event_tx, audit_tx = cur.fetchone()
     db.rollback()
+    assert registry_tx == event_tx == audit_tx
 
 
 LISTENERS = (
