@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, Path, Request
 
+from api.ratelimit import check_write_rate
 from api.state import AppState
 from ioc.addresses.registry import AddressSettings
 from ioc.catalog.access import ANONYMOUS, Principal
@@ -112,6 +113,16 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AddressSettingsDep = Annotated[AddressSettings, Depends(get_address_settings)]
+
+
+async def limit_writes(state: StateDep, principal: PrincipalDep) -> Principal:
+    """The caller of a write; 429 past its key's write rate (reads never count)."""
+    check_write_rate(state.write_limiter, principal)
+    return principal
+
+
+# On a router or route (``dependencies=[WriteLimit]``): every write it serves is counted.
+WriteLimit = Depends(limit_writes)
 
 
 async def get_layer(

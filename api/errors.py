@@ -23,6 +23,7 @@ STATUS: dict[type[errors.IocError], int] = {
     errors.HistoryNotKept: 404,
     errors.Conflict: 409,
     errors.PreconditionFailed: 412,
+    errors.TooManyWrites: 429,
     errors.DatabaseUnavailable: 503,
     errors.PostGISMissing: 503,
     errors.MigrationError: 503,
@@ -106,6 +107,8 @@ def error_response(exc: Exception, path: str = "") -> JSONResponse:
     response = JSONResponse(body, status_code=status)
     if status == 401:
         response.raw_headers.extend(CHALLENGES)
+    if isinstance(domain, errors.TooManyWrites):
+        response.headers["Retry-After"] = str(domain.retry_after)
     return response
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.ratelimit import WriteLimiter
 from ioc.catalog.keys import KeyCache
 from ioc.catalog.layers import Catalog, CatalogWatcher, load_catalog
 from ioc.catalog.sessions import resolve_session
@@ -28,6 +29,7 @@ class AppState:
     catalog_watcher: CatalogWatcher
     tiles: TileService
     views: dict[str, MapView]
+    write_limiter: WriteLimiter  # per API key, in this process (api/ratelimit.py)
     keys: KeyCache = field(default_factory=KeyCache)
     # Map-session tokens: a closed session is forgotten here at once, elsewhere within the ttl.
     sessions: KeyCache = field(default_factory=lambda: KeyCache(lookup=resolve_session))
@@ -82,4 +84,7 @@ async def build_state(settings: Settings, pool: Pool) -> AppState:
         catalog_watcher=watcher,
         tiles=tiles,
         views=views,
+        write_limiter=WriteLimiter(
+            settings.publish.write_rate_per_second, settings.publish.write_burst
+        ),
     )

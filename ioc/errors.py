@@ -60,6 +60,14 @@ class PreconditionFailed(IocError):
     """An ``If-Match`` names a state of the resource that is no longer current."""
 
 
+class TooManyWrites(IocError):
+    """An API key writes faster than its rate; ``retry_after`` seconds until the next may go."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class QueryTimeout(IocError):
     """A query ran past the statement timeout (too broad a request, or an overloaded server)."""
 

@@ -150,6 +150,20 @@ class PublishSettings(BaseSettings):
     events_retention_hours: float = Field(
         default=72, gt=0, description="How long change events are kept for resuming clients."
     )
+    write_rate_per_second: float = Field(
+        default=50,
+        ge=0,
+        description="Writes (item writes and feed batches of POST/PUT/PATCH/DELETE "
+        "/collections/{id}/items) one API key may make per second on average, counted by each "
+        "server process (every worker and replica counts on its own); past it 429 with "
+        "Retry-After. 0 = no limit.",
+    )
+    write_burst: int = Field(
+        default=100,
+        ge=1,
+        description="Writes one API key may make at once before IOC_WRITE_RATE_PER_SECOND "
+        "holds it back.",
+    )
 
 
 class FeatureSettings(BaseSettings):

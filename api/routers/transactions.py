@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import WithJsonSchema
 
-from api.deps import LayerDep, PrincipalDep
+from api.deps import LayerDep, PrincipalDep, WriteLimit
 from api.openapi import Responses
 from api.urls import base_url
 from ioc.catalog.access import Principal
@@ -22,7 +22,8 @@ from ioc.catalog.layers import Layer
 from layers import feed, items_write
 from layers.items_write import Operation
 
-router = APIRouter(tags=["features (write)"])
+# Every write here counts against the key's write rate (api/ratelimit.py): 429 past it.
+router = APIRouter(tags=["features (write)"], dependencies=[WriteLimit])
 
 FEATURE_DOC = (
     "A GeoJSON Feature. Properties are the layer's attributes (an unknown one is a 422), "
@@ -33,6 +34,7 @@ FEATURE_DOC = (
 WRITE_RESPONSES: Responses = {
     403: {"description": "The layer belongs to another department"},
     412: {"description": "If-Match names a state that is no longer current"},
+    429: {"description": "The API key writes faster than IOC_WRITE_RATE_PER_SECOND; Retry-After"},
     422: {"description": "A property or the geometry is refused; the answer says which"},
 }
 GeoJSONBody = Annotated[
