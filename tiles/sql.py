@@ -244,7 +244,7 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
             f"SELECT {', '.join(columns)}, ST_AsMVTGeom(s.geom, b.env, {settings.extent},"
             f" {settings.buffer}, true) AS geom FROM b, ioc.tile_shapes s"
             f" JOIN {layer.table_sql} t ON t.{quote_ident(layer.id_column)} = s.fid"
-            f" WHERE s.layer_id = {literal(layer.id)} AND s.z = $1 AND s.geom && b.fm"
+            f" WHERE s.layer_id = {literal(layer.id)} AND s.z = $1::smallint AND s.geom && b.fm"
             f" AND (SELECT ok FROM g{n})"
         )
         rows = f"{shapes} UNION ALL {rows} AND NOT (SELECT ok FROM g{n})"
