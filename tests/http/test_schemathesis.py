@@ -152,7 +152,7 @@ REALISTIC: dict[str, list[str]] = {
     "measure": ["count", "sum", "avg"],
     "lang": ["vi", "en", "fr"],
     "embed": ["true", "false"],
-    "refresh": ["30", "0"],
+    "level": ["12", "16", "4", "25"],
     "domain": ["admin", "fixtures"],
     "next": ["/maps/wall", "https://evil.example/", "//evil.example"],
     "filename": ["a.geojson", "a.zip", "a.gpkg", "a.csv", "a.kml", "a.exe"],
