@@ -104,12 +104,6 @@ class MemoryCache:
             _, evicted = self._items.popitem(last=False)
             self.size -= len(evicted.data) + 64
 
-    def drop(self, key: tuple[str, int, int, int]) -> None:
-        """Forget one tile (found stale)."""
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.size -= len(old.data) + 64
-
     def drop_layers(self, layer_ids: set[str]) -> int:
         """Forget every tile that contains one of these layers; returns how many."""
         stale = [

@@ -144,7 +144,11 @@ class TileService:
                 if hit.as_of < changes.last_id:  # checked up to here: the next check is shorter
                     self.memory.put(mkey, replace(hit, as_of=changes.last_id))
                 return Tile(hit.data, self.etag(hit), hit.truncated, "memory")
-            self.memory.drop(mkey)
+            if mkey in self._inflight:
+                # Touched, and already being rendered again: the previous copy (with its own
+                # ETag) rather than a queue behind the render. A tile under a stream of writes
+                # is then at most one render old, and rendered once at a time.
+                return Tile(hit.data, self.etag(hit), hit.truncated, "memory")
         if self.disk is not None and (hit := self.disk.get(key, z, x, y)) is not None:
             if changes.fresh(ids, hit.as_of, z, x, y):
                 if self.memory is not None:
@@ -169,16 +173,14 @@ class TileService:
     async def _render_once(
         self, pool: Pool, plans: Sequence[Plan], mkey: tuple[str, int, int, int]
     ) -> CachedTile:
-        """Render, with concurrent requests for the same tile sharing one query (one started
-        before the newest change event this process knows is not shared)."""
-        # Read before rendering: the tile is current as of at least this event.
-        as_of = self.changes.last_id
-        flight = (*mkey, as_of)
-        pending = self._inflight.get(flight)
+        """Render, with concurrent requests for the same tile sharing one query."""
+        pending = self._inflight.get(mkey)
         if pending is not None:
             return await asyncio.shield(pending)
+        # Read before rendering: the tile is current as of at least this event.
+        as_of = self.changes.last_id
         future: asyncio.Future[CachedTile] = asyncio.get_running_loop().create_future()
-        self._inflight[flight] = future
+        self._inflight[mkey] = future
         try:
             tile = replace(await self.render(pool, plans, *mkey[1:]), as_of=as_of)
             future.set_result(tile)
@@ -187,7 +189,7 @@ class TileService:
             future.exception()  # retrieved: waiters re-raise it, nobody else needs to
             raise
         finally:
-            del self._inflight[flight]
+            del self._inflight[mkey]
         if self.memory is not None:
             self.memory.put(mkey, tile)
         if self.disk is not None:
