@@ -8,11 +8,15 @@ never receives an event of a restricted layer.
 
 from __future__ import annotations
 
+import subprocess
+
 import httpx
 import pytest
 
+from ioc.settings import PROJECT_ROOT
 from tests.browser.conftest import LOAD_TIMEOUT_MS
 from tests.browser.test_map_pages import open_page, screenshot
+from tests.conftest import VENV_BIN, free_port, server_env, wait_ready
 
 pytestmark = pytest.mark.browser
 
@@ -189,3 +193,66 @@ def test_a_restricted_layer_s_events_never_reach_an_anonymous_page(browser, live
         rec.check_clean()
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("primed", [True, False], ids=["resumed", "reloaded"])
+def test_the_page_shows_a_lost_stream_and_catches_up_after_a_restart(
+    browser, live_server, db_settings, make_key, primed
+):
+    """The page's server stops; the indicator says so; a write made meanwhile through another
+    server process is shown once the first one is back. EventSource reconnects by itself and
+    sends Last-Event-ID, so the missed event is read from the database; a page that had no
+    event yet (nothing to resume from) reloads its live layers instead."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def serve() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "ioc"), "serve", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=server_env(db_settings, IOC_LOG_LEVEL="warning"),
+        )
+        wait_ready(url)
+        return proc
+
+    writer = bearer(make_key("publisher", "construction"))
+    server = serve()
+    context, page, rec = open_page(browser, f"{url}/maps/portal", url)
+    fid, before = None, None
+    try:
+        wait_live(page, layers=3)
+        selector = 'path[data-layer="congestion_segments"]'
+        fid = page.get_attribute(selector, "data-feature")
+        path = f'{selector}[data-feature="{fid}"]'
+        before = httpx.get(f"{url}/collections/congestion_segments/items/{fid}").json()
+        before = before["properties"]["level"]
+        after = "thông thoáng" if before == "ùn tắc" else "ùn tắc"
+        if primed:  # an event the page sees: its id is where the stream resumes
+            patch(url, "congestion_segments", fid, {"level": before}, writer)
+            page.wait_for_function("() => IocMaps.status().live.lastId !== null", timeout=30_000)
+        server.terminate()
+        server.wait(timeout=20)
+        page.wait_for_function("() => IocMaps.status().live.state === 'lost'", timeout=30_000)
+        assert page.inner_text("#ioc-live-label") == "Mất kết nối, đang thử lại…"
+        patch(live_server, "congestion_segments", fid, {"level": after}, writer)  # elsewhere
+        server = serve()
+        page.wait_for_function(
+            "([s, colour]) => document.querySelector(s)?.getAttribute('stroke') === colour",
+            arg=[path, CONGESTION[after]],
+            timeout=60_000,
+        )
+        status = page.evaluate("IocMaps.status()")
+        assert status["live"]["state"] == "on"
+        if primed:  # resumed: only that feature was fetched, nothing reloaded
+            assert status["reloads"].get("congestion_segments", 0) == 0
+            assert any(e["op"] == "item.update" for e in status["live"]["received"][1:])
+        assert page.inner_text("#ioc-live-label") == "Trực tiếp"
+        # Refused connections while it was down are the browser's console errors; nothing of
+        # the page's own failed, and nothing went elsewhere.
+        assert rec.page_errors == [] and rec.external() == []
+    finally:
+        if fid is not None and before is not None:
+            patch(live_server, "congestion_segments", fid, {"level": before}, writer)
+        context.close()
+        server.terminate()
+        server.wait(timeout=20)

@@ -184,15 +184,28 @@
       try { handler(event); } catch (error) { console.warn('ioc: live ' + event.layer + ': ' + error.message); }
     });
   }
+  // Every live layer loads afresh: after a loss with no event id to resume from.
+  function resync() {
+    Object.keys(live.handlers).forEach(function (id) {
+      live.handlers[id].forEach(function (handler) { handler({layer: id, op: 'resync', ids: null}); });
+    });
+  }
   // One EventSource for the page's live layers. While it reconnects (by itself, sending
   // Last-Event-ID) the indicator says so. Only when the browser gives up (the server answered
   // with something else than a stream) is a new one opened, later, resuming with ?since=.
+  // A page that has had no event yet has no id to resume from: it reloads its live layers
+  // once the stream is back, or it would miss what was written while it was away.
   function connect(url) {
     var resume = live.lastId ? (url.indexOf('?') < 0 ? '?' : '&') + 'since=' +
       encodeURIComponent(live.lastId) : '';
     var source = new EventSource(url + resume);
     live.source = source;
-    source.addEventListener('open', function () { live.retry = 0; showLive('on'); });
+    source.addEventListener('open', function () {
+      var lost = live.state === 'lost';
+      live.retry = 0;
+      showLive('on');
+      if (lost && !live.lastId) { resync(); }
+    });
     source.addEventListener('change', received);
     source.addEventListener('error', function () {
       showLive('lost');
