@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import LayerDep, PoolDep, PrincipalDep
-from api.routers.collections import cache_headers
-from ioc.errors import InvalidParameter
+from api.routers.collections import cache_headers, reject_unknown
 from ioc.features import cql2, grid, items
 from ioc.features.crs import CRS84, parse_bbox, parse_crs
 from ioc.features.items import ItemsQuery
@@ -60,13 +59,7 @@ async def grid_cells(
 ) -> Any:
     """Every feature matching the filters counted once, in the cell of its point: the sum of
     the cells' counts is what `/items` counts with the same bbox, datetime and filter."""
-    unknown = sorted(set(request.query_params) - PARAMETERS)
-    if unknown:
-        raise InvalidParameter(
-            f"Unknown query parameter '{unknown[0]}': this endpoint takes "
-            f"{', '.join(sorted(PARAMETERS))}.",
-            parameter=unknown[0],
-        )
+    reject_unknown(request, PARAMETERS)
     q = ItemsQuery(
         bboxes=tuple(parse_bbox(bbox, CRS84)) if bbox is not None else (),
         interval=items.parse_datetime(datetime_) if datetime_ is not None else None,
