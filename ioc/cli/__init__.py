@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from ioc.cli import addresses, db, keys, layers, maps, publish, serve, simulate, tiles
+from ioc.cli import addresses, bridge, db, keys, layers, maps, publish, serve, simulate, tiles
 
 app = typer.Typer(
     help="ioc — map server of the HCMC Intelligent Operations Centre.",
@@ -20,6 +20,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(addresses.app, name="addresses")
 app.add_typer(maps.app, name="maps")
 app.add_typer(tiles.app, name="tiles")
+app.add_typer(bridge.app, name="bridge")
 app.command("publish")(publish.publish)
 app.command("import")(publish.import_dir)
 app.command("seed")(serve.seed)
