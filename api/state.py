@@ -9,7 +9,7 @@ from typing import Any
 
 from api.ratelimit import WriteLimiter
 from ioc.catalog.keys import KeyCache
-from ioc.catalog.layers import Catalog, CatalogWatcher, load_catalog
+from ioc.catalog.layers import Catalog, CatalogWatcher, load_catalog, read_layers
 from ioc.catalog.sessions import resolve_session
 from ioc.config import Settings
 from ioc.db.connection import Pool
@@ -41,8 +41,14 @@ class AppState:
     async def reload_catalog(self, changed: set[str]) -> Catalog:
         """The one reload after this process changed the registry (publish, restore, delete,
         saved queries): the new catalog replaces the old and every listener hears it."""
-        self.catalog = await load_catalog(self.pool)
-        self.catalog_watcher.checked()
+        fresh = await read_layers(self.pool, changed) if changed else None
+        # Merged into the catalog as it is now (no await in between, so a concurrent reload of
+        # another layer is kept); a whole reload when nothing or a new layer is named.
+        catalog = self.catalog.replaced(changed, fresh) if fresh is not None else None
+        if catalog is None:
+            catalog = await load_catalog(self.pool)
+            self.catalog_watcher.checked()  # only a whole reload has seen every layer
+        self.catalog = catalog
         # The change events behind the reload first: the tile caches then key on the layers'
         # tile bases and drop only the tiles the item writes touched.
         await self.tiles.catch_up(self.pool)
