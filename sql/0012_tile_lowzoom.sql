@@ -74,9 +74,11 @@ BEGIN
         x := format('ST_X(%s)', g);
         y := format('ST_Y(%s)', g);
     END IF;
-    RETURN format('SELECT %s AS px, %s AS py, %s AS c, %s AS s FROM %s t', x, y,
+    -- A row without a geometry is in no cell (the tile SQL's && skips it too).
+    RETURN format('SELECT %s AS px, %s AS py, %s AS c, %s AS s FROM %s t WHERE t.%I IS NOT NULL',
+        x, y,
         CASE WHEN category IS NULL THEN 'NULL::text' ELSE format('t.%I::text', category) END,
-        sign, source);
+        sign, source, l.geometry_column);
 END $$;
 
 -- Add the points of `points` (signed) to the cells of zooms zmin..zmax; drop emptied cells.
