@@ -55,9 +55,10 @@ class BridgeOptions:
 
 @dataclass
 class Stats:
-    """Counts since start (logged every minute and at exit)."""
+    """Counts since start (logged every minute and at exit): messages taken from the broker,
+    then feature lines applied, refused (``failed``) and skipped; messages ``dropped``."""
 
-    received: int = 0
+    messages: int = 0
     applied: int = 0
     failed: int = 0
     skipped: int = 0
@@ -180,13 +181,13 @@ class Bridge:
                 topic, payload = self._inbox.get(timeout=wait)
             except queue.Empty:
                 break
-            self.stats.received += 1
+            self.stats.messages += 1
             deadline = deadline or time.monotonic() + self.options.batch_seconds
             try:
                 lines.extend(lines_of(topic, payload))
             except ValueError as exc:
                 self.stats.failed += 1
-                self._bad(topic, str(exc))
+                self._bad(topic, str(exc), layer_of(self.options.topics, topic))
         return lines
 
     def _bad(self, topic: str, reason: str, layer: str | None = None) -> None:
@@ -270,7 +271,7 @@ class Bridge:
         for topic in sorted({line.topic for line in lines}):
             count = sum(1 for line in lines if line.topic == topic)
             log.warning(
-                "%d lines skipped: %s",
+                "%d line(s) skipped: %s",
                 count,
                 reason,
                 extra={"topic": topic, "layer": layer_id},
