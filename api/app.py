@@ -21,6 +21,7 @@ from api.routers import (
     addresses,
     catalog,
     collections,
+    dashboards,
     events,
     grid,
     health,
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     errors.install(app)
+    dashboards.boards()  # the dashboard files: a broken one stops the start
     # Level 5: most of level 9's saving for a fraction of its CPU on large GeoJSON pages.
     # (The request context and the tile fast path are IocApp's front door, outside it: tiles
     # are stored compressed.)
@@ -171,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         grid.router,
         tiles.router,
         maps.router,
+        dashboards.router,
         addresses.router,
         publishing.router,
         transactions.router,

@@ -10,6 +10,7 @@ from starlette.routing import Mount, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from ioc.dashboards.page import JS_DIR as DASHBOARD_JS_DIR
 from ioc.maps.elements import MAP_JS_DIR, vendor_packages
 
 
@@ -37,10 +38,11 @@ class VendorFiles(StaticFiles):
 
 def static_files(vendor_dir: Path) -> Router:
     """The ASGI app mounted at ``/static``: ``/vendor/...`` (npm, ``IOC_MAPS_VENDOR_DIR``) and
-    ``/maps/...`` (ioc)."""
+    ``/maps/...`` and ``/dashboards/...`` (ioc)."""
     return Router(
         routes=[
             Mount("/vendor", app=VendorFiles(directory=vendor_dir, packages=vendor_packages())),
             Mount("/maps", app=StaticFiles(directory=MAP_JS_DIR)),
+            Mount("/dashboards", app=StaticFiles(directory=DASHBOARD_JS_DIR)),
         ]
     )

@@ -32,6 +32,8 @@ VENDOR: dict[str, tuple[str, str]] = {
     "leaflet_css": ("leaflet", "dist/leaflet.css"),
     "vectorgrid_js": ("leaflet.vectorgrid", "dist/Leaflet.VectorGrid.bundled.min.js"),
     "heat_js": ("leaflet.heat", "dist/leaflet-heat.js"),
+    # The dashboards' charts (ioc/dashboards/page.py).
+    "echarts_js": ("echarts", "dist/echarts.min.js"),
 }
 # ioc's own files in ioc/maps/js/.
 OWN: dict[str, str] = {
