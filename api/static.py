@@ -12,6 +12,7 @@ from starlette.types import Scope
 
 from ioc.dashboards.page import JS_DIR as DASHBOARD_JS_DIR
 from ioc.maps.elements import MAP_JS_DIR, vendor_packages
+from ioc.web import STATIC_DIR as WEB_DIR
 
 
 class VendorFiles(StaticFiles):
@@ -38,11 +39,12 @@ class VendorFiles(StaticFiles):
 
 def static_files(vendor_dir: Path) -> Router:
     """The ASGI app mounted at ``/static``: ``/vendor/...`` (npm, ``IOC_MAPS_VENDOR_DIR``) and
-    ``/maps/...`` and ``/dashboards/...`` (ioc)."""
+    ``/maps/...``, ``/dashboards/...`` and ``/web/...`` (ioc; web: the HTML pages' own)."""
     return Router(
         routes=[
             Mount("/vendor", app=VendorFiles(directory=vendor_dir, packages=vendor_packages())),
             Mount("/maps", app=StaticFiles(directory=MAP_JS_DIR)),
             Mount("/dashboards", app=StaticFiles(directory=DASHBOARD_JS_DIR)),
+            Mount("/web", app=StaticFiles(directory=WEB_DIR)),
         ]
     )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from api.deps import CatalogDep, PrincipalDep
 from api.html import negotiate, render
-from api.urls import BaseUrlDep
+from api.urls import BaseUrlDep, page_base
 from ioc.catalog.layers import Layer, get_layer_doc
+from ioc.web import catalog as browse
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
 
@@ -36,17 +37,48 @@ async def list_layers(
     principal: PrincipalDep,
     base: BaseUrlDep,
     domain: str | None = None,
+    q: Annotated[
+        str | None, Query(description="Words of a title, id or keyword, with or without diacritics")
+    ] = None,
+    department: str | None = None,
+    access: str | None = None,
+    cadence: str | None = None,
     f: str | None = None,
 ):
-    """Every layer visible to the caller, with domain, owner and access level."""
-    layers = [la for la in catalog.visible(principal) if domain is None or la.domain == domain]
+    """Every layer visible to the caller, with domain, owner and access level; ``q`` searches
+    titles, ids and keywords diacritic-insensitively ('ngap' finds 'Điểm ngập'), the other
+    parameters filter."""
+    filters = browse.CatalogFilters.parse(
+        q=q, domain=domain, department=department, access=access, cadence=cadence
+    )
+    visible = catalog.visible(principal)
+    layers = browse.search_layers(visible, filters)
     doc = {
         "layers": [summary(la, base) for la in layers],
         "numberOfLayers": len(layers),
         "domains": sorted({la.domain for la in layers}),
     }
     if negotiate(request, f) == "html":
-        return render(request, "catalog.html", {"doc": doc, "principal": principal})
+        pages = page_base(request)
+        context = {
+            "doc": doc,
+            "principal": principal,
+            "filters": filters,
+            "facets": browse.facets(visible),
+            "rows": [
+                {
+                    "layer": la,
+                    "domain": browse.domain_name(la.domain),
+                    "department": browse.department_name(la.department),
+                    "cadence": browse.name_of(browse.CADENCE_NAMES, la.cadence),
+                    "updated": browse.updated(la),
+                    "use": browse.usage(la, pages),
+                    "gdal": browse.usage(la, base),  # copied into other programs: absolute
+                }
+                for la in layers
+            ],
+        }
+        return render(request, "catalog.html", context)
     return doc
 
 

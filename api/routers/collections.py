@@ -22,7 +22,8 @@ from api.limits import TimedStreamingResponse, deadline_in, within
 from api.openapi import Responses
 from api.urls import base_url, public_request_url
 from ioc import media
-from ioc.addresses.registry import require_registry, validate_code
+from ioc.addresses.lookup import feature_addresses
+from ioc.addresses.registry import address_guard, require_registry, validate_code
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Layer
 from ioc.errors import InvalidParameter
@@ -411,6 +412,8 @@ async def get_item(
     layer: LayerDep,
     principal: PrincipalDep,
     feature_id: FeatureIdPath,
+    catalog: CatalogDep,
+    address_settings: AddressSettingsDep,
     crs: CrsParam = None,
     f: str | None = None,
 ):
@@ -436,9 +439,11 @@ async def get_item(
         documents.link(href, "collection", media.JSON, "Lớp / Collection"),
     ]
     if fmt == "html":
-        response = render(
-            request, "feature.html", {"layer": layer, "feature": orjson.loads(body), "links": links}
-        )
+        guard = address_guard(catalog, address_settings)
+        async with request.app.state.pool.acquire() as conn:
+            linked = await feature_addresses(conn, guard, principal, layer, feature_id)
+        context = {"feature": orjson.loads(body), "links": links, "addresses": linked}
+        response = render(request, "feature.html", {"layer": layer, **context})
         response.headers.update(headers)
         return response
     # Splice the links into the feature PostgreSQL wrote: drop its final '}'.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import CatalogDep, PrincipalDep
+from api.deps import CatalogDep, PrincipalDep, StateDep
 from api.html import negotiate, render
 from api.urls import BaseUrlDep
 from ioc.features.documents import REL_TILING_SCHEMES
+from ioc.maps.views import visible_views
 from ioc.media import HTML, JSON, OPENAPI_JSON
+from ioc.web.catalog import department_name, domain_summaries, recently_updated
 
 router = APIRouter(tags=["service"])
 
@@ -84,10 +86,12 @@ async def landing(
     request: Request,
     catalog: CatalogDep,
     principal: PrincipalDep,
+    state: StateDep,
     base: BaseUrlDep,
     f: str | None = None,
 ):
-    """Links to everything the server offers; HTML for browsers, JSON otherwise."""
+    """Links to everything the server offers; HTML for browsers (a front page that leads
+    citizens, staff, analysts and developers to their place), JSON otherwise."""
     layers = catalog.visible(principal)
     doc = {
         "title": "ioc — Máy chủ bản đồ IOC TP.HCM / HCMC IOC map server",
@@ -97,12 +101,18 @@ async def landing(
         "links": _links(base),
     }
     if negotiate(request, f) == "html":
-        domains: dict[str, int] = {}
-        for layer in layers:
-            domains[layer.domain] = domains.get(layer.domain, 0) + 1
-        return render(
-            request,
-            "landing.html",
-            {"doc": doc, "domains": sorted(domains.items()), "principal": principal},
-        )
+        department = principal.department
+        own = [la for la in layers if department and la.department == department]
+        context = {
+            "doc": doc,
+            "principal": principal,
+            "domains": domain_summaries(layers),
+            "views": [v for v in visible_views(state.views, principal) if v.id != "portal"],
+            "department": department_name(department) if department else None,
+            "own_layers": sorted(own, key=lambda la: la.title_vi),
+            "latest": recently_updated(layers),
+            "can_publish": principal.role in ("publisher", "admin"),
+        }
+        # The page differs by caller; the middleware's caching rule keeps it private then.
+        return render(request, "landing.html", context)
     return doc

@@ -17,6 +17,7 @@ from ioc.addresses.registry import (
     _layer,
     _outside,
     _point_sql,
+    address_properties,
     check_lonlat,
 )
 from ioc.catalog.access import Principal, can_read
@@ -164,6 +165,31 @@ async def linked_features(
                 }
             )
     return features
+
+
+FEATURE_ADDRESSES_SQL = f"""
+SELECT {ADDRESS_COLUMNS}, l.distance_m
+FROM ioc.address_links l JOIN ioc.addresses a ON a.code = l.code {ADDRESS_JOINS}
+WHERE l.layer_id = $1 AND l.fid = $2 ORDER BY l.distance_m, a.code LIMIT $3
+"""
+
+
+async def feature_addresses(
+    conn, guard: Any, principal: Principal, layer: Layer, feature_id: str, limit: int = 20
+) -> list[dict]:
+    """The digital addresses linked to one feature (code, address, distance), nearest first;
+    empty when the caller may not read the address layer (``guard``, see
+    registry.address_guard) or for an id that is not an integer (links use integer ids)."""
+    if not can_read(principal, guard):
+        return []
+    try:
+        fid = int(feature_id)
+    except ValueError:
+        return []
+    if not -(2**63) <= fid < 2**63:  # beyond bigint: no feature has it
+        return []
+    rows = await conn.fetch(FEATURE_ADDRESSES_SQL, layer.id, fid, limit)
+    return [address_properties(r) | {"distance_m": round(float(r["distance_m"]), 1)} for r in rows]
 
 
 def address_code_filter(

@@ -587,11 +587,9 @@ def test_cli_renders_a_view_for_another_server(db_settings, tmp_path: Path):
 @pytest.mark.parametrize(
     "path",
     [
-        "/?f=html",
-        "/catalog/layers?f=html",
         "/collections?f=html",
-        "/collections/wards?f=html",
-        "/collections/wards/items?f=html",
+        "/collections/wards/queryables?f=html",
+        "/conformance?f=html",
         "/maps?f=html",
         "/maps/session",
     ],
@@ -603,4 +601,35 @@ def test_template_pages_refuse_every_script(client, path):
     csp = response.headers["content-security-policy"]
     assert "script-src 'none'" in csp and "unsafe-eval" not in csp
     assert "<script" not in response.text.lower()
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+SCRIPT_ELEMENT = re.compile(r"<script\b([^>]*)>(.*?)</script>", re.S | re.I)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/?f=html",
+        "/catalog/layers?f=html",
+        "/collections/wards?f=html",
+        "/collections/wards/items?f=html",
+        "/collections/wards/items/1?f=html",
+    ],
+)
+def test_pages_with_a_map_run_only_ioc_files(client, path):
+    """The front page, catalog and feature pages run ioc's own files and Leaflet, nothing
+    inline: every <script> has a src under /static, or is a JSON data block that never runs."""
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    csp = response.headers["content-security-policy"]
+    directives = {d.split()[0]: d.split()[1:] for d in csp.split(";") if d.strip()}
+    assert directives["script-src"] == ["'self'"]  # no inline, no nonce, no eval
+    scripts = SCRIPT_ELEMENT.findall(response.text)
+    assert any("/static/web/ioc-web.js" in attrs for attrs, _ in scripts)
+    for attrs, body in scripts:
+        if 'type="application/json"' in attrs:
+            assert "<" not in body  # tojson escapes <, > and & inside the block
+        else:
+            assert re.fullmatch(r'\s*src="/static/[^"]+"\s*', attrs) and not body.strip(), attrs
     assert response.headers["x-content-type-options"] == "nosniff"
