@@ -33,7 +33,10 @@ def suspend_indexes(conn: Connection, layer_id: str, schema: str = DATA_SCHEMA) 
     with conn.cursor() as cur:
         cur.execute(
             "SELECT i.indexname, i.indexdef FROM pg_indexes i "
-            "JOIN pg_index x ON x.indexrelid = format('%%I.%%I', i.schemaname, i.indexname)::regclass "
+            # to_regclass, not ::regclass: the planner may test the join before the schema
+            # filter, on the history table's same-named indexes (data.x_hist_fid: an error).
+            "JOIN pg_index x "
+            "ON x.indexrelid = to_regclass(format('%%I.%%I', i.schemaname, i.indexname)) "
             "WHERE i.schemaname = %s AND i.tablename = %s AND NOT x.indisprimary",
             (schema, layer_id),
         )
