@@ -45,6 +45,8 @@ local paths = {}
 for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
 local i = 0
 wrk.headers["Accept-Encoding"] = "gzip"
+local authorization = os.getenv("BENCH_AUTHORIZATION") or ""
+if authorization ~= "" then wrk.headers["Authorization"] = authorization end
 request = function()
   i = i % #paths + 1
   return wrk.format("GET", paths[i])
@@ -122,11 +124,12 @@ def wrk(
     *,
     seconds: float | None = None,
     rounds: int | None = None,
+    authorization: str = "",
 ) -> Run:
     """GET the paths in order, round and round, over ``connections`` keep-alive connections
     (gzip accepted; bodies are read, not decoded): for ``seconds``, or for ``rounds`` rounds,
     that is ``rounds × connections`` times every path (then ``seconds``, if given, is the
-    most they may take)."""
+    most they may take). ``authorization`` is sent as the Authorization header."""
     if not base.startswith(f"http://{LOOPBACK}:"):
         raise ValueError("the load generator only targets the loopback interface")
     if seconds is None and rounds is None:
@@ -149,7 +152,12 @@ def wrk(
                 str(script),
                 base,
             ],
-            env=dict(os.environ, BENCH_PATHS=str(listing), BENCH_LIMIT=str(limit)),
+            env=dict(
+                os.environ,
+                BENCH_PATHS=str(listing),
+                BENCH_LIMIT=str(limit),
+                BENCH_AUTHORIZATION=authorization,
+            ),
             capture_output=True,
             text=True,
             timeout=seconds + 60,
@@ -178,49 +186,40 @@ class Job:
 
 
 def pgbench_script(jobs: Sequence[Job], clients: int) -> str:
-    """A pgbench script in which every client walks the whole list, round and round, client k
+    r"""A pgbench script in which every client walks the whole list, round and round, client k
     starting at job k × len(jobs) / clients (the clients spread over the list, as HTTP
     connections sharing one walk through it are).
 
-    Jobs are grouped into runs of one statement and one zoom whose tiles are consecutive in a
-    row-major square, so the script needs one branch per run, not one per job.
+    The tiles may be anywhere (the list is drawn where the data is): a binary tree of ``\if``
+    on the job's index sets z, x, y and the statement's number in about log2(jobs)
+    meta-commands, then one SQL command per distinct statement runs it, so each connection
+    prepares each statement once.
     """
-    blocks = []
-    start = 0
-    while start < len(jobs):
-        end = start + 1
-        while (
-            end < len(jobs)
-            and jobs[end].statement == jobs[start].statement
-            and jobs[end].z == jobs[start].z
-        ):
-            end += 1
-        blocks.append((start, end))
-        start = end
+    statements = list(dict.fromkeys(job.statement for job in jobs))
     # k counts the client's transactions (-D k=0 starts it; variables outlive a transaction).
     lines = [rf"\set i (:client_id * {len(jobs)} / {clients} + :k) % {len(jobs)}", r"\set k :k + 1"]
-    for b, (start, end) in enumerate(blocks):
-        first = jobs[start]
-        side = _square_side(jobs[start:end])
-        keyword = r"\if" if b == 0 else r"\elif"
-        lines += [
-            rf"{keyword} :i < {end}",
-            rf"\set z {first.z}",
-            rf"\set x {first.x} + (:i - {start}) / {side}",
-            rf"\set y {first.y} + (:i - {start}) % {side}",
-            _statement(first.statement) + ";",
-        ]
+    lines += _job_tree(jobs, statements, 0, len(jobs))
+    for n, statement in enumerate(statements):
+        keyword = r"\if" if n == 0 else r"\elif"
+        lines += [f"{keyword} :s = {n}", _statement(statement) + ";"]
     lines.append(r"\endif")
     return "\n".join(lines) + "\n"
 
 
-def _square_side(block: Sequence[Job]) -> int:
-    """The side of a block's tile square (tiles listed x-major: (x0, y0), (x0, y0 + 1) …)."""
-    side = sum(1 for job in block if job.x == block[0].x)
-    for k, job in enumerate(block):
-        if (job.x, job.y) != (block[0].x + k // side, block[0].y + k % side):
-            raise ValueError("pgbench jobs must be squares of tiles listed x-major")
-    return side
+def _job_tree(jobs: Sequence[Job], statements: list[str], start: int, end: int) -> list[str]:
+    """Meta-commands setting z, x, y and s for job :i, start <= :i < end."""
+    if end - start == 1:
+        job = jobs[start]
+        s = statements.index(job.statement)
+        return [rf"\set z {job.z}", rf"\set x {job.x}", rf"\set y {job.y}", rf"\set s {s}"]
+    middle = (start + end) // 2
+    return [
+        rf"\if :i < {middle}",
+        *_job_tree(jobs, statements, start, middle),
+        r"\else",
+        *_job_tree(jobs, statements, middle, end),
+        r"\endif",
+    ]
 
 
 def _statement(sql: str) -> str:
