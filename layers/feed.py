@@ -16,6 +16,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import reduce
 from typing import Any
 
 import orjson
@@ -225,36 +226,44 @@ def _apply(
             return report, []
         old, moved, updated = _update(cur, layer, table)
         created = _insert(cur, layer, table)
-        new = events.fetch_extent(cur, events.extent_sql("geom", f"{table} WHERE _reason IS NULL"))
+        # The places the batch touched, per ~500 m cell: the tile caches of every process drop
+        # only the tiles these meet (one extent of a city-wide batch would meet most of them).
+        new = events.fetch_boxes(cur, "geom", f"{table} WHERE _reason IS NULL")
         report.updated, report.created = len(updated), len(created)
         report.applied = report.updated + report.created
         report.version = current + 1
-        count = _bump_stats(cur, layer, len(created), new)
+        count = _bump_stats(cur, layer, len(created), _cover(new))
         cur.execute(f"DROP TABLE {table}")
         ids = updated + created
         record_version(cur, layer, report.version, None, OPERATION, count, None, label)  # type: ignore[arg-type]  # no snapshot
         counts = {k: getattr(report, k) for k in ("received", "applied", "created", "updated")}
         write_audit(cur, principal, OPERATION, layer.id, report.version, counts)
+        bbox = _cover(old + new)
         events.record_event(
-            cur, layer.id, OPERATION, report.version, ids, bbox=events.union(old, new)
+            cur, layer.id, OPERATION, report.version, ids, bbox=bbox, boxes=old + new
         )
     return report, moved + created
 
 
-def _update(cur, layer: Layer, table: str) -> tuple[events.Bbox | None, list[str], list[str]]:
-    """Replace the features whose id a good line names: (the old extent of those that moved,
+def _cover(boxes: list[events.Bbox]) -> events.Bbox | None:
+    """The box covering ``boxes`` (None for none)."""
+    return reduce(events.union, boxes, None)
+
+
+def _update(cur, layer: Layer, table: str) -> tuple[list[events.Bbox], list[str], list[str]]:
+    """Replace the features whose id a good line names: (the old places of those that moved,
     the ids of those that moved, the ids of all)."""
     if not layer.id_attribute:
-        return None, [], []
+        return [], [], []
     key, geom = quote_ident(layer.id_attribute), quote_ident(layer.geometry_column)
     ident = quote_ident(layer.id_column)
     moving = (
         f"{layer.table_sql} t JOIN {table} s ON t.{key} = s.{key}"
         f" WHERE s._reason IS NULL AND NOT t.{geom} = s.geom"  # PostGIS 3: exact coordinates
     )
-    old = events.fetch_extent(cur, events.extent_sql(f"t.{geom}", moving))
+    old = events.fetch_boxes(cur, f"t.{geom}", moving)
     moved: list[str] = []
-    if old is not None:
+    if old:
         cur.execute(f"SELECT t.{ident}::text FROM {moving}")
         moved = [r[0] for r in cur.fetchall()]
     sets = [f"{quote_ident(a.name)} = s.{quote_ident(a.name)}" for a in layer.attributes]

@@ -243,14 +243,20 @@ def test_the_event_names_the_touched_features(client, layers, publisher, db):
     version = made.json()["version"]
     events = query(
         db,
-        "SELECT op, feature_ids, count, bbox FROM ioc.events WHERE layer_id = %s AND version = %s",
+        "SELECT op, feature_ids, count, bbox, boxes FROM ioc.events"
+        " WHERE layer_id = %s AND version = %s",
         LAYER,
         version,
     )
     assert len(events) == 1
-    op, ids, n, bbox = events[0]
+    op, ids, n, bbox, boxes = events[0]
     assert (op, sorted(ids), n) == ("feed.upsert", [f for (f,) in fids], 2)
     assert bbox == pytest.approx([106.70, 10.78, 106.72, 10.78])
+    # Two places 2 km apart: two boxes for the tile caches, not one extent over both.
+    assert sorted(zip(boxes[::4], boxes[2::4], strict=True)) == [
+        pytest.approx((106.70, 106.70)),
+        pytest.approx((106.72, 106.72)),
+    ]
     moved = post(client, publisher, ndjson(sensor("E-1", lon=106.60)))
     (moved_bbox,) = query(
         db,
