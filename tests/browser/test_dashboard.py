@@ -1,0 +1,168 @@
+"""The 1022 dashboard in headless Chromium against a real `ioc serve` (issue 21): every panel
+has data, a ward click narrows the bar chart to that ward's totals (against SQL), a category
+click narrows the map's reports, the URL reproduces the state, nothing is requested elsewhere,
+no console error, and a report PATCHed to "đã đóng" moves the KPIs without a reload."""
+
+from __future__ import annotations
+
+import httpx
+import psycopg2
+import pytest
+
+from tests.browser.conftest import LOAD_TIMEOUT_MS
+from tests.browser.test_map_pages import open_page, screenshot
+
+pytestmark = pytest.mark.browser
+RANGE = "from=2024-12-01&to=2025-12-01"
+MERGE = "application/merge-patch+json"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def settle(page, loads: int) -> dict:
+    """Until the page has loaded its data ``loads`` times and nothing is pending (an open
+    EventSource never lets 'networkidle' fire)."""
+    page.wait_for_function(
+        f"() => window.IocDashboard && IocDashboard.status().loads >= {loads} && "
+        "!IocDashboard.status().pending && IocDashboard.status().units > 0 && "
+        "IocDashboard.status().points > 0",
+        timeout=LOAD_TIMEOUT_MS,
+    )
+    status = page.evaluate("IocDashboard.status()")
+    assert status["errors"] == 0, status
+    return status
+
+
+def sql(db_settings, query: str, *args):
+    conn = psycopg2.connect(db_settings.dsn())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def board(browser, live_server, make_key):
+    context, page, rec = open_page(browser, "", live_server)
+    signed = context.request.post(
+        f"{live_server}/maps/session", headers=bearer(make_key("operator"))
+    )
+    assert signed.ok, signed.text()
+    yield context, page, rec
+    context.close()
+
+
+def bar_totals(page) -> dict[str, int]:
+    return {r["key"]: r["n"] for r in page.evaluate("IocDashboard.data().category")}
+
+
+def test_the_dashboard_links_both_ways(board, live_server, db_settings):
+    context, page, rec = board
+    page.goto(f"{live_server}/dashboards/reports_1022?{RANGE}&units=ward", wait_until="load")
+    status = settle(page, 1)
+    doc = page.evaluate("IocDashboard.data()")
+    assert doc["kpi"]["total"] > 0 and doc["category"] and doc["status"] and doc["channel"]
+    assert doc["series"] and doc["ranking"]
+    for key in ("category", "status", "channel", "series"):
+        assert page.locator(f"#chart-{key} canvas").count() >= 1, key
+    assert page.locator("#dash-ranking tbody tr").count() > 0
+    assert page.inner_text("#kpi-open") not in ("", "…")
+    screenshot(page, "dashboard-desk")
+
+    # A ward click on the map: every panel narrows to it; the bar's totals are that ward's.
+    ward = sql(
+        db_settings,
+        "SELECT w.ward_code::text FROM data.wards w JOIN data.reports_1022 r"
+        " ON ST_Intersects(w.geom, r.geom) GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
+    )[0][0]
+    page.evaluate(f"IocDashboard.click('{ward}')")
+    page.wait_for_function(f"() => IocDashboard.data().filter.ward === '{ward}'", timeout=30_000)
+    settle(page, status["loads"] + 1)
+    expected = dict(
+        sql(
+            db_settings,
+            "SELECT r.category, count(*) FROM data.reports_1022 r JOIN data.wards w"
+            " ON ST_Intersects(w.geom, r.geom) WHERE w.ward_code = %s"
+            " AND r.reported_at >= '2024-12-01T00:00+07' AND r.reported_at < '2025-12-01T00:00+07'"
+            " GROUP BY 1",
+            ward,
+        )
+    )
+    assert bar_totals(page) == expected
+    assert f"ward={ward}" in page.url
+    assert page.locator('#dash-chips [data-filter="ward"]').count() == 1
+
+    # A category click (on the bar) narrows the map's reports and the other panels.
+    category = max(expected, key=expected.get)
+    before = page.evaluate("IocDashboard.status().loads")
+    box = page.locator("#chart-category").bounding_box()
+    names = [r["key"] for r in page.evaluate("IocDashboard.data().category")]
+    row = names.index(category)
+    # The bars are evenly spaced: click the middle of this category's band.
+    grid = page.evaluate(
+        "(i) => echarts.getInstanceByDom(document.getElementById('chart-category'))"
+        ".convertToPixel({seriesIndex: 0}, [1, i])",
+        row,
+    )
+    page.mouse.click(box["x"] + grid[0] + 2, box["y"] + grid[1])
+    page.wait_for_function(
+        "(c) => IocDashboard.data().filter.category === c", arg=category, timeout=30_000
+    )
+    settle(page, before + 1)
+    page.wait_for_function(
+        "(c) => (IocDashboard.status().pointKeys || []).length > 0 && "
+        "IocDashboard.status().pointKeys.every(k => k === c)",
+        arg=category,
+        timeout=30_000,
+    )
+    assert page.evaluate("IocDashboard.data().kpi.total") == expected[category]
+    screenshot(page, "dashboard-filtered")
+
+    # The URL reproduces the state.
+    url = page.url
+    page.goto(url, wait_until="load")
+    settle(page, 1)
+    assert page.evaluate("IocDashboard.data().filter.category") == category
+    assert page.evaluate("IocDashboard.data().filter.ward") == ward
+    assert page.evaluate("IocDashboard.data().kpi.total") == expected[category]
+    rec.check_clean()
+
+
+def test_a_closed_report_moves_the_kpis_without_reload(board, live_server, make_key, db_settings):
+    context, page, rec = board
+    page.goto(f"{live_server}/dashboards/reports_1022?{RANGE}&layout=wall", wait_until="load")
+    settle(page, 1)
+    page.wait_for_function("() => IocDashboard.status().live === 'live'", timeout=30_000)
+    page.evaluate("window.__sameDocument = true")
+    screenshot(page, "dashboard-wall")
+    opened = page.evaluate("IocDashboard.data().kpi.open")
+    fid = sql(
+        db_settings,
+        "SELECT fid::text FROM data.reports_1022 WHERE status = 'mới'"
+        " AND reported_at >= '2025-01-01' ORDER BY fid LIMIT 1",
+    )[0][0]
+    writer = bearer(make_key("publisher", "science_tech"))
+    response = httpx.patch(
+        f"{live_server}/collections/reports_1022/items/{fid}",
+        json={"properties": {"status": "đã đóng", "resolved_at": "2025-11-30T10:00:00+07:00"}},
+        headers={**writer, "Content-Type": MERGE},
+    )
+    assert response.status_code == 204, response.text
+    try:
+        page.wait_for_function(
+            f"() => IocDashboard.data().kpi.open === {opened - 1}", timeout=30_000
+        )
+        assert page.inner_text("#kpi-open").replace(".", "").replace(",", "") == str(opened - 1)
+        assert page.evaluate("IocDashboard.status().events") >= 1
+        assert page.evaluate("window.__sameDocument") is True
+    finally:
+        httpx.patch(
+            f"{live_server}/collections/reports_1022/items/{fid}",
+            json={"properties": {"status": "mới", "resolved_at": None}},
+            headers={**writer, "Content-Type": MERGE},
+        )
+    rec.check_clean()
