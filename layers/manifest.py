@@ -226,13 +226,22 @@ class LayerManifest(_Model):
     zoom: ZoomRange
     attributes: list[AttributeSpec] = Field(min_length=1)
     style: StyleSpec
-    demo: DemoSpec
+    # How the demo city fills the layer: every catalog manifest has one (load_manifest checks);
+    # a layer a department creates from a file has none.
+    demo: DemoSpec | None = None
     tiles: TilesSpec | None = None
     history: HistorySpec | None = None
 
     def attribute(self, name: str) -> AttributeSpec | None:
         """The attribute called ``name``, or None."""
         return next((a for a in self.attributes if a.name == name), None)
+
+    @property
+    def demo_spec(self) -> DemoSpec:
+        """The demo spec of a catalog manifest (``load_manifest`` makes sure there is one)."""
+        if self.demo is None:
+            raise ManifestError(self.id, "has no demo spec: the demo city cannot fill it")
+        return self.demo
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -291,6 +300,8 @@ def load_manifest(path: Path | str) -> LayerManifest:
         raise ManifestError(path, _describe(exc)) from exc
     if manifest.id != path.stem:
         raise ManifestError(path, f"id {manifest.id!r} does not match the file name {path.stem!r}")
+    if manifest.demo is None:
+        raise ManifestError(path, "demo: a catalog manifest says how the demo city fills it")
     if manifest.domain != path.parent.name:
         raise ManifestError(
             path, f"domain {manifest.domain!r} does not match the folder {path.parent.name!r}"

@@ -20,11 +20,12 @@ from pathlib import Path
 from ioc.catalog.access import Principal, can_write
 from ioc.catalog.layers import Layer
 from ioc.db.connection import PgConn
-from ioc.db.identifiers import quote_ident
+from ioc.db.identifiers import qualified, quote_ident
 from ioc.errors import Forbidden, InvalidParameter, UploadRejected
 from ioc.events import log as events
 from layers import ingest, registry
 from layers.crs_detect import resolve_srid
+from layers.inference import attribute_name
 from layers.publish_staging import (
     PublishOptions,
     PublishReport,
@@ -88,31 +89,10 @@ def _publish_source(
     progress: Callable[[int], None] | None,
     keep_versions: int,
 ) -> PublishReport:
-    report = PublishReport(layer=layer.id, mode=options.mode)
-    report.source_srid = resolve_srid(source.crs, explicit=options.crs)
-    report.checksum = ingest.file_checksum(path)
-    mapping = map_fields(source.fields, layer, options.ignore_unknown)
-    drop_orphans(conn, layer)
-    with conn.cursor() as cur:
-        table = create_staging(cur, layer)
-    conn.commit()
+    table, report = stage_source(conn, layer, path, source, options, limits, progress)
     try:
-        with conn.cursor() as cur:
-            report.received = load_rows(cur, table, layer, source, mapping, limits, progress)
-            validate_geometry(cur, table, layer, report.source_srid, options.invalid)
-            summarise(cur, table, report)
-        conn.commit()
-        if report.accepted == 0:
-            raise UploadRejected(
-                "No feature of the upload is valid; nothing was published.", report.as_dict()
-            )
-        if report.rejected and not options.partial:
-            raise UploadRejected(
-                f"{report.rejected} of {report.received} features are invalid; nothing was "
-                "published (fix them, or pass partial=true to publish the valid ones).",
-                report.as_dict(),
-            )
-        _swap(conn, layer, table, report, principal, options.mode, keep_versions)
+        check_accepted(report, options.partial)
+        swap_staged(conn, layer, table, report, principal, options.mode, keep_versions)
     except BaseException:
         conn.rollback()
         raise
@@ -123,7 +103,65 @@ def _publish_source(
     return report
 
 
-def _swap(
+def stage_source(
+    conn: PgConn,
+    layer: Layer,
+    path: Path,
+    source: ingest.Source,
+    options: PublishOptions,
+    limits: ingest.IngestLimits,
+    progress: Callable[[int], None] | None = None,
+    rename: str | None = None,
+) -> tuple[str, PublishReport]:
+    """Steps 1 and 2: the upload loaded into a staging table and validated there, committed;
+    returns the table (the caller drops it) and the report. ``rename`` names the table (a
+    preview kept for later, out of reach of ``drop_orphans``)."""
+    report = PublishReport(layer=layer.id, mode=options.mode)
+    report.source_srid = resolve_srid(source.crs, explicit=options.crs)
+    report.checksum = ingest.file_checksum(path)
+    # Fields match attributes by their folded names ('Tên đường' is ten_duong), the names a
+    # layer created from a file took (layers.inference); plain names fold to themselves.
+    folded = {attribute_name(f): f for f in reversed(source.fields)}
+    mapping = {
+        folded[k]: v for k, v in map_fields(list(folded), layer, options.ignore_unknown).items()
+    }
+    drop_orphans(conn, layer)
+    with conn.cursor() as cur:
+        table = create_staging(cur, layer)
+        if rename:
+            cur.execute(f"ALTER TABLE {table} RENAME TO {quote_ident(rename)}")
+            table = qualified("staging", rename)
+    conn.commit()
+    try:
+        with conn.cursor() as cur:
+            report.received = load_rows(cur, table, layer, source, mapping, limits, progress)
+            validate_geometry(cur, table, layer, report.source_srid, options.invalid)
+            summarise(cur, table, report)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.commit()
+        raise
+    return table, report
+
+
+def check_accepted(report: PublishReport, partial: bool) -> None:
+    """UploadRejected (with the report) unless the validated upload may be published."""
+    if report.accepted == 0:
+        raise UploadRejected(
+            "No feature of the upload is valid; nothing was published.", report.as_dict()
+        )
+    if report.rejected and not partial:
+        raise UploadRejected(
+            f"{report.rejected} of {report.received} features are invalid; nothing was "
+            "published (fix them, or pass partial=true to publish the valid ones).",
+            report.as_dict(),
+        )
+
+
+def swap_staged(
     conn: PgConn,
     layer: Layer,
     table: str,
@@ -132,6 +170,7 @@ def _swap(
     mode: str,
     keep_versions: int,
 ) -> None:
+    """Step 3: the staged rows become the layer's data, versioned and audited; commits."""
     label = principal_label(principal)
     cols = _columns(layer)
     staged = ", ".join([quote_ident(a.name) for a in layer.attributes] + ["geom"])

@@ -1,8 +1,11 @@
-"""``ioc layers``: list the catalog, sync it from the manifests, register an existing table."""
+"""``ioc layers``: list the catalog, sync it from the manifests, register an existing table,
+create a layer from a file."""
 
 from __future__ import annotations
 
+import getpass
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -102,3 +105,71 @@ def layers_add_table(
             title=title,
         )
     out.print(f"Registered {table} as layer '{layer_id}' ({access}).", highlight=False)
+
+
+@app.command("create")
+@friendly
+def layers_create(
+    file: Annotated[
+        Path, typer.Argument(help="GeoJSON, zipped Shapefile, GeoPackage, CSV or KML.")
+    ],
+    title_vi: Annotated[str, typer.Option(help="Title in Vietnamese.")],
+    title_en: Annotated[str, typer.Option(help="Title in English (the id comes from it).")],
+    domain: Annotated[str, typer.Option(help="Catalog domain, e.g. transport.")],
+    department: Annotated[str, typer.Option(help="Owning department code.")],
+    access: Annotated[str, typer.Option(help="public, internal or restricted.")] = "internal",
+    id_attribute: Annotated[str | None, typer.Option(help="Attribute that identifies.")] = None,
+    time_attribute: Annotated[str | None, typer.Option(help="Date or time attribute.")] = None,
+    layer_id: Annotated[
+        str | None, typer.Option("--id", help="Layer id (default: from title).")
+    ] = None,
+    crs: Annotated[str | None, typer.Option(help="CRS when the file has none.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be created; create nothing.")
+    ] = False,
+) -> None:
+    """Create a layer from a file: its schema, CRS, extent and defaults are read from it."""
+    from layers.inference import NewLayerFields
+    from layers.publish_preview import create_from_file
+    from layers.publish_staging import PublishOptions
+
+    if not file.is_file():
+        raise IocError(f"There is no file {file}.")
+    fields = NewLayerFields(
+        title_vi=title_vi,
+        title_en=title_en,
+        domain=domain,
+        access=access,
+        id_attribute=id_attribute,
+        time_attribute=time_attribute,
+        layer_id=layer_id,
+        department=department,
+    )
+    doc = create_from_file(
+        get_settings(),
+        file,
+        f"cli:{getpass.getuser()}",
+        fields,
+        PublishOptions(crs=crs),
+        filename=file.name,
+        dry_run=dry_run,
+    )
+    inference = doc["inference"]
+    out.print(
+        f"{file.name}: {inference['count']:,} {inference['geometry_type']} features in "
+        f"{inference['crs_name']} (EPSG:{inference['source_srid']}), attributes "
+        + ", ".join(f"{a['name']} ({a['type']})" for a in inference["attributes"]),
+        highlight=False,
+    )
+    if dry_run:
+        out.print(
+            f"Dry run: {doc['accepted']:,} accepted, {doc['rejected']:,} rejected; "
+            f"nothing was created.",
+            highlight=False,
+        )
+        return
+    out.print(
+        f"Created layer '{doc['layer']}' (version {doc['version']}, "
+        f"{doc['feature_count']:,} features).",
+        highlight=False,
+    )

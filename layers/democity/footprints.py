@@ -30,7 +30,7 @@ def _footprints(ctx: CityContext, m: LayerManifest, total: int, parcels: bool) -
                 ctx,
                 rng,
                 n,
-                m.demo.weight,
+                m.demo_spec.weight,
                 offset_m=(3.0, 8.0),
                 road_share=0.95,
                 only_networked=True,

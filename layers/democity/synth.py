@@ -75,8 +75,8 @@ def is_per_ward(m: LayerManifest, n_wards: int) -> bool:
     point layers as many as the wards (ward offices)."""
     kind = m.geometry.type.removeprefix("Multi")
     if kind == "Polygon":
-        return m.demo.count == n_wards or "ward" in m.id
-    return kind == "Point" and m.demo.count == n_wards
+        return m.demo_spec.count == n_wards or "ward" in m.id
+    return kind == "Point" and m.demo_spec.count == n_wards
 
 
 # Per-ward statistics derived from the ward population (share of the population).
@@ -140,7 +140,7 @@ def generic_batches(
     ctx: CityContext, m: LayerManifest, rng: np.random.Generator, total: int
 ) -> Iterator[RawBatch]:
     """Synthetic features for any layer, by geometry type and demo weighting."""
-    weight = m.demo.weight
+    weight = m.demo_spec.weight
     kind = m.geometry.type.removeprefix("Multi")
     n_wards = len(ctx.wards.geoms)
     if is_per_ward(m, n_wards):
@@ -240,6 +240,6 @@ def synthetic_note(
         where = "polygons" if m.geometry.type.endswith("Polygon") else "(one point per ward)"
         return f"Synthetic values on the {wards} 2025 ward {where}{why}."
     return (
-        f"Synthetic demo data: {total} {kind} features placed with '{m.demo.weight}' weighting "
+        f"Synthetic demo data: {total} {kind} features placed with '{m.demo_spec.weight}' weighting "
         f"in the {wards} 2025 wards{why}."
     )
