@@ -21,6 +21,7 @@ STATUS: dict[type[errors.IocError], int] = {
     errors.LayerNotFound: 404,
     errors.FeatureNotFound: 404,
     errors.HistoryNotKept: 404,
+    errors.PreviewNotFound: 404,
     errors.Conflict: 409,
     errors.PreconditionFailed: 412,
     errors.TooManyWrites: 429,

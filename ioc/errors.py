@@ -90,3 +90,7 @@ class HistoryNotKept(IocError):
 
 class VersionNotFound(FeatureNotFound):
     """A layer version that does not exist or is no longer kept."""
+
+
+class PreviewNotFound(IocError):
+    """A dry-run preview that is unknown, expired, already published or another key's."""

@@ -147,8 +147,20 @@ class PublishSettings(BaseSettings):
         default=4 << 30, ge=1024, description="Largest total size inside a zip."
     )
     keep_versions: int = Field(default=5, ge=1, description="Data versions kept per layer.")
+    preview_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=1440,
+        description="How long a dry run's preview may still be published (minutes).",
+    )
     events_retention_hours: float = Field(
         default=72, gt=0, description="How long change events are kept for resuming clients."
+    )
+    events_client_buffer: int = Field(
+        default=256,
+        ge=1,
+        description="Change events a /events client may fall behind by (not reading) before "
+        "its stream sends where to resume (Last-Event-ID) and ends.",
     )
     write_rate_per_second: float = Field(
         default=50,
