@@ -39,6 +39,7 @@ from api.static import static_files
 from ioc.config import Settings, get_settings
 from ioc.db import migrations
 from ioc.db.connection import create_pool
+from ioc.db.routing import ReadRouter
 from ioc.errors import MigrationError, PostGISMissing
 from ioc.events.hub import EventHub
 from ioc.logs import configure_logging
@@ -98,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await _check_database(pool)
             # The typed state replaces Starlette's untyped one: request.app.state is an AppState.
             app.state = await build_state(settings, pool)  # type: ignore[assignment]
+            # Replicas for the reads that tolerate lag (ioc.db.routing; none = the primary).
+            app.state.reads = ReadRouter(pool, settings.database)
+            await app.state.reads.start()
             await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.query.jobs)
             # One LISTEN per process: change events for /events, and the catalog reload that
             # keeps this process's tiles and caches fresh after another process's write.
@@ -110,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if isinstance(getattr(app.state, "events", None), EventHub):
                 await app.state.events.stop()
+            if isinstance(getattr(app.state, "reads", None), ReadRouter):
+                await app.state.reads.stop()
             await query.stop_runner(app)
             await pool.close()
             log.info("database connections closed")

@@ -22,6 +22,7 @@ def server():
             pytest.fail("wrk is not installed")
         pytest.skip("wrk is not installed (make test and make bench install it)")
     seen: Counter[str] = Counter()
+    authorizations: Counter[str] = Counter()
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -30,6 +31,7 @@ def server():
         def do_GET(self) -> None:  # noqa: N802 — http.server's name
             with lock:
                 seen[self.path] += 1
+                authorizations[self.headers.get("Authorization", "")] += 1
             if self.path == "/drop":  # a server that hangs up without answering
                 self.close_connection = True
                 return
@@ -45,6 +47,7 @@ def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
+    seen.authorizations = authorizations  # type: ignore[attr-defined]
     yield f"http://127.0.0.1:{httpd.server_port}", seen
     httpd.shutdown()
     httpd.server_close()
@@ -74,3 +77,13 @@ def test_a_run_of_rounds_that_is_not_answered_says_so(server):
     base, _ = server
     with pytest.raises(RuntimeError, match="0 of 4 requests answered"):
         wrk("probe", base, ["/drop"], 2, rounds=2, seconds=1)
+
+
+def test_every_request_carries_the_authorization_given(server):
+    # The benchmark's layers are internal: ioc answers them to a key only.
+    base, seen = server
+    wrk("probe", base, ["/a", "/b"], 2, rounds=3, authorization="Bearer k1")
+    assert set(seen.authorizations) == {"Bearer k1"}
+    seen.authorizations.clear()
+    wrk("probe", base, ["/a"], 1, rounds=1)
+    assert set(seen.authorizations) == {""}
