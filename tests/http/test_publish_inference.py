@@ -23,18 +23,21 @@ PREFIX = "pi"
 BUS_STOPS = Path("/work/shared/data/hcmc/bus_stops.geojson")
 
 
-def _clean(db_settings) -> None:
+def clean_layers(db_settings, prefix: str = PREFIX) -> None:
+    """Drop the layers whose id starts with ``prefix_``: tables, registry, audit, events."""
+    like = prefix + "\\_%"
     conn = psycopg2.connect(db_settings.dsn())
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT schemaname, tablename FROM pg_tables WHERE tablename LIKE 'pi\\_%'"
-            " AND schemaname IN ('data', 'versions', 'staging')"
+            "SELECT schemaname, tablename FROM pg_tables WHERE tablename LIKE %s"
+            " AND schemaname IN ('data', 'versions', 'staging')",
+            (like,),
         )
         for schema, table in cur.fetchall():
             cur.execute(f'DROP TABLE "{schema}"."{table}"')
         for table in ("layers", "audit", "events"):
             column = "id" if table == "layers" else "layer_id"
-            cur.execute(f"DELETE FROM ioc.{table} WHERE {column} LIKE 'pi\\_%'")
+            cur.execute(f"DELETE FROM ioc.{table} WHERE {column} LIKE %s", (like,))
     conn.commit()
     conn.close()
 
@@ -103,9 +106,9 @@ def keys(make_key):
 
 @pytest.fixture(scope="module", autouse=True)
 def clean(db_settings):
-    _clean(db_settings)
+    clean_layers(db_settings)
     yield
-    _clean(db_settings)
+    clean_layers(db_settings)
 
 
 def checksum(db, layer: str) -> tuple[str, int]:
