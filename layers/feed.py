@@ -161,16 +161,40 @@ def _stage(cur, layer: Layer, lines: list[_Line], crs) -> str:
     table = create_staging(cur, layer)
     cur.execute(f"ALTER TABLE {table} ADD COLUMN _geojson text")
     columns = ["_row", "_reason", "_geojson", *[quote_ident(a.name) for a in layer.attributes]]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    copy = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
     blank = [None] * len(layer.attributes)  # a refused line's values are not kept
-    for line in lines:
-        writer.writerow([line.number, line.reason, line.geojson, *(line.values or blank)])
-    buffer.seek(0)
-    cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+    rows = [[n.number, n.reason, n.geojson, *(n.values or blank)] for n in lines]
+    cur.execute("SAVEPOINT feed_copy")
+    try:
+        cur.copy_expert(copy, _csv(rows))
+    except psycopg2.DataError:  # a value the database refuses (a NUL, a number past bigint)
+        cur.execute("ROLLBACK TO SAVEPOINT feed_copy")
+        _copy_one_by_one(cur, copy, rows, blank)
     _read_geojson(cur, table, crs.lat_lon)
     validate_geometry(cur, table, layer, crs.srid, "reject")
     return table
+
+
+def _csv(rows: list[list[Any]]) -> io.StringIO:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    buffer.seek(0)
+    return buffer
+
+
+def _copy_one_by_one(cur, copy: str, rows: list[list[Any]], blank: list[None]) -> None:
+    """The COPY again, a line at a time under savepoints: a line the database refuses is
+    staged with the database's reason instead of its values."""
+    for row in rows:
+        cur.execute("SAVEPOINT feed_copy")
+        try:
+            cur.copy_expert(copy, _csv([row]))
+        except psycopg2.DataError as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT feed_copy")
+            reason = (str(exc).strip().splitlines() or ["refused"])[0][:200]  # echoes the value
+            cur.copy_expert(
+                copy, _csv([[row[0], f"a value the database refuses: {reason}", None, *blank]])
+            )
 
 
 def _read_geojson(cur, table: str, lat_lon: bool) -> None:

@@ -136,12 +136,14 @@ def test_bad_lines_are_reported_and_the_others_applied(client, layers, publisher
         {**sensor("B-nogeom"), "geometry": None},  # 11
         {**sensor("B-poynt"), "geometry": {"type": "Poynt", "coordinates": [106.7, 10.78]}},  # 12
         sensor("B-ok-2"),  # 13
+        sensor("B-big", 10**30),  # 14: past bigint
+        sensor("B-nul\x00"),  # 15: PostgreSQL text holds no NUL
     ]
     body = ndjson(*lines[:5]) + b"\n" + ndjson(*lines[5:])
     response = post(client, publisher, body)
     assert response.status_code == 200, response.text
     report = response.json()
-    assert (report["received"], report["applied"], report["created"]) == (12, 2, 2)
+    assert (report["received"], report["applied"], report["created"]) == (14, 2, 2)
     reasons = {f["line"]: f["reason"] for f in report["failed"]}
     expected = {
         2: "not JSON",
@@ -154,6 +156,8 @@ def test_bad_lines_are_reported_and_the_others_applied(client, layers, publisher
         10: "no value for 'sensor_id'",
         11: "missing geometry",
         12: "not valid GeoJSON",
+        14: "out of range",
+        15: "the database refuses",
     }
     assert sorted(reasons) == sorted(expected)
     for line, words in expected.items():
