@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodyLimit
+from api.metrics import Metrics, RequestMetrics, StateCollector, watching
 from api.middleware import (
     HeadAsGet,
     RequestContextMiddleware,
@@ -28,6 +29,7 @@ from api.routers import (
     history,
     landing,
     maps,
+    metrics,
     publish_page,
     publishing,
     query,
@@ -82,7 +84,11 @@ class IocApp(FastAPI):
     def __init__(self, *args, cors_origins: list[str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         front, headers = with_cors(TileFastPath(super().__call__, self), cors_origins or ())
-        self._front = RequestContextMiddleware(HeadAsGet(front), headers)
+        # Metrics outermost: every request is counted, the tile fast path's too (api/metrics).
+        self.metrics = Metrics()
+        self.metrics.registry.register(StateCollector(self))
+        inner = RequestContextMiddleware(HeadAsGet(front), headers)
+        self._front = RequestMetrics(inner, self.metrics)
 
     async def __call__(self, scope, receive, send) -> None:
         await self._front(scope, receive, send)
@@ -111,7 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.events = hub
             await hub.start()
             log.info("ioc ready", extra={"layers": len(app.state.catalog)})
-            yield
+            async with watching(hub, app.metrics):  # event lag and ingest for /metrics
+                yield
         finally:
             if isinstance(getattr(app.state, "events", None), EventHub):
                 await app.state.events.stop()
@@ -187,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         transactions.router,
         events.router,
         query.router,
+        metrics.router,
         stats.router,
     ):
         app.include_router(router)

@@ -34,6 +34,12 @@ async def get_pool(state: StateDep) -> Pool:
     return state.pool
 
 
+async def get_read_pool(state: StateDep) -> Pool:
+    """The pool of a read that tolerates the replicas' lag budget (docs/scaling.md lists the
+    routes): a replica within it, else the primary."""
+    return state.read_pool()
+
+
 async def get_catalog(state: StateDep) -> Catalog:
     """The fresh layer catalog (see AppState.current_catalog)."""
     return await state.current_catalog()
@@ -109,6 +115,7 @@ async def get_principal(
 
 
 PoolDep = Annotated[Pool, Depends(get_pool)]
+ReadPoolDep = Annotated[Pool, Depends(get_read_pool)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -303,9 +303,10 @@ class TileFastPath:
                 tile = None
             else:
                 # A memory hit returns before get_tile's first await.
-                tile = await state.tiles.get_tile(
-                    state.pool, resolve_layers(catalog, ANONYMOUS, ids), z, x, y
-                )
+                layers = resolve_layers(catalog, ANONYMOUS, ids)
+                pool = state.read_pool(layer.id for layer in layers)  # docs/scaling.md
+                tile = await state.tiles.get_tile(pool, layers, z, x, y)
+                state.tile_sources[tile.source] += 1  # cache hits and misses (/metrics)
         except Exception as exc:  # noqa: BLE001 — answered like the app's handlers would
             await error_response(exc, scope["path"])(scope, receive, send)
             return

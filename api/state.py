@@ -3,7 +3,8 @@ dependency (``api.deps.StateDep``) or ``app.state`` in plain ASGI code."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from ioc.catalog.layers import Catalog, CatalogWatcher, load_catalog, read_layer
 from ioc.catalog.sessions import resolve_session
 from ioc.config import Settings
 from ioc.db.connection import Pool
+from ioc.db.routing import ReadRouter
 from ioc.maps.views import MapView, load_views
 from tiles.render import TileService
 
@@ -37,10 +39,21 @@ class AppState:
     events: Any = None  # the process's ioc.events.hub.EventHub, started by the lifespan
     # Beyond the tile service, which always hears (see notify): e.g. a test's recorder.
     catalog_listeners: list[Listener] = field(default_factory=list)
+    reads: ReadRouter | None = None  # replicas for reads that tolerate lag (ioc.db.routing)
+    # Tiles answered by source: memory, disk (hits), database (a miss), none (/metrics).
+    tile_sources: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def read_pool(self, layers: Iterable[str] = ()) -> Pool:
+        """Where a read that tolerates the lag budget goes (docs/scaling.md): a replica within
+        it that holds every change of ``layers`` this process has taken in, else the primary;
+        chosen at each query (ioc.db.routing.ReadPool)."""
+        return self.reads.lazy(layers) if self.reads is not None else self.pool
 
     async def reload_catalog(self, changed: set[str]) -> Catalog:
         """The one reload after this process changed the registry (publish, restore, delete,
         saved queries): the new catalog replaces the old and every listener hears it."""
+        if self.reads is not None:  # before the events are taken in (ioc.db.routing.mark)
+            await self.reads.mark(changed)
         fresh = await read_layers(self.pool, changed) if changed else None
         # Merged into the catalog as it is now (no await in between, so a concurrent reload of
         # another layer is kept); a whole reload when nothing or a new layer is named.
@@ -62,6 +75,8 @@ class AppState:
             result = await self.catalog_watcher.refresh(self.pool, self.catalog)
             if result is not None:
                 self.catalog, changed = result
+                if self.reads is not None:
+                    await self.reads.mark(changed)
                 await self.tiles.catch_up(self.pool)
                 self.notify(changed)
         return self.catalog

@@ -39,6 +39,39 @@ class DatabaseSettings(BaseSettings):
     pool_min: int = Field(default=2, ge=1)
     pool_max: int = Field(default=10, ge=1)
     statement_timeout_ms: int = Field(default=30_000, ge=100)
+    replica_urls: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        validation_alias=AliasChoices("DATABASE_REPLICA_URLS", "IOC_DATABASE_REPLICA_URLS"),
+        description="Streaming replicas of DATABASE_URL (comma-separated URLs, or one HAProxy "
+        "replica port) for the reads that tolerate lag (docs/scaling.md); empty = every read "
+        "on the primary.",
+    )
+    replica_lag_budget_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How far behind the primary a replica may be and still answer reads; "
+        "beyond it reads go to the primary.",
+    )
+    replica_check_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often each replica's lag is measured."
+    )
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("replica_urls")
+    @classmethod
+    def _postgres_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ValueError(
+                    "each replica URL must start with postgresql:// (a comma separates them)"
+                )
+        return value
 
     @property
     def managed(self) -> bool:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep
+from api.deps import AddressSettingsDep, CatalogDep, PoolDep, PrincipalDep, ReadPoolDep
 from api.openapi import Responses
 from api.urls import base_url
 from ioc.addresses import geocode, lookup, registry
@@ -57,7 +57,7 @@ def geojson(doc: dict[str, Any]) -> JSONResponse:
 )
 async def search(
     request: Request,
-    pool: PoolDep,
+    pool: ReadPoolDep,
     catalog: CatalogDep,
     principal: PrincipalDep,
     settings: AddressSettingsDep,
@@ -90,7 +90,7 @@ async def search(
 )
 async def reverse(
     request: Request,
-    pool: PoolDep,
+    pool: ReadPoolDep,
     catalog: CatalogDep,
     principal: PrincipalDep,
     settings: AddressSettingsDep,
@@ -143,7 +143,7 @@ async def batch_geocode(
 async def get_address(
     request: Request,
     code: str,
-    pool: PoolDep,
+    pool: ReadPoolDep,
     catalog: CatalogDep,
     principal: PrincipalDep,
     settings: AddressSettingsDep,

@@ -377,7 +377,8 @@ async def get_items(
     domain_fmt = {"json": "geojson", "html": "geojson"}.get(fmt, fmt)
     deadline, seconds = deadline_in(bounds.export_max_seconds), bounds.export_max_seconds
     async with within(deadline, seconds):  # the first rows (and the whole of an HTML page)
-        page, chunks = await items.stream_items(request.app.state.pool, layer, q, domain_fmt)
+        pool = request.app.state.read_pool([layer.id])  # a replica (docs/scaling.md)
+        page, chunks = await items.stream_items(pool, layer, q, domain_fmt)
         found = await collect(chunks) if fmt == "html" else None
     if fmt == "html":
         context = {
@@ -421,7 +422,8 @@ async def get_item(
     its content (not the layer's version), 304 when If-None-Match names it."""
     fmt = negotiate(request, f, ("json", "html"))
     out_crs = parse_crs(crs, parameter="crs", storage_srid=layer.srid, default=CRS84)
-    body, digest = await items.get_feature(request.app.state.pool, layer, feature_id, out_crs)
+    pool = request.app.state.read_pool([layer.id])  # a replica (docs/scaling.md)
+    body, digest = await items.get_feature(pool, layer, feature_id, out_crs)
     tag = items.item_etag(
         layer, digest, fmt, [("featureId", feature_id), *request.query_params.multi_items()]
     )

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import LayerDep, PoolDep, PrincipalDep
+from api.deps import LayerDep, PrincipalDep
 from api.routers.collections import cache_headers, reject_unknown
 from ioc.features import cql2, grid, items
 from ioc.features.crs import CRS84, parse_bbox, parse_crs
@@ -37,7 +37,6 @@ async def grid_cells(
     request: Request,
     layer: LayerDep,
     principal: PrincipalDep,
-    pool: PoolDep,
     level: Annotated[
         int,
         Query(ge=0, le=grid.MAX_LEVEL, description="Cells are the tiles of this zoom level"),
@@ -67,5 +66,6 @@ async def grid_cells(
         filter_crs=parse_crs(filter_crs, parameter="filter-crs", storage_srid=layer.srid),
         limit=None,
     )
+    pool = request.app.state.read_pool([layer.id])  # a replica (docs/scaling.md)
     answer = await grid.count_cells(pool, layer, q, level, weight)
     return JSONResponse(answer.document(), headers=cache_headers(principal, layer))

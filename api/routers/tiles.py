@@ -148,7 +148,10 @@ def tile_response(request: Request, tile: Tile, public: bool, settings: TileSett
 async def serve_tile(ctx: TileContext, ids: str, z: int, x: int, y: int) -> Response:
     """Resolve the readable layers, get the tile, format the answer."""
     layers = resolve_layers(ctx.catalog, ctx.principal, ids)
-    tile = await ctx.tiles.get_tile(ctx.pool, layers, z, x, y)
+    # A replica within the lag budget that holds the layers' changes (docs/scaling.md).
+    pool = ctx.request.app.state.read_pool(layer.id for layer in layers)
+    tile = await ctx.tiles.get_tile(pool, layers, z, x, y)
+    ctx.request.app.state.tile_sources[tile.source] += 1  # cache hits and misses (/metrics)
     public = all_public(ctx.catalog, ids)
     return tile_response(ctx.request, tile, public, ctx.tiles.settings)
 

@@ -73,8 +73,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transactions, and takes no advisory lock or LISTEN (tested)."""
 
 
-async def create_pool(settings: DatabaseSettings) -> Pool:
-    """The API's connection pool; statement timeout set per connection."""
+async def create_pool(settings: DatabaseSettings, application_name: str = "ioc-api") -> Pool:
+    """The API's connection pool (or a replica's: ioc.db.routing); statement timeout set per
+    connection."""
     try:
         return await asyncpg.create_pool(
             settings.dsn(),
@@ -84,7 +85,7 @@ async def create_pool(settings: DatabaseSettings) -> Pool:
             reset=_keep_session,
             timeout=10,
             server_settings={
-                "application_name": "ioc-api",
+                "application_name": application_name,
                 "statement_timeout": str(settings.statement_timeout_ms),
             },
         )
