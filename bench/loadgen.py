@@ -251,14 +251,22 @@ def pgbench(
     *,
     seconds: float | None = None,
     rounds: int | None = None,
+    warm_rounds: int = 0,
 ) -> Run:
     """Run the jobs against PostgreSQL with ``clients`` connections, statements prepared once
     per connection: for ``seconds``, or for ``rounds`` rounds (each client runs the whole list
     ``rounds`` times). ``free_jobs`` requests per walk through the list cost no query (a
-    server answers them itself) and are counted as done in no time."""
+    server answers them itself) and are counted as done in no time.
+
+    ``warm_rounds`` more rounds go first in the same connections and are not measured: a
+    server's pooled connections have long since loaded their catalog caches and planned
+    their prepared statements, and a short run's new connections would be charged for it."""
     if (seconds is None) == (rounds is None):
         raise ValueError("a run lasts either some seconds or some rounds")
-    length = ["-t", str(rounds * len(jobs))] if rounds else ["-T", str(max(1, round(seconds)))]
+    if rounds:
+        length = ["-t", str((rounds + warm_rounds) * len(jobs))]
+    else:
+        length = ["-T", str(max(1, round(seconds or 0)))]
     with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as folder:
         path = Path(folder, "tiles.sql")
         path.write_text(pgbench_script(jobs, clients))
@@ -291,16 +299,20 @@ def pgbench(
         )
         if done.returncode != 0:
             raise RuntimeError(f"pgbench failed: {done.stderr[-1500:]}")
-        # Per-transaction log lines: client, transaction, latency in microseconds, …
-        latencies = [
-            int(line.split()[2]) / 1e6
-            for log in Path(folder).glob("log*")
-            for line in log.read_text().splitlines()
+        # Per-transaction log lines: client, transaction, latency (µs), script, end (s, µs).
+        log = [
+            [int(field) for field in line.split()[:6]]
+            for path in Path(folder).glob("log*")
+            for line in path.read_text().splitlines()
         ]
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
-    if tps is None or not latencies:
+    if tps is None or not log:
         raise RuntimeError(f"pgbench ran no transaction: {done.stdout[-800:]}")
-    measured = len(latencies) / float(tps.group(1))
+    if warm_rounds:
+        latencies, measured = _measured(log, warm_rounds * len(jobs))
+    else:
+        latencies = [row[2] / 1e6 for row in log]
+        measured = len(latencies) / float(tps.group(1))
     failed = re.search(r"number of failed transactions: (\d+)", done.stdout)
     latencies += [0.0] * round(len(latencies) * free_jobs / len(jobs))
     return Run(
@@ -311,3 +323,12 @@ def pgbench(
         percentile_ms(latencies, 0.99),
         int(failed.group(1)) if failed else 0,
     )
+
+
+def _measured(log: Sequence[Sequence[int]], warm: int) -> tuple[list[float], float]:
+    """The latencies (s) of the transactions that ended after every client had done its
+    ``warm`` first ones, and the time from then to the last answer (pgbench's log rows)."""
+    start = max(sec + usec / 1e6 for _, number, _, _, sec, usec in log if number == warm - 1)
+    ended = [(sec + usec / 1e6, latency / 1e6) for _, _, latency, _, sec, usec in log]
+    latencies = [latency for end, latency in ended if end > start]
+    return latencies, max(max(end for end, _ in ended) - start, 1e-6)

@@ -103,3 +103,13 @@ def test_floor_runs_ioc_tile_statements(db_settings, db):
     assert run.errors == 0 and run.count > 0 and run.p99 >= run.p50 >= 0
     with pytest.raises(ValueError, match="misread"):
         pgbench_script([Job("SELECT 1; SELECT $1, $2, $3", 1, 0, 0)], 1)
+
+
+def test_warm_rounds_run_first_and_are_not_measured(db_settings, probe):
+    _need_pgbench(db_settings)
+    jobs = _scattered("INSERT INTO public.bench_probe VALUES ($1, $2, $3)")
+    run = pgbench("probe", db_settings, jobs, 2, rounds=1, warm_rounds=2)
+    # Three walks through the list per client were made; only what ended after every client's
+    # warm walks is measured (at most the last walk of each client).
+    assert sum(_counts(probe).values()) == 3 * 2 * len(jobs)
+    assert 0 < run.count <= 2 * len(jobs) and run.errors == 0 and run.seconds > 0
