@@ -41,6 +41,7 @@ def build_layers(
     for layer_id in layer_ids:
         with conn.cursor() as cur:
             cur.execute(BUILD_SQL, build_args(layer_id, settings))
-            kinds[layer_id] = cur.fetchone()[0]
+            row = cur.fetchone()
+            kinds[layer_id] = row[0] if row else None
         conn.commit()
     return kinds

@@ -44,7 +44,9 @@ def target_count(m: LayerManifest, scale: str) -> int:
     """Number of synthetic features for a scale: demo.count, or city_count (else 5 × count)."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r} (expected one of {', '.join(SCALES)})")
-    return m.demo_spec.count if scale == "demo" else (m.demo_spec.city_count or m.demo_spec.count * 5)
+    return (
+        m.demo_spec.count if scale == "demo" else (m.demo_spec.city_count or m.demo_spec.count * 5)
+    )
 
 
 def _stem(m: LayerManifest) -> str | None:
