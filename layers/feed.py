@@ -5,8 +5,9 @@ with RS, 0x1E) or newline-delimited GeoJSON to the items endpoint. The whole bat
 transaction under the layer's registry lock (``lock_and_version``, which serialises every
 write of a layer): lines are parsed and their properties coerced here, then COPYed into one
 staging table where the publish's own geometry checks run set-based; one UPDATE … FROM staging
-and one INSERT … WHERE NOT EXISTS apply the good lines. One version, one audit row, one change
-event. A bad line is reported with its number and reason; ``atomic`` turns any bad line into a
+(of the features a line changes: a line equal to the stored feature is ``unchanged``) and one
+INSERT … WHERE NOT EXISTS apply the good lines. One version, one audit row, one change event
+(none when nothing changed). A bad line is reported with its number and reason; ``atomic`` turns any bad line into a
 refusal of the whole batch.
 """
 
@@ -24,12 +25,13 @@ import psycopg2
 
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Layer
-from ioc.db.connection import PgConn, scalar
+from ioc.db.connection import PgConn
 from ioc.db.identifiers import quote_ident
 from ioc.errors import InvalidParameter, UploadRejected
 from ioc.events import log as events
 from ioc.features.crs import CRS84, parse_crs
 from ioc.media import GEOJSON_SEQ, NDJSON
+from layers import registry
 from layers.feed_pool import pooled
 from layers.publish_staging import _coerce, _csv_value, create_staging, validate_geometry
 from layers.publish_versions import lock_and_version, principal_label, record_version, write_audit
@@ -50,6 +52,7 @@ class FeedReport:
     applied: int = 0
     created: int = 0
     updated: int = 0
+    unchanged: int = 0  # good lines identical to the stored feature: not written
     failed: list[dict[str, Any]] = field(default_factory=list)
     version: int = 0
 
@@ -159,7 +162,11 @@ def ingest(
 def _stage(cur, layer: Layer, lines: list[_Line], crs) -> str:
     """COPY the lines into a staging table, read their GeoJSON and run the publish's checks."""
     table = create_staging(cur, layer)
-    cur.execute(f"ALTER TABLE {table} ADD COLUMN _geojson text")
+    # _written: the line changed the layer (the event's places are those lines' places).
+    cur.execute(
+        f"ALTER TABLE {table} ADD COLUMN _geojson text,"
+        " ADD COLUMN _written boolean NOT NULL DEFAULT false"
+    )
     columns = ["_row", "_reason", "_geojson", *[quote_ident(a.name) for a in layer.attributes]]
     copy = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
     blank = [None] * len(layer.attributes)  # a refused line's values are not kept
@@ -250,17 +257,24 @@ def _apply(
             return report, []
         old, moved, updated = _update(cur, layer, table)
         created = _insert(cur, layer, table)
+        report.updated, report.created = len(updated), len(created)
+        report.applied = len(lines) - len(failed)
+        report.unchanged = max(report.applied - report.updated - report.created, 0)
+        if not (updated or created):  # nothing to write: no version, event or history
+            cur.execute(f"DROP TABLE {table}")
+            return report, []
         # The places the batch touched, per ~500 m cell: the tile caches of every process drop
         # only the tiles these meet (one extent of a city-wide batch would meet most of them).
-        new = events.fetch_boxes(cur, "geom", f"{table} WHERE _reason IS NULL")
-        report.updated, report.created = len(updated), len(created)
-        report.applied = report.updated + report.created
+        new = events.fetch_boxes(cur, "geom", f"{table} WHERE _reason IS NULL AND _written")
         report.version = current + 1
-        count = _bump_stats(cur, layer, len(created), _cover(new))
+        count = registry.bump_stats(cur, layer.id, len(created), _cover(new))
         cur.execute(f"DROP TABLE {table}")
         ids = updated + created
         record_version(cur, layer, report.version, None, OPERATION, count, None, label)  # type: ignore[arg-type]  # no snapshot
-        counts = {k: getattr(report, k) for k in ("received", "applied", "created", "updated")}
+        counts = {
+            k: getattr(report, k)
+            for k in ("received", "applied", "created", "updated", "unchanged")
+        }
         write_audit(cur, principal, OPERATION, layer.id, report.version, counts)
         bbox = _cover(old + new)
         events.record_event(
@@ -290,11 +304,18 @@ def _update(cur, layer: Layer, table: str) -> tuple[list[events.Bbox], list[str]
     if old:
         cur.execute(f"SELECT t.{ident}::text FROM {moving}")
         moved = [r[0] for r in cur.fetchall()]
-    sets = [f"{quote_ident(a.name)} = s.{quote_ident(a.name)}" for a in layer.attributes]
+    names = [quote_ident(a.name) for a in layer.attributes]
+    sets = ", ".join(f"{n} = s.{n}" for n in names)
+    # A line equal to the stored feature is not written: history, the low-zoom triggers and
+    # the tile caches pay only for changes (geometry = is exact coordinates in PostGIS 3).
+    mine = ", ".join(f"t.{n}" for n in [*names, geom])
+    theirs = ", ".join(f"s.{n}" for n in [*names, "geom"])
     cur.execute(
-        f"UPDATE {layer.table_sql} t SET {', '.join(sets)}, {geom} = s.geom FROM {table} s"
-        f" WHERE s._reason IS NULL AND t.{key} = s.{key}"
-        f" RETURNING t.{ident}::text"
+        f"WITH up AS (UPDATE {layer.table_sql} t SET {sets}, {geom} = s.geom FROM {table} s"
+        f" WHERE s._reason IS NULL AND t.{key} = s.{key} AND ({mine}) IS DISTINCT FROM ({theirs})"
+        f" RETURNING t.{ident}::text AS id, s._row),"
+        f" mark AS (UPDATE {table} w SET _written = true FROM up WHERE w._row = up._row)"
+        " SELECT id FROM up"
     )
     return old, moved, [r[0] for r in cur.fetchall()]
 
@@ -308,27 +329,9 @@ def _insert(cur, layer: Layer, table: str) -> list[str]:
         key = quote_ident(layer.id_attribute)
         missing = f" AND NOT EXISTS (SELECT 1 FROM {layer.table_sql} t WHERE t.{key} = s.{key})"
     cur.execute(
-        f"INSERT INTO {layer.table_sql} ({', '.join(columns)}, "
+        f"WITH s AS (UPDATE {table} s SET _written = true WHERE s._reason IS NULL{missing}"
+        f" RETURNING s.*) INSERT INTO {layer.table_sql} ({', '.join(columns)}, "
         f"{quote_ident(layer.geometry_column)}) SELECT {', '.join(f's.{c}' for c in columns)},"
-        f" s.geom FROM {table} s WHERE s._reason IS NULL{missing} ORDER BY s._row"
-        f" RETURNING {quote_ident(layer.id_column)}::text"
+        f" s.geom FROM s ORDER BY s._row RETURNING {quote_ident(layer.id_column)}::text"
     )
     return [r[0] for r in cur.fetchall()]
-
-
-def _bump_stats(cur, layer: Layer, created: int, new: events.Bbox | None) -> int:
-    """Count and extent kept up to date without a scan of the layer: a feed only adds, and the
-    extent grows to cover the new positions (a publish recomputes it exactly)."""
-    box = dict(zip(("x0", "y0", "x1", "y1"), new or (None,) * 4, strict=True))
-    cur.execute(
-        """UPDATE ioc.layers SET feature_count = feature_count + %(n)s,
-             extent = CASE WHEN %(x0)s::float8 IS NULL THEN extent
-                           WHEN extent IS NULL THEN ARRAY[%(x0)s, %(y0)s, %(x1)s, %(y1)s]::float8[]
-                           ELSE ARRAY[least(extent[1], %(x0)s), least(extent[2], %(y0)s),
-                                      greatest(extent[3], %(x1)s), greatest(extent[4], %(y1)s)]
-                      END,
-             last_update = now(), updated_at = now(), version = version + 1
-           WHERE id = %(id)s RETURNING feature_count""",
-        {"n": created, "id": layer.id, **box},
-    )
-    return int(scalar(cur))

@@ -3,11 +3,12 @@
 Every write runs in one transaction that locks the layer's registry row (as a publish does),
 checks the geometry in a staging table with the publish's own checks (type, validity, city
 extent, CRS with the VN-2000 shift), coerces properties with the publish's conversions,
-changes the live rows, bumps the layer version (tiles and collection ETags key on it),
-records the version and writes an audit row. Versions of item writes keep no snapshot (not
-restorable). ``If-Match`` is checked under that lock against the feature's own content digest
-(``ioc.features.items.digest_sql``, the one its ETag carries), so a write to another feature
-never makes it stale.
+changes the live rows, bumps the layer version (tiles and collection ETags key on it) and
+its count and extent without a recount, records the version and writes an audit row, then
+re-links only the written features to digital addresses. Versions of item writes keep no
+snapshot (not restorable). ``If-Match`` is checked under that lock against the feature's own
+content digest (``ioc.features.items.digest_sql``, the one its ETag carries), so a write to
+another feature never makes it stale.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def write(
         except BaseException:
             conn.rollback()
             raise
-        after_publish(conn, layer, settings.addresses)
+        after_publish(conn, layer, settings.addresses, ids=result.ids)  # only those written
     return result
 
 
@@ -248,12 +249,14 @@ def _apply(
             bbox = events.fetch_extent(cur, events.extent_sql(geom_col, where), [feature_id])
             cur.execute(sql, (*params, feature_id))  # it exists: _check_target, under the lock
             ids.append(str(feature_id))
+        placed = None  # where the written geometries are: the layer's extent covers them
         if table is not None:
-            new = events.fetch_extent(cur, events.extent_sql("geom", table))
-            bbox = events.union(bbox, new)
+            placed = events.fetch_extent(cur, events.extent_sql("geom", table))
+            bbox = events.union(bbox, placed)
             cur.execute(f"DROP TABLE {table}")
         version = current + 1
-        count = registry.update_stats(cur, layer.id)
+        added = {"create": len(ids), "delete": -1}.get(op, 0)
+        count = registry.bump_stats(cur, layer.id, added, placed)  # no recount of the layer
         record_version(cur, layer, version, None, f"item.{op}", count, None, label)  # type: ignore[arg-type]  # no snapshot
         write_audit(
             cur,

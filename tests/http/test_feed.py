@@ -89,6 +89,7 @@ def test_a_batch_creates_then_updates_by_id(client, layers, publisher, db, media
         "applied": 3,
         "created": 3,
         "updated": 0,
+        "unchanged": 0,
         "failed": [],
         "version": 0,
     }
