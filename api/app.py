@@ -27,6 +27,7 @@ from api.routers import (
     grid,
     health,
     history,
+    labels,
     landing,
     maps,
     metrics,
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         history.router,  # before collections: its {featureId:path} would take …/history
         collections.router,
         grid.router,
+        labels.router,
         tiles.router,
         maps.router,
         dashboards.router,

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from branca.element import Figure, JavascriptLink
@@ -27,6 +28,7 @@ from ioc.maps import elements
 from ioc.maps.views import (
     LANGS,
     BasemapLayer,
+    LabelLayer,
     Lang,
     MapView,
     PlannedLayer,
@@ -80,6 +82,7 @@ STRINGS: dict[str, dict[Lang, str]] = {
     "live_lost": {"vi": "Mất kết nối, đang thử lại…", "en": "Connection lost, retrying…"},
     "live_last": {"vi": "Sự kiện gần nhất", "en": "Last event"},
     "live_none": {"vi": "chưa có", "en": "none yet"},
+    "labels": {"vi": "Tên địa danh, đường phố", "en": "Place and street names"},
 }
 
 # Background layers: style by geometry family and theme (a layer's own colours are for overlays).
@@ -240,6 +243,24 @@ def layer_config(item: PlannedLayer, view: MapView, lang: Lang, base: str) -> di
     return config
 
 
+def labels_config(labels: list[tuple[LabelLayer, Layer]], base: str) -> dict[str, Any]:
+    """What the page script needs to name places and streets: one label source per layer
+    (``/collections/{id}/labels``), placed in this order; the caller may read every one."""
+    return {
+        "id": "labels",
+        "sources": [
+            {
+                "id": layer.id,
+                "kind": spec.kind,
+                "url": f"{base}/collections/{layer.id}/labels?{urlencode({'property': spec.property})}",
+                "minZoom": spec.min_zoom,
+                "maxZoom": spec.max_zoom,
+            }
+            for spec, layer in labels
+        ],
+    }
+
+
 def events_url(plan: ViewPlan, base: str) -> str | None:
     """The change-event stream of the plan's live layers (all readable by the caller: the
     plan holds no other), or None when nothing on the page is live."""
@@ -264,6 +285,7 @@ class IocLayer(JSCSSMixin, FoliumLayer):
         "heatmap": "heatmap",
         "choropleth": "choropleth",
         "basemap": "tiles",
+        "labels": "labels",
     }
 
     def __init__(
@@ -374,6 +396,11 @@ def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool) -> elements
         config = layer_config(item, view, lang, base)
         IocLayer(
             item.kind, config, name=config["title"], show=item.spec.show, base_url=base
+        ).add_to(fmap)
+    if plan.labels:
+        # Last: names go over every layer (their own pane; they never catch a click).
+        IocLayer(
+            "labels", labels_config(plan.labels, base), name=_t("labels", lang), base_url=base
         ).add_to(fmap)
     if view.layer_control and (plan.layers or plan.basemap):
         elements.LayerControl(collapsed=view.layout != "wall" or embed, position="topright").add_to(

@@ -189,6 +189,25 @@ class ViewLayer(_Model):
         return self
 
 
+class LabelLayer(_Model):
+    """Names drawn on the map from one of ioc's layers (districts, wards, streets): the text of
+    one attribute at the label points of ``/collections/{id}/labels``, between two zooms."""
+
+    layer: LayerId
+    property: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Holds the name.")
+    kind: Literal["district", "ward", "street", "place"] = Field(
+        default="place", description="The label's look (size, weight, spacing)."
+    )
+    min_zoom: float = Field(default=0, ge=0, le=22)
+    max_zoom: float = Field(default=22, ge=0, le=22)
+
+    @model_validator(mode="after")
+    def _zooms(self) -> Self:
+        if self.min_zoom > self.max_zoom:
+            raise ValueError(f"labels of {self.layer!r}: min_zoom is above max_zoom")
+        return self
+
+
 class MapView(_Model):
     """A map page defined as data."""
 
@@ -205,6 +224,9 @@ class MapView(_Model):
     max_zoom: int = Field(default=19, ge=0, le=22)
     basemap: Basemap | None = None
     layers: list[ViewLayer] = Field(min_length=1)
+    labels: list[LabelLayer] = Field(
+        default_factory=list, description="Place and street names, placed first to last."
+    )
     search: bool = False
     whats_here: bool = False
     clock: bool = False
@@ -320,6 +342,7 @@ class ViewPlan:
     layers: list[PlannedLayer]
     basemap: list[tuple[BasemapLayer, Layer]]
     dropped: list[str] = field(default_factory=list)
+    labels: list[tuple[LabelLayer, Layer]] = field(default_factory=list)
 
 
 def geometry_family(layer: Layer) -> str:
@@ -354,9 +377,17 @@ def plan_view(view: MapView, catalog: Catalog, principal: Principal) -> ViewPlan
             dropped.append(spec_b.layer)
             continue
         basemap.append((spec_b, layer))
+    labels = []
+    for spec_l in view.labels:
+        layer = known.get(spec_l.layer)
+        # Names are data too: a label source the caller may not read is left out.
+        if layer is None or not can_read(principal, layer) or not layer.attribute(spec_l.property):
+            dropped.append(spec_l.layer)
+            continue
+        labels.append((spec_l, layer))
     if dropped:
         log.debug(
             "map view layers dropped",
             extra={"view": view.id, "layers": dropped, "principal": principal.label},
         )
-    return ViewPlan(view, planned, basemap, dropped)
+    return ViewPlan(view, planned, basemap, dropped, labels)

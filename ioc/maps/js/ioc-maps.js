@@ -18,7 +18,8 @@
   // Leaflet 1.8 removed L.DomEvent.fakeStop; Leaflet.VectorGrid 1.3 still calls it on clicks.
   if (!L.DomEvent.fakeStop) { L.DomEvent.fakeStop = function () { return true; }; }
 
-  var PANES = {'ioc-base': 200, 'ioc-fill': 350, 'ioc-lines': 420, 'ioc-points': 450};
+  var PANES = {'ioc-base': 200, 'ioc-fill': 350, 'ioc-lines': 420, 'ioc-points': 450,
+               'ioc-labels': 460};
   var HEAT_GRADIENT = {0.15: '#ffffb2', 0.35: '#fecc5c', 0.55: '#fd8d3c', 0.8: '#f03b20', 1.0: '#bd0026'};
   var page = {lang: 'vi', base: '', strings: {}};
   var status = {pending: 0, loaded: 0, errors: 0, tiles: 0, tileErrors: 0, features: {}, updated: null,
@@ -65,8 +66,8 @@
     var url = new URL(href, window.location.href);
     return url.pathname + url.search;
   }
-  function fetchJSON(url) {
-    return fetch(url, {credentials: 'same-origin', cache: 'no-cache',
+  function fetchJSON(url, cache) {
+    return fetch(url, {credentials: 'same-origin', cache: cache || 'no-cache',
                       headers: {Accept: 'application/geo+json, application/json'}})
       .then(function (response) {
         if (!response.ok) { throw new Error('HTTP ' + response.status + ' ' + url); }
@@ -459,14 +460,18 @@
     return group;
   };
 
+  // Bounds as a bbox parameter (lon/lat, inside Web Mercator's latitudes).
+  function bboxParam(b) {
+    var clamp = function (v, lo, hi) { return Math.max(lo, Math.min(hi, v)).toFixed(5); };
+    return [clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -85, 85),
+            clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -85, 85)].join(',');
+  }
+
   // The heat map of a layer from its grid aggregate (GET /collections/{id}/grid): every
   // feature counted by the server in cells of 16 pixels over the view, never a sample.
   function heatUrl(map, cfg) {
     var level = Math.max(0, Math.min(24, Math.round(map.getZoom()) + 4));
-    var b = map.getBounds().pad(0.15);  // the blur of points just outside reaches the edge
-    var clamp = function (v, lo, hi) { return Math.max(lo, Math.min(hi, v)).toFixed(5); };
-    var bbox = [clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -85, 85),
-                clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -85, 85)].join(',');
+    var bbox = bboxParam(map.getBounds().pad(0.15));  // the blur of points just outside reaches the edge
     return cfg.gridUrl + (cfg.gridUrl.indexOf('?') < 0 ? '?' : '&') + 'level=' + level +
       '&bbox=' + bbox;
   }
@@ -568,6 +573,180 @@
     });
     if (cfg.live) { onLive(cfg.id, loader.changed); }
     return layer;
+  };
+
+  // --- labels: place and street names ------------------------------------------------------
+  //
+  // Names come from ioc's own layers through GET /collections/{id}/labels (label points with
+  // the zoom from which each fits, largest first). The page places them in the order of the
+  // view's sources (districts, wards, streets), each source largest first, and drops a label
+  // whose box meets one already placed, or the same name nearer than LABEL_REPEAT_PX: no
+  // pile-ups at any zoom. Labels are DOM elements with textContent (diacritics are the
+  // browser's text shaping, the system's fonts: nothing is fetched), in their own pane that
+  // never takes a click. Widths are measured on a canvas in the labels' own font, so placing
+  // costs no layout; the DOM gets one fragment per redraw.
+
+  var LABEL_MAX = 250;         // elements on screen at most (a 4K wall shows far fewer)
+  var LABEL_REPEAT_PX = 320;   // the same name not nearer than this
+  var LABEL_GAP_PX = 3;        // free space around each label box
+  var LABEL_FETCH = 1000;      // labels asked per source and view
+
+  function labelBox(x, y, w, h, angle) {
+    var a = angle * Math.PI / 180;
+    var bw = Math.abs(w * Math.cos(a)) + Math.abs(h * Math.sin(a));
+    var bh = Math.abs(w * Math.sin(a)) + Math.abs(h * Math.cos(a));
+    return [x - bw / 2 - LABEL_GAP_PX, y - bh / 2 - LABEL_GAP_PX,
+            x + bw / 2 + LABEL_GAP_PX, y + bh / 2 + LABEL_GAP_PX];
+  }
+  function boxesMeet(a, b) { return a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3]; }
+
+  var LabelLayer = L.Layer.extend({
+    initialize: function (cfg) {
+      this._cfg = cfg;
+      this._sources = (cfg.sources || []).map(function (s) {
+        return {cfg: s, key: null, wanted: null, rows: [], bounds: null};
+      });
+      this._fonts = {};
+      this._sizes = {};
+      status.labels = {sources: {}, candidates: 0, shown: 0, ms: 0, maxMs: 0, draws: 0,
+                       fetches: 0, pending: 0, errors: 0};
+    },
+    onAdd: function (map) {
+      ensurePanes(map);
+      this._box = el('div', 'ioc-labels' + (this._cfg.theme ? ' ioc-labels-' + this._cfg.theme : ''));
+      map.getPane('ioc-labels').appendChild(this._box);
+      map.on('moveend', this._update, this);
+      map.on('zoomstart', this._hide, this);
+      this._update();
+    },
+    onRemove: function (map) {
+      map.off('moveend', this._update, this);
+      map.off('zoomstart', this._hide, this);
+      this._box.parentNode.removeChild(this._box);
+      this._box = null;
+    },
+    // Positions are layer points: they pan with the map but not through a zoom animation.
+    _hide: function () { if (this._box) { this._box.style.display = 'none'; } },
+    _update: function () {
+      var map = this._map, self = this;
+      if (!map) { return; }
+      var zoom = Math.round(map.getZoom() * 10) / 10;
+      var view = map.getBounds();
+      this._sources.forEach(function (src) {
+        if (zoom < src.cfg.minZoom || zoom > src.cfg.maxZoom) { return; }
+        if (src.bounds && src.key === zoom && src.bounds.contains(view)) { return; }
+        if (src.wanted === zoom && src.wantedBounds.contains(view)) { return; }  // on its way
+        var b = view.pad(0.5);
+        var url = src.cfg.url + '&zoom=' + zoom + '&bbox=' + bboxParam(b) + '&limit=' + LABEL_FETCH;
+        src.wanted = zoom;
+        src.wantedBounds = b;
+        status.labels.fetches += 1;
+        status.labels.pending += 1;
+        fetchJSON(url, 'default').then(function (doc) {
+          status.labels.pending -= 1;
+          if (src.wanted !== zoom || src.wantedBounds !== b) { return; }  // the view moved on
+          src.key = zoom;
+          src.bounds = b;
+          src.wanted = null;
+          var col = {};
+          doc.columns.forEach(function (name, i) { col[name] = i; });
+          src.rows = doc.labels.map(function (r) {
+            return {text: r[col.text], lat: r[col.lat], lon: r[col.lon], minzoom: r[col.minzoom],
+                    angle: r[col.angle] || 0};
+          });
+          status.labels.sources[src.cfg.id] = src.rows.length;
+          self._draw();
+        }).catch(function (error) {
+          status.labels.pending -= 1;
+          src.wanted = null;
+          status.labels.errors += 1;
+          console.warn('ioc: labels ' + src.cfg.id + ': ' + error.message);
+        });
+      });
+      this._draw();
+    },
+    // The label fonts, read once from probe elements (the stylesheet decides): all kinds in
+    // one go, for one style and layout pass of the page rather than one per kind.
+    _font: function (kind) {
+      if (this._fonts[kind]) { return this._fonts[kind]; }
+      var box = this._box, fonts = this._fonts;
+      var kinds = this._sources.map(function (s) { return s.cfg.kind; }).concat([kind]);
+      var probes = kinds.map(function (k) {
+        var probe = el('span', 'ioc-label ioc-label-' + k, 'Đ');
+        probe.style.visibility = 'hidden';
+        box.appendChild(probe);
+        return probe;
+      });
+      probes.forEach(function (probe, i) {
+        var cs = window.getComputedStyle(probe);
+        fonts[kinds[i]] = {css: [cs.fontStyle, cs.fontWeight, cs.fontSize, cs.fontFamily].join(' '),
+                           height: probe.getBoundingClientRect().height,
+                           pad: parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight)};
+      });
+      probes.forEach(function (probe) { box.removeChild(probe); });
+      return fonts[kind];
+    },
+    // A label's size in CSS pixels (kept: a name is measured once per page).
+    _measure: function (kind, text) {
+      var key = kind + '\u0000' + text;
+      if (this._sizes[key]) { return this._sizes[key]; }
+      var font = this._font(kind);
+      var ctx = this._ctx || (this._ctx = document.createElement('canvas').getContext('2d'));
+      if (this._ctxFont !== font.css) { ctx.font = this._ctxFont = font.css; }
+      var size = {w: Math.ceil(ctx.measureText(text).width + font.pad) + 1, h: Math.ceil(font.height)};
+      this._sizes[key] = size;
+      return size;
+    },
+    _draw: function () {
+      var map = this._map;
+      if (!map || !this._box) { return; }
+      var started = performance.now();
+      this._box.style.display = '';  // (fonts are measured in it)
+      var zoom = map.getZoom();
+      var size = map.getSize();
+      var placed = [], seen = {}, candidates = 0, self = this;
+      var fragment = document.createDocumentFragment();
+      this._sources.forEach(function (src) {
+        if (zoom < src.cfg.minZoom || zoom > src.cfg.maxZoom || src.key === null) { return; }
+        for (var i = 0; i < src.rows.length && placed.length < LABEL_MAX; i += 1) {
+          var row = src.rows[i];
+          if (row.minzoom > zoom) { continue; }
+          var p = map.latLngToContainerPoint([row.lat, row.lon]);
+          if (p.x < 0 || p.y < 0 || p.x > size.x || p.y > size.y) { continue; }
+          candidates += 1;
+          var m = self._measure(src.cfg.kind, row.text);
+          var box = labelBox(p.x, p.y, m.w, m.h, row.angle);
+          if (box[0] < 0 || box[1] < 0 || box[2] > size.x || box[3] > size.y) { continue; }
+          if (placed.some(function (b) { return boxesMeet(b, box); })) { continue; }
+          var twins = seen[row.text] || (seen[row.text] = []);
+          if (twins.some(function (q) { return q.distanceTo(p) < LABEL_REPEAT_PX; })) { continue; }
+          twins.push(p);
+          placed.push(box);
+          var at = map.containerPointToLayerPoint(p);
+          var node = el('span', 'ioc-label ioc-label-' + src.cfg.kind, row.text);
+          node.setAttribute('data-layer', src.cfg.id);
+          node.style.transform = 'translate(' + at.x.toFixed(1) + 'px,' + at.y.toFixed(1) +
+            'px) translate(-50%,-50%)' + (row.angle ? ' rotate(' + row.angle + 'deg)' : '');
+          fragment.appendChild(node);
+        }
+      });
+      while (this._box.firstChild) { this._box.removeChild(this._box.firstChild); }
+      this._box.appendChild(fragment);
+      var ms = performance.now() - started;
+      var s = status.labels;
+      s.candidates = candidates;
+      s.shown = placed.length;
+      s.ms = Math.round(ms * 10) / 10;
+      s.maxMs = Math.max(s.maxMs, s.ms);
+      s.draws += 1;
+    }
+  });
+
+  // Place and street names over a map (the view's `labels`; dashboards call it too):
+  // cfg = {sources: [{id, kind: district|ward|street|place, url, minZoom, maxZoom}], theme?}.
+  IocMaps.labels = function (map, cfg) {
+    ensurePanes(map);
+    return new LabelLayer(cfg);
   };
 
   // --- page behaviour: clock, search, "what is here" ---------------------------------------
