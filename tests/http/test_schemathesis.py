@@ -26,7 +26,8 @@ Destructive operations never reach the shared test database's layers:
   drops afterwards, and for ``DELETE`` one throwaway layer per role (:func:`doomed`). The
   upload bodies are empty: the description documents no body (the file is the raw stream).
 * ``POST``/``PUT``/``PATCH``/``DELETE`` of ``/collections/{collectionId}/items…`` (OGC API –
-  Features Part 4): the ``collectionId`` is :data:`SCRATCH` too.
+  Features Part 4): the ``collectionId`` is :data:`SCRATCH` too. The items POST is also sent
+  as feed batches (NDJSON, GeoJSON text sequences; :func:`feed_lines`).
 * ``POST /layers``: generated manifests; any layer they did create is recorded from its 201
   and dropped afterwards.
 * ``POST /query/saved`` (derived layers) and ``POST /query/jobs``: recorded from their answers,
@@ -38,6 +39,7 @@ operation while the fix is owned elsewhere, one comment per entry; it should shr
 
 from __future__ import annotations
 
+import json
 import os
 from urllib.parse import urlsplit
 
@@ -168,6 +170,30 @@ def no_open_redirect(ctx, response, case) -> None:
         assert target.scheme in ("", "http", "https") and target.netloc in ("", "testserver"), (
             f"redirect off this server: {location}"
         )
+
+
+FEED_POINT = {"type": "Point", "coordinates": [106.70, 10.78]}
+
+
+def feed_lines(value) -> list[bytes]:
+    """The lines of a feed batch made of a generated body: the value itself (the line parser is
+    fuzzed: not JSON, not a Feature, bad UTF-8, blank lines) and a Feature of :data:`SCRATCH`
+    whose id is that value (the upsert and the database's refusals are fuzzed)."""
+    raw = value if isinstance(value, str) else json.dumps(value)
+    feature = {"type": "Feature", "properties": {"code": raw}, "geometry": FEED_POINT}
+    return [raw.encode("utf-8", "surrogatepass"), json.dumps(feature).encode()]
+
+
+# Feed batches (layers/feed.py) are raw lines: without these the feed media types of the items
+# POST would never be sent.
+@schemathesis.serializer("application/x-ndjson")
+def ndjson_body(ctx, value) -> bytes:
+    return b"".join(line + b"\n" for line in feed_lines(value))
+
+
+@schemathesis.serializer("application/geo+json-seq")
+def geojson_seq_body(ctx, value) -> bytes:
+    return b"".join(b"\x1e" + line + b"\n" for line in feed_lines(value))  # RFC 8142
 
 
 CHECKS = [
