@@ -1,9 +1,11 @@
 """A dashboard's panels, aggregated by the query service (``ioc.query``) and cached per data
 version.
 
-Every number is a query document of ``POST /query`` run for the caller (the layer's access, the
-role's timeout): counts grouped by status, channel, category, time bucket, handling unit and
-administrative unit (its cached ward membership at city scale), under the dashboard's filter.
+Every number comes from query documents of ``POST /query`` checked for the caller (the layer's
+access, the role's timeout) and written by the query service: three passes over the layer
+(``ioc.dashboards.counts``), run at the same time on three connections — counts grouped by
+status, channel, category, time bucket and handling unit in one scan; counts per
+administrative unit (its cached ward membership at city scale); the exact median time to close.
 A panel is not narrowed by its own dimension (the category bar keeps every category while one
 is selected, so the selection can be seen and changed).
 
@@ -26,13 +28,13 @@ import asyncpg
 
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
+from ioc.dashboards import counts
 from ioc.dashboards.filters import CITY_TZ, VALUE_FILTERS, BoardFilter
 from ioc.dashboards.model import Dashboard
 from ioc.db.connection import Pool
-from ioc.db.identifiers import quote_ident
+from ioc.query.analysis import Plan, resolve
 from ioc.query.model import QuerySettings, parse_query
 from ioc.query.runner import (
-    compile_plan,
     db_error,
     fetch_rows,
     open_session,
@@ -46,7 +48,7 @@ UNIT_GROUPS = {
     "ward": {"ward": "current"},
     "ward2019": {"ward": "2019"},
 }
-UNIT_CODES = {"district": "district_code", "ward": "ward_code", "ward2019": "ward_code"}
+PASS_WORK_MEM = "128MB"
 VERSION_SQL = (
     "SELECT (SELECT version FROM ioc.layers WHERE id = $1),"
     " (SELECT coalesce(max(id), 0) FROM ioc.events WHERE layer_id = $1)"
@@ -156,13 +158,9 @@ def query_doc(
 
 
 Runner = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
-
-
-def _counts(rows: list[dict[str, Any]], key: str) -> dict[Any, int]:
-    out: dict[Any, int] = {}
-    for row in rows:
-        out[row[key]] = out.get(row[key], 0) + int(row["n"])
-    return out
+PassRunner = Callable[
+    [dict[str, Any], Callable[[Plan], counts.Statement]], Awaitable[list[asyncpg.Record]]
+]
 
 
 def _ordered(counts: dict[Any, int], order: list[str] | None = None) -> list[dict[str, Any]]:
@@ -173,121 +171,93 @@ def _ordered(counts: dict[Any, int], order: list[str] | None = None) -> list[dic
 
 
 async def compute(
-    board: Dashboard,
-    catalog: Catalog,
-    f: BoardFilter,
-    run: Runner,
-    now: datetime,
-    median: Callable[[dict[str, Any]], Awaitable[float | None]],
+    board: Dashboard, catalog: Catalog, f: BoardFilter, run: PassRunner, now: datetime
 ) -> dict[str, Any]:
-    """Every panel of the dashboard under ``f`` (see the module's docstring)."""
+    """Every panel of the dashboard under ``f`` (see the module's docstring): the three passes
+    of ``ioc.dashboards.counts``, each on its own connection, at the same time."""
     fields = board.fields
     layer = catalog.find(board.layer)
     assert layer is not None  # checked by the caller (dashboard_data)
     values = {a.name: list(a.values or []) for a in layer.attributes}
-    overdue = overdue_filter(board, now)
+    late = overdue_filter(board, now)
     today = now.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
-    unit_f = f.without(f.units)
-    unit_key = UNIT_GROUPS[f.units]
-
-    def by(*keys: dict[str, str]) -> list[dict[str, str]]:
-        return list(keys)
-
-    status_all = await run(query_doc(board, f, group_by=by({"attribute": fields.status})))
-    status_pie = (
-        status_all
-        if not f.status
-        else await run(
-            query_doc(board, f.without("status"), group_by=by({"attribute": fields.status}))
-        )
-    )
-    channel = await run(
-        query_doc(board, f.without("channel"), group_by=by({"attribute": fields.channel}))
-    )
-    category = await run(
-        query_doc(board, f.without("category"), group_by=by({"attribute": fields.category}))
-    )
-    series = await run(query_doc(board, f, group_by=by({"time": f.bucket})))
-    units = await run(query_doc(board, unit_f, group_by=by(unit_key, {"attribute": fields.status})))
-    units_late = await run(query_doc(board, unit_f, group_by=by(unit_key), extra=overdue))
-    ranking = await run(
-        query_doc(
-            board, f, group_by=by({"attribute": fields.handling_unit}, {"attribute": fields.status})
-        )
-    )
-    ranking_late = await run(
-        query_doc(board, f, group_by=by({"attribute": fields.handling_unit}), extra=overdue)
-    )
-    today_rows = await run(query_doc(board, f, start=today))
+    after_midnight = {"op": ">=", "args": [{"property": fields.reported_at}, _stamp(today)]}
+    flags = {n: _eq(getattr(fields, n), v) for n in counts.FLAGGED if (v := getattr(f, n))}
+    unflagged = replace(f, **dict.fromkeys(counts.FLAGGED))
     closed = _in(fields.status, board.closed_statuses)
-    median_s = await median(query_doc(board, f, extra=closed))
+    rows, unit_counts, medians = await asyncio.gather(
+        run(
+            query_doc(board, unflagged),
+            lambda plan: counts.counts_statement(
+                plan, board, f, flags=flags, late=late, today=after_midnight
+            ),
+        ),
+        run(
+            query_doc(board, f.without(f.units), group_by=[UNIT_GROUPS[f.units]]),
+            lambda plan: counts.units_statement(plan, board, late),
+        ),
+        run(
+            query_doc(board, f, extra=closed),
+            lambda plan: counts.median_statement(plan, board, closed),
+        ),
+    )
+    sets = {
+        g: [r for r in rows if r["g"] == counts.grouping(keys)] for g, keys in counts.SETS.items()
+    }
+    (whole,) = sets["all"]
 
-    statuses = _counts(status_all, fields.status)
+    def tally(name: str, n: str = "n") -> dict[Any, int]:
+        return {r[f"k_{name}"]: r[n] for r in sets[name] if r[n]}
+
     opened = set(board.open_statuses)
-    code, name = UNIT_CODES[f.units], _name(f.units)
+    statuses = tally("status")
     unit_rows = _tally(
-        units,
-        units_late,
-        lambda r: str(r[code]),
-        fields.status,
-        opened,
-        lambda r: {"code": str(r[code]), "name": r.get(name)},
+        unit_counts, "code", opened, lambda r: {"code": r["code"], "name": r["name"]}
     )
     handlers = _tally(
-        ranking,
-        ranking_late,
-        lambda r: r[fields.handling_unit],
-        fields.status,
+        [{**r, "key": r["k_handling_unit"], "status": r["k_status"]} for r in sets["ranking"]],
+        "key",
         opened,
-        lambda r: {"key": r[fields.handling_unit]},
+        lambda r: {"key": r["key"]},
     )
-    alerts = _alerts(board, unit_rows)
+    median_s = medians[0][0]
     return {
         "kpi": {
-            "total": sum(statuses.values()),
-            "today": sum(int(r["n"]) for r in today_rows),
+            "total": whole["n"],
+            "today": whole["today"],
             "open": sum(n for s, n in statuses.items() if s in opened),
-            "overdue": sum(int(r["n"]) for r in ranking_late),
+            "overdue": whole["late"],
             "median_close_hours": None if median_s is None else round(median_s / 3600, 1),
         },
-        "category": _ordered(_counts(category, fields.category), values.get(fields.category)),
-        "status": _ordered(_counts(status_pie, fields.status), values.get(fields.status)),
-        "channel": _ordered(_counts(channel, fields.channel), values.get(fields.channel)),
+        "category": _ordered(tally("category", "n_without_category"), values.get(fields.category)),
+        "status": _ordered(tally("status", "n_without_status"), values.get(fields.status)),
+        "channel": _ordered(tally("channel", "n_without_channel"), values.get(fields.channel)),
         "series": [
-            {"key": _bucket(r[f.bucket]), "n": int(r["n"])}
-            for r in sorted(series, key=lambda r: r[f.bucket])
+            {"key": _bucket(r["k_time"]), "n": r["n"]}
+            for r in sorted(sets["series"], key=lambda r: r["k_time"])
+            if r["n"]
         ],
         "ranking": sorted(
             handlers.values(), key=lambda e: (-e["overdue"], -e["open"], str(e["key"]))
         ),
         "units": sorted(unit_rows.values(), key=lambda e: e["code"]),
-        "alerts": alerts,
+        "alerts": _alerts(board, unit_rows),
     }
 
 
 def _tally(
-    by_status: list[dict[str, Any]],
-    late: list[dict[str, Any]],
-    key: Callable[[dict[str, Any]], Any],
-    status: str,
-    opened: set[str],
-    head: Callable[[dict[str, Any]], dict[str, Any]],
+    rows: list[Any], key: str, opened: set[str], head: Callable[[Any], dict[str, Any]]
 ) -> dict[Any, dict[str, Any]]:
-    """Total, open and overdue per key, from counts by (key, status) and overdue counts by key."""
+    """Total, open and overdue per key, from counts (``n``, ``late``) by (key, status)."""
     out: dict[Any, dict[str, Any]] = {}
-    for row, overdue in [(r, False) for r in by_status] + [(r, True) for r in late]:
-        entry = out.setdefault(key(row), {**head(row), "total": 0, "open": 0, "overdue": 0})
-        n = int(row["n"])
-        if overdue:
-            entry["overdue"] += n
-        else:
-            entry["total"] += n
-            entry["open"] += n if row[status] in opened else 0
+    for row in rows:
+        if not row["n"]:
+            continue
+        entry = out.setdefault(row[key], {**head(row), "total": 0, "open": 0, "overdue": 0})
+        entry["total"] += row["n"]
+        entry["open"] += row["n"] if row["status"] in opened else 0
+        entry["overdue"] += row["late"]
     return out
-
-
-def _name(level: str) -> str:
-    return "district_name" if level == "district" else "ward_name"
 
 
 def _bucket(value: Any) -> str:
@@ -334,26 +304,28 @@ async def _run_rows(
     return [dict(r) for r in rows]
 
 
-async def _run_median(pool, catalog, principal, settings, document: dict[str, Any]) -> float | None:
-    """Median seconds from report to resolution over the query's features (closed ones)."""
-    fields = document.pop("_fields")
-    document = {k: v for k, v in document.items() if k not in ("group_by", "aggregates")}
-    document["properties"] = fields
+async def _run_pass(
+    pool: Pool,
+    catalog: Catalog,
+    principal: Principal,
+    settings: QuerySettings,
+    document: dict[str, Any],
+    write: Callable[[Plan], counts.Statement],
+) -> list[asyncpg.Record]:
+    """One pass of ``ioc.dashboards.counts`` over a query document's plan, for the caller."""
     plan, timeout_ms = plan_query(parse_query(document), catalog, principal, settings)
-    plan.max_rows = 100_000_000  # a median over every closed report, not a page of them
+    await want_membership(pool, plan, settings)
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await open_session(conn, timeout_ms)
-        compiled = await compile_plan(conn, plan, settings)
-        reported, resolved = (f"r.{quote_ident(name)}" for name in fields)
-        sql = (
-            f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
-            f"{resolved} - {reported})) FROM ({compiled.sql}) r WHERE {resolved} >= {reported}"
-        )
+        # Room for the pass's hash tables and the median's sort in memory (one computation per
+        # state and data version, whatever the number of screens).
+        await conn.execute("SELECT set_config('work_mem', $1, true)", PASS_WORK_MEM)
         try:
-            value = await conn.fetchval(sql, *compiled.args)
+            await resolve(conn, plan, min_features=settings.membership_min_features)
+            statement = write(plan)
+            return await conn.fetch(statement.sql, *statement.args)
         except asyncpg.PostgresError as exc:
             raise db_error(exc) from exc
-    return None if value is None else float(value)
 
 
 async def default_range(board: Dashboard, f: BoardFilter, run: Runner) -> BoardFilter:
@@ -433,13 +405,12 @@ async def dashboard_data(
     async def run(document: dict[str, Any]) -> list[dict[str, Any]]:
         return await _run_rows(pool, catalog, principal, settings, document)
 
-    async def median(document: dict[str, Any]) -> float | None:
-        document["_fields"] = [board.fields.reported_at, board.fields.resolved_at]
-        return await _run_median(pool, catalog, principal, settings, document)
+    async def run_pass(document: dict[str, Any], write) -> list[asyncpg.Record]:
+        return await _run_pass(pool, catalog, principal, settings, document, write)
 
     async def make() -> dict[str, Any]:
         state = f if f.start or f.end else await default_range(board, f, run)
-        panels = await compute(board, catalog, state, run, minute, median)
+        panels = await compute(board, catalog, state, run_pass, minute)
         return {
             "dashboard": board.id,
             "version": list(version),

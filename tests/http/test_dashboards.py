@@ -89,6 +89,17 @@ def test_the_list_is_the_caller_s(client, operator):
             "status": "mới",
             "units": "ward",
         },
+        {  # every value filter at once, hourly (each flag of the counts pass in play)
+            "from": "2025-11-01",
+            "to": "2025-11-30T12:00",
+            "category": "rác thải",
+            "status": "đã xử lý",
+            "channel": "điện thoại",
+            "handling_unit": "UBND Xã Bình Hưng",
+            "bucket": "hour",
+            "units": "ward2019",
+        },
+        {"from": "2025-10-01", "to": "2025-12-01", "channel": "điện thoại", "units": "ward"},
     ],
 )
 def test_every_panel_equals_direct_sql(client, db, operator, params):
@@ -145,8 +156,11 @@ def test_every_panel_equals_direct_sql(client, db, operator, params):
         assert {r["key"]: r["n"] for r in doc[panel]} == grouped(panel, without=panel), panel
     assert sum(r["n"] for r in doc["series"]) == total
     w, a = where()
+    bucket = params.get("bucket", "day")
     days = dict(
-        sql_rows(db, w, a, "date_trunc('day', r.reported_at, 'Asia/Ho_Chi_Minh'), count(*)", "1")
+        sql_rows(
+            db, w, a, f"date_trunc('{bucket}', r.reported_at, 'Asia/Ho_Chi_Minh'), count(*)", "1"
+        )
     )
     assert {datetime.fromisoformat(r["key"]): r["n"] for r in doc["series"]} == days
     w, a = where(extra=("r.status = ANY(%s)", [OPEN]))

@@ -1,0 +1,148 @@
+"""The statements behind a dashboard's numbers: three passes over the source layer instead of one
+query per panel.
+
+- **counts**: one scan of the rows in the state's time range and unit/handling-unit filters,
+  grouped by ``GROUPING SETS`` (category, status, channel, time bucket, handling unit × status,
+  and the whole) — the category, status and channel filters are not in the ``WHERE`` but flags
+  counted with ``FILTER``, so that the panel of a dimension is counted without its own filter in
+  the same pass (the category bar keeps every category while one is selected);
+- **units**: counts per administrative unit and status (the unit filter of the level shown left
+  out), through the query service's unit membership (a report on a shared boundary counts in
+  both units, which a grouping set over the same rows could not do);
+- **median**: the exact median time to close over the closed reports under the state.
+
+Conditions come from the query service (``ioc.query``): the plan of a query document is written
+by its statement builder, and every extra condition (flags, overdue, today, closed) is a CQL2-JSON
+document compiled against the catalog with its values bound.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ioc.dashboards.filters import BoardFilter
+from ioc.dashboards.model import Dashboard
+from ioc.features import cql2, cql2_sql
+from ioc.query.analysis import Plan
+from ioc.query.sql import Column, _Builder
+
+FLAGGED = ("category", "status", "channel")  # counted with FILTER, not narrowed in WHERE
+# The grouping keys of the counts pass, in the order GROUPING() numbers them.
+KEYS = ("category", "status", "channel", "handling_unit", "time")
+SETS = {
+    "category": ("category",),
+    "status": ("status",),
+    "channel": ("channel",),
+    "series": ("time",),
+    "ranking": ("handling_unit", "status"),
+    "all": (),
+}
+
+
+@dataclass
+class Statement:
+    """SQL text and its bound values."""
+
+    sql: str
+    args: list[Any]
+
+
+def grouping(keys: tuple[str, ...]) -> int:
+    """``GROUPING(k_category, …, k_time)`` of a set: a bit set for each key not in it."""
+    return sum(1 << (len(KEYS) - 1 - i) for i, k in enumerate(KEYS) if k not in keys)
+
+
+class _Conditions:
+    """The plan's statement builder, and CQL2-JSON conditions bound in the same numbering."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.builder = _Builder(plan)
+        self.where = self.builder.where()
+
+    def cond(self, document: dict[str, Any]) -> str:
+        tree = cql2.parse_filter(json.dumps(document), "cql2-json", parameter="dashboard")
+        return f"({cql2_sql.compile_filter(tree, self.plan.source, self.builder.binds)})"
+
+    def col(self, name: str) -> str:
+        return self.builder.col(name)
+
+    def statement(self, sql: str) -> Statement:
+        return Statement(sql, self.builder.binds.values)
+
+
+def counts_statement(
+    plan: Plan,
+    board: Dashboard,
+    f: BoardFilter,
+    *,
+    flags: dict[str, dict[str, Any]],
+    late: dict[str, Any],
+    today: dict[str, Any],
+) -> Statement:
+    """The counts pass over ``plan`` (the state without its category, status and channel
+    filters, which are the ``flags``: their CQL2 conditions by dimension)."""
+    c = _Conditions(plan)
+    fields = board.fields
+    bucket, _ = c.builder.bucket(f.bucket)
+    columns = [f"{c.col(getattr(fields, k))} AS k_{k}" for k in KEYS if k != "time"]
+    columns += [f"{bucket} AS k_time", f"{c.cond(late)} AS late", f"{c.cond(today)} AS today"]
+    columns += [f"{c.cond(doc)} AS m_{name}" for name, doc in flags.items()]
+
+    def match(without: str | None = None) -> str:
+        return " AND ".join(f"m_{n}" for n in flags if n != without) or "TRUE"
+
+    counted = [
+        f"count(*) FILTER (WHERE {match()}) AS n",
+        f"count(*) FILTER (WHERE {match()} AND late) AS late",
+        f"count(*) FILTER (WHERE {match()} AND today) AS today",
+    ]
+    counted += [f"count(*) FILTER (WHERE {match(n)}) AS n_without_{n}" for n in FLAGGED]
+    sets = ", ".join(f"({', '.join(f'k_{k}' for k in keys)})" for keys in SETS.values())
+    keys = ", ".join(f"k_{k}" for k in KEYS)
+    sql = (
+        f"SELECT GROUPING({keys}) AS g, {keys}, {', '.join(counted)} FROM ("
+        f"SELECT {', '.join(columns)} FROM {plan.source.table_sql} t WHERE {c.where}) r"
+        f" GROUP BY GROUPING SETS ({sets})"
+    )
+    return c.statement(sql)
+
+
+def units_statement(plan: Plan, board: Dashboard, late: dict[str, Any]) -> Statement:
+    """Counts per unit (``code``, ``name``), status, and overdue ones, under ``plan`` (a query
+    grouped by the unit: its membership join, cached or live)."""
+    c = _Conditions(plan)
+    unit, ulayer = plan.unit, plan.unit_layer
+    assert unit is not None and ulayer is not None
+    keys = c.builder.group_keys()
+    count = ("count(*)", Column("n", "integer", "", ""))
+    from_sql, keys = c.builder.group_source(keys, [count], c.where, False)
+    status = c.col(board.fields.status)
+    inner = (
+        f"SELECT {keys[0][0]} AS k, {status} AS status, count(*) AS n,"
+        f" count(*) FILTER (WHERE {c.cond(late)}) AS late"
+        f" FROM {from_sql} WHERE {c.where} GROUP BY 1, 2"
+    )
+    u = c.builder.col
+    sql = (
+        f"SELECT {u(unit.code, 'u')}::text AS code, {u(unit.name, 'u')}::text AS name,"
+        f" g.status, g.n, g.late FROM ({inner}) g JOIN {ulayer.table_sql} u"
+        f" ON {u(ulayer.id_column, 'u')} = g.k"
+    )
+    return c.statement(sql)
+
+
+def median_statement(plan: Plan, board: Dashboard, closed: dict[str, Any]) -> Statement:
+    """The exact median of seconds from report to resolution over the closed reports under
+    ``plan`` (those resolved before they were reported are left out as data errors)."""
+    c = _Conditions(plan)
+    reported, resolved = c.col(board.fields.reported_at), c.col(board.fields.resolved_at)
+    # date_part gives double precision: sorting it is cheaper than extract's numeric.
+    sql = (
+        f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', {resolved} -"
+        f" {reported})) FROM {plan.source.table_sql} t WHERE {c.where} AND {c.cond(closed)}"
+        f" AND {resolved} >= {reported}"
+    )
+    return c.statement(sql)
