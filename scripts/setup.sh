@@ -33,6 +33,10 @@ if [ "${IOC_SETUP_FOR:-run}" = test ]; then
   /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || APT_LEAN+=(python3-qgis)
   # The MQTT bridge's tests start their own mosquitto on a free port (never the service).
   [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || APT_LEAN+=(mosquitto)
+  # The cluster test (tests/cluster) starts its own etcd, Patroni nodes and HAProxy (no service).
+  command -v etcd >/dev/null 2>&1 || APT_LEAN+=(etcd-server)
+  command -v patroni >/dev/null 2>&1 || APT_LEAN+=(patroni)
+  [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || APT_LEAN+=(haproxy)
 fi
 if [ "${IOC_SETUP_FOR:-run}" = test ] || [ "${IOC_SETUP_FOR:-run}" = bench ]; then
   command -v wrk >/dev/null 2>&1 || APT_PACKAGES+=(wrk)
