@@ -113,7 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.query.jobs)
             # One LISTEN per process: change events for /events, and the catalog reload that
             # keeps this process's tiles and caches fresh after another process's write.
-            hub = EventHub(pool, settings.database, settings.publish.events_retention_hours)
+            hub = EventHub(
+                pool,
+                settings.database,
+                settings.publish.events_retention_hours,
+                settings.publish.events_client_buffer,
+            )
             hub.on_change = app.state.reload_catalog
             app.state.events = hub
             await hub.start()

@@ -1,10 +1,13 @@
 """Change events: a Server-Sent Events stream, the same as JSON for polling, and the
 AsyncAPI document. Only layers the caller may read, checked per event on the current
-catalog: a stream never reveals a hidden layer."""
+catalog: a stream never reveals a hidden layer. A client that stops reading gets a bounded
+buffer (IOC_EVENTS_CLIENT_BUFFER events): past it, one last ``resume`` message names the
+last event id it was sent, and the stream ends."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -17,12 +20,15 @@ from api.urls import base_url
 from ioc.catalog.access import Principal, can_read
 from ioc.errors import InvalidParameter
 from ioc.events import asyncapi
+from ioc.events.hub import EventHub, Subscriber
 from ioc.events.log import ChangeEvent, events_since
 
 router = APIRouter(tags=["events"])
+log = logging.getLogger("ioc.events")
 
 PING_SECONDS = 15
 BACKLOG_PAGE = 500
+RESUME_RETRY_MS = 1000  # how soon an EventSource reconnects after the ``resume`` message
 
 
 def _start(last_event_id: str | None, since: int | None) -> int | None:
@@ -54,6 +60,54 @@ def _sse(event: ChangeEvent) -> dict[str, Any]:
     return {"id": str(event.id), "event": "change", "data": json.dumps(event.document())}
 
 
+def _resume(sent: int, size: int) -> dict[str, Any]:
+    """The last message to a client that fell behind. Its id is the last event it was sent, so
+    an EventSource reconnects by itself with that Last-Event-ID and loses nothing."""
+    reason = (
+        f"This client fell more than {size} events behind: reconnect with Last-Event-ID {sent} "
+        f"(or ?since={sent}) to read the rest."
+    )
+    doc = {"last_event_id": sent, "reason": reason}
+    return {"id": str(sent), "event": "resume", "retry": RESUME_RETRY_MS, "data": json.dumps(doc)}
+
+
+async def _stream(
+    state: AppState, principal: Principal, wanted: set[str] | None, start: int, sub: Subscriber
+) -> AsyncIterator[dict[str, Any]]:
+    """The backlog from the database after ``start``, then the live events of ``sub``."""
+    hub: EventHub = state.events
+    sent = start
+    try:
+        while True:  # the backlog from the database
+            page = await events_since(state.pool, sent, wanted, BACKLOG_PAGE)
+            for event in page:
+                sent = event.id
+                if await _visible(state, principal, event):
+                    yield _sse(event)
+            if sub.behind:  # behind while the backlog was read: the next pages have it all
+                hub.unsubscribe(sub)
+                sub = hub.subscribe()
+            elif len(page) < BACKLOG_PAGE:
+                break
+        while not sub.closed:
+            live = await sub.queue.get()
+            if live is None:
+                break
+            if live.id <= sent or (wanted is not None and live.layer not in wanted):
+                continue
+            sent = live.id
+            if await _visible(state, principal, live):
+                yield _sse(live)
+        if sub.behind:
+            log.warning(
+                "an event stream fell behind: told where to resume, then closed",
+                extra={"last_event_id": sent, "buffer": hub.queue_size},
+            )
+            yield _resume(sent, hub.queue_size)
+    finally:
+        hub.unsubscribe(sub)
+
+
 @router.get(
     "/events",
     summary="Change events (Server-Sent Events)",
@@ -71,38 +125,20 @@ async def events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """`event: change` per write, `id:` the event id; reconnect with `Last-Event-ID` to get
-    what was missed (events are kept for IOC_EVENTS_RETENTION_HOURS)."""
+    what was missed (events are kept for IOC_EVENTS_RETENTION_HOURS). A client that falls
+    more than IOC_EVENTS_CLIENT_BUFFER events behind gets `event: resume` (its `id:` the last
+    event sent) and the stream ends."""
     await state.current_catalog()
     wanted = _wanted(state, principal, layers)
     after = _start(last_event_id, since)
     hub = state.events
     sub = hub.subscribe()  # before the backlog: nothing falls between the two
     start = hub.last_id if after is None else after
-
-    async def stream() -> AsyncIterator[dict[str, Any]]:
-        sent = start
-        try:
-            while True:  # the backlog from the database
-                page = await events_since(state.pool, sent, wanted, BACKLOG_PAGE)
-                for event in page:
-                    sent = event.id
-                    if await _visible(state, principal, event):
-                        yield _sse(event)
-                if len(page) < BACKLOG_PAGE:
-                    break
-            while not sub.closed:
-                event = await sub.queue.get()
-                if event is None:
-                    break
-                if event.id <= sent or (wanted is not None and event.layer not in wanted):
-                    continue
-                sent = event.id
-                if await _visible(state, principal, event):
-                    yield _sse(event)
-        finally:
-            hub.unsubscribe(sub)
-
-    return EventSourceResponse(stream(), ping=PING_SECONDS, headers={"Cache-Control": "no-store"})
+    return EventSourceResponse(
+        _stream(state, principal, wanted, start, sub),
+        ping=PING_SECONDS,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get("/collections/{collectionId}/changes", summary="Change events of a layer (JSON)")

@@ -32,6 +32,18 @@ PAYLOAD: dict[str, Any] = {
         "at": {"type": "string", "format": "date-time"},
     },
 }
+RESUME_PAYLOAD: dict[str, Any] = {
+    "type": "object",
+    "required": ["last_event_id", "reason"],
+    "properties": {
+        "last_event_id": {
+            "type": "integer",
+            "description": "The last event sent (also the message's SSE id): reconnect with it "
+            "as Last-Event-ID to read the rest.",
+        },
+        "reason": {"type": "string", "description": "Why the stream ends, in one sentence."},
+    },
+}
 
 
 def document(base: str) -> dict[str, Any]:
@@ -57,14 +69,20 @@ def document(base: str) -> dict[str, Any]:
             "changes": {
                 "address": "/events",
                 "title": "Changes of the layers named in ?layers= (all readable without it)",
-                "messages": {"change": {"$ref": "#/components/messages/change"}},
+                "messages": {
+                    "change": {"$ref": "#/components/messages/change"},
+                    "resume": {"$ref": "#/components/messages/resume"},
+                },
             }
         },
         "operations": {
             "receiveChanges": {
                 "action": "receive",
                 "channel": {"$ref": "#/channels/changes"},
-                "messages": [{"$ref": "#/channels/changes/messages/change"}],
+                "messages": [
+                    {"$ref": "#/channels/changes/messages/change"},
+                    {"$ref": "#/channels/changes/messages/resume"},
+                ],
             }
         },
         "components": {
@@ -74,7 +92,13 @@ def document(base: str) -> dict[str, Any]:
                     "title": "A layer changed",
                     "contentType": "application/json",
                     "payload": PAYLOAD,
-                }
+                },
+                "resume": {
+                    "name": "resume",
+                    "title": "The client fell behind; the stream ends after this message",
+                    "contentType": "application/json",
+                    "payload": RESUME_PAYLOAD,
+                },
             }
         },
     }

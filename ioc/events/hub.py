@@ -1,8 +1,10 @@
 """One LISTEN per server process, fanned out to subscribers through bounded queues.
 
 A NOTIFY carries only an event id; on waking, the hub reads every new event once from the
-database and hands it to each subscriber. A subscriber whose queue is full is closed: its
-client reconnects with ``Last-Event-ID`` and reads what it missed from the database.
+database and hands it to each subscriber, letting the streams run between two events (so a
+client that reads keeps up with any burst). A subscriber whose queue is full — its client has
+not read for that many events — is marked ``behind`` and dropped: its stream tells the client
+where to resume (``Last-Event-ID``) and ends; the client reads what it missed from the database.
 """
 
 from __future__ import annotations
@@ -26,17 +28,18 @@ CHECK_SECONDS = 5.0  # how soon a lost LISTEN connection is replaced
 
 
 class Subscriber:
-    """A client's bounded queue; ``closed`` once it fell behind."""
+    """A client's bounded queue; ``closed`` once it fell behind (``behind``) or the hub
+    stopped."""
 
     def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[ChangeEvent | None] = asyncio.Queue(size)
-        self.closed = False
+        self.closed = self.behind = False
 
     def offer(self, event: ChangeEvent) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.closed = True
+            self.closed = self.behind = True
 
 
 class EventHub:
@@ -118,5 +121,8 @@ class EventHub:
             for event in batch:
                 for sub in list(self.subscribers):
                     sub.offer(event)
+                    if sub.behind:  # its stream ends with where to resume; nothing more to it
+                        self.subscribers.discard(sub)
+                await asyncio.sleep(0)  # the streams take it now: only one that cannot falls behind
             if self.on_change is not None:
                 await self.on_change({e.layer for e in batch})

@@ -4,14 +4,18 @@ across a server restart); /changes gives the same as JSON; a refused write recor
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from ioc.events.log import record_event
 from ioc.settings import PROJECT_ROOT
 from tests.conftest import VENV_BIN, free_port, server_env, wait_ready
 from tests.fixtures import uploads
@@ -55,15 +59,18 @@ def created(base, headers, layer, body) -> str:
 class Listener(threading.Thread):
     """An SSE client: reads `id:`/`event:`/`data:` lines until ``want`` events or the deadline."""
 
-    def __init__(self, url: str, want: int, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, want: int, headers: dict[str, str] | None = None, deadline=DEADLINE
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.want, self.headers = url, want, headers or {}
+        self.deadline = deadline
         self.events: list[dict] = []
         self.connected = threading.Event()
         self.status: int | None = None
 
     def run(self) -> None:
-        end = time.monotonic() + DEADLINE
+        end = time.monotonic() + self.deadline
         current: dict = {}
         try:
             with httpx.stream(
@@ -91,7 +98,7 @@ class Listener(threading.Thread):
         return self
 
     def result(self) -> list[dict]:
-        self.join(DEADLINE + 5)
+        self.join(self.deadline + 5)
         return [{"id": int(e["id"]), **json.loads(e["data"])} for e in self.events]
 
 
@@ -289,3 +296,89 @@ def test_asyncapi_is_linked_from_the_landing_page(live_server):
     doc = httpx.get(href).json()
     assert doc["asyncapi"] == "3.0.0"
     assert doc["channels"]["changes"]["address"] == "/events"
+
+
+BUFFER = 20  # the slow client's server may hold this many events for it
+EVENT_BYTES = 6000  # an event of 400 ids as SSE, at least
+BURST_DEADLINE = 180.0  # megabytes of events on a busy machine: a bound, not a speed
+
+
+def burst() -> int:
+    """Events enough to pass every buffer between the stream and a client that does not read:
+    the kernel's largest send buffer (tcp_wmem), asyncio's 64 kB and the client's own, twice."""
+    largest = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    return 2 * (largest + (64 << 10) + (64 << 10)) // EVENT_BYTES + BUFFER
+
+
+def record(db, layer: str, n: int) -> list[int]:
+    """``n`` events of ``layer`` recorded as a writer records them (one transaction)."""
+    with db.cursor() as cur:
+        made = [
+            record_event(
+                cur, layer, "item.update", None, [f"F-{i:05d}-{j:03d}" for j in range(400)]
+            )
+            for i in range(n)
+        ]
+    db.commit()
+    return made
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    """The messages of an SSE body (comments and pings left out)."""
+    messages = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = {}
+        for line in block.split("\n"):
+            if line and not line.startswith(":") and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.removeprefix(" ")
+        if fields:
+            messages.append(fields)
+    return messages
+
+
+def test_a_client_that_does_not_read_is_told_where_to_resume(db_settings, layers, db, publisher):
+    port = free_port()
+    # No catalog check in the streams (an hour away): the reading client's stream then never
+    # waits on the database between two events, so only the one that does not read falls behind.
+    proc = serve(
+        db_settings, port, IOC_EVENTS_CLIENT_BUFFER=str(BUFFER), IOC_CATALOG_CHECK_SECONDS="3600"
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        since = latest(url, publisher, PUBLIC)
+        path = f"/events?layers={PUBLIC}&since={since}"
+        # The slow client: a small receive buffer, and it reads nothing but the headers.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(DEADLINE)  # a bound on waiting, not an assertion on speed
+        sock.connect(("127.0.0.1", port))
+        slow = http.client.HTTPConnection("127.0.0.1", port)
+        slow.sock = sock
+        slow.request("GET", path, headers={"Connection": "close"})
+        response = slow.getresponse()
+        assert response.status == 200
+        # A client that reads: once it has the last event, every subscriber was offered all.
+        n = burst()
+        fast = Listener(f"{url}{path}", n, deadline=BURST_DEADLINE).start_and_wait()
+        made = record(db, PUBLIC, n)
+        assert [e["id"] for e in fast.result()] == made
+        # The slow one now reads: what was sent before it fell behind, then where to resume.
+        messages = parse_sse(response.read().decode())
+        slow.close()
+        *changes, last = messages
+        assert all(m["event"] == "change" for m in changes)
+        got = [int(m["id"]) for m in changes]
+        assert last["event"] == "resume"
+        resume = int(last["id"])
+        assert json.loads(last["data"])["last_event_id"] == resume
+        assert got == made[: len(got)] and resume == (got[-1] if got else since) < made[-1]
+        rest = Listener(
+            f"{url}/events?layers={PUBLIC}",
+            len(made) - len(got),
+            {"Last-Event-ID": str(resume)},
+            deadline=BURST_DEADLINE,
+        ).start_and_wait()
+        assert got + [e["id"] for e in rest.result()] == made  # every event, exactly once
+    finally:
+        stop(proc)
