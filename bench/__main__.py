@@ -4,6 +4,7 @@
 - ``tiles``: ioc (uncached, warm cache) against tipg and PostGIS alone on vector tiles;
 - ``addresses``: look-up, search and reverse latency on the city-scale address registry;
 - ``queries``: per-ward statistics on one million citizen reports;
+- ``dashboards``: the 1022 dashboard's data on one million reports, cold, warm, after a write;
 - ``live``: upserts/s through HTTP, commit-to-SSE latency with 50 subscribers, cached wall tiles
   with and without updates (the demo city, its own database).
 
@@ -17,7 +18,7 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ("features", "tiles", "addresses", "queries", "live")
+BENCHMARKS = ("features", "tiles", "addresses", "queries", "dashboards", "live")
 DEFAULT = ("features", "tiles")
 
 

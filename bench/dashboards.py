@@ -1,0 +1,121 @@
+"""Dashboard benchmark (``python -m bench dashboards``; not a test): the 1022 dashboard's data
+(``GET /dashboards/reports_1022/data``) on one million citizen reports.
+
+It uses the query benchmark's city-scale database (``IOC_BENCH_QUERIES_DB``, seeded on first
+use) and runs the endpoint's domain function (``ioc.dashboards.panels.dashboard_data``) on one
+asyncpg pool as an operator, after building the unit memberships the job runner would build.
+For each state: **cold** (a fresh answer cache: the passes run), **warm** (the cached answer),
+and **after a write** (one report's status changed, then the next load computes anew).
+
+Target (issue #21, item 4): a cold load under a second at city scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import datetime
+
+from rich.table import Table
+
+from bench.queries import bench_settings, console, prepare
+from ioc.catalog.access import Principal
+from ioc.catalog.layers import load_catalog
+from ioc.dashboards.filters import CITY_TZ, parse_filter
+from ioc.dashboards.model import load_dashboards
+from ioc.dashboards.panels import PanelCache, dashboard_data
+from ioc.db.connection import create_pool
+from ioc.query import units
+from ioc.query.model import QuerySettings
+
+TARGET_MS = 1000.0
+OPERATOR = Principal(role="operator", key_id=None)
+STATES = {
+    "default (last 90 days, districts)": {},
+    "whole year, 2025 wards": {"from": "2024-12-01", "to": "2025-12-01", "units": "ward"},
+    "90 days, one field, pre-2025 wards": {"category": "ngập nước", "units": "ward2019"},
+    "90 days, one district": {"district": "760", "units": "ward"},
+    "one week hourly, one status": {
+        "from": "2025-11-24",
+        "to": "2025-12-01",
+        "bucket": "hour",
+        "status": "mới",
+    },
+}
+UNIT_LAYERS = ("wards", "wards_2019", "districts_2019")
+WRITE_SQL = """
+UPDATE data.reports_1022 SET status = CASE status WHEN 'mới' THEN 'đang xử lý' ELSE 'mới' END
+WHERE fid = (SELECT max(fid) FROM data.reports_1022)
+"""
+
+
+def percentile(times: list[float], q: float) -> float:
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(runs: int, warm_runs: int) -> list[tuple[str, str, list[float]]]:
+    pool = await create_pool(bench_settings())
+    results: list[tuple[str, str, list[float]]] = []
+    try:
+        catalog = await load_catalog(pool)
+        reports = catalog.get("reports_1022", OPERATOR)
+        settings = QuerySettings(timeout_operator_s=600)
+        for unit_layer in UNIT_LAYERS:  # what the job runner builds once per publish
+            await units.build(pool, reports, catalog.get(unit_layer, OPERATOR), 1_800_000)
+        board = load_dashboards()["reports_1022"]
+
+        async def load(params: dict[str, str], cache: PanelCache) -> float:
+            state = parse_filter(board, params, datetime.now(CITY_TZ))
+            started = time.perf_counter()
+            await dashboard_data(pool, catalog, OPERATOR, settings, board, state, cache=cache)
+            return (time.perf_counter() - started) * 1000
+
+        await load({}, PanelCache())  # warm-up: plans, catalog caches, buffers
+        for name, params in STATES.items():
+            console.print(f"{name} …")
+            cold = [await load(params, PanelCache()) for _ in range(runs)]
+            cache = PanelCache()
+            await load(params, cache)
+            warm = [await load(params, cache) for _ in range(warm_runs)]
+            after = []
+            for _ in range(runs):
+                await pool.execute(WRITE_SQL)
+                # A write's change event changes the cache key; a fresh cache stands for it here
+                # (this write is plain SQL).
+                after.append(await load(params, PanelCache()))
+            results += [(name, "cold", cold), (name, "warm", warm), (name, "after a write", after)]
+    finally:
+        await pool.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, str, list[float]]]:
+    """Seed (first time), measure, print the table; returns the timings."""
+    parser = argparse.ArgumentParser(prog="python -m bench dashboards")
+    parser.add_argument("--runs", type=int, default=5, help="cold loads per state")
+    parser.add_argument("--warm-runs", type=int, default=50, help="cached loads per state")
+    args = parser.parse_args(argv)
+    prepare(bench_settings())
+    results = asyncio.run(measure(args.runs, args.warm_runs))
+    table = Table(title="The 1022 dashboard's data on 1,000,000 reports (one asyncpg pool)")
+    for column in ("state", "load", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right" if "ms" in column else "left")
+    for name, kind, times in results:
+        table.add_row(
+            name, kind, f"{percentile(times, 0.5):,.1f}", f"{percentile(times, 0.99):,.1f}"
+        )
+    console.print(table)
+    cold = [statistics.median(t) for _, kind, t in results if kind == "cold"]
+    ok = max(cold) < TARGET_MS
+    console.print(
+        f"slowest cold state: median {max(cold):.0f} ms — "
+        f"{'[green]meets[/green]' if ok else '[red]misses[/red]'} the target (< {TARGET_MS:.0f} ms)"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()
