@@ -44,9 +44,10 @@ class BoardFilter:
     bucket: str = "day"
     units: UnitLevel = "district"
 
-    def without(self, name: str) -> BoardFilter:
-        """The same state without one filter (a panel is not narrowed by its own dimension)."""
-        return replace(self, **{name: None})
+    def without(self, *names: str) -> BoardFilter:
+        """The same state without some filters (a panel is not narrowed by its own dimension)."""
+        # Field names chosen at run time: mypy cannot check them, the dataclass does.
+        return replace(self, **dict.fromkeys(names))  # type: ignore[arg-type]
 
     def applied(self) -> dict[str, str]:
         """The filters in force, as the filter bar shows them."""

@@ -183,7 +183,7 @@ async def compute(
     today = now.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     after_midnight = {"op": ">=", "args": [{"property": fields.reported_at}, _stamp(today)]}
     flags = {n: _eq(getattr(fields, n), v) for n in counts.FLAGGED if (v := getattr(f, n))}
-    unflagged = replace(f, **dict.fromkeys(counts.FLAGGED))
+    unflagged = f.without(*counts.FLAGGED)
     closed = _in(fields.status, board.closed_statuses)
     rows, unit_counts, medians = await asyncio.gather(
         run(
