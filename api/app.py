@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.server.log_level, settings.server.log_format)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: IocApp) -> AsyncIterator[None]:
         pool = await create_pool(settings.database)
         try:
             await _check_database(pool)

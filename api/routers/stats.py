@@ -101,7 +101,7 @@ async def by_ward(
     """A choropleth-ready FeatureCollection: the same number for every ward as a direct
     `ST_Intersects` count, with ranks and quantile classes for the legend."""
     body, public = await stats.by_ward(
-        request.app.state.read_pool([layer.id]),  # a replica (docs/scaling.md)
+        request.app.state.read_pool([layer]),  # a replica (docs/scaling.md)
         catalog,
         principal,
         layer,

@@ -196,7 +196,8 @@ class ReadRouter:
                 replica.pool = await asyncio.wait_for(
                     create_pool(replica.settings, application_name="ioc-replica"), CHECK_TIMEOUT
                 )
-            replayed = await replica.pool.fetchval(REPLICA_SQL, timeout=CHECK_TIMEOUT)
+            pool: Pool = replica.pool
+            replayed = await pool.fetchval(REPLICA_SQL, timeout=CHECK_TIMEOUT)
         except Exception as exc:  # any failure: the replica is out until it answers again
             replica.up, replica.lag, replica.error = False, float("inf"), _sentence(exc)
         else:
