@@ -1,227 +1,383 @@
-"""Tile benchmark (``make bench``; not a test): ioc against tipg and the PostGIS floor.
+"""Tile benchmark (``make bench BENCH_ARGS=tiles``; not a test): ioc against tipg and the
+PostGIS floor, on the city's dense layers, where their data is, while the data changes.
 
-The same public tables of the demo city (largest polygon, line and point layers), the same
-tiles over the city centre at zooms 10-16, 8 concurrent clients, one server process each:
+The issue's layers at city scale (1 M 1022 reports, 300 k buildings), each measured on its own
+with a tile list drawn where the layer's features are (:mod:`bench.tilelist`; every zoom 10-16
+equally represented), 8 clients, one server process each:
 
-- **tipg** (the Python peer, from PyPI, in its own virtualenv ``var/bench-venv``, on the same
-  uvicorn stack as ioc);
-- **ioc uncached** (``IOC_TILE_CACHE=off``);
-- **PostGIS alone**: ioc's tile SQL run by pgbench, prepared, one connection per client and
-  nothing else per tile (the floor: what any server on top of this SQL can at best reach).
-  Its runs alternate with ioc uncached's, so both see the same machine weather;
-- **ioc warm cache** (every tile requested before measuring).
+- **content first** (:mod:`bench.tilecheck`): every distinct tile of the list from ioc and from
+  tipg, compared (aggregate counts against tipg's features, feature ids otherwise);
+- **tipg** (the Python peer, from PyPI, in ``var/bench-venv``, on the same uvicorn stack);
+- **ioc uncached** (``IOC_TILE_CACHE=off``) and **PostGIS alone** (ioc's own statements run by
+  pgbench, prepared: the floor), run by run alternately, zoom by zoom (per-zoom p50/p99);
+- **ioc warm cache** (every tile requested before measuring);
+- **with live updates**: WRITE_RATE feature writes/s on the layer (PATCHes of the drawn
+  features' style category through the API, as a city's operators and sensors write) while
+  measuring ioc cached and uncached.
 
-The HTTP servers are driven by wrk and PostgreSQL by pgbench (:mod:`bench.loadgen`): C clients
-that cost a few microseconds a request, so the figures are the servers', not a Python load
-generator's. Each contender runs a warm-up, then MEASURED_PASSES timed runs of PASS_ROUNDS
-rounds each: in a round every tile of the list is requested once per client, so tipg, ioc and
-the floor do exactly the same work. The warm cache runs for WARM_PASS_SECONDS instead (it goes
-through the list hundreds of times a run: the mix is the list's whatever the time).
-
-Targets (issue #5): uncached ioc ≥ 1.5 × tipg tiles/s and ≥ 90 % of PostGIS alone; warm-cache
-ioc ≥ 20 × tipg. Every load run is bounded in time and only targets 127.0.0.1.
+ioc is given the whole zoom range 10-16 for these layers (their manifests start at 12 and 14,
+where ioc would answer lower zooms without the database: a flattering 204), and their low-zoom
+tables (sql/0012) are built with the settings in force and checked before measuring.
+Targets (issue #20) are printed with the ratios. Every load run is bounded and only targets
+127.0.0.1. ``--quick`` draws fewer tiles and runs one pass, to try the benchmark out.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import math
 import os
 import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import asyncpg
-from rich.console import Console
-from rich.table import Table
+import httpx
+import psycopg2
 
-from bench.common import seeded_database, start_ioc, start_tipg
+from bench.common import console, seeded_database, start_ioc, start_tipg
 from bench.loadgen import Job, Run, combine, pgbench, wrk
-from ioc.catalog.access import ANONYMOUS
+from bench.tilecheck import ZoomCheck, compare
+from bench.tilelist import Sample, draw_tiles, sample_features
+from ioc.catalog import keys
+from ioc.catalog.access import ADMIN
 from ioc.catalog.layers import Layer, load_catalog
 from ioc.settings import DatabaseSettings
-from tiles.pmtiles import lonlat_to_tile
+from tiles.lowzoom import build_layers
 from tiles.render import TileService
 from tiles.settings import TileSettings
 
-console = Console()
-CONCURRENCY = 8
+LAYERS = ("reports_1022", "buildings")
 ZOOMS = range(10, 17)
-TILES_PER_ZOOM = 36
-CENTRE = (106.70, 10.78)  # District 1
-WARM_UP_SECONDS = 5.0
-PASS_ROUNDS = int(os.environ.get("IOC_BENCH_PASS_ROUNDS", "1"))
-WARM_PASS_SECONDS = 10.0
-MEASURED_PASSES = 3
-# The city's scale by default (1 M reports, 1 M addresses, 300 k buildings: what the IOC serves);
-# IOC_BENCH_TILES_SCALE=demo measures the small demo city instead.
-SCALE = os.environ.get("IOC_BENCH_TILES_SCALE", "city")
-# Its own database per scale: other benchmarks add their own layers to theirs.
-BENCH_DB = os.environ.get("IOC_BENCH_TILES_DB", f"ioc_bench_tiles_{SCALE}")
+CONCURRENCY = 8
+WRITE_RATE = 10.0  # feature writes per second during the live runs
+WRITES_IN_FLIGHT = 10
+# Its own database: other benchmarks add their own layers to theirs.
+BENCH_DB = os.environ.get("IOC_BENCH_TILES_DB", "ioc_bench_tiles_city")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How long the benchmark runs."""
+
+    per_zoom: int = 36  # tiles drawn per zoom and layer
+    passes: int = 3  # timed passes (each one round of the list per client) per zoom
+    warm_up: float = 5.0  # seconds before each contender's first pass
+    warm_seconds: float = 10.0  # timed seconds of the warm-cache runs
+
+
+QUICK = Options(per_zoom=12, passes=1, warm_up=3.0, warm_seconds=5.0)
+
+
+@dataclass
+class LayerResult:
+    """Everything measured on one layer."""
+
+    layer: Layer
+    tiles: list[tuple[int, int, int]]
+    checks: dict[int, ZoomCheck] = field(default_factory=dict)
+    zooms: dict[str, dict[int, Run]] = field(default_factory=dict)  # contender → zoom → run
+    whole: dict[str, Run] = field(default_factory=dict)  # contender → run over the whole list
+    writes: dict[str, Writer] = field(default_factory=dict)
+
+    def rate(self, contender: str) -> float:
+        if contender in self.whole:
+            return self.whole[contender].rate
+        return combine(contender, list(self.zooms[contender].values())).rate
 
 
 # --- database ----------------------------------------------------------------------------------
 
 
 def prepare_database() -> DatabaseSettings:
-    """The benchmark database, seeded with the demo city at SCALE (once)."""
-    return seeded_database(BENCH_DB, SCALE, "IOC_BENCH_TILES_DB")
+    """The benchmark database, seeded with the demo city at city scale (once, minutes)."""
+    return seeded_database(BENCH_DB, "city", "IOC_BENCH_TILES_DB")
 
 
-def choose_layers(layers: list[Layer]) -> list[Layer]:
-    """The largest public polygon, line and point layers of the demo city's catalog."""
-    chosen = []
-    for kind in ("Polygon", "Line", "Point"):
-        candidates = [
-            la
-            for la in layers
-            if kind in la.geometry_type
-            and la.access == "public"
-            and la.origin == "manifest"
-            and la.feature_count
-            and la.zoom_min <= 12
-        ]
-        if candidates:
-            chosen.append(max(candidates, key=lambda la: la.feature_count))
-    return chosen
+def prepare_layers(settings: DatabaseSettings, tile_settings: TileSettings) -> None:
+    """Open the bench layers' zoom range to 10 and make sure their low-zoom tables are built
+    for the live tables with the settings in force (else the tile SQL reads the rows)."""
+    conn = psycopg2.connect(settings.dsn())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "UPDATE ioc.layers SET manifest = jsonb_set(manifest, '{zoom,min}', to_jsonb(%s))"
+                " WHERE id = ANY(%s) AND coalesce((manifest #>> '{zoom,min}')::int, 0) > %s"
+                " RETURNING id",
+                (ZOOMS.start, list(LAYERS), ZOOMS.start),
+            )
+            opened = [row[0] for row in cur.fetchall()]
+        conn.commit()
+        stale = [la for la in LAYERS if la in opened or not _lowzoom_built(conn, la, tile_settings)]
+        if stale:
+            console.print(f"building the low-zoom tables of {', '.join(stale)} …")
+            build_layers(conn, tile_settings, stale)
+        for layer_id in LAYERS:
+            if not _lowzoom_built(conn, layer_id, tile_settings):
+                raise SystemExit(f"the low-zoom tables of {layer_id} did not build")
+            console.print(f"low zooms of {layer_id}: {_lowzoom_summary(conn, layer_id)}")
+    finally:
+        conn.close()
 
 
-def tile_list() -> list[tuple[int, int, int]]:
-    """TILES_PER_ZOOM tiles per zoom in a square around the centre."""
-    side = math.isqrt(TILES_PER_ZOOM)
-    tiles = []
-    for z in ZOOMS:
-        cx, cy = lonlat_to_tile(*CENTRE, z)
-        start = side // 2
-        tiles += [(z, cx - start + i, cy - start + j) for i in range(side) for j in range(side)]
-    return tiles
+def _lowzoom_built(conn, layer_id: str, s: TileSettings) -> bool:
+    """True when ioc.tile_lowzoom says what the tile SQL's gate checks (sql/0012)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT m.kind IN ('points', 'shapes') AND m.min_zoom <= %s"
+            " AND m.relid = to_regclass(format('%%I.%%I', l.schema_name, l.table_name))"
+            " AND (m.kind = 'shapes' OR m.grid = %s)"
+            " AND (m.kind = 'points' OR (m.visible_px = %s AND m.simplify_px = %s))"
+            " FROM ioc.tile_lowzoom m JOIN ioc.layers l ON l.id = m.layer_id"
+            " WHERE m.layer_id = %s",
+            (ZOOMS.start, s.cluster_grid, s.visible_px, s.simplify_px, layer_id),
+        )
+        row = cur.fetchone()
+    conn.rollback()
+    return bool(row and row[0])
+
+
+def _lowzoom_summary(conn, layer_id: str) -> str:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT m.kind, m.min_zoom, m.max_zoom,"
+            " (SELECT count(*) FROM ioc.tile_cells c WHERE c.layer_id = m.layer_id),"
+            " (SELECT count(*) FROM ioc.tile_shapes s WHERE s.layer_id = m.layer_id)"
+            " FROM ioc.tile_lowzoom m WHERE m.layer_id = %s",
+            (layer_id,),
+        )
+        kind, low, high, cells, shapes = cur.fetchone()
+    conn.rollback()
+    return f"{kind} z{low}-{high}, {cells:,} cells, {shapes:,} shapes"
+
+
+def admin_key(settings: DatabaseSettings) -> str:
+    """A new admin key for this run (the bench layers are internal; the writes need one)."""
+    conn = psycopg2.connect(settings.dsn())
+    try:
+        return "Bearer " + keys.create_key(conn, "admin", None, "bench tiles")
+    finally:
+        conn.close()
+
+
+async def load_layers(settings: DatabaseSettings) -> list[Layer]:
+    pool = await asyncpg.create_pool(settings.dsn(), min_size=1, max_size=2)
+    try:
+        catalog = await load_catalog(pool)
+    finally:
+        await pool.close()
+    return [catalog.get(layer_id, ADMIN) for layer_id in LAYERS]
+
+
+async def floor_jobs(
+    settings: DatabaseSettings, layer: Layer, tiles: Sequence[tuple[int, int, int]]
+) -> tuple[list[Job], int]:
+    """The tiles that cost a query, as ioc's own statements, and how many cost none."""
+    conn = await asyncpg.connect(settings.dsn())
+    try:
+        service = TileService(TileSettings(cache="off"))
+        jobs = []
+        for z, x, y in tiles:
+            if plans := service.plan([layer], z):
+                statement = service.sql.get(await service.with_id_types(conn, plans))
+                jobs.append(Job(statement, z, x, y))
+    finally:
+        await conn.close()
+    return jobs, len(tiles) - len(jobs)
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+class Writer:
+    """WRITE_RATE PATCHes a second through the API, each sent on time whatever the previous
+    ones take (up to WRITES_IN_FLIGHT at once: a city's writers do not wait for each other):
+    each sets a drawn feature's style category to another drawn feature's, so tiles and
+    aggregates really change. What was achieved is reported, with the writes' latency."""
+
+    def __init__(self, base: str, authorization: str, layer: Layer, samples: list[Sample]):
+        self.url = f"{base}/collections/{layer.id}/items"
+        self.by = layer.style.get("by")
+        self.samples = samples
+        self.ok = self.failed = 0
+        self.seconds = 0.0
+        self.latencies: list[float] = []
+        self._client = httpx.Client(
+            headers={"Authorization": authorization},
+            timeout=60,
+            limits=httpx.Limits(max_connections=WRITES_IN_FLIGHT),
+        )
+        self._pool = ThreadPoolExecutor(WRITES_IN_FLIGHT)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+
+    def _run(self) -> None:
+        began, k = time.perf_counter(), 0
+        while not self._stop.is_set():
+            wait = began + k / WRITE_RATE - time.perf_counter()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
+            self._pool.submit(self._write, k)
+            k += 1
+        self._pool.shutdown(wait=True)
+        self.seconds = time.perf_counter() - began
+
+    def _write(self, k: int) -> None:
+        sample = self.samples[k % len(self.samples)]
+        value = self.samples[(k + 7) % len(self.samples)].category
+        sent = time.perf_counter()
+        try:
+            status = self._client.patch(
+                f"{self.url}/{sample.fid}", json={"properties": {self.by: value}}
+            ).status_code
+        except httpx.HTTPError:
+            status = 0
+        with self._lock:
+            self.latencies.append(time.perf_counter() - sent)
+            if status == 204:
+                self.ok += 1
+            else:
+                self.failed += 1
 
 
 # --- load --------------------------------------------------------------------------------------
 
 
-async def floor_jobs(
-    settings: DatabaseSettings, layers: list[Layer], tiles: list[tuple[int, int, int]]
-) -> tuple[list[Job], int]:
-    """The tiles that cost a query, as ioc's own statements, and how many cost none (outside a
-    layer's zoom range: ioc answers those without the database too)."""
-    conn = await asyncpg.connect(settings.dsn())
-    try:
-        service = TileService(TileSettings(cache="off"))
-        jobs = []
-        for layer in layers:
-            for z, x, y in tiles:
-                plans = service.plan([layer], z)
-                if plans:
-                    statement = service.sql.get(await service.with_id_types(conn, plans))
-                    jobs.append(Job(statement, z, x, y))
-    finally:
-        await conn.close()
-    return jobs, len(layers) * len(tiles) - len(jobs)
+def _paths(prefix: str, tiles: Sequence[tuple[int, int, int]], suffix: str = "") -> list[str]:
+    return [f"{prefix}/{z}/{x}/{y}{suffix}" for z, x, y in tiles]
 
 
-def measure_server(name: str, base: str, paths: list[str], **length: float) -> Run:
-    """A warm-up run, then MEASURED_PASSES timed runs of the given length (rounds or
-    seconds)."""
-    wrk(name, base, paths, CONCURRENCY, seconds=WARM_UP_SECONDS)
-    return combine(
-        name, [wrk(name, base, paths, CONCURRENCY, **length) for _ in range(MEASURED_PASSES)]
-    )
+def _by_zoom(tiles: Sequence[tuple[int, int, int]]) -> dict[int, list[tuple[int, int, int]]]:
+    return {z: [t for t in tiles if t[0] == z] for z in ZOOMS}
 
 
-def report(results: dict[str, Run], layers: list[Layer], tiles: int) -> None:
-    """Print the table and the ratios against the targets."""
-    table = Table(
-        title=f"{tiles} tiles × {len(layers)} layers "
-        f"({', '.join(la.id for la in layers)}), z{ZOOMS.start}-{ZOOMS.stop - 1},"
-        f" {CONCURRENCY} clients, {SCALE} scale"
-    )
-    for column in ("server", "tiles", "tiles/s", "p50 ms", "p99 ms", "errors"):
-        table.add_column(column, justify="right" if column != "server" else "left")
-    for result in results.values():
-        table.add_row(
-            result.name,
-            f"{result.count:,.0f}",
-            f"{result.rate:,.0f}",
-            f"{result.p50:.1f}",
-            f"{result.p99:.1f}",
-            str(result.errors),
-        )
-    console.print(table)
-    tipg, ioc = results["tipg"].rate, results["ioc"].rate
-    floor, warm = results["floor"].rate, results["warm"].rate
-    checks = [
-        ("uncached ioc / tipg", ioc / tipg, 1.5),
-        ("uncached ioc / PostGIS alone", ioc / floor, 0.9),
-        ("warm-cache ioc / tipg", warm / tipg, 20.0),
-    ]
-    for label, ratio, target in checks:
-        mark = "[green]ok[/green]" if ratio >= target else "[red]below target[/red]"
-        console.print(f"{label}: {ratio:.2f} (target ≥ {target}) {mark}")
-
-
-async def run(
+async def measure_layer(
     settings: DatabaseSettings,
-    layers: list[Layer],
-    tiles: list[tuple[int, int, int]],
-) -> dict[str, Run]:
-    """All four measurements; ioc uncached and the floor run by run, alternately."""
-    results: dict[str, Run] = {}
-    tipg = start_tipg(settings, sorted({la.schema for la in layers}))
-    try:
-        paths = [
-            f"/collections/{la.schema}.{la.table}/tiles/WebMercatorQuad/{z}/{x}/{y}"
-            for la in layers
-            for z, x, y in tiles
-        ]
-        results["tipg"] = measure_server("tipg", tipg.url, paths, rounds=PASS_ROUNDS)
-    finally:
-        tipg.stop()
-    paths = [f"/tiles/{la.id}/{z}/{x}/{y}.pbf" for la in layers for z, x, y in tiles]
-    jobs, free = await floor_jobs(settings, layers, tiles)
+    tipg_url: str,
+    authorization: str,
+    layer: Layer,
+    samples: list[Sample],
+    opts: Options,
+) -> LayerResult:
+    """Content check, then tipg, ioc uncached with the floor, ioc warm, and the live runs."""
+    tiles = draw_tiles(samples, ZOOMS, opts.per_zoom)
+    result = LayerResult(layer, tiles)
+    zooms = _by_zoom(tiles)
+    tipg_prefix = f"/collections/{layer.schema}.{layer.table}/tiles/WebMercatorQuad"
+    ioc_prefix = f"/tiles/{layer.id}"
+    auth = {"authorization": authorization}
+
+    def passes(name: str, base: str, paths: list[str], **extra) -> Run:
+        return combine(
+            name,
+            [wrk(name, base, paths, CONCURRENCY, rounds=1, **extra) for _ in range(opts.passes)],
+        )
+
+    console.print(f"[bold]{layer.id}[/bold]: {len(set(tiles))} distinct tiles of {len(tiles)}")
+    wrk("tipg", tipg_url, _paths(tipg_prefix, tiles), CONCURRENCY, seconds=opts.warm_up)
+    result.zooms["tipg"] = {
+        z: passes("tipg", tipg_url, _paths(tipg_prefix, ts)) for z, ts in zooms.items()
+    }
     with tempfile.TemporaryDirectory() as cache_dir:
         ioc = start_ioc(settings, IOC_TILE_CACHE="off", IOC_TILE_CACHE_DIR=cache_dir)
         try:
-            # Warm-up: both read the same pages into PostgreSQL's buffers.
-            wrk("ioc uncached", ioc.url, paths, CONCURRENCY, seconds=WARM_UP_SECONDS)
-            pgbench("floor", settings, jobs, CONCURRENCY, free, seconds=WARM_UP_SECONDS)
-            served, floor = [], []
-            for _ in range(MEASURED_PASSES):
-                served.append(wrk("ioc uncached", ioc.url, paths, CONCURRENCY, rounds=PASS_ROUNDS))
-                floor.append(
-                    pgbench("floor", settings, jobs, CONCURRENCY, free, rounds=PASS_ROUNDS)
-                )
-            results["ioc"] = combine("ioc uncached", served)
-            results["floor"] = combine("PostGIS alone (floor)", floor)
+            conn = await asyncpg.connect(settings.dsn())
+            try:
+                result.checks = await compare(conn, layer, tiles, ioc.url, tipg_url, authorization)
+            finally:
+                await conn.close()
+            paths = _paths(ioc_prefix, tiles, ".pbf")
+            wrk("ioc uncached", ioc.url, paths, CONCURRENCY, seconds=opts.warm_up, **auth)
+            result.zooms["ioc"], result.zooms["floor"] = {}, {}
+            for z, ts in zooms.items():
+                jobs, free = await floor_jobs(settings, layer, ts)
+                served, floor = [], []
+                for _ in range(opts.passes):
+                    served.append(
+                        wrk(
+                            "ioc",
+                            ioc.url,
+                            _paths(ioc_prefix, ts, ".pbf"),
+                            CONCURRENCY,
+                            rounds=1,
+                            **auth,
+                        )
+                    )
+                    floor.append(
+                        pgbench("floor", settings, jobs, CONCURRENCY, free, rounds=1, warm_rounds=1)
+                    )
+                result.zooms["ioc"][z] = combine("ioc uncached", served)
+                result.zooms["floor"][z] = combine("PostGIS alone", floor)
+            with Writer(ioc.url, authorization, layer, samples) as writer:
+                result.whole["ioc, writes"] = passes("ioc, writes", ioc.url, paths, **auth)
+            result.writes["ioc, writes"] = writer
         finally:
             ioc.stop()
         ioc = start_ioc(settings, IOC_TILE_CACHE="on", IOC_TILE_CACHE_DIR=cache_dir)
         try:
-            results["warm"] = measure_server(
-                "ioc warm cache", ioc.url, paths, seconds=WARM_PASS_SECONDS
+            wrk("warm-up", ioc.url, paths, CONCURRENCY, rounds=1, **auth)
+            result.whole["warm"] = wrk(
+                "warm", ioc.url, paths, CONCURRENCY, seconds=opts.warm_seconds, **auth
             )
+            with Writer(ioc.url, authorization, layer, samples) as writer:
+                result.whole["warm, writes"] = wrk(
+                    "warm, writes", ioc.url, paths, CONCURRENCY, seconds=opts.warm_seconds, **auth
+                )
+            result.writes["warm, writes"] = writer
         finally:
             ioc.stop()
-    return {k: results[k] for k in ("tipg", "ioc", "floor", "warm")}
+    return result
 
 
-def main() -> None:
+async def run(settings: DatabaseSettings, opts: Options) -> list[LayerResult]:
+    """Every bench layer, one after the other, tipg kept running."""
+    tile_settings = TileSettings()
+    prepare_layers(settings, tile_settings)
+    authorization = admin_key(settings)
+    layers = await load_layers(settings)
+    conn = await asyncpg.connect(settings.dsn())
+    try:
+        samples = {
+            la.id: await sample_features(conn, la, opts.per_zoom * len(ZOOMS)) for la in layers
+        }
+    finally:
+        await conn.close()
+    from bench.tilereport import report
+
+    results = []
+    tipg = start_tipg(settings, sorted({la.schema for la in layers}))
+    try:
+        for la in layers:
+            results.append(
+                await measure_layer(settings, tipg.url, authorization, la, samples[la.id], opts)
+            )
+            report(results[-1])  # as soon as measured: a run is long
+    finally:
+        tipg.stop()
+    return results
+
+
+def main(argv: Sequence[str] = ()) -> None:
     """Prepare, measure, print."""
+    from bench.tilereport import profile_slowest
+
+    parser = argparse.ArgumentParser(prog="python -m bench tiles")
+    parser.add_argument("--quick", action="store_true", help="fewer tiles, one pass (a try-out)")
+    opts = QUICK if parser.parse_args(list(argv)).quick else Options()
     settings = prepare_database()
-
-    async def catalog_layers() -> list[Layer]:
-        pool = await asyncpg.create_pool(settings.dsn(), min_size=1, max_size=2)
-        try:
-            return (await load_catalog(pool)).visible(ANONYMOUS)
-        finally:
-            await pool.close()
-
-    layers = choose_layers(asyncio.run(catalog_layers()))
-    if not layers:
-        console.print("[red]no public layer with data: is the demo city seeded?[/red]")
-        raise SystemExit(1)
-    tiles = tile_list()
-    results = asyncio.run(run(settings, layers, tiles))
-    report(results, layers, len(tiles))
-
-
-if __name__ == "__main__":
-    main()
+    results = asyncio.run(run(settings, opts))
+    asyncio.run(profile_slowest(settings, results))
