@@ -40,15 +40,27 @@ def shown(page) -> list[dict]:
     return page.evaluate(LABELS_JS)
 
 
-def assert_no_overlap(found: list[dict], viewport: dict) -> None:
-    """No two label boxes meet, and each lies on the map."""
+FLOATING_JS = """() => Array.from(document.querySelectorAll('.leaflet-control, .ioc-legend'))
+    .map((node) => { const r = node.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })
+    .filter((b) => b[2] > b[0] && b[3] > b[1])"""
+
+
+def meet(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def assert_no_overlap(found: list[dict], viewport: dict, page=None) -> None:
+    """No two label boxes meet, each lies on the map and (given the page) none is under the
+    legend or a control."""
+    for floating in page.evaluate(FLOATING_JS) if page else []:
+        hidden = [f["text"] for f in found if meet(f["box"], floating)]
+        assert not hidden, (floating, hidden)
     for i, a in enumerate(found):
         ax0, ay0, ax1, ay1 = a["box"]
         assert ax1 - ax0 > 4 and ay1 - ay0 > 4, a
         assert ax0 >= 0 and ay0 >= 0 and ax1 <= viewport["width"] and ay1 <= viewport["height"], a
         for b in found[i + 1 :]:
-            bx0, by0, bx1, by1 = b["box"]
-            assert not (ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1), (a, b)
+            assert not meet(a["box"], b["box"]), (a, b)
 
 
 def go(page, rec, lat_lon: tuple[float, float], zoom: int) -> None:
@@ -146,7 +158,7 @@ def test_wall_names_districts_and_wards_at_its_zoom(wall, live_server, data_dir)
     page, rec, key = wall
     assert page.evaluate("IocMaps.map.getZoom()") == 12
     found = shown(page)
-    assert_no_overlap(found, WALL)
+    assert_no_overlap(found, WALL, page)
     districts, wards = by_layer(found, "districts_2024"), by_layer(found, "wards")
     assert len(districts) >= 6 and len(wards) >= 10, found
     assert not by_layer(found, "roads")  # streets from 14
@@ -165,7 +177,7 @@ def test_wall_names_streets_along_them_when_zoomed_in(wall, live_server, data_di
     page, rec, key = wall
     go(page, rec, BEN_THANH, 15)
     found = shown(page)
-    assert_no_overlap(found, WALL)
+    assert_no_overlap(found, WALL, page)
     streets = by_layer(found, "roads")
     assert not by_layer(found, "districts_2024")  # districts up to 12
     assert len(streets) >= 10 and by_layer(found, "wards"), found
@@ -191,7 +203,7 @@ def test_wall_names_streets_along_them_when_zoomed_in(wall, live_server, data_di
     record("wall z15 (1920x1080)", page)
     screenshot(page, "wall-labels-z15")
     go(page, rec, BEN_THANH, 17)
-    assert_no_overlap(shown(page), WALL)
+    assert_no_overlap(shown(page), WALL, page)
     record("wall z17 (1920x1080)", page)
     rec.check_clean()
 
@@ -215,7 +227,7 @@ def test_portal_names_wards_and_streets_for_citizens(browser, live_server, data_
         placed(page)
         settle(page, rec)
         found = shown(page)
-        assert_no_overlap(found, WALL)
+        assert_no_overlap(found, WALL, page)
         assert len(by_layer(found, "wards")) >= 10 and not by_layer(found, "districts_2024")
         assert not [u for u in rec.requests if "districts_2024" in u]  # never even asked
         assert halo_contrast(page, "wards") >= 7
@@ -223,7 +235,7 @@ def test_portal_names_wards_and_streets_for_citizens(browser, live_server, data_
         screenshot(page, "portal-labels-z12")
         go(page, rec, BEN_THANH, 16)
         found = shown(page)
-        assert_no_overlap(found, WALL)
+        assert_no_overlap(found, WALL, page)
         assert len(by_layer(found, "roads")) >= 10
         if data_dir:
             assert "Bến Thành" in by_layer(found, "wards")
@@ -232,7 +244,7 @@ def test_portal_names_wards_and_streets_for_citizens(browser, live_server, data_
         page.set_viewport_size(PHONE)
         go(page, rec, BEN_THANH, 16)
         found = shown(page)
-        assert_no_overlap(found, PHONE)
+        assert_no_overlap(found, PHONE, page)
         assert by_layer(found, "roads")
         screenshot(page, "portal-labels-phone")
         rec.check_clean()

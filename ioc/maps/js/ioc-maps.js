@@ -686,6 +686,15 @@
       probes.forEach(function (probe) { box.removeChild(probe); });
       return fonts[kind];
     },
+    // The boxes of what floats over the map (controls, legend, hint): no name goes under them.
+    _obstacles: function () {
+      var origin = this._map.getContainer().getBoundingClientRect();
+      var nodes = document.querySelectorAll('.leaflet-control, .ioc-legend, .ioc-hint, .ioc-embed .ioc-live');
+      return Array.prototype.map.call(nodes, function (node) {
+        var r = node.getBoundingClientRect();
+        return [r.left - origin.left, r.top - origin.top, r.right - origin.left, r.bottom - origin.top];
+      }).filter(function (b) { return b[2] > b[0] && b[3] > b[1]; });
+    },
     // A label's size in CSS pixels (kept: a name is measured once per page).
     _measure: function (kind, text) {
       var key = kind + '\u0000' + text;
@@ -704,11 +713,12 @@
       this._box.style.display = '';  // (fonts are measured in it)
       var zoom = map.getZoom();
       var size = map.getSize();
-      var placed = [], seen = {}, candidates = 0, self = this;
+      var placed = this._obstacles(), seen = {}, candidates = 0, self = this;
+      var reserved = placed.length;
       var fragment = document.createDocumentFragment();
       this._sources.forEach(function (src) {
         if (zoom < src.cfg.minZoom || zoom > src.cfg.maxZoom || src.key === null) { return; }
-        for (var i = 0; i < src.rows.length && placed.length < LABEL_MAX; i += 1) {
+        for (var i = 0; i < src.rows.length && placed.length - reserved < LABEL_MAX; i += 1) {
           var row = src.rows[i];
           if (row.minzoom > zoom) { continue; }
           var p = map.latLngToContainerPoint([row.lat, row.lon]);
@@ -735,7 +745,7 @@
       var ms = performance.now() - started;
       var s = status.labels;
       s.candidates = candidates;
-      s.shown = placed.length;
+      s.shown = placed.length - reserved;
       s.ms = Math.round(ms * 10) / 10;
       s.maxMs = Math.max(s.maxMs, s.ms);
       s.draws += 1;
