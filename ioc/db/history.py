@@ -58,7 +58,9 @@ def sync_history(cur, layer_id: str, retention_days: int | None, schema: str) ->
             cur.execute(f"DROP TRIGGER {quote_ident(name)} ON {table}")
         cur.execute("DELETE FROM ioc.layer_history WHERE layer_id = %s", (layer_id,))
         return False
-    started = len(present) < len(EVENTS)
+    # A history table whose columns are not the live table's (the layer was deleted and
+    # re-created with others) cannot take its rows: it is set aside and history starts afresh.
+    started = _set_aside_stale(cur, layer_id, table) or len(present) < len(EVENTS)
     _create_table(cur, layer_id, table)
     cur.execute(
         "INSERT INTO ioc.layer_history (layer_id, retention_days) VALUES (%s, %s)"
@@ -72,6 +74,35 @@ def sync_history(cur, layer_id: str, retention_days: int | None, schema: str) ->
                 cur.execute(_trigger_sql(event, table))
         _reconcile(cur, layer_id, table)
     return started
+
+
+def _typed_columns(cur, table: str) -> list[tuple[str, str]]:
+    cur.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (table,),
+    )
+    return [(name, kind) for name, kind in cur.fetchall()]
+
+
+def _set_aside_stale(cur, layer_id: str, table: str) -> bool:
+    """Rename ``history.<id>`` to ``history.<id>_old_<UTC time>`` when its columns (without the
+    interval) differ from the live table's, and drop its indexes (their names are the fresh
+    table's); True when it did. The old states stay for an operator to read or drop."""
+    hist = history_ident(layer_id)
+    kept = _typed_columns(cur, hist)
+    if not kept or kept[:-2] == _typed_columns(cur, table):
+        return False
+    cur.execute(
+        "SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = to_regclass(%s)",
+        (hist,),
+    )
+    for (index,) in cur.fetchall():
+        cur.execute(f"DROP INDEX {index}")  # regclass text: already quoted and qualified
+    cur.execute("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISS')")
+    aside = f"{layer_id[:40]}_old_{cur.fetchone()[0]}"
+    cur.execute(f"ALTER TABLE {hist} RENAME TO {quote_ident(aside)}")
+    return True
 
 
 def _create_table(cur, layer_id: str, table: str) -> None:

@@ -7,31 +7,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import psycopg2
 import pytest
 
 from tests.fixtures import uploads
-from tests.http.test_publish import SENSORS
-from tests.http.test_publish import _clean as clean_published
+from tests.http.test_publish import SENSORS, _clean
 
 LAYER, SECRET = "ph_sensors", "ph_secret"
 ITEMS = f"/collections/{LAYER}/items"
 HISTORY = {"history": {"retention_days": 7}}
-
-
-def _clean(db_settings) -> None:
-    """Drop the ph_* layers as test_publish does, and their history tables and records."""
-    clean_published(db_settings, "ph")
-    conn = psycopg2.connect(db_settings.dsn())
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'history' AND tablename LIKE 'ph\\_%'"
-        )
-        for (table,) in cur.fetchall():
-            cur.execute(f'DROP TABLE history."{table}"')
-        cur.execute("DELETE FROM ioc.layer_history WHERE layer_id LIKE 'ph\\_%'")
-    conn.commit()
-    conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +24,7 @@ def publisher(make_key):
 
 @pytest.fixture(scope="module")
 def layers(client, publisher, db_settings):
-    _clean(db_settings)
+    _clean(db_settings, "ph")
     for manifest in (
         {**SENSORS, **HISTORY, "id": LAYER},
         {**SENSORS, **HISTORY, "id": SECRET, "access": "restricted"},
@@ -49,7 +32,7 @@ def layers(client, publisher, db_settings):
         response = client.post("/layers", json=manifest, headers=publisher)
         assert response.status_code == 201, response.text
     yield
-    _clean(db_settings)
+    _clean(db_settings, "ph")
 
 
 def feature(sid="H-1", depth=7, lon=106.6990, lat=10.7798):
@@ -181,6 +164,57 @@ def test_retention_prunes_on_write_and_bounds_at(client, layers, publisher, db):
     response = client.get(ITEMS, params={"at": old})
     assert response.status_code == 400
     assert response.json()["parameter"] == "at" and "7 days" in response.json()["description"]
+
+
+def test_a_layer_recreated_with_other_columns_starts_a_fresh_history(client, layers, publisher, db):
+    layer = "ph_recreated"
+    items = f"/collections/{layer}/items"
+    post = client.post("/layers", json={**SENSORS, **HISTORY, "id": layer}, headers=publisher)
+    assert post.status_code == 201, post.text
+    create(client, publisher, layer=layer, sid="R-1", depth=4)
+    # Deleted as an operator would by hand: its table and registry row, not its history.
+    with db.cursor() as cur:
+        cur.execute(f"DROP TABLE data.{layer}")
+        cur.execute("DELETE FROM ioc.layers WHERE id = %s", (layer,))
+    db.commit()
+
+    other = {
+        **SENSORS,
+        **HISTORY,
+        "id": layer,
+        "id_attribute": "code",
+        "attributes": [
+            {"name": "code", "type": "text", "label": {"vi": "Mã", "en": "Code"}},
+            {"name": "level", "type": "integer", "label": {"vi": "Mức", "en": "Level"}},
+        ],
+    }
+    post = client.post("/layers", json=other, headers=publisher)
+    assert post.status_code == 201, post.text
+    body = {"type": "Feature", "properties": {"code": "Z-1", "level": 1},
+            "geometry": {"type": "Point", "coordinates": [106.70, 10.78]}}  # fmt: skip
+    response = client.post(items, json=body, headers=publisher)
+    assert response.status_code == 201, response.text
+    fid = response.json()["ids"][0]
+    response = client.patch(f"{items}/{fid}", json={"properties": {"level": 2}}, headers=publisher)
+    assert response.status_code == 204, response.text
+
+    found = client.get(f"{items}/{fid}/history")
+    assert found.status_code == 200, found.text
+    assert [f["properties"]["level"] for f in found.json()["features"]] == [1, 2]
+    now = client.get(items, params={"limit": 10})
+    assert now.status_code == 200, now.text
+    assert [f["properties"]["level"] for f in now.json()["features"]] == [2]
+    start = found.json()["features"][0]["properties"]["valid_from"]
+    then = client.get(items, params={"at": start})
+    assert then.status_code == 200, then.text
+    assert [f["properties"]["level"] for f in then.json()["features"]] == [1]
+    # The old states were set aside (not lost), none of them mixed into the new table's.
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'history' AND tablename LIKE %s",
+            (f"{layer}\\_old\\_%",),
+        )
+        assert cur.fetchone()[0] == 1
 
 
 def test_bad_instants_are_400(client, layers):

@@ -55,18 +55,20 @@ ZONES = {
 
 
 def _clean(db_settings, prefix: str = "pt") -> None:
-    """Drop the test layers whose id starts with ``prefix_`` (tables, registry, audit, events)."""
+    """Drop the test layers whose id starts with ``prefix_`` (tables with their history,
+    registry, audit, events)."""
     like = prefix + "\\_%"
     conn = psycopg2.connect(db_settings.dsn())
     with conn.cursor() as cur:
         cur.execute(
             "SELECT tablename, schemaname FROM pg_tables WHERE tablename LIKE %s"
-            " AND schemaname IN ('data', 'versions', 'staging')",
+            " AND schemaname IN ('data', 'versions', 'staging', 'history')",
             (like,),
         )
         for table, schema in cur.fetchall():
             cur.execute(f'DROP TABLE "{schema}"."{table}"')
         cur.execute("DELETE FROM ioc.layers WHERE id LIKE %s", (like,))
+        cur.execute("DELETE FROM ioc.layer_history WHERE layer_id LIKE %s", (like,))
         cur.execute("DELETE FROM ioc.audit WHERE layer_id LIKE %s", (like,))
         cur.execute("DELETE FROM ioc.events WHERE layer_id LIKE %s", (like,))
     conn.commit()

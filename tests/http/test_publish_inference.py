@@ -24,18 +24,19 @@ BUS_STOPS = Path("/work/shared/data/hcmc/bus_stops.geojson")
 
 
 def clean_layers(db_settings, prefix: str = PREFIX) -> None:
-    """Drop the layers whose id starts with ``prefix_``: tables, registry, audit, events."""
+    """Drop the layers whose id starts with ``prefix_``: tables and history, registry, audit,
+    events."""
     like = prefix + "\\_%"
     conn = psycopg2.connect(db_settings.dsn())
     with conn.cursor() as cur:
         cur.execute(
             "SELECT schemaname, tablename FROM pg_tables WHERE tablename LIKE %s"
-            " AND schemaname IN ('data', 'versions', 'staging')",
+            " AND schemaname IN ('data', 'versions', 'staging', 'history')",
             (like,),
         )
         for schema, table in cur.fetchall():
             cur.execute(f'DROP TABLE "{schema}"."{table}"')
-        for table in ("layers", "audit", "events"):
+        for table in ("layers", "audit", "events", "layer_history"):
             column = "id" if table == "layers" else "layer_id"
             cur.execute(f"DELETE FROM ioc.{table} WHERE {column} LIKE %s", (like,))
     conn.commit()
