@@ -1,7 +1,9 @@
 """The production topology on loopback, from Debian's packages: etcd, two Patroni-managed
 PostGIS nodes (synchronous replication), HAProxy (database primary / replica ports checked
 against Patroni's REST API, and the HTTP front of two ``ioc serve`` processes checked on
-/readyz). deploy/ holds the same topology for containers; this is its test on one machine.
+/readyz). deploy/compose.yml holds the same topology for containers, its Patroni and HAProxy
+configuration rendered from the same templates (deploy/render.py); this is its test on one
+machine.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from deploy import render
 from ioc.db import cluster
 from ioc.db.connection import create_migrated
 from ioc.settings import DatabaseSettings
@@ -25,6 +28,11 @@ from tests.polling import wait_until
 VENV_BIN = Path(sys.executable).parent
 PROGRAMS = {"etcd": "etcd-server", "patroni": "patroni", "haproxy": "haproxy"}
 PASSWORD = "loopback-only"  # trust on 127.0.0.1 anyway; Patroni wants one set
+LOOPBACK_HBA = (
+    "local all all trust",
+    "host all all 127.0.0.1/32 trust",
+    "host replication all 127.0.0.1/32 trust",
+)
 
 
 def missing_programs() -> list[str]:
@@ -38,92 +46,32 @@ def missing_programs() -> list[str]:
 
 def _patroni_config(base: Path, name: str, ports: dict[str, int], bindir: Path) -> str:
     data = base / name
-    return f"""
-scope: ioc-loopback
-name: {name}
-restapi:
-  listen: 127.0.0.1:{ports["rest"]}
-  connect_address: 127.0.0.1:{ports["rest"]}
-etcd3:
-  hosts: 127.0.0.1:{ports["etcd"]}
-bootstrap:
-  dcs:
-    ttl: 10
-    loop_wait: 1
-    retry_timeout: 4
-    maximum_lag_on_failover: 1048576
-    synchronous_mode: true
-    postgresql:
-      use_pg_rewind: true
-      parameters:
-        max_connections: 100
-        wal_keep_size: 256MB
-        hot_standby_feedback: "on"
-  initdb:
-    - encoding: UTF8
-    - no-locale
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 trust
-    - host replication all 127.0.0.1/32 trust
-postgresql:
-  listen: 127.0.0.1:{ports["pg"]}
-  connect_address: 127.0.0.1:{ports["pg"]}
-  data_dir: {data}/data
-  bin_dir: {bindir}
-  pgpass: {data}/pgpass
-  authentication:
-    superuser: {{username: postgres, password: {PASSWORD}}}
-    replication: {{username: replicator, password: {PASSWORD}}}
-  parameters:
-    unix_socket_directories: {data}
-    shared_buffers: 64MB
-"""
+    return render.patroni_config(
+        name,
+        scope="ioc-loopback",
+        rest=f"127.0.0.1:{ports['rest']}",
+        pg=f"127.0.0.1:{ports['pg']}",
+        etcd_hosts=f"127.0.0.1:{ports['etcd']}",
+        data_dir=str(data / "data"),
+        bin_dir=str(bindir),
+        socket_dir=str(data),
+        pg_hba=LOOPBACK_HBA,
+        password=PASSWORD,
+        rewind=False,  # the superuser rewinds here
+    )
 
 
 def _haproxy_config(ports: dict[str, int], nodes: list[dict[str, int]], ioc: list[int]) -> str:
-    def servers(check: str) -> str:
-        return "\n".join(
-            f"  server node{i + 1} 127.0.0.1:{n['pg']} check port {n['rest']}{check}"
+    return render.haproxy_config(
+        bind="127.0.0.1",
+        ports=ports,
+        nodes=[
+            render.Node(f"node{i + 1}", "127.0.0.1", n["pg"], n["rest"])
             for i, n in enumerate(nodes)
-        )
-
-    web = "\n".join(f"  server ioc{i + 1} 127.0.0.1:{p} check" for i, p in enumerate(ioc))
-    return f"""
-global
-  maxconn 500
-defaults
-  timeout connect 2s
-  timeout client 120s
-  timeout server 120s
-listen primary
-  mode tcp
-  bind 127.0.0.1:{ports["primary"]}
-  option httpchk GET /primary
-  http-check expect status 200
-  default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
-{servers("")}
-listen replicas
-  mode tcp
-  bind 127.0.0.1:{ports["replicas"]}
-  option httpchk GET /replica
-  http-check expect status 200
-  default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
-{servers("")}
-listen ioc
-  mode http
-  bind 127.0.0.1:{ports["http"]}
-  option httpchk GET /readyz
-  http-check expect status 200
-  retry-on all-retryable-errors
-  # A new server connection per request: a request is never sent on a kept-alive connection
-  # to a process that just died (which HAProxy may not retry).
-  option http-server-close
-  retries 3
-  option redispatch 1
-  default-server inter 500ms fall 2 rise 1
-{web}
-"""
+        ],
+        ioc=[render.Web(f"ioc{i + 1}", "127.0.0.1", p) for i, p in enumerate(ioc)],
+        resolvers=False,
+    )
 
 
 @dataclass
@@ -224,7 +172,8 @@ class Stack:
         for i in range(2):
             self.start_ioc(i)
 
-    def start_ioc(self, i: int) -> None:
+    def start_ioc(self, i: int, **settings: str) -> None:
+        """Start ioc process ``i`` (again), with ``settings`` added to its environment."""
         env = dict(os.environ)
         env.update(
             DATABASE_URL=self.database_url("primary"),
@@ -232,6 +181,7 @@ class Stack:
             IOC_TILE_CACHE_DIR=str(self.base / "tiles"),
             IOC_LOG_LEVEL="warning",
             IOC_CATALOG_CHECK_SECONDS="0.5",
+            **settings,
         )
         self._spawn(
             f"ioc{i}",

@@ -1,0 +1,1 @@
+"""The production topology's configuration (deploy/templates, rendered by deploy/render.py)."""
