@@ -13,6 +13,7 @@ from ioc.db.identifiers import qualified, quote_ident
 HISTORY_SCHEMA = "history"
 EVENTS = ("insert", "update", "delete", "truncate")
 _PREFIX = "ioc_history_"
+FILLFACTOR = 60  # as sql/0016_history_hot.sql
 
 
 def history_ident(layer_id: str) -> str:
@@ -34,13 +35,17 @@ def _trigger_sql(event: str, table: str) -> str:
     )
 
 
-def _columns(cur, table: str) -> list[str]:
+def _typed_columns(cur, table: str) -> list[tuple[str, str]]:
     cur.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
-        " AND NOT attisdropped ORDER BY attnum",
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         (table,),
     )
-    return [row[0] for row in cur.fetchall()]
+    return [(name, kind) for name, kind in cur.fetchall()]
+
+
+def _columns(cur, table: str) -> list[str]:
+    return [name for name, _ in _typed_columns(cur, table)]
 
 
 def sync_history(cur, layer_id: str, retention_days: int | None, schema: str) -> bool:
@@ -76,15 +81,6 @@ def sync_history(cur, layer_id: str, retention_days: int | None, schema: str) ->
     return started
 
 
-def _typed_columns(cur, table: str) -> list[tuple[str, str]]:
-    cur.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-        " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (table,),
-    )
-    return [(name, kind) for name, kind in cur.fetchall()]
-
-
 def _set_aside_stale(cur, layer_id: str, table: str) -> bool:
     """Rename ``history.<id>`` to ``history.<id>_old_<UTC time>`` when its columns (without the
     interval) differ from the live table's, and drop its indexes (their names are the fresh
@@ -108,20 +104,22 @@ def _set_aside_stale(cur, layer_id: str, table: str) -> bool:
 def _create_table(cur, layer_id: str, table: str) -> None:
     hist = history_ident(layer_id)
     cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(HISTORY_SCHEMA)}")
-    # LIKE: the same columns in the same order, so the triggers copy rows with n.*.
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {hist} (LIKE {table})")
+    # LIKE: the same columns in the same order, so the triggers copy rows with n.*. Room on
+    # each page for the closed version of its rows: closing a state is then a HOT update.
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {hist} (LIKE {table}) WITH (fillfactor = {FILLFACTOR})"
+    )
     cur.execute(f"ALTER TABLE {hist} ADD COLUMN IF NOT EXISTS valid_from timestamptz NOT NULL")
     cur.execute(
         f"ALTER TABLE {hist} ADD COLUMN IF NOT EXISTS valid_to timestamptz NOT NULL"
         " DEFAULT 'infinity'"
     )
     name = layer_id[:40]
+    # valid_to, the one column a write changes, is in no index (nor index predicate): see
+    # sql/0016_history_hot.sql.
     indexes = {
-        "fid": "(fid, valid_from)",  # one feature's states, oldest first
-        "open": "(fid) WHERE valid_to = 'infinity'",  # the state a write closes
-        # The states at an instant, and pruning ('<<': ended before the cutoff). Every index
-        # costs each write: no btree on valid_to.
-        "valid": "USING gist (tstzrange(valid_from, valid_to))",
+        "fid": "(fid, valid_from)",  # one feature's states; its latest is the one a write closes
+        "from": "(valid_from)",  # 'at' and pruning: the states begun by an instant
         "geom": "USING gist (geom)",
     }
     for suffix, spec in indexes.items():

@@ -202,7 +202,8 @@ def _where(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
     conditions = []
     if q.at is not None:  # the states valid then: [valid_from, valid_to) contains the instant
         at = binds.add(q.at, "timestamptz")
-        conditions.append(f"tstzrange({ALIAS}.valid_from, {ALIAS}.valid_to) @> {at}")
+        # valid_to is in no index (closing a state stays a HOT update): valid_from's is used
+        conditions.append(f"{ALIAS}.valid_from <= {at} AND {ALIAS}.valid_to > {at}")
     if q.bboxes:
         conditions.append("(" + " OR ".join(_bbox_sql(layer, b, binds) for b in q.bboxes) + ")")
     if q.interval:
