@@ -5,7 +5,9 @@ It uses the query benchmark's city-scale database (``IOC_BENCH_QUERIES_DB``, see
 use) and runs the endpoint's domain function (``ioc.dashboards.panels.dashboard_data``) on one
 asyncpg pool as an operator, after building the unit memberships the job runner would build.
 For each state: **cold** (a fresh answer cache: the passes run), **warm** (the cached answer),
-and **after a write** (one report's status changed, then the next load computes anew).
+and **after a write** (one report's status changed, then the next load computes anew). With
+``--passes``, each of the three statements of a cold load (``ioc.dashboards.counts``) is also
+timed alone, one after the other: what each costs without the other two competing for the cores.
 
 Target (issue #21, item 4): a cold load under a second at city scale.
 """
@@ -25,12 +27,13 @@ from ioc.catalog.access import Principal
 from ioc.catalog.layers import load_catalog
 from ioc.dashboards.filters import CITY_TZ, parse_filter
 from ioc.dashboards.model import load_dashboards
-from ioc.dashboards.panels import PanelCache, dashboard_data
+from ioc.dashboards.panels import PanelCache, compute, dashboard_data, run_pass
 from ioc.db.connection import create_pool
 from ioc.query import units
 from ioc.query.model import QuerySettings
 
 TARGET_MS = 1000.0
+PASSES = ("counts", "units", "median")  # the order in which compute starts them
 OPERATOR = Principal(role="operator", key_id=None)
 STATES = {
     "default (last 90 days, districts)": {},
@@ -51,12 +54,41 @@ WHERE fid = (SELECT max(fid) FROM data.reports_1022)
 """
 
 
+async def pass_times(pool, catalog, settings, board, params: dict[str, str]) -> dict[str, float]:
+    """Each pass of a state's cold load alone, one after the other (ms)."""
+    now = datetime.now(CITY_TZ)
+    first = parse_filter(board, params, now)
+    answer = await dashboard_data(
+        pool, catalog, OPERATOR, settings, board, first, cache=PanelCache()
+    )
+    state = parse_filter(board, answer["filter"], now)  # the default range resolved
+    lock, times = asyncio.Lock(), dict[str, float]()
+
+    def timed(document, write):
+        name = PASSES[len(times)]  # named when compute calls it, in its order
+        times[name] = 0.0
+
+        async def one():
+            async with lock:
+                started = time.perf_counter()
+                rows = await run_pass(pool, catalog, OPERATOR, settings, document, write)
+                times[name] = (time.perf_counter() - started) * 1000
+                return rows
+
+        return one()
+
+    await compute(board, catalog, state, timed, now)
+    return times
+
+
 def percentile(times: list[float], q: float) -> float:
     ordered = sorted(times)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(runs: int, warm_runs: int) -> list[tuple[str, str, list[float]]]:
+async def measure(
+    runs: int, warm_runs: int, passes: bool = False
+) -> list[tuple[str, str, list[float]]]:
     pool = await create_pool(bench_settings())
     results: list[tuple[str, str, list[float]]] = []
     try:
@@ -87,6 +119,11 @@ async def measure(runs: int, warm_runs: int) -> list[tuple[str, str, list[float]
                 # (this write is plain SQL).
                 after.append(await load(params, PanelCache()))
             results += [(name, "cold", cold), (name, "warm", warm), (name, "after a write", after)]
+            if passes:
+                alone = [
+                    await pass_times(pool, catalog, settings, board, params) for _ in range(runs)
+                ]
+                results += [(name, f"{p} pass alone", [t[p] for t in alone]) for p in PASSES]
     finally:
         await pool.close()
     return results
@@ -97,9 +134,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, list[float]]]:
     parser = argparse.ArgumentParser(prog="python -m bench dashboards")
     parser.add_argument("--runs", type=int, default=5, help="cold loads per state")
     parser.add_argument("--warm-runs", type=int, default=50, help="cached loads per state")
+    parser.add_argument(
+        "--passes", action="store_true", help="also time each statement of a cold load alone"
+    )
     args = parser.parse_args(argv)
     prepare(bench_settings())
-    results = asyncio.run(measure(args.runs, args.warm_runs))
+    results = asyncio.run(measure(args.runs, args.warm_runs, args.passes))
     table = Table(title="The 1022 dashboard's data on 1,000,000 reports (one asyncpg pool)")
     for column in ("state", "load", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right" if "ms" in column else "left")

@@ -26,7 +26,7 @@ from ioc.dashboards.filters import BoardFilter
 from ioc.dashboards.model import Dashboard
 from ioc.features import cql2, cql2_sql
 from ioc.query.analysis import Plan
-from ioc.query.sql import Column, _Builder
+from ioc.query.sql import Column, statement_builder
 
 FLAGGED = ("category", "status", "channel")  # counted with FILTER, not narrowed in WHERE
 # The grouping keys of the counts pass, in the order GROUPING() numbers them.
@@ -59,7 +59,7 @@ class _Conditions:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.builder = _Builder(plan)
+        self.builder = statement_builder(plan)
         self.where = self.builder.where()
 
     def cond(self, document: dict[str, Any]) -> str:

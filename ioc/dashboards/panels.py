@@ -304,7 +304,7 @@ async def _run_rows(
     return [dict(r) for r in rows]
 
 
-async def _run_pass(
+async def run_pass(
     pool: Pool,
     catalog: Catalog,
     principal: Principal,
@@ -405,12 +405,12 @@ async def dashboard_data(
     async def run(document: dict[str, Any]) -> list[dict[str, Any]]:
         return await _run_rows(pool, catalog, principal, settings, document)
 
-    async def run_pass(document: dict[str, Any], write) -> list[asyncpg.Record]:
-        return await _run_pass(pool, catalog, principal, settings, document, write)
+    async def one_pass(document: dict[str, Any], write) -> list[asyncpg.Record]:
+        return await run_pass(pool, catalog, principal, settings, document, write)
 
     async def make() -> dict[str, Any]:
         state = f if f.start or f.end else await default_range(board, f, run)
-        panels = await compute(board, catalog, state, run_pass, minute)
+        panels = await compute(board, catalog, state, one_pass, minute)
         return {
             "dashboard": board.id,
             "version": list(version),

@@ -558,6 +558,12 @@ def _unit_columns(unit: UnitSet) -> list[tuple[str, str, str, str]]:
     return cols
 
 
+def statement_builder(plan: Plan) -> _Builder:
+    """A builder for a statement ``ioc.query`` does not write itself (a dashboard's passes): its
+    ``where()``, ``col()``, unit ``group_source()`` and the binds every part shares."""
+    return _Builder(plan)
+
+
 def build(plan: Plan) -> Compiled:
     """The statement of a plan (after ``resolve`` has read its address and ward targets)."""
     missing = [i for i in plan.lookups if i not in plan.literals]
