@@ -38,7 +38,7 @@ import asyncpg
 import httpx
 import psycopg2
 
-from bench.common import console, seeded_database, start_ioc, start_tipg
+from bench.common import Server, console, seeded_database, start_ioc, start_tipg
 from bench.loadgen import Job, Run, combine, pgbench, wrk
 from bench.tilecheck import ZoomCheck, compare
 from bench.tilelist import Sample, draw_tiles, sample_features
@@ -257,6 +257,13 @@ class Writer:
 # --- load --------------------------------------------------------------------------------------
 
 
+def serve(settings: DatabaseSettings, **env: str) -> Server:
+    """``ioc serve`` on the bench database, migrated first (a migration added to the working
+    tree during a long run would otherwise stop the next start)."""
+    prepare_database()
+    return start_ioc(settings, **env)
+
+
 def _paths(prefix: str, tiles: Sequence[tuple[int, int, int]], suffix: str = "") -> list[str]:
     return [f"{prefix}/{z}/{x}/{y}{suffix}" for z, x, y in tiles]
 
@@ -293,7 +300,7 @@ async def measure_layer(
         z: passes("tipg", tipg_url, _paths(tipg_prefix, ts)) for z, ts in zooms.items()
     }
     with tempfile.TemporaryDirectory() as cache_dir:
-        ioc = start_ioc(settings, IOC_TILE_CACHE="off", IOC_TILE_CACHE_DIR=cache_dir)
+        ioc = serve(settings, IOC_TILE_CACHE="off", IOC_TILE_CACHE_DIR=cache_dir)
         try:
             conn = await asyncpg.connect(settings.dsn())
             try:
@@ -327,7 +334,7 @@ async def measure_layer(
             result.writes["ioc, writes"] = writer
         finally:
             ioc.stop()
-        ioc = start_ioc(settings, IOC_TILE_CACHE="on", IOC_TILE_CACHE_DIR=cache_dir)
+        ioc = serve(settings, IOC_TILE_CACHE="on", IOC_TILE_CACHE_DIR=cache_dir)
         try:
             wrk("warm-up", ioc.url, paths, CONCURRENCY, rounds=1, **auth)
             result.whole["warm"] = wrk(
