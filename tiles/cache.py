@@ -5,6 +5,10 @@ or any change made without a change event), so a layer changed as a whole gets n
 tiles are never looked up again, and are dropped from memory at once and from disk by
 :meth:`DiskCache.prune`. Item writes do not move it: each cached tile records the event id it
 is current *as of*, and the tile service checks it against the change boxes it knows of.
+
+Layer ids, versions and event ids repeat from one database to another (test runs, a re-created
+database, a restored dump), so the disk cache keeps each database's tiles in a folder of its own,
+named after the database's identity (sql/0015), which the tile service reads once.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ BLOCK = 4096  # a small file still takes a block
 # tile with another one's as-of.
 HEADER = struct.Struct(">4sQH")
 MAGIC = b"IOT1"
+# Folders of databases start with this; anything else at the top is the layout before them.
+SCOPE_PREFIX = "db-"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ def layers_key(parts: Iterable[tuple[str, int, str]]) -> str:
         f"{layer_id}@{version}" + ("" if mode == "features" else f".{mode}")
         for layer_id, version, mode in parts
     )
+
+
+def database_scope(identity: str) -> str:
+    """The disk cache folder of a database, from ``ioc.database_identity()``."""
+    return SCOPE_PREFIX + hashlib.sha1(identity.encode()).hexdigest()[:16]
 
 
 def parse_layers_key(key: str) -> list[tuple[str, int]]:
@@ -117,18 +128,22 @@ class MemoryCache:
 
 
 class DiskCache:
-    """Tiles as files ``<dir>/<fingerprint>/<layers key>/<z>/<x>/<y>.mvt.gz``, shared by all
-    processes; writes are atomic (temporary file + rename), so readers never see half a tile.
+    """Tiles as files ``<dir>/<database>/<fingerprint>/<layers key>/<z>/<x>/<y>.mvt.gz``, shared
+    by all processes; writes are atomic (temporary file + rename), so readers never see half a tile.
     Each file starts with a HEADER (as-of event id, the layers that hit the feature cap).
 
     With ``max_bytes``, :meth:`sweep` keeps the cache within that budget: any caller may ask
     for a tile of any set of public layers at any zoom, so an unbounded cache would fill the
     disk. The first write after start asks for a sweep, then every SWEEP_EVERY of the budget.
+
+    ``scope`` is the database's folder (:func:`database_scope`); until it is known the cache
+    neither reads nor writes.
     """
 
-    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None, scope: str | None = None) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.scope = scope
         # Bytes written since the last sweep (this process's share; enough to pace sweeps).
         self.written = int(max_bytes * SWEEP_EVERY) if max_bytes else 0
 
@@ -143,9 +158,12 @@ class DiskCache:
         self.written = 0
         if self.max_bytes is None:
             return 0
+        # The budget is the folder's: every database's tiles count.
         levels = [
             (*_usage(z_dir), z_dir)
-            for fp_dir in _dirs(self.root)
+            for db_dir in _dirs(self.root)
+            if db_dir.name.startswith(SCOPE_PREFIX)
+            for fp_dir in _dirs(db_dir)
             for key_dir in _dirs(fp_dir)
             for z_dir in _dirs(key_dir)
         ]
@@ -164,15 +182,17 @@ class DiskCache:
         fingerprint, layers = key.split("/", 1)
         if len(layers) > MAX_DIR_NAME:
             layers = "h-" + hashlib.sha1(layers.encode()).hexdigest()
-        return self.root / fingerprint / layers
+        return self.root / str(self.scope) / fingerprint / layers
 
     def path(self, key: str, z: int, x: int, y: int) -> Path:
-        """Where a tile lives."""
+        """Where a tile lives (in this database's folder)."""
         return self._dir(key) / str(z) / str(x) / f"{y}.mvt.gz"
 
     def get(self, key: str, z: int, x: int, y: int) -> CachedTile | None:
         """The cached tile or None. Reads are synchronous on purpose: a small file in the page
         cache is read faster than a hop to a worker thread."""
+        if self.scope is None:
+            return None
         path = self.path(key, z, x, y)
         try:
             data = path.read_bytes()
@@ -188,6 +208,8 @@ class DiskCache:
     def put(self, key: str, z: int, x: int, y: int, tile: CachedTile) -> None:
         """Store a tile atomically; a failure to write (disk full, read-only) is not an error
         for the request that rendered it."""
+        if self.scope is None:
+            return
         path = self.path(key, z, x, y)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,10 +224,18 @@ class DiskCache:
             pass
 
     def prune(self, versions: dict[str, int], fingerprint: str) -> int:
-        """Delete cached tiles of other fingerprints and of layer versions that are not current;
-        returns the number of directories removed."""
+        """Delete this database's cached tiles of other fingerprints and of layer versions that
+        are not current, and folders of the layout before databases had their own; returns the
+        number of directories removed. Other databases' folders are left to their processes
+        (and to :meth:`sweep`)."""
+        if self.scope is None:
+            return 0
         removed = 0
-        for fp_dir in _dirs(self.root):
+        for old in _dirs(self.root):
+            if not old.name.startswith(SCOPE_PREFIX):
+                shutil.rmtree(old, ignore_errors=True)
+                removed += 1
+        for fp_dir in _dirs(self.root / self.scope):
             if fp_dir.name != fingerprint:
                 shutil.rmtree(fp_dir, ignore_errors=True)
                 removed += 1

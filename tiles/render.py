@@ -19,7 +19,7 @@ from ioc.catalog.access import ANONYMOUS, Principal
 from ioc.catalog.layers import Catalog, Layer
 from ioc.db.connection import Pool
 from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
-from tiles.cache import CachedTile, DiskCache, MemoryCache, layers_key
+from tiles.cache import CachedTile, DiskCache, MemoryCache, database_scope, layers_key
 from tiles.changes import ChangeTracker
 from tiles.settings import TileSettings
 from tiles.sql import ID_TYPE_SQL, Plan, TileSQL, id_type_args, plan_tile
@@ -30,6 +30,7 @@ MAX_ZOOM = 24
 # holds the event loop ~2 ms; below that a thread hand-off (the GIL passed back and forth)
 # costs more CPU than it saves (measured: 0.02 ms per tile of the benchmark's mix at 64 KiB).
 BIG_TILE = 1 << 20
+IDENTITY_SQL = "SELECT ioc.database_identity()"  # sql/0015
 
 
 class TileOutOfRange(LayerNotFound):
@@ -84,9 +85,16 @@ class TileService:
         self._keys: dict[str, int] = {}  # each layer's key version when the catalog last changed
 
     async def start(self, pool: Pool, catalog: Catalog) -> None:
-        """Read the change events' state (each layer's tile base, the kept change boxes)."""
+        """Read the database's identity (the disk cache's folder) and the change events' state
+        (each layer's tile base, the kept change boxes)."""
+        await self.identify(pool)
         await self.changes.catch_up(pool)
         self._keys = self.key_versions(catalog)
+
+    async def identify(self, pool: Pool) -> None:
+        """Point the disk cache at this database's folder (read once per process)."""
+        if self.disk is not None and self.disk.scope is None:
+            self.disk.scope = database_scope(await pool.fetchval(IDENTITY_SQL))
 
     def key_versions(self, catalog: Catalog) -> dict[str, int]:
         """The version each layer's cached tiles are keyed by (see ChangeTracker.key_version)."""
@@ -149,6 +157,8 @@ class TileService:
                 # ETag) rather than a queue behind the render. A tile under a stream of writes
                 # is then at most one render old, and rendered once at a time.
                 return Tile(hit.data, self.etag(hit), hit.truncated, "memory")
+        if self.disk is not None and self.disk.scope is None:
+            await self.identify(pool)  # a service used without start()
         if self.disk is not None and (hit := self.disk.get(key, z, x, y)) is not None:
             if changes.fresh(ids, hit.as_of, z, x, y):
                 if self.memory is not None:

@@ -637,7 +637,8 @@ def test_the_disk_cache_keeps_to_its_budget(tiles_client, tmp_path):
     service = app.state.tiles = TileService(
         TileSettings(cache_dir=tmp_path, disk_max_mb=1, memory_mb=0)
     )
-    stale = tmp_path / service.fingerprint / "fx_gone@1" / "12" / "3263"
+    # Another database's tiles (the budget is the folder's).
+    stale = tmp_path / "db-other" / service.fingerprint / "fx_gone@1" / "12" / "3263"
     stale.mkdir(parents=True)
     for y in range(24):  # 2.4 MB written a day ago
         (stale / f"{y}.mvt.gz").write_bytes(bytes(100_000))

@@ -265,7 +265,14 @@ def test_memory_cache_is_bounded_by_bytes():
 
 
 def test_disk_cache_roundtrip_truncation_and_prune(tmp_path):
-    disk = DiskCache(tmp_path)
+    assert DiskCache(tmp_path).get("fp1/a@1", 3, 1, 2) is None  # no database known yet
+    DiskCache(tmp_path).put("fp1/a@1", 3, 1, 2, CachedTile(b"nowhere"))
+    assert not list(tmp_path.iterdir())  # ... so nothing is written either
+    other = DiskCache(tmp_path, scope="db-other")
+    other.put("fp1/a@1", 3, 1, 2, CachedTile(b"another database"))
+    (tmp_path / "fp1" / "a@1").mkdir(parents=True)  # the layout before databases had folders
+    disk = DiskCache(tmp_path, scope="db-this")
+    assert disk.get("fp1/a@1", 3, 1, 2) is None  # same key, another database's tile
     disk.put("fp1/a@1+b@2", 3, 1, 2, CachedTile(b"data", ("b",)))
     disk.put("fp1/a@1", 3, 1, 2, CachedTile(b""))
     disk.put("fp0/a@1", 3, 1, 2, CachedTile(b"old"))
@@ -276,8 +283,10 @@ def test_disk_cache_roundtrip_truncation_and_prune(tmp_path):
     assert disk.get(long_key, 3, 1, 2).data == b"long"
     assert disk.get("fp1/a@1", 3, 1, 3) is None
     removed = disk.prune({"a": 1, "b": 3}, "fp1")  # b moved on; fp0 is another configuration
-    assert removed == 3  # fp0, a@1+b@2 and the hashed key (its layers no longer exist)
+    # fp0, a@1+b@2, the hashed key (its layers no longer exist) and the old layout's folder
+    assert removed == 4
     assert disk.get("fp1/a@1", 3, 1, 2) is not None and disk.get("fp1/a@1+b@2", 3, 1, 2) is None
+    assert other.get("fp1/a@1", 3, 1, 2).data == b"another database"  # left to its own
 
 
 class FakePool:
@@ -438,7 +447,7 @@ def _age(folder, seconds_ago: float) -> None:
 
 def test_disk_cache_sweep_deletes_the_least_recently_written_zooms(tmp_path):
     budget = 400 << 10
-    cache = DiskCache(tmp_path, max_bytes=budget)
+    cache = DiskCache(tmp_path, max_bytes=budget, scope="db-1")
     assert cache.needs_sweep()  # the first write after start checks the budget
     tile = CachedTile(bytes(range(256)) * 200)  # 50 KiB
     for key, z, age in (
