@@ -6,7 +6,9 @@
 - ``queries``: per-ward statistics on one million citizen reports;
 - ``dashboards``: the 1022 dashboard's data on one million reports, cold, warm, after a write;
 - ``live``: upserts/s through HTTP, commit-to-SSE latency with 50 subscribers, cached wall tiles
-  with and without updates (the demo city, its own database).
+  with and without updates (the demo city, its own database);
+- ``scaling``: tiles/s and items/s with one and two ioc processes behind HAProxy over a Patroni
+  primary and replica on loopback, and the shared disk tile cache's hit ratio across processes.
 
 Options after the name go to that benchmark. ``all`` runs features and tiles (the city-scale
 benchmarks seed their own database first, which takes minutes: run them by name).
@@ -18,7 +20,7 @@ import importlib
 import inspect
 import sys
 
-BENCHMARKS = ("features", "tiles", "addresses", "queries", "dashboards", "live")
+BENCHMARKS = ("features", "tiles", "addresses", "queries", "dashboards", "live", "scaling")
 DEFAULT = ("features", "tiles")
 
 
