@@ -18,7 +18,15 @@ from ioc.dashboards.filters import BoardFilter
 from ioc.dashboards.model import Dashboard
 from ioc.maps import elements
 from ioc.maps.render import _take_scripts, build_map
-from ioc.maps.views import Basemap, BasemapLayer, MapView, ViewLayer, ViewPlan, plan_view
+from ioc.maps.views import (
+    Basemap,
+    BasemapLayer,
+    LabelLayer,
+    MapView,
+    ViewLayer,
+    ViewPlan,
+    plan_view,
+)
 
 JS_DIR = Path(__file__).parent / "js"
 STATIC = "/static/dashboards"
@@ -85,6 +93,18 @@ def map_view(board: Dashboard, theme: str) -> MapView:
             layers=[BasemapLayer(layer="water_areas"), BasemapLayer(layer="roads")],
         ),
         layers=[ViewLayer(layer=board.layer, kind="tiles", show=False)],
+        # Place and street names as on the wall (dropped for a caller who may not read them).
+        labels=[
+            LabelLayer(
+                layer="districts_2024",
+                property="district_name",
+                kind="district",
+                min_zoom=9,
+                max_zoom=12,
+            ),
+            LabelLayer(layer="wards", property="name", kind="ward", min_zoom=12, max_zoom=19),
+            LabelLayer(layer="roads", property="name", kind="street", min_zoom=14, max_zoom=19),
+        ],
         legend=False,
         layer_control=False,
     )
@@ -149,7 +169,7 @@ def render_dashboard(
     theme = THEMES[layout]
     plan = plan_view(map_view(board, theme), catalog, principal)
     # No layer of the view is drawn by ioc-maps.js: the script draws the filtered ones.
-    plan = ViewPlan(plan.view, [], plan.basemap, plan.dropped)
+    plan = ViewPlan(plan.view, [], plan.basemap, plan.dropped, plan.labels)
     fmap = build_map(plan, lang=lang, base=base, embed=False)  # type: ignore[arg-type]
     figure = fmap.get_root()
     for child in figure._children.values():  # type: ignore[attr-defined]

@@ -71,6 +71,8 @@ def test_the_dashboard_links_both_ways(board, live_server, db_settings):
         assert page.locator(f"#chart-{key} canvas").count() >= 1, key
     assert page.locator("#dash-ranking tbody tr").count() > 0
     assert page.inner_text("#kpi-open") not in ("", "…")
+    # Place names as on the wall (issue 21 item 6): the map is readable, offline.
+    page.wait_for_function("() => document.querySelectorAll('.ioc-label').length > 0")
     screenshot(page, "dashboard-desk")
 
     # A ward click on the map: every panel narrows to it; the bar's totals are that ward's.
