@@ -272,7 +272,9 @@ def publish(
                 inference, confirmed, filename=kept.report.get("filename") or "upload"
             )
             _check_unique(conn, kept.table, manifest.id_attribute)
-            registry.create_layer(conn, manifest)
+            # The registry row, the table and the first data commit together (in swap_staged):
+            # a failed swap leaves no empty layer behind, and the preview stays publishable.
+            registry.create_layer(conn, manifest, commit=False)
             layer = virtual_layer(manifest)
             with conn.cursor() as cur:
                 write_audit(cur, principal, "layer.create", layer.id, None, {})

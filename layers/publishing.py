@@ -159,8 +159,8 @@ def create(settings: PublishingSettings, document: dict[str, Any], principal: Pr
         )
     if not can_create_in(principal, manifest.department):
         raise Forbidden(f"You may not create layers for the '{manifest.department}' department.")
-    with connection(settings.database) as conn:
-        registry.create_layer(conn, manifest)
+    with connection(settings.database) as conn:  # the layer and its audit row commit together
+        registry.create_layer(conn, manifest, commit=False)
         _audit(conn, principal, "layer.create", manifest.id)
     return manifest.id
 

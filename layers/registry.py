@@ -77,12 +77,19 @@ def sync_manifests(
     return count
 
 
-def create_layer(conn: PgConn, manifest: LayerManifest) -> None:
+def create_layer(conn: PgConn, manifest: LayerManifest, *, commit: bool = True) -> None:
     """Create a new published layer (table + registry row); Conflict when the id is taken.
+    ``commit=False`` leaves both in the caller's transaction (with the layer's first data).
 
     One sentence for every reason an id is taken (a layer the caller sees, one hidden from
     them, a soft-deleted one, a bare table): a restricted layer's existence must not leak."""
     with conn.cursor() as cur:
+        # Two creates of one id wait for each other here (until the first's transaction ends,
+        # which may hold its whole first upload): the second then sees the id taken.
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('ioc.layer.create'), hashtext(%s))",
+            (manifest.id,),
+        )
         cur.execute(
             "SELECT EXISTS (SELECT 1 FROM ioc.layers WHERE id = %s) OR to_regclass(%s) IS NOT NULL",
             (manifest.id, f"{quote_ident(DATA_SCHEMA)}.{quote_ident(manifest.id)}"),
@@ -92,7 +99,8 @@ def create_layer(conn: PgConn, manifest: LayerManifest) -> None:
                 f"The id '{manifest.id}' is not available; choose another.", parameter="id"
             )
         _upsert(cur, manifest, "published")
-    conn.commit()
+    if commit:
+        conn.commit()
 
 
 def soft_delete(conn: PgConn, layer_id: str) -> None:

@@ -364,3 +364,93 @@ def test_the_command_line_creates_a_layer_from_a_file(client, keys, db_settings,
     assert layer["feature_count"] == 20 and layer["department"] == "planning"
     again = subprocess.run(args, env=env, capture_output=True, text=True)
     assert again.returncode != 0 and "not available" in again.stderr
+
+
+REFUSE_SQL = """
+CREATE OR REPLACE FUNCTION public.pi_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+DROP TRIGGER IF EXISTS pi_refuse ON ioc.layer_versions;
+CREATE TRIGGER pi_refuse BEFORE INSERT ON ioc.layer_versions FOR EACH ROW
+WHEN (NEW.layer_id LIKE 'pi\\_doomed%' AND NEW.operation = 'replace')
+EXECUTE FUNCTION public.pi_refuse();
+"""
+
+
+@pytest.fixture
+def refusing_swap(db):
+    """The database refuses the version row of a 'pi_doomed…' layer's first data: a real
+    failure in the middle of the swap, after the table was made and filled."""
+    with db.cursor() as cur:
+        cur.execute(REFUSE_SQL)
+    db.commit()
+    yield
+    with db.cursor() as cur:
+        cur.execute("DROP TRIGGER IF EXISTS pi_refuse ON ioc.layer_versions")
+        cur.execute("DROP FUNCTION IF EXISTS public.pi_refuse()")
+    db.commit()
+
+
+def nowhere(client, db, layer: str, headers) -> None:
+    """The layer exists nowhere: registry, catalog, collections, tables, audit, events."""
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ioc.layers WHERE id = %s", (layer,))
+        assert cur.fetchone()[0] == 0
+        cur.execute(
+            "SELECT schemaname FROM pg_tables WHERE tablename LIKE %s"
+            " AND schemaname IN ('data', 'versions', 'history')",
+            (layer + "%",),
+        )
+        assert cur.fetchall() == []
+        for table in ("audit", "events", "layer_versions"):
+            cur.execute(f"SELECT count(*) FROM ioc.{table} WHERE layer_id = %s", (layer,))
+            assert cur.fetchone()[0] == 0, table
+    db.rollback()
+    assert client.get(f"/catalog/layers/{layer}", headers=headers).status_code == 404
+    assert client.get(f"/collections/{layer}", headers=headers).status_code == 404
+    listed = client.get("/collections", headers=headers, params={"limit": 1000}).json()
+    assert layer not in {c["id"] for c in listed["collections"]}
+
+
+def staged(db) -> int:
+    with db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'")
+        count = cur.fetchone()[0]
+    db.rollback()
+    return count
+
+
+def test_a_failed_create_leaves_no_layer(client, keys, db, refusing_swap):
+    params = {"filename": "d.geojson", "title_en": "PI doomed", "domain": "environment"}
+    before = staged(db)
+    with pytest.raises(psycopg2.Error, match="refused by the test"):
+        create(client, geojson(POINTS), keys["planning"], **params)
+    nowhere(client, db, "pi_doomed", keys["admin"])
+    assert staged(db) == before  # nor its preview, kept for that call only
+    # The id is free: once the database accepts the rows, the same call creates the layer.
+    with db.cursor() as cur:
+        cur.execute("DROP TRIGGER pi_refuse ON ioc.layer_versions")
+    db.commit()
+    made = create(client, geojson(POINTS), keys["planning"], **params)
+    assert made.status_code == 201, made.text
+    assert made.json()["feature_count"] == len(POINTS)
+
+
+def test_a_failed_preview_publish_keeps_the_preview(client, keys, db, refusing_swap):
+    dry = create(client, geojson(POINTS), keys["planning"], filename="d.geojson",
+                 dry_run="true")  # fmt: skip
+    assert dry.status_code == 200, dry.text
+    token = dry.json()["preview"]["token"]
+    fields = {"title_en": "PI doomed preview", "domain": "environment", "id_attribute": "code"}
+    with pytest.raises(psycopg2.Error, match="refused by the test"):
+        client.post(f"/layers/previews/{token}/publish", headers=keys["planning"], json=fields)
+    nowhere(client, db, "pi_doomed_preview", keys["admin"])
+    kept = client.get(f"/layers/previews/{token}", headers=keys["planning"])
+    assert kept.status_code == 200 and kept.json()["accepted"] == len(POINTS)
+    with db.cursor() as cur:
+        cur.execute("DROP TRIGGER pi_refuse ON ioc.layer_versions")
+    db.commit()
+    done = client.post(f"/layers/previews/{token}/publish", headers=keys["planning"], json=fields)
+    assert done.status_code == 200, done.text
+    assert done.json()["created"] is True and done.json()["layer"] == "pi_doomed_preview"
+    codes = client.get("/collections/pi_doomed_preview/items", headers=keys["planning"]).json()
+    assert sorted(f["properties"]["code"] for f in codes["features"]) == ["A1", "A2", "A3", "A4"]
