@@ -6,9 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from api.deps import PrincipalDep
+from api.deps import CatalogDep, PrincipalDep
 from api.html import templates
 from api.urls import page_base
+from ioc.maps.render import basemap_config
+from ioc.maps.views import city_basemap, readable_basemap
 from layers.manifest import DOMAINS
 
 router = APIRouter(tags=["publishing"])
@@ -24,10 +26,14 @@ PUBLISH_CSP = (
 
 
 @router.get("/publish", summary="The departments' publishing page", response_class=HTMLResponse)
-async def publish_page(request: Request, principal: PrincipalDep) -> HTMLResponse:
+async def publish_page(
+    request: Request, principal: PrincipalDep, catalog: CatalogDep
+) -> HTMLResponse:
     """Signed in with the map-session cookie (the page's form opens it with the department's
     key): the department's layers, uploads with a dry-run preview, versions, audit."""
     signed_in = principal.role in ("publisher", "admin")
+    # The preview map's background: ioc's own basemap tiles, as the layer previews draw it.
+    basemap = readable_basemap(city_basemap(), catalog, principal)
     response = templates.TemplateResponse(
         request,
         "publish/page.html",
@@ -36,6 +42,14 @@ async def publish_page(request: Request, principal: PrincipalDep) -> HTMLRespons
             "principal": principal,
             "signed_in": signed_in,
             "domains": DOMAINS,
+            "basemap": (
+                {
+                    **basemap_config(basemap, "light", "vi", page_base(request)),
+                    "background": city_basemap().background,
+                }
+                if basemap
+                else None
+            ),
         },
     )
     response.headers["Content-Security-Policy"] = PUBLISH_CSP

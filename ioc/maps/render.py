@@ -150,6 +150,32 @@ def _basemap_style(spec: BasemapLayer, layer: Layer, theme: str) -> dict[str, An
     return style
 
 
+def basemap_config(
+    basemap: list[tuple[BasemapLayer, Layer]], theme: str, lang: Lang, base: str
+) -> dict[str, Any]:
+    """How a page draws the basemap: one vector tile URL for its layers, a style for each."""
+    sublayers = [
+        {
+            "id": layer.id,
+            "geometry": geometry_family(layer),
+            "style": _basemap_style(spec, layer, theme),
+        }
+        for spec, layer in basemap
+    ]
+    return {
+        "id": "basemap",
+        "kind": "basemap",
+        "title": _t("basemap", lang),
+        "url": _tiles_url(base, [layer.id for _, layer in basemap]),
+        "layers": sublayers,
+        "interactive": False,
+        "live": False,
+        "pane": "ioc-base",
+        # Leaflet's attribution control sets innerHTML too.
+        "attribution": str(escape(_t("attribution", lang))),
+    }
+
+
 def _attributes(layer: Layer, lang: Lang) -> list[dict[str, Any]]:
     return [
         {"name": a.name, "label": a.label_vi if lang == "vi" else a.label_en, "unit": a.unit}
@@ -369,26 +395,7 @@ def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool) -> elements
         base_url=base,
     ).add_to(fmap)
     if plan.basemap:
-        sublayers = [
-            {
-                "id": layer.id,
-                "geometry": geometry_family(layer),
-                "style": _basemap_style(spec, layer, view.theme),
-            }
-            for spec, layer in plan.basemap
-        ]
-        config: dict[str, Any] = {
-            "id": "basemap",
-            "kind": "basemap",
-            "title": _t("basemap", lang),
-            "url": _tiles_url(base, [layer.id for _, layer in plan.basemap]),
-            "layers": sublayers,
-            "interactive": False,
-            "live": False,
-            "pane": "ioc-base",
-            # Leaflet's attribution control sets innerHTML too.
-            "attribution": str(escape(_t("attribution", lang))),
-        }
+        config = basemap_config(plan.basemap, view.theme, lang, base)
         IocLayer(
             "basemap", config, name=_t("basemap", lang), base_url=base, control=view.layer_control
         ).add_to(fmap)

@@ -308,18 +308,35 @@ def preview_view(layer: Layer) -> MapView:
         zoom=11,
         min_zoom=0,
         max_zoom=20,
-        basemap=Basemap(
-            background="#eef0f2",
-            layers=[
-                BasemapLayer(layer="water_areas"),
-                BasemapLayer(layer="roads"),
-                BasemapLayer(layer="wards"),
-            ],
-        ),
+        basemap=city_basemap(),
         # Any layer may change (item writes, publishes): a preview follows its events.
         layers=[ViewLayer(layer=layer.id, live=True)],
         fit_extent=True,
     )
+
+
+def city_basemap() -> Basemap:
+    """ioc's own light background (water, roads, wards): layer previews, the publishing page."""
+    return Basemap(
+        background="#eef0f2",
+        layers=[
+            BasemapLayer(layer="water_areas"),
+            BasemapLayer(layer="roads"),
+            BasemapLayer(layer="wards"),
+        ],
+    )
+
+
+def readable_basemap(
+    basemap: Basemap, catalog: Catalog, principal: Principal
+) -> list[tuple[BasemapLayer, Layer]]:
+    """The basemap layers the caller may read, with their catalog entries."""
+    known = {layer.id: layer for layer in catalog}
+    return [
+        (spec, known[spec.layer])
+        for spec in basemap.layers
+        if spec.layer in known and can_read(principal, known[spec.layer])
+    ]
 
 
 # --- planning: the view for one caller -----------------------------------------------------

@@ -61,6 +61,13 @@ def test_a_publisher_creates_a_layer_from_a_vn2000_shapefile(
         assert "EPSG:9210" in page.inner_text("#report-crs")
         assert page.inner_text("#report-added") == "30"
         assert page.locator("#preview-map path.leaflet-interactive").count() == 30
+        # Under it, ioc's own basemap (water, roads, wards) from this server's vector tiles.
+        page.wait_for_function(
+            "() => IocPublish.status().basemapTiles > 0", timeout=LOAD_TIMEOUT_MS
+        )
+        basemap = [u for u in rec.requests if "/tiles/water_areas,roads,wards/" in u]
+        assert basemap and all(u.startswith(live_server) for u in basemap)
+        assert page.locator("#preview-map canvas.leaflet-tile").count() > 0
         # Nothing exists yet: the preview is not the layer.
         assert httpx.get(f"{live_server}/collections/{LAYER}").status_code == 404
         page.fill("#title-vi", "Trạm xe buýt (thử)")

@@ -11,7 +11,7 @@
 
   var body = document.body;
   var base = body.dataset.base || "";
-  var state = { step: "idle", preview: null, layer: null, drawn: { live: 0, preview: 0 }, errors: 0 };
+  var state = { step: "idle", preview: null, layer: null, drawn: { live: 0, preview: 0 }, basemapTiles: 0, errors: 0 };
   var map = null;
   var overlays = [];
 
@@ -249,9 +249,35 @@
     });
   }
 
+  /* ioc's own basemap (water, roads, wards) from its vector tiles, styled as the map pages
+   * style it (the server sends the layers and their styles): where the data lies. */
+  function basemap(cfg) {
+    var styles = {};
+    cfg.layers.forEach(function (sub) {
+      var s = sub.style, opacity = s.opacity == null ? 0.9 : s.opacity;
+      styles[sub.id] = sub.geometry === "polygon"
+        ? { color: s.color, weight: s.width || 1, opacity: opacity, fill: true,
+            fillColor: s.fill || s.color, fillOpacity: s.fill ? Math.min(opacity, 0.45) : 0 }
+        : sub.geometry === "line"
+          ? { color: s.color, weight: s.width || 2, opacity: opacity }
+          : { radius: s.radius || 2, color: s.color, opacity: opacity, fill: true, fillColor: s.color };
+    });
+    $("preview-map").style.background = cfg.background || "";
+    var grid = L.vectorGrid.protobuf(cfg.url, {
+      vectorTileLayerStyles: styles, rendererFactory: L.canvas.tile, interactive: false,
+      pane: "tilePane", maxNativeZoom: 22, maxZoom: 22,
+      fetchOptions: { credentials: "same-origin" }
+    });
+    grid.on("tileload", function () { state.basemapTiles += 1; });
+    grid.on("tileerror", function () { state.errors += 1; });
+    return grid;
+  }
+
   function drawPreview(report) {
     if (!map) {
       map = L.map("preview-map", { preferCanvas: false, attributionControl: false });
+      var cfg = body.dataset.basemap ? JSON.parse(body.dataset.basemap) : null;
+      if (cfg && L.vectorGrid) { basemap(cfg).addTo(map); }
     }
     overlays.forEach(function (layer) { map.removeLayer(layer); });
     overlays = [];
