@@ -16,6 +16,7 @@ help:
 	@echo "make setup  the idempotent set-up both use"
 	@echo "make bench  benchmarks against the peer servers (not part of the tests)"
 	@echo "           BENCH_ARGS=live: upserts/s, commit-to-SSE latency, tiles under updates"
+	@echo "           BENCH_ARGS=\"tiles --quick\": the tile benchmark, shorter"
 
 setup:
 	@scripts/setup.sh

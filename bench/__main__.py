@@ -1,7 +1,9 @@
 """``python -m bench [features|tiles|addresses|queries|all] [options]``: run the benchmarks.
 
 - ``features``: ioc against tipg on OGC API – Features (items with bbox, single features);
-- ``tiles``: ioc (uncached, warm cache) against tipg and PostGIS alone on vector tiles;
+- ``tiles``: ioc (uncached, warm cache, both under 10 writes/s) against tipg and PostGIS alone
+  on the city's 1 M reports and 300 k buildings, tiles drawn where the data is, content checked
+  (``tiles --quick`` for a shorter run);
 - ``addresses``: look-up, search and reverse latency on the city-scale address registry;
 - ``queries``: per-ward statistics on one million citizen reports;
 - ``dashboards``: the 1022 dashboard's data on one million reports, cold, warm, after a write;
