@@ -1,8 +1,10 @@
 """Change events: a Server-Sent Events stream, the same as JSON for polling, and the
 AsyncAPI document. Only layers the caller may read, checked per event on the current
-catalog: a stream never reveals a hidden layer. A client that stops reading gets a bounded
-buffer (IOC_EVENTS_CLIENT_BUFFER events): past it, one last ``resume`` message names the
-last event id it was sent, and the stream ends."""
+catalog: a stream never reveals a hidden layer. A stream that does not resume opens with a ``ready`` message whose
+id is the newest event of its readable layers, so a client always has a Last-Event-ID to
+resume from. A client that stops reading gets a bounded buffer (IOC_EVENTS_CLIENT_BUFFER
+events): past it, one last ``resume`` message names the last event id it was sent, and the
+stream ends."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from ioc.catalog.access import Principal, can_read
 from ioc.errors import InvalidParameter
 from ioc.events import asyncapi
 from ioc.events.hub import EventHub, Subscriber
-from ioc.events.log import ChangeEvent, events_since
+from ioc.events.log import ChangeEvent, events_since, newest_of
 
 router = APIRouter(tags=["events"])
 log = logging.getLogger("ioc.events")
@@ -60,6 +62,13 @@ def _sse(event: ChangeEvent) -> dict[str, Any]:
     return {"id": str(event.id), "event": "change", "data": json.dumps(event.document())}
 
 
+def _ready(opening: int) -> dict[str, Any]:
+    """The first message of a fresh stream: its id (the newest event of the caller's readable
+    layers, not the newest of all: that would tell of hidden layers' writes) becomes the
+    browser's Last-Event-ID before any change, so a page that loses the stream resumes."""
+    return {"id": str(opening), "event": "ready", "data": json.dumps({"last_event_id": opening})}
+
+
 def _resume(sent: int, size: int) -> dict[str, Any]:
     """The last message to a client that fell behind. Its id is the last event it was sent, so
     an EventSource reconnects by itself with that Last-Event-ID and loses nothing."""
@@ -72,12 +81,20 @@ def _resume(sent: int, size: int) -> dict[str, Any]:
 
 
 async def _stream(
-    state: AppState, principal: Principal, wanted: set[str] | None, start: int, sub: Subscriber
+    state: AppState,
+    principal: Principal,
+    wanted: set[str] | None,
+    start: int,
+    sub: Subscriber,
+    opening: int | None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The backlog from the database after ``start``, then the live events of ``sub``."""
+    """The ``ready`` message (unless resuming), the backlog from the database after ``start``,
+    then the live events of ``sub``."""
     hub: EventHub = state.events
     sent = start
     try:
+        if opening is not None:
+            yield _ready(opening)
         while True:  # the backlog from the database
             page = await events_since(state.pool, sent, wanted, BACKLOG_PAGE)
             for event in page:
@@ -125,7 +142,8 @@ async def events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """`event: change` per write, `id:` the event id; reconnect with `Last-Event-ID` to get
-    what was missed (events are kept for IOC_EVENTS_RETENTION_HOURS). A client that falls
+    what was missed (events are kept for IOC_EVENTS_RETENTION_HOURS). Without one, the stream
+    opens with `event: ready`, whose `id:` is where to resume from. A client that falls
     more than IOC_EVENTS_CLIENT_BUFFER events behind gets `event: resume` (its `id:` the last
     event sent) and the stream ends."""
     await state.current_catalog()
@@ -134,8 +152,14 @@ async def events(
     hub = state.events
     sub = hub.subscribe()  # before the backlog: nothing falls between the two
     start = hub.last_id if after is None else after
+    opening = None
+    if after is None:  # nothing after it is readable: resuming there loses nothing
+        readable = (
+            wanted if wanted is not None else {x.id for x in state.catalog.visible(principal)}
+        )
+        opening = await newest_of(state.pool, readable, start)
     return EventSourceResponse(
-        _stream(state, principal, wanted, start, sub),
+        _stream(state, principal, wanted, start, sub, opening),
         ping=PING_SECONDS,
         headers={"Cache-Control": "no-store"},
     )

@@ -46,6 +46,19 @@ RESUME_PAYLOAD: dict[str, Any] = {
 }
 
 
+READY_PAYLOAD: dict[str, Any] = {
+    "type": "object",
+    "required": ["last_event_id"],
+    "properties": {
+        "last_event_id": {
+            "type": "integer",
+            "description": "The newest event of the layers the caller may read (also the "
+            "message's SSE id; 0 when none): reconnect with it as Last-Event-ID.",
+        },
+    },
+}
+
+
 def document(base: str) -> dict[str, Any]:
     """The AsyncAPI document with the server's base URL."""
     host = base.split("://", 1)[-1]
@@ -70,6 +83,7 @@ def document(base: str) -> dict[str, Any]:
                 "address": "/events",
                 "title": "Changes of the layers named in ?layers= (all readable without it)",
                 "messages": {
+                    "ready": {"$ref": "#/components/messages/ready"},
                     "change": {"$ref": "#/components/messages/change"},
                     "resume": {"$ref": "#/components/messages/resume"},
                 },
@@ -80,6 +94,7 @@ def document(base: str) -> dict[str, Any]:
                 "action": "receive",
                 "channel": {"$ref": "#/channels/changes"},
                 "messages": [
+                    {"$ref": "#/channels/changes/messages/ready"},
                     {"$ref": "#/channels/changes/messages/change"},
                     {"$ref": "#/channels/changes/messages/resume"},
                 ],
@@ -87,6 +102,12 @@ def document(base: str) -> dict[str, Any]:
         },
         "components": {
             "messages": {
+                "ready": {
+                    "name": "ready",
+                    "title": "First message of a stream opened without Last-Event-ID or since",
+                    "contentType": "application/json",
+                    "payload": READY_PAYLOAD,
+                },
                 "change": {
                     "name": "change",
                     "title": "A layer changed",

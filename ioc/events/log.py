@@ -245,6 +245,20 @@ async def latest_id(pool: Pool) -> int:
     return int(await pool.fetchval("SELECT coalesce(max(id), 0) FROM ioc.events"))
 
 
+# One backward index probe (layer_id, id) per layer, not a scan of every layer's events.
+NEWEST_OF_SQL = """
+SELECT coalesce(max(x.id), 0) FROM unnest($1::text[]) AS l(id) CROSS JOIN LATERAL (
+    SELECT e.id FROM ioc.events e WHERE e.layer_id = l.id AND e.id <= $2
+    ORDER BY e.id DESC LIMIT 1) x
+"""
+
+
+async def newest_of(pool: Pool, layer_ids: Iterable[str], upto: int) -> int:
+    """The newest event id of ``layer_ids`` not after ``upto`` (0 when none): where a stream of
+    those layers may resume without its id telling anything of the other layers' events."""
+    return int(await pool.fetchval(NEWEST_OF_SQL, list(layer_ids), upto))
+
+
 # Past the retention, an event goes unless its layer's tile caches still need it: the newest
 # event of each layer (its tile base and floor) and the events after its floor stay.
 PRUNE_SQL = """

@@ -195,14 +195,24 @@ def test_a_restricted_layer_s_events_never_reach_an_anonymous_page(browser, live
         context.close()
 
 
-@pytest.mark.parametrize("primed", [True, False], ids=["resumed", "reloaded"])
+def feature_url(fid: str):
+    """A URL matcher: the page's fetch of one congestion segment."""
+    return lambda url: url.endswith(f"/collections/congestion_segments/items/{fid}")
+
+
+@pytest.mark.parametrize("primed", [True, False], ids=["resumed", "fresh"])
 def test_the_page_shows_a_lost_stream_and_catches_up_after_a_restart(
     browser, live_server, db_settings, make_key, primed
 ):
     """The page's server stops; the indicator says so; a write made meanwhile through another
     server process is shown once the first one is back. EventSource reconnects by itself and
-    sends Last-Event-ID, so the missed event is read from the database; a page that had no
-    event yet (nothing to resume from) reloads its live layers instead."""
+    sends Last-Event-ID, so the missed event is read from the database and only its feature is
+    fetched: after an event the page saw (resumed), or from the stream's opening 'ready'
+    message on a page that saw none (fresh). Neither reloads the layer.
+
+    Resumed: the server stops between the event and the page's fetch of its feature (the fetch
+    is cut off here, every time; before, it happened now and then under load and the page
+    reloaded the layer): the page fetches the feature again once the stream is back."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
@@ -228,8 +238,13 @@ def test_the_page_shows_a_lost_stream_and_catches_up_after_a_restart(
         before = before["properties"]["level"]
         after = "thông thoáng" if before == "ùn tắc" else "ùn tắc"
         if primed:  # an event the page sees: its id is where the stream resumes
-            patch(url, "congestion_segments", fid, {"level": before}, writer)
-            page.wait_for_function("() => IocMaps.status().live.lastId !== null", timeout=30_000)
+            cut_off = feature_url(fid)
+            page.route(cut_off, lambda route: route.abort("connectionrefused"))
+            with page.expect_event("requestfailed", lambda r: cut_off(r.url), timeout=30_000):
+                patch(url, "congestion_segments", fid, {"level": before}, writer)
+            page.unroute(cut_off)
+        # Where to resume: the event's id, or the opening message's on a fresh page.
+        page.wait_for_function("() => IocMaps.status().live.lastId !== null", timeout=30_000)
         server.terminate()
         server.wait(timeout=20)
         page.wait_for_function("() => IocMaps.status().live.state === 'lost'", timeout=30_000)
@@ -243,9 +258,9 @@ def test_the_page_shows_a_lost_stream_and_catches_up_after_a_restart(
         )
         status = page.evaluate("IocMaps.status()")
         assert status["live"]["state"] == "on"
-        if primed:  # resumed: only that feature was fetched, nothing reloaded
-            assert status["reloads"].get("congestion_segments", 0) == 0
-            assert any(e["op"] == "item.update" for e in status["live"]["received"][1:])
+        # Resumed: only that feature was fetched (by event), nothing reloaded.
+        assert status["reloads"].get("congestion_segments", 0) == 0, status["reloads"]
+        assert any(e["op"] == "item.update" for e in status["live"]["received"][int(primed) :])
         assert page.inner_text("#ioc-live-label") == "Trực tiếp"
         # Refused connections while it was down are the browser's console errors; nothing of
         # the page's own failed, and nothing went elsewhere.

@@ -156,6 +156,39 @@ def test_resume_with_last_event_id(live_server, layers, publisher):
     assert [e["ids"] for e in again.result()] == [[two[0]], [two[1]]]
 
 
+def first_message(url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """The first message of a stream (pings and comments skipped), then it is closed."""
+    fields: dict[str, str] = {}
+    with httpx.stream("GET", url, headers=headers or {}, timeout=DEADLINE) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line == "" and fields:
+                return fields
+            if line and not line.startswith(":") and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.removeprefix(" ")
+    raise AssertionError("the stream ended before its first message")
+
+
+def test_a_fresh_stream_opens_with_where_to_resume(live_server, layers, publisher):
+    """`event: ready`: its id is the newest event of the layers the caller may read, never a
+    hidden layer's newer one; resuming there gives the next write, and nothing hidden."""
+    created(live_server, publisher, PUBLIC, feature("F-1"))
+    public = latest(live_server, publisher, PUBLIC)
+    created(live_server, publisher, HIDDEN, feature("F-2"))
+    hidden = latest(live_server, publisher, HIDDEN)
+    assert hidden > public
+    anonymous = first_message(f"{live_server}/events")
+    assert anonymous["event"] == "ready"
+    assert int(anonymous["id"]) == json.loads(anonymous["data"])["last_event_id"] == public
+    assert int(first_message(f"{live_server}/events", publisher)["id"]) == hidden
+    assert int(first_message(f"{live_server}/events?layers={HIDDEN}", publisher)["id"]) == hidden
+    # A stream that resumes has its id already: no ready message, the missed write first.
+    fid = created(live_server, publisher, PUBLIC, feature("F-3"))
+    resumed = first_message(f"{live_server}/events", {"Last-Event-ID": anonymous["id"]})
+    assert resumed["event"] == "change" and json.loads(resumed["data"])["ids"] == [fid]
+
+
 def test_a_refused_write_records_no_event(live_server, layers, publisher):
     since = latest(live_server, publisher, PUBLIC)
     refused = post(live_server, publisher, PUBLIC, feature("X-1", 2.35, 48.85))  # Paris

@@ -10,7 +10,8 @@
  * origin): an event that names features fetches only those and replaces them in place; one
  * without ids (a publish, a big batch) reloads the layer in the background and swaps it in;
  * the heat map recounts its grid cells; tile layers draw new tiles over the old ones. No timer
- * polls anything: EventSource reconnects by itself and resumes after the last event id.
+ * polls anything: EventSource reconnects by itself and resumes after the last event id (a fresh
+ * stream's first message, 'ready', gives one before any change).
  */
 (function () {
   'use strict';
@@ -26,7 +27,7 @@
                 patched: {}, reloads: {}, grids: 0};
   // The change-event stream: its state, the last event, and what each layer does with one.
   var live = {state: 'off', events: 0, lastId: null, lastAt: null, received: [], handlers: {},
-              source: null, retry: 0};
+              source: null, retry: 0, waiting: []};
   var ID_FETCH_MAX = 20;  // more ids than this in one event: reload the layer instead
   var RECEIVED_KEPT = 200;
   var lastFeatureClick = 0;
@@ -185,6 +186,10 @@
       try { handler(event); } catch (error) { console.warn('ioc: live ' + event.layer + ': ' + error.message); }
     });
   }
+  // What waits for the stream to be back (the server was out of reach): run once it opens.
+  function whenBack(task) {
+    if (live.waiting.indexOf(task) < 0) { live.waiting.push(task); }
+  }
   // Every live layer loads afresh: after a loss with no event id to resume from.
   function resync() {
     Object.keys(live.handlers).forEach(function (id) {
@@ -206,6 +211,11 @@
       live.retry = 0;
       showLive('on');
       if (lost && !live.lastId) { resync(); }
+      live.waiting.splice(0).forEach(function (task) { task(); });
+    });
+    // The id to resume from, sent before any change (the browser keeps it as Last-Event-ID).
+    source.addEventListener('ready', function (message) {
+      if (message.lastEventId) { live.lastId = message.lastEventId; }
     });
     source.addEventListener('change', received);
     source.addEventListener('error', function () {
@@ -325,14 +335,26 @@
       status.features[cfg.id] = Object.keys(byId).length;
       stamp();
     }
+    function schedule() {
+      if (!scheduled) { scheduled = true; Promise.resolve().then(flush); }
+    }
     function flush() {
       scheduled = false;
       var ids = Object.keys(pending);
       pending = {};
+      if (!ids.length) { return; }
       Promise.all(ids.map(function (id) {
         return fetchFeature(cfg, id).then(function (f) { return [id, f]; });
       })).then(apply).catch(function (error) {
         console.warn('ioc: ' + cfg.id + ': ' + error.message);
+        if (error instanceof TypeError) {
+          // No answer at all (fetch's network failure): the server went away between the
+          // event and the fetch. A reload could not load either, and the stream resumes after
+          // this event: fetch the same features again once it is back (or with the next event).
+          ids.forEach(function (id) { pending[id] = true; });
+          whenBack(schedule);
+          return;
+        }
         loader.changed();
       });
     }
@@ -347,7 +369,7 @@
       ids.forEach(function (id) { pending[String(id)] = true; });
       if (Object.keys(pending).length > ID_FETCH_MAX) { pending = {}; loader.changed(); return; }
       // Events of one write arrive together: fetch their features in one go.
-      if (!scheduled) { scheduled = true; Promise.resolve().then(flush); }
+      schedule();
     });
   }
 
