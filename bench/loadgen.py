@@ -328,7 +328,8 @@ def pgbench(
 def _measured(log: Sequence[Sequence[int]], warm: int) -> tuple[list[float], float]:
     """The latencies (s) of the transactions that ended after every client had done its
     ``warm`` first ones, and the time from then to the last answer (pgbench's log rows)."""
-    start = max(sec + usec / 1e6 for _, number, _, _, sec, usec in log if number == warm - 1)
+    # pgbench numbers each client's transactions from 1.
+    start = max(sec + usec / 1e6 for _, number, _, _, sec, usec in log if number == warm)
     ended = [(sec + usec / 1e6, latency / 1e6) for _, _, latency, _, sec, usec in log]
     latencies = [latency for end, latency in ended if end > start]
     return latencies, max(max(end for end, _ in ended) - start, 1e-6)

@@ -113,3 +113,5 @@ def test_warm_rounds_run_first_and_are_not_measured(db_settings, probe):
     # warm walks is measured (at most the last walk of each client).
     assert sum(_counts(probe).values()) == 3 * 2 * len(jobs)
     assert 0 < run.count <= 2 * len(jobs) and run.errors == 0 and run.seconds > 0
+    # One client: exactly its last walk.
+    assert pgbench("probe", db_settings, jobs, 1, rounds=1, warm_rounds=1).count == len(jobs)
