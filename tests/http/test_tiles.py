@@ -315,7 +315,11 @@ def test_publish_bumps_version_and_no_cache_serves_stale_tiles(tiles_client, db,
         tiles_client.get(f"/tiles/fx_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "memory"
     )
     # A second process (a fresh service on the same disk cache) finds it on disk.
-    app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
+    other = app.state.tiles = TileService(TileSettings(cache_dir=cache_dir))
+    # Started as a process starts it: the events' state decides the tiles' key (an unstarted
+    # service keyed by the catalog version missed the disk whenever an earlier test had
+    # written items of fx_mutable).
+    tiles_client.portal.call(other.start, app.state.pool, app.state.catalog)
     app.state.catalog_watcher.interval = 0  # notice the other process's publish at once
     assert tiles_client.get(f"/tiles/fx_mutable/{z}/{x}/{y}.pbf").headers["x-tile-cache"] == "disk"
 
