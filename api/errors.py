@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+import psycopg2
+import psycopg2.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -65,6 +67,15 @@ CONNECTION_ERRORS = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A node being demoted in a failover answers writes read-only until clients move on.
+    asyncpg.ReadOnlySQLTransactionError,
+    # The same for the domain's psycopg2 connections (writes, publishing): a backend ended by
+    # a failover or restart, a connection already closed, a read-only node.
+    psycopg2.InterfaceError,
+    psycopg2.errors.AdminShutdown,
+    psycopg2.errors.CrashShutdown,
+    psycopg2.errors.CannotConnectNow,
+    psycopg2.errors.ReadOnlySqlTransaction,
 )
 
 
@@ -72,7 +83,12 @@ def domain_error(exc: Exception) -> errors.IocError | None:
     """The domain error an exception stands for, or None when it is a bug."""
     if isinstance(exc, errors.IocError):
         return exc
-    if isinstance(exc, CONNECTION_ERRORS):
+    if isinstance(exc, psycopg2.errors.QueryCanceled):  # an OperationalError, not a lost link
+        return errors.QueryTimeout("The database took too long to answer; try again later.")
+    if isinstance(exc, CONNECTION_ERRORS) or (
+        # "server closed the connection unexpectedly" has no SQLSTATE: the link itself broke.
+        isinstance(exc, psycopg2.OperationalError) and exc.pgcode is None
+    ):
         return errors.DatabaseUnavailable(
             "The database connection was lost; try again in a moment."
         )
