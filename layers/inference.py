@@ -23,11 +23,11 @@ from pyproj import CRS, Transformer
 
 from ioc.addresses.normalise import fold
 from ioc.catalog.layers import Layer, layer_from_row
-from ioc.db.tables import DATA_SCHEMA
 from ioc.errors import InvalidParameter, UploadTooLarge
 from layers import ingest
 from layers.crs_detect import resolve_srid
 from layers.manifest import DEPARTMENTS, DOMAINS, RESERVED_ATTRIBUTES, LayerManifest
+from layers.registry import manifest_row
 
 # Fields GIS tools add on their own: never attributes of the layer.
 _TOOL_FIELDS = RESERVED_ATTRIBUTES | {"ogc_fid", "objectid", "shape_leng", "shape_area", "gid"}
@@ -387,25 +387,10 @@ def _choose(value: str | None, allowed: dict[str, Any], name: str) -> None:
 def virtual_layer(manifest: LayerManifest) -> Layer:
     """The Layer a manifest will be once created (for validating an upload against it before
     the registry row and the table exist)."""
+    row = manifest_row(manifest, "published")
     return layer_from_row(
         {
-            "id": manifest.id,
-            "schema_name": DATA_SCHEMA,
-            "table_name": manifest.id,
-            "geometry_column": "geom",
-            "id_column": "fid",
-            "geometry_type": manifest.geometry.type,
-            "srid": manifest.geometry.srid,
-            "title_vi": manifest.title.vi,
-            "title_en": manifest.title.en,
-            "description_vi": manifest.description.vi,
-            "description_en": manifest.description.en,
-            "domain": manifest.domain,
-            "department": manifest.department,
-            "access": manifest.access,
-            "cadence": manifest.cadence,
-            "origin": "published",
-            "manifest": manifest.model_dump(mode="json", exclude_none=True),
+            **row,
             "metadata": {},
             "feature_count": 0,
             "extent": None,

@@ -19,7 +19,8 @@ UPSERT_SQL = """
 INSERT INTO ioc.layers (id, schema_name, table_name, geometry_column, id_column, geometry_type,
     srid, title_vi, title_en, description_vi, description_en, domain, department, access, cadence,
     origin, manifest)
-VALUES (%(id)s, %(schema)s, %(table)s, 'geom', 'fid', %(geometry_type)s, %(srid)s, %(title_vi)s,
+VALUES (%(id)s, %(schema_name)s, %(table_name)s, %(geometry_column)s, %(id_column)s,
+    %(geometry_type)s, %(srid)s, %(title_vi)s,
     %(title_en)s, %(description_vi)s, %(description_en)s, %(domain)s, %(department)s, %(access)s,
     %(cadence)s, %(origin)s, %(manifest)s)
 ON CONFLICT (id) DO UPDATE SET
@@ -32,29 +33,33 @@ WHERE ioc.layers.origin = 'manifest'
 """
 
 
+def manifest_row(manifest: LayerManifest, origin: str) -> dict[str, Any]:
+    """The registry row a manifest makes (``ioc.layers`` columns; the manifest as a dict)."""
+    return {
+        "id": manifest.id,
+        "schema_name": DATA_SCHEMA,
+        "table_name": manifest.id,
+        "geometry_column": "geom",
+        "id_column": "fid",
+        "geometry_type": manifest.geometry.type,
+        "srid": manifest.geometry.srid,
+        "title_vi": manifest.title.vi,
+        "title_en": manifest.title.en,
+        "description_vi": manifest.description.vi,
+        "description_en": manifest.description.en,
+        "domain": manifest.domain,
+        "department": manifest.department,
+        "access": manifest.access,
+        "cadence": manifest.cadence,
+        "origin": origin,
+        "manifest": manifest.model_dump(mode="json", exclude_none=True),
+    }
+
+
 def _upsert(cur, manifest: LayerManifest, origin: str) -> None:
     create_table(cur, manifest)
-    doc = manifest.model_dump(mode="json", exclude_none=True)
-    cur.execute(
-        UPSERT_SQL,
-        {
-            "id": manifest.id,
-            "schema": DATA_SCHEMA,
-            "table": manifest.id,
-            "geometry_type": manifest.geometry.type,
-            "srid": manifest.geometry.srid,
-            "title_vi": manifest.title.vi,
-            "title_en": manifest.title.en,
-            "description_vi": manifest.description.vi,
-            "description_en": manifest.description.en,
-            "domain": manifest.domain,
-            "department": manifest.department,
-            "access": manifest.access,
-            "cadence": manifest.cadence,
-            "origin": origin,
-            "manifest": json.dumps(doc, ensure_ascii=False),
-        },
-    )
+    row = manifest_row(manifest, origin)
+    cur.execute(UPSERT_SQL, {**row, "manifest": json.dumps(row["manifest"], ensure_ascii=False)})
 
 
 def sync_manifests(
