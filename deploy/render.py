@@ -22,6 +22,8 @@ _ENV = jinja2.Environment(
 
 # Inside the compose network (deploy/compose.yml): service names, the images' paths.
 NODES = ("node1", "node2")
+# Three etcd members: Patroni's leader key survives the loss of one (a majority remains).
+ETCD_MEMBERS = ("etcd1", "etcd2", "etcd3")
 PATRONI_REST, PG_PORT = 8008, 5432
 HAPROXY_PORTS = {"primary": 5000, "replicas": 5001, "http": 8080}
 IOC_SERVICES = ("ioc1", "ioc2")
@@ -118,7 +120,7 @@ def production() -> dict[Path, str]:
             rest=f"{name}:{PATRONI_REST}",
             pg=f"{name}:{PG_PORT}",
             listen_host="0.0.0.0",
-            etcd_hosts="etcd:2379",
+            etcd_hosts=",".join(f"{member}:2379" for member in ETCD_MEMBERS),
             data_dir="/var/lib/postgresql/data/pgdata",
             bin_dir="/usr/lib/postgresql/15/bin",
             socket_dir="/var/run/postgresql",

@@ -46,7 +46,16 @@ def test_rendered_files_are_current():
 
 def test_compose_services_and_wiring(compose: dict):
     services = compose["services"]
-    assert set(services) == {"etcd", "node1", "node2", "haproxy", "ioc1", "ioc2"}
+    etcd = {"etcd1", "etcd2", "etcd3"}
+    assert set(services) == {*etcd, "node1", "node2", "haproxy", "ioc1", "ioc2"}
+    # Three etcd members, one cluster: each names itself and all three peers, keeps its own data.
+    peers = "--initial-cluster=" + ",".join(f"{m}=http://{m}:2380" for m in sorted(etcd))
+    for member in etcd:
+        command = services[member]["command"]
+        assert f"--name={member}" in command and peers in command
+        assert f"--initial-advertise-peer-urls=http://{member}:2380" in command
+        assert services[member]["volumes"] == [f"{member}:/etcd-data"]
+        assert "endpoint" in services[member]["healthcheck"]["test"]
     # Only HAProxy is published; the database network has no way out.
     published = {name for name, s in services.items() if s.get("ports")}
     assert published == {"haproxy"}
@@ -56,7 +65,10 @@ def test_compose_services_and_wiring(compose: dict):
         node = services[name]
         assert f"./patroni/{name}.yml:/etc/patroni/patroni.yml:ro" in node["volumes"]
         assert "8008/health" in " ".join(node["healthcheck"]["test"])
-        assert node["depends_on"]["etcd"]["condition"] == "service_healthy"
+        # A majority of etcd (two members) healthy is enough for Patroni to start.
+        assert etcd <= set(node["depends_on"])
+        healthy = [m for m in etcd if node["depends_on"][m]["condition"] == "service_healthy"]
+        assert len(healthy) >= 2
         assert all(
             "PASSWORD" not in str(v) or v.startswith("${") for v in node["environment"].values()
         )
@@ -121,12 +133,14 @@ def test_patroni_accepts_its_configuration(node: str):
     # The validator also tries to reach etcd by its compose name, which only resolves inside
     # the compose network: that one complaint is expected here, any other is a fault.
     complaints = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-    unexpected = [c for c in complaints if not re.match(r"etcd3\.hosts etcd:2379 didn't pass", c)]
+    hosts = ",".join(f"{m}:2379" for m in render.ETCD_MEMBERS)
+    unexpected = [c for c in complaints if not c.startswith(f"etcd3.hosts {hosts} didn't pass")]
     assert unexpected == []
     config = yaml.safe_load((render.HERE / "patroni" / f"{node}.yml").read_text())
     assert config["name"] == node and config["restapi"]["connect_address"] == f"{node}:8008"
     assert "password" not in str(config["postgresql"]["authentication"])
     assert config["bootstrap"]["dcs"]["synchronous_mode"] is True
+    assert config["etcd3"]["hosts"] == hosts  # every etcd member, not one
 
 
 def test_post_bootstrap_lets_ioc_migrate_without_superuser():
