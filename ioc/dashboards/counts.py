@@ -14,6 +14,10 @@ query per panel.
 Conditions come from the query service (``ioc.query``): the plan of a query document is written
 by its statement builder, and every extra condition (flags, overdue, today, closed) is a CQL2-JSON
 document compiled against the catalog with its values bound.
+
+With the dashboard's rows (``ioc.dashboards.rows``: a narrow copy of the layer with each row's
+units, same attribute names) the three passes read that copy instead of the layer: the same
+attribute conditions, and unit filters and groupings by the stored unit ids, not by geometry.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ioc.dashboards.filters import BoardFilter
+from ioc.dashboards.filters import UNIT_FILTERS, BoardFilter
 from ioc.dashboards.model import Dashboard
+from ioc.dashboards.rows import Level, Rows
+from ioc.db.identifiers import quote_ident
 from ioc.features import cql2, cql2_sql
 from ioc.query.analysis import Plan
 from ioc.query.sql import Column, statement_builder
@@ -55,12 +61,30 @@ def grouping(keys: tuple[str, ...]) -> int:
 
 
 class _Conditions:
-    """The plan's statement builder, and CQL2-JSON conditions bound in the same numbering."""
+    """The plan's statement builder, and CQL2-JSON conditions bound in the same numbering;
+    over the dashboard's ``rows`` when given, with ``units`` (filter name → unit code) as
+    conditions on their stored unit ids instead of the plan's spatial predicates."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(
+        self, plan: Plan, rows: Rows | None = None, units: dict[str, str] | None = None
+    ) -> None:
         self.plan = plan
         self.builder = statement_builder(plan)
-        self.where = self.builder.where()
+        if rows is None:
+            self.table, self.where = plan.source.table_sql, self.builder.where()
+        else:
+            conds = self.builder.attribute_conditions()
+            conds += [self.in_unit(rows.levels[n], code) for n, code in (units or {}).items()]
+            self.table, self.where = rows.table_sql, " AND ".join(conds) or "TRUE"
+
+    def in_unit(self, level: Level, code: str) -> str:
+        """A row is in the unit of that code (its first unit or one of the others)."""
+        u = level.layer
+        ids = (
+            f"ARRAY(SELECT u.{quote_ident(u.id_column)}::bigint FROM {u.table_sql} u"
+            f" WHERE u.{quote_ident(level.unit.code)}::text = {self.builder.binds.add(code, 'text')})"
+        )
+        return f"({level.first} = ANY({ids}) OR {level.more} && {ids})"
 
     def cond(self, document: dict[str, Any]) -> str:
         tree = cql2.parse_filter(json.dumps(document), "cql2-json", parameter="dashboard")
@@ -81,10 +105,11 @@ def counts_statement(
     flags: dict[str, dict[str, Any]],
     late: dict[str, Any],
     today: dict[str, Any],
+    rows: Rows | None = None,
 ) -> Statement:
     """The counts pass over ``plan`` (the state without its category, status and channel
     filters, which are the ``flags``: their CQL2 conditions by dimension)."""
-    c = _Conditions(plan)
+    c = _Conditions(plan, rows, unit_filters(f))
     fields = board.fields
     # The session's time zone is the city's (ioc.query.runner.open_session): date_trunc's
     # two-argument form uses it, at half the cost of naming the zone on every row.
@@ -107,8 +132,35 @@ def counts_statement(
     keys = ", ".join(f"k_{k}" for k in KEYS)
     sql = (
         f"SELECT GROUPING({keys}) AS g, {keys}, {', '.join(counted)} FROM ("
-        f"SELECT {', '.join(columns)} FROM {plan.source.table_sql} t WHERE {c.where}) r"
+        f"SELECT {', '.join(columns)} FROM {c.table} t WHERE {c.where}) r"
         f" GROUP BY GROUPING SETS ({sets})"
+    )
+    return c.statement(sql)
+
+
+def unit_filters(f: BoardFilter) -> dict[str, str]:
+    """The unit filters of a state: BoardFilter name → unit code."""
+    return {n: code for n in UNIT_FILTERS if (code := getattr(f, n))}
+
+
+def rows_units_statement(
+    plan: Plan, board: Dashboard, late: dict[str, Any], rows: Rows, f: BoardFilter
+) -> Statement:
+    """Counts per unit of the level ``f.units`` shows, status, and overdue ones, over the
+    dashboard's rows under ``f`` without that level's own filter: each row in its first unit,
+    and the rare row in several also in the others (the ST_Intersects join's counts)."""
+    level = rows.levels[f.units]
+    c = _Conditions(plan, rows, unit_filters(f.without(f.units)))
+    status, overdue = c.col(board.fields.status), c.cond(late)
+    u, col = level.layer, c.builder.col
+    sql = (
+        f"SELECT {col(level.unit.code, 'u')}::text AS code,"
+        f" {col(level.unit.name, 'u')}::text AS name, g.status, g.n, g.late FROM ("
+        f"SELECT k, status, count(*) AS n, count(*) FILTER (WHERE late) AS late FROM ("
+        f"SELECT {level.first} AS k, {status} AS status, {overdue} AS late FROM {c.table} t"
+        f" WHERE {c.where} UNION ALL SELECT x.k, {status}, {overdue} FROM {c.table} t"
+        f" CROSS JOIN unnest({level.more}) x(k) WHERE {level.more} IS NOT NULL AND {c.where}"
+        f") r GROUP BY 1, 2) g JOIN {u.table_sql} u ON {col(u.id_column, 'u')} = g.k"
     )
     return c.statement(sql)
 
@@ -137,15 +189,21 @@ def units_statement(plan: Plan, board: Dashboard, late: dict[str, Any]) -> State
     return c.statement(sql)
 
 
-def median_statement(plan: Plan, board: Dashboard, closed: dict[str, Any]) -> Statement:
+def median_statement(
+    plan: Plan,
+    board: Dashboard,
+    closed: dict[str, Any],
+    rows: Rows | None = None,
+    units: dict[str, str] | None = None,
+) -> Statement:
     """The exact median of seconds from report to resolution over the closed reports under
     ``plan`` (those resolved before they were reported are left out as data errors)."""
-    c = _Conditions(plan)
+    c = _Conditions(plan, rows, units)
     reported, resolved = c.col(board.fields.reported_at), c.col(board.fields.resolved_at)
     # date_part gives double precision: sorting it is cheaper than extract's numeric.
     sql = (
         f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY date_part('epoch', {resolved} -"
-        f" {reported})) FROM {plan.source.table_sql} t WHERE {c.where} AND {c.cond(closed)}"
+        f" {reported})) FROM {c.table} t WHERE {c.where} AND {c.cond(closed)}"
         f" AND {resolved} >= {reported}"
     )
     return c.statement(sql)

@@ -2,10 +2,11 @@
 version.
 
 Every number comes from query documents of ``POST /query`` checked for the caller (the layer's
-access, the role's timeout) and written by the query service: three passes over the layer
-(``ioc.dashboards.counts``), run at the same time on three connections — counts grouped by
-status, channel, category, time bucket and handling unit in one scan; counts per
-administrative unit (its cached ward membership at city scale); the exact median time to close.
+access, the role's timeout) and written by the query service: three passes
+(``ioc.dashboards.counts``), run at the same time on three connections, over the dashboard's
+rows (``ioc.dashboards.rows``: a narrow copy of the layer with each report's units, kept by
+triggers) — counts grouped by status, channel, category, time bucket and handling unit in one
+scan; counts per administrative unit (by the stored unit ids); the exact median time to close.
 A panel is not narrowed by its own dimension (the category bar keeps every category while one
 is selected, so the selection can be seen and changed).
 
@@ -29,8 +30,10 @@ import asyncpg
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import Catalog
 from ioc.dashboards import counts
+from ioc.dashboards import rows as board_rows
 from ioc.dashboards.filters import CITY_TZ, VALUE_FILTERS, BoardFilter
 from ioc.dashboards.model import Dashboard
+from ioc.dashboards.rows import Rows
 from ioc.db.connection import Pool
 from ioc.query.analysis import Plan, resolve
 from ioc.query.model import QuerySettings, parse_query
@@ -171,10 +174,16 @@ def _ordered(counts: dict[Any, int], order: list[str] | None = None) -> list[dic
 
 
 async def compute(
-    board: Dashboard, catalog: Catalog, f: BoardFilter, run: PassRunner, now: datetime
+    board: Dashboard,
+    catalog: Catalog,
+    f: BoardFilter,
+    run: PassRunner,
+    now: datetime,
+    copy: Rows | None = None,
 ) -> dict[str, Any]:
     """Every panel of the dashboard under ``f`` (see the module's docstring): the three passes
-    of ``ioc.dashboards.counts``, each on its own connection, at the same time."""
+    of ``ioc.dashboards.counts``, each on its own connection, at the same time, over the
+    dashboard's rows (``copy``) when there are."""
     fields = board.fields
     layer = catalog.find(board.layer)
     assert layer is not None  # checked by the caller (dashboard_data)
@@ -185,20 +194,27 @@ async def compute(
     flags = {n: _eq(getattr(fields, n), v) for n in counts.FLAGGED if (v := getattr(f, n))}
     unflagged = f.without(*counts.FLAGGED)
     closed = _in(fields.status, board.closed_statuses)
+    if copy is None:  # the layer itself: units through the query service's membership
+        by_unit = run(
+            query_doc(board, f.without(f.units), group_by=[UNIT_GROUPS[f.units]]),
+            lambda plan: counts.units_statement(plan, board, late),
+        )
+    else:
+        by_unit = run(
+            query_doc(board, f.without(f.units)),
+            lambda plan: counts.rows_units_statement(plan, board, late, copy, f),
+        )
     rows, unit_counts, medians = await asyncio.gather(
         run(
             query_doc(board, unflagged),
             lambda plan: counts.counts_statement(
-                plan, board, f, flags=flags, late=late, today=after_midnight
+                plan, board, f, flags=flags, late=late, today=after_midnight, rows=copy
             ),
         ),
-        run(
-            query_doc(board, f.without(f.units), group_by=[UNIT_GROUPS[f.units]]),
-            lambda plan: counts.units_statement(plan, board, late),
-        ),
+        by_unit,
         run(
             query_doc(board, f, extra=closed),
-            lambda plan: counts.median_statement(plan, board, closed),
+            lambda plan: counts.median_statement(plan, board, closed, copy, counts.unit_filters(f)),
         ),
     )
     sets = {
@@ -410,7 +426,8 @@ async def dashboard_data(
 
     async def make() -> dict[str, Any]:
         state = f if f.start or f.end else await default_range(board, f, run)
-        panels = await compute(board, catalog, state, one_pass, minute)
+        copy = await board_rows.ensure(pool, catalog, board)
+        panels = await compute(board, catalog, state, one_pass, minute, copy)
         return {
             "dashboard": board.id,
             "version": list(version),

@@ -1,0 +1,92 @@
+"""A dashboard's rows: a narrow copy of its source layer with each row's units (sql/0018).
+
+The copy holds the layer's id, the attributes the panels read (``Dashboard.fields``, the report
+time first: the table is in that order) and, per unit level a dashboard can show, the smallest
+unit id the row intersects (``u<i>``) and the others (``m<i>``, NULL unless the row is in more
+than one). The counts then scan a table a third of the layer's width, and group by unit without
+joining the reports to their memberships. Statement triggers on the layer's table keep it
+current; it is built on first use and rebuilt when the layer's table is another or a unit layer
+has a new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ioc.catalog.layers import Catalog, Layer
+from ioc.dashboards.model import Dashboard
+from ioc.db.connection import Pool
+from ioc.db.identifiers import quote_ident
+from ioc.query.units import UNITS, UnitSet
+
+# The unit filters and levels of a dashboard (BoardFilter's names) as the query service's units.
+LEVELS: dict[str, tuple[str, str]] = {
+    "district": ("district", "2019"),
+    "ward": ("ward", "current"),
+    "ward2019": ("ward", "2019"),
+}
+CURRENT_SQL = "SELECT ioc.dashboard_rows_current($1, $2, $3)"
+BUILD_SQL = "SELECT ioc.dashboard_rows_build($1, $2, $3)"
+BUILD_TIMEOUT_MS = 600_000  # a million reports: ~10-20 s on a loaded machine
+
+
+@dataclass(frozen=True)
+class Level:
+    """One unit level in the rows: its columns' number, units and unit layer."""
+
+    index: int
+    unit: UnitSet
+    layer: Layer
+
+    @property
+    def first(self) -> str:
+        return f"t.u{self.index}"
+
+    @property
+    def more(self) -> str:
+        return f"t.m{self.index}"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A built copy: its table (SQL) and unit levels by BoardFilter name."""
+
+    table_sql: str
+    levels: dict[str, Level]
+
+
+def columns(board: Dashboard) -> list[str]:
+    """The attributes copied, the report time first (the table's order)."""
+    f = board.fields
+    names = [f.reported_at, f.resolved_at, f.status, f.category, f.channel, f.handling_unit]
+    return list(dict.fromkeys(names))
+
+
+def unit_layers() -> list[str]:
+    """The unit layers of u1, u2, … (LEVELS' order)."""
+    return [UNITS[key].layer_id for key in LEVELS.values()]
+
+
+async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
+    """The dashboard's rows, built if missing or stale; None for a layer without a plain table
+    (then the panels read the layer itself)."""
+    levels = {
+        name: (i + 1, UNITS[key], catalog.find(UNITS[key].layer_id))
+        for i, (name, key) in enumerate(LEVELS.items())
+    }
+    if any(layer is None for _, _, layer in levels.values()):
+        return None
+    args = (board.layer, columns(board), unit_layers())
+    name = await pool.fetchval(CURRENT_SQL, *args)
+    if name is None:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT set_config('statement_timeout', $1, true)", str(BUILD_TIMEOUT_MS)
+            )
+            name = await conn.fetchval(BUILD_SQL, *args)
+    if name is None:
+        return None
+    return Rows(
+        f"ioc.{quote_ident(name)}",
+        {n: Level(i, unit, layer) for n, (i, unit, layer) in levels.items() if layer},
+    )
