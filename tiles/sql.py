@@ -232,22 +232,15 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
     )
     gate = ""
     if not is_point_layer(layer) and plan.integer_id:
-        # Generalised zooms read the visible features' pre-simplified EPSG:3857 shapes
-        # (ioc.tile_shapes, sql/0012) and take only the attributes from the rows.
+        rows = _generalised_rows(n, layer, columns, settings, rows)
         checks = [
             f"m.visible_px = {settings.visible_px!r}",
             f"m.simplify_px = {settings.simplify_px!r}",
             f"$1 <= {settings.generalise_max_zoom}",
         ]
-        gate = f"{_lowzoom_gate(n, layer, 'shapes', checks)}, "
-        shapes = (
-            f"SELECT {', '.join(columns)}, ST_AsMVTGeom(s.geom, b.env, {settings.extent},"
-            f" {settings.buffer}, true) AS geom FROM b, ioc.tile_shapes s"
-            f" JOIN {layer.table_sql} t ON t.{quote_ident(layer.id_column)} = s.fid"
-            f" WHERE s.layer_id = {literal(layer.id)} AND s.z = $1::smallint AND s.geom && b.fm"
-            f" AND (SELECT ok FROM g{n})"
-        )
-        rows = f"({shapes} OFFSET 0) UNION ALL ({rows} AND NOT (SELECT ok FROM g{n}) OFFSET 0)"
+        needed = ", ".join(literal(p.name) for p in tile_properties(layer))
+        props = f"m.properties @> ARRAY[{needed}]::text[]"
+        gate = f"{_lowzoom_gate(n, layer, 'shapes', checks, props)}, "
     else:
         rows += " OFFSET 0"
     # OFFSET 0 keeps the IS NOT NULL filter below from being pushed into the scans, where it
@@ -255,6 +248,34 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
     return (
         f"{gate}l{n} AS MATERIALIZED (SELECT * FROM ({rows}) s"
         f" WHERE s.geom IS NOT NULL LIMIT {settings.max_features + 1})"
+    )
+
+
+def _generalised_rows(
+    n: int, layer: Layer, columns: list[str], settings: TileSettings, rows: str
+) -> str:
+    """Generalised zooms read the visible features' pre-simplified EPSG:3857 shapes
+    (ioc.tile_shapes, sql/0012) with the attributes stored beside them (props, sql/0019), read
+    back in the columns' own types; where the stored props lack a column this statement
+    carries, the attributes come from the rows (a join on the integer id: a heap page per
+    feature); where the shapes were not built for these settings, everything does."""
+    mvt_geom = f"ST_AsMVTGeom(s.geom, b.env, {settings.extent}, {settings.buffer}, true) AS geom"
+    where = f"WHERE s.layer_id = {literal(layer.id)} AND s.z = $1::smallint AND s.geom && b.fm"
+    id_column = quote_ident(layer.id_column)
+    stored = (
+        f"SELECT s.fid AS {id_column}, {', '.join([*columns[1:], mvt_geom])}"
+        f" FROM b, ioc.tile_shapes s"
+        f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{layer.table_sql}, s.props) t"
+        f" {where} AND (SELECT ok AND props FROM g{n})"
+    )
+    joined = (
+        f"SELECT {', '.join([*columns, mvt_geom])} FROM b, ioc.tile_shapes s"
+        f" JOIN {layer.table_sql} t ON t.{id_column} = s.fid"
+        f" {where} AND (SELECT ok AND NOT props FROM g{n})"
+    )
+    return (
+        f"({stored} OFFSET 0) UNION ALL ({joined} OFFSET 0)"
+        f" UNION ALL ({rows} AND NOT (SELECT ok FROM g{n}) OFFSET 0)"
     )
 
 
@@ -273,11 +294,14 @@ def _mercator_xy(layer: Layer) -> tuple[str, str]:
     return f"ST_X({point})", f"ST_Y({point})"
 
 
-def _lowzoom_gate(n: int, layer: Layer, kind: str, checks: Sequence[str]) -> str:
-    """CTE ``g{n}``: true when the layer's low-zoom rows (sql/0012) serve this zoom, i.e. were
-    built for the live table with these settings. Each branch that reads them, or the rows,
-    filters on it; a filter without columns is a one-time filter, so the branch not taken
-    costs nothing."""
+def _lowzoom_gate(
+    n: int, layer: Layer, kind: str, checks: Sequence[str], props: str = "false"
+) -> str:
+    """CTE ``g{n}``: ``ok`` is true when the layer's low-zoom rows (sql/0012) serve this zoom,
+    i.e. were built for the live table with these settings; ``props`` when the stored shapes
+    also hold the attributes this statement needs (the ``props`` SQL over ``m``). Each branch
+    that reads them, or the rows, filters on it; a filter without columns is a one-time
+    filter, so the branches not taken cost nothing."""
     where = " AND ".join(
         [
             f"m.layer_id = {literal(layer.id)}",
@@ -287,7 +311,11 @@ def _lowzoom_gate(n: int, layer: Layer, kind: str, checks: Sequence[str]) -> str
             *checks,
         ]
     )
-    return f"g{n} AS (SELECT EXISTS (SELECT 1 FROM ioc.tile_lowzoom m WHERE {where}) AS ok)"
+    # At most one row (layer_id is the key): no row is not ok.
+    return (
+        f"g{n} AS (SELECT count(*) > 0 AS ok, coalesce(bool_or({props}), false) AS props"
+        f" FROM ioc.tile_lowzoom m WHERE {where})"
+    )
 
 
 def _cluster_cte(n: int, layer: Layer, settings: TileSettings) -> str:
