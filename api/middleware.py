@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from urllib.parse import parse_qs
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -22,6 +23,7 @@ from api.tile_answer import tile_answer
 from ioc.catalog.access import ANONYMOUS
 from ioc.logs import request_id
 from tiles.render import MAX_ZOOM, all_public, resolve_layers
+from tiles.versions import judge, parse_version
 
 log = logging.getLogger("ioc.api")
 
@@ -305,8 +307,12 @@ class TileFastPath:
                 # A memory hit returns before get_tile's first await.
                 layers = resolve_layers(catalog, ANONYMOUS, ids)
                 pool = state.read_pool(layer.id for layer in layers)  # docs/scaling.md
+                query = scope.get("query_string", b"")
+                version = parse_version(parse_qs(query.decode("latin-1")).get("v", ()))
                 tile = await state.tiles.get_tile(pool, layers, z, x, y)
                 state.tile_sources[tile.source] += 1  # cache hits and misses (/metrics)
+                # A versioned URL (docs/scaling.md): immutable while the tile is as of it.
+                freshness = judge(state.tiles, layers, version, tile, z, x, y) if version else None
         except Exception as exc:  # noqa: BLE001 — answered like the app's handlers would
             await error_response(exc, scope["path"])(scope, receive, send)
             return
@@ -319,6 +325,7 @@ class TileFastPath:
             state.tiles.settings,
             headers.get(b"if-none-match", b"").decode("latin-1"),
             headers.get(b"accept-encoding", b"").decode("latin-1"),
+            freshness,
         )
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.items()]
         if status == 200:

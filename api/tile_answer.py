@@ -10,19 +10,35 @@ from api.encoding import accepts_gzip
 from ioc.media import MVT
 from tiles.render import Tile
 from tiles.settings import TileSettings
+from tiles.versions import Freshness
+
+# Cache-Control of a public tile asked for by a versioned URL (tiles.versions, docs/scaling.md):
+# kept for ever while the tile is what the version says; else revalidated at every use.
+YEAR = 31536000
+VERSIONED: dict[Freshness, str] = {
+    "current": f"public, max-age={YEAR}, immutable",
+    "unknown": "public, no-cache",
+}
 
 
 def tile_answer(
-    tile: Tile, public: bool, settings: TileSettings, if_none_match: str, accept_encoding: str
+    tile: Tile,
+    public: bool,
+    settings: TileSettings,
+    if_none_match: str,
+    accept_encoding: str,
+    freshness: Freshness | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of a tile: headers by access level, ETag/304, 204 when empty,
-    gzip passed through when the client accepts it."""
+    """Status, headers and body of a tile: headers by access level (and, for a versioned URL,
+    by ``freshness``), ETag/304, 204 when empty, gzip passed through when the client accepts
+    it."""
     headers = {"ETag": tile.etag, "Content-Type": MVT}
     if settings.debug_headers:
         # Where the tile came from tells a caller whether someone else fetched it lately.
         headers["X-Tile-Cache"] = tile.source
     if public:
-        headers["Cache-Control"] = f"public, max-age={settings.max_age}"
+        default = f"public, max-age={settings.max_age}"
+        headers["Cache-Control"] = VERSIONED.get(freshness, default) if freshness else default
         headers["Vary"] = "Accept-Encoding"
     else:
         # Never stored by shared caches; the answer depends on who asks.

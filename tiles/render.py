@@ -46,6 +46,7 @@ class Tile:
     etag: str
     truncated: tuple[str, ...] = ()
     source: str = "database"
+    as_of: int = 0  # the newest change event its content is known current as of
 
     @property
     def empty(self) -> bool:
@@ -142,7 +143,7 @@ class TileService:
         check_tile(z, x, y)
         plans = self.plan(layers, z)
         if not plans:
-            return Tile(b"", self.etag(CachedTile(b"")), source="none")
+            return Tile(b"", self.etag(CachedTile(b"")), source="none", as_of=self.changes.last_id)
         key = self.cache_key(plans)
         mkey = (key, z, x, y)
         ids = [p.layer.id for p in plans]
@@ -151,21 +152,21 @@ class TileService:
             if changes.fresh(ids, hit.as_of, z, x, y):
                 if hit.as_of < changes.last_id:  # checked up to here: the next check is shorter
                     self.memory.put(mkey, replace(hit, as_of=changes.last_id))
-                return Tile(hit.data, self.etag(hit), hit.truncated, "memory")
+                return Tile(hit.data, self.etag(hit), hit.truncated, "memory", changes.last_id)
             if mkey in self._inflight:
                 # Touched, and already being rendered again: the previous copy (with its own
                 # ETag) rather than a queue behind the render. A tile under a stream of writes
                 # is then at most one render old, and rendered once at a time.
-                return Tile(hit.data, self.etag(hit), hit.truncated, "memory")
+                return Tile(hit.data, self.etag(hit), hit.truncated, "memory", hit.as_of)
         if self.disk is not None and self.disk.scope is None:
             await self.identify(pool)  # a service used without start()
         if self.disk is not None and (hit := self.disk.get(key, z, x, y)) is not None:
             if changes.fresh(ids, hit.as_of, z, x, y):
                 if self.memory is not None:
                     self.memory.put(mkey, hit)
-                return Tile(hit.data, self.etag(hit), hit.truncated, "disk")
+                return Tile(hit.data, self.etag(hit), hit.truncated, "disk", changes.last_id)
         cached = await self._render_once(pool, await self.with_id_types(pool, plans), mkey)
-        return Tile(cached.data, self.etag(cached), cached.truncated, "database")
+        return Tile(cached.data, self.etag(cached), cached.truncated, "database", cached.as_of)
 
     async def with_id_types(self, pool: Pool, plans: Sequence[Plan]) -> list[Plan]:
         """Plans with ``integer_id`` set from the id column's type (looked up once per tile

@@ -5,7 +5,6 @@ URLs are passed in by the caller (``api``), which knows the public base URL.
 
 from __future__ import annotations
 
-import hashlib
 import html
 from collections.abc import Sequence
 from typing import Any
@@ -19,13 +18,6 @@ WEB_MERCATOR_QUAD = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercato
 CRS_3857 = "http://www.opengis.net/def/crs/EPSG/0/3857"
 # Half the side of the Web Mercator square, in metres (π × 6378137).
 ORIGIN = 20037508.342789244
-
-
-def versions_tag(layers: Sequence[Layer]) -> str:
-    """A short tag of the layers' versions, appended to tile URLs (``?v=``) so that a client's
-    HTTP cache misses after a publish."""
-    text = ",".join(f"{la.id}@{la.version}" for la in layers)
-    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
 def union_bounds(layers: Sequence[Layer]) -> list[float]:
@@ -57,8 +49,12 @@ def vector_layer(layer: Layer, settings: TileSettings) -> dict[str, Any]:
     return entry
 
 
-def tilejson(layers: Sequence[Layer], tile_url: str, settings: TileSettings) -> dict[str, Any]:
-    """TileJSON 3.0.0 for one or several layers; ``tile_url`` has {z}/{x}/{y} placeholders."""
+def tilejson(
+    layers: Sequence[Layer], tile_url: str, settings: TileSettings, version: object = None
+) -> dict[str, Any]:
+    """TileJSON 3.0.0 for one or several layers; ``tile_url`` has {z}/{x}/{y} placeholders and
+    gets ``?v=<version>`` (tiles.versions: the layers' tile version, so that caches may keep
+    its tiles for ever) when one is given."""
     bounds = union_bounds(layers)
     minzoom = min(la.zoom_min for la in layers)
     maxzoom = max(la.zoom_max for la in layers)
@@ -69,7 +65,7 @@ def tilejson(layers: Sequence[Layer], tile_url: str, settings: TileSettings) -> 
         "name": ", ".join(la.id for la in layers),
         "description": "; ".join(f"{la.title_vi} ({la.title_en})" for la in layers),
         "scheme": "xyz",
-        "tiles": [f"{tile_url}?v={versions_tag(layers)}"],
+        "tiles": [f"{tile_url}?v={version}" if version is not None else tile_url],
         "vector_layers": [vector_layer(la, settings) for la in layers],
         "minzoom": minzoom,
         "maxzoom": maxzoom,

@@ -25,6 +25,7 @@ from tiles import tilejson as tj
 from tiles.render import MAX_ZOOM, Tile, TileService, all_public, resolve_layers
 from tiles.settings import TileSettings
 from tiles.style import maplibre_style
+from tiles.versions import current_version, judge, parse_version
 
 router = APIRouter(tags=["tiles"])
 TMS = "WebMercatorQuad"
@@ -133,7 +134,9 @@ async def tile_context(request: Request, principal: Principal) -> TileContext:
 ContextDep = Annotated[TileContext, Depends(tile_context)]
 
 
-def tile_response(request: Request, tile: Tile, public: bool, settings: TileSettings) -> Response:
+def tile_response(
+    request: Request, tile: Tile, public: bool, settings: TileSettings, freshness=None
+) -> Response:
     """The HTTP answer of a tile (see api.tile_answer)."""
     status, headers, body = tile_answer(
         tile,
@@ -141,6 +144,7 @@ def tile_response(request: Request, tile: Tile, public: bool, settings: TileSett
         settings,
         request.headers.get("if-none-match", ""),
         request.headers.get("accept-encoding", ""),
+        freshness,
     )
     return Response(body, status_code=status, headers=headers)
 
@@ -148,12 +152,14 @@ def tile_response(request: Request, tile: Tile, public: bool, settings: TileSett
 async def serve_tile(ctx: TileContext, ids: str, z: int, x: int, y: int) -> Response:
     """Resolve the readable layers, get the tile, format the answer."""
     layers = resolve_layers(ctx.catalog, ctx.principal, ids)
+    version = parse_version(ctx.request.query_params.getlist("v"))  # docs/scaling.md
     # A replica within the lag budget that holds the layers' changes (docs/scaling.md).
     pool = ctx.request.app.state.read_pool(layer.id for layer in layers)
     tile = await ctx.tiles.get_tile(pool, layers, z, x, y)
     ctx.request.app.state.tile_sources[tile.source] += 1  # cache hits and misses (/metrics)
     public = all_public(ctx.catalog, ids)
-    return tile_response(ctx.request, tile, public, ctx.tiles.settings)
+    freshness = judge(ctx.tiles, layers, version, tile, z, x, y) if version else None
+    return tile_response(ctx.request, tile, public, ctx.tiles.settings, freshness)
 
 
 def _parameters(*specs: tuple[str, str]) -> dict:
@@ -175,7 +181,18 @@ def _parameters(*specs: tuple[str, str]) -> dict:
             }
             for name, text in specs
         ]
+        + [VERSION_PARAMETER]
     }
+
+
+# tiles.versions: what TileJSON hands out; a current one is answered `immutable`.
+VERSION_PARAMETER = {
+    "name": "v",
+    "in": "query",
+    "required": False,
+    "description": "Tile version from a TileJSON URL template (docs/scaling.md)",
+    "schema": {"type": "string", "pattern": r"^\d{1,18}\.[0-9a-f]{8}$"},
+}
 
 
 def path_int(request: Request, name: str, high: int | None = None) -> int:
@@ -269,7 +286,7 @@ async def collection_tilejson(
     """TileJSON whose tile URL is the OGC API path of the layer."""
     layer = catalog.get(collection_id, principal)
     url = f"{base_url(request)}/collections/{layer.id}/tiles/{TMS}/{{z}}/{{y}}/{{x}}"
-    return tj.tilejson([layer], url, tiles.settings)
+    return tj.tilejson([layer], url, tiles.settings, current_version(tiles, [layer]))
 
 
 @router.get(
@@ -287,9 +304,8 @@ async def xyz_tilejson(
     """TileJSON of the composite tiles of the readable layers among `layers`."""
     found = resolve_layers(catalog, principal, layers)
     ids = ",".join(la.id for la in found)
-    return tj.tilejson(
-        found, f"{base_url(request)}/tiles/{ids}/{{z}}/{{x}}/{{y}}.pbf", tiles.settings
-    )
+    url = f"{base_url(request)}/tiles/{ids}/{{z}}/{{x}}/{{y}}.pbf"
+    return tj.tilejson(found, url, tiles.settings, current_version(tiles, found))
 
 
 @router.get(

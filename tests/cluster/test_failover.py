@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -85,9 +86,14 @@ def sensor_ids(url: str) -> set[str]:
     return {f["properties"]["sensor_id"] for f in answer.json()["features"]}
 
 
-def tile_ids(url: str, lon: float, lat: float) -> set[str]:
+def tile_path(lon: float, lat: float) -> str:
     x, y = tile_of(lon, lat, 16)
-    answer = httpx.get(f"{url}/collections/{LAYER}/tiles/WebMercatorQuad/16/{x}/{y}", timeout=30)
+    return f"/collections/{LAYER}/tiles/WebMercatorQuad/16/{y}/{x}"  # tileRow/tileCol = y/x
+
+
+def tile_ids(url: str, lon: float, lat: float, query: str = "") -> set[str]:
+    """The sensor ids in the z16 tile of a place, decoded."""
+    answer = httpx.get(f"{url}{tile_path(lon, lat)}{query}", timeout=30)
     if answer.status_code == 204:
         return set()
     answer.raise_for_status()
@@ -95,25 +101,61 @@ def tile_ids(url: str, lon: float, lat: float) -> set[str]:
     return {f["properties"]["sensor_id"] for f in decoded.get(LAYER, {}).get("features", [])}
 
 
-def _raw_tile(url, lon, lat):
-    x, y = tile_of(lon, lat, 16)
-    answer = httpx.get(f"{url}/collections/{LAYER}/tiles/WebMercatorQuad/16/{x}/{y}")
-    return answer.status_code, dict(answer.headers), answer.content[:200]
+def tile_sources(url: str, headers: dict) -> dict[str, float]:
+    """The process's tile answers by source (memory, disk, database, none), from /metrics."""
+    answer = httpx.get(url + "/metrics", headers=headers, timeout=30)
+    answer.raise_for_status()
+    found = re.findall(r'^ioc_tile_answers_total\{source="(\w+)"\} (\S+)$', answer.text, re.M)
+    return {source: float(count) for source, count in found}
+
+
+def template_version(url: str) -> str:
+    """The ``v`` of the layer's tile URL template, as this process hands it out."""
+    answer = httpx.get(f"{url}/collections/{LAYER}/tiles/WebMercatorQuad/tilejson.json")
+    answer.raise_for_status()
+    return answer.json()["tiles"][0].rsplit("?v=", 1)[1]
 
 
 def test_a_write_through_a_appears_in_b_items_and_tiles(stack, admin):
+    """B's items and B's z16 tile (decoded, by id) hold a feature written through A; B hears
+    the event by LISTEN and serves the tile A rendered from the shared disk cache (not again
+    from the database); both hand out the same tile version, under which the tile is
+    immutable."""
     a, b = stack.ioc_url(0), stack.ioc_url(1)
     wait_until(
         lambda: httpx.get(b + f"/collections/{LAYER}").status_code == 200,
         message="B to know the new layer",
     )
     lon, lat = 106.6601, 10.7602
+    for ioc in (a, b):  # each holds the tile before the write in memory
+        assert "AB-1" not in tile_ids(ioc, lon, lat)
+        assert "AB-1" not in tile_ids(ioc, lon, lat)
+    before = template_version(a)
+    sources = tile_sources(b, admin)
     created = httpx.post(a + ITEMS, json=feature("AB-1", lon, lat), headers=admin, timeout=30)
     assert created.status_code == 201, created.text
     written = time.monotonic()
+    # A has taken in its own event: what it renders now is current as of it (the disk copy
+    # B may use).
+    wait_until(lambda: template_version(a) != before, message="A's template to move")
+    assert "AB-1" in tile_ids(a, lon, lat)
+    wait_until(lambda: "AB-1" in tile_ids(b, lon, lat), message="B's z16 tile to hold A's write")
+    in_tile = time.monotonic() - written
     wait_until(lambda: "AB-1" in sensor_ids(b), message="B's items to hold A's write")
-    # Measured for docs/scaling.md (a figure, not an assertion: the machine may be loaded).
-    print(f"\nA's write visible in B's items after {time.monotonic() - written:.3f} s")
+    # Measured for docs/scaling.md (figures, not assertions: the machine may be loaded).
+    print(
+        f"\nA's write in B's z16 tile after {in_tile:.3f} s, "
+        f"in B's items after {time.monotonic() - written:.3f} s"
+    )
+    after = tile_sources(b, admin)
+    # B's stale memory copy was dropped, and the new tile came from A's render on the disk.
+    assert after.get("disk", 0) - sources.get("disk", 0) == 1, (sources, after)
+    assert after.get("database", 0) == sources.get("database", 0), (sources, after)
+    version = template_version(b)
+    assert version == template_version(a) != before  # one URL for both processes (a CDN)
+    answer = httpx.get(f"{b}{tile_path(lon, lat)}?v={version}", timeout=30)
+    assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "AB-1" in tile_ids(b, lon, lat, f"?v={version}")
 
 
 def _read_steadily(url: str, stop: threading.Event, codes: list) -> None:

@@ -38,13 +38,14 @@ def publisher(make_key):
     return {"Authorization": f"Bearer {make_key('publisher', 'construction')}"}
 
 
-def _publish(base_or_client, publisher) -> None:
+def _publish(base_or_client, publisher, layer: str = LAYER, sensors=SENSORS_AT) -> None:
+    """Create the public sensor layer ``layer`` and upload ``sensors`` (id, lon, lat, depth)."""
     post = base_or_client.post
-    made = post("/layers", json={**SENSORS, "id": LAYER}, headers=publisher)
+    made = post("/layers", json={**SENSORS, "id": layer}, headers=publisher)
     assert made.status_code == 201, made.text
     data = base_or_client.put(
-        f"/layers/{LAYER}/data",
-        content=uploads.sensors_geojson(SENSORS_AT),
+        f"/layers/{layer}/data",
+        content=uploads.sensors_geojson(sensors),
         headers=publisher,
         params={"filename": "s.geojson"},
     )

@@ -36,7 +36,7 @@ from tiles.sql import (
     tile_properties,
 )
 from tiles.style import colour_expression, maplibre_style
-from tiles.tilejson import tilejson, versions_tag
+from tiles.tilejson import tilejson
 
 
 def make_layer(
@@ -315,7 +315,7 @@ def test_version_watcher_is_throttled():
     assert asyncio.run(scenario()) == 1  # the second call is within the interval
 
 
-def test_tilejson_and_versions_tag():
+def test_tilejson_and_version():
     layers = [
         make_layer("a", zoom=(10, 16)),
         make_layer("b", geometry_type="Point", count=10**6, extent=(106.0, 10.0, 106.2, 10.2)),
@@ -325,7 +325,9 @@ def test_tilejson_and_versions_tag():
     assert doc["bounds"] == [106.0, 10.0, 106.9, 11.0]
     assert doc["vector_layers"][1]["fields"]["count"] == "Number"
     assert doc["vector_layers"][0]["fields"] == {"kind": "String", "name": "String"}
-    assert versions_tag(layers) != versions_tag([make_layer("a", version=2), layers[1]])
+    assert doc["tiles"] == ["http://x/tiles/a,b/{z}/{x}/{y}.pbf"]  # no version: none given
+    versioned = tilejson(layers, "http://x/t/{z}/{x}/{y}.pbf", SETTINGS, "12.0a1b2c3d")
+    assert versioned["tiles"] == ["http://x/t/{z}/{x}/{y}.pbf?v=12.0a1b2c3d"]
 
 
 def test_style_colours():
