@@ -28,20 +28,17 @@ import argparse
 import asyncio
 import os
 import tempfile
-import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import asyncpg
-import httpx
 import psycopg2
 
 from bench.common import Server, console, seeded_database, start_ioc, start_tipg
 from bench.loadgen import Job, Run, combine, pgbench, wrk
 from bench.tilecheck import ZoomCheck, compare
 from bench.tilelist import Sample, draw_tiles, sample_features
+from bench.tilewrites import Writer
 from ioc.catalog import keys
 from ioc.catalog.access import ADMIN
 from ioc.catalog.layers import Layer, load_catalog
@@ -54,7 +51,8 @@ LAYERS = ("reports_1022", "buildings")
 ZOOMS = range(10, 17)
 CONCURRENCY = 8
 WRITE_RATE = 10.0  # feature writes per second during the live runs
-WRITES_IN_FLIGHT = 10
+# Writes sent on time may wait this many at once (a PATCH takes ~1 s under tile load here).
+WRITES_IN_FLIGHT = 64
 # Its own database: other benchmarks add their own layers to theirs.
 BENCH_DB = os.environ.get("IOC_BENCH_TILES_DB", "ioc_bench_tiles_city")
 
@@ -194,72 +192,12 @@ async def floor_jobs(
     return jobs, len(tiles) - len(jobs)
 
 
-# --- writes ------------------------------------------------------------------------------------
-
-
-class Writer:
-    """WRITE_RATE PATCHes a second through the API, each sent on time whatever the previous
-    ones take (up to WRITES_IN_FLIGHT at once: a city's writers do not wait for each other):
-    each sets a drawn feature's style category to another drawn feature's, so tiles and
-    aggregates really change. What was achieved is reported, with the writes' latency."""
-
-    def __init__(self, base: str, authorization: str, layer: Layer, samples: list[Sample]):
-        self.url = f"{base}/collections/{layer.id}/items"
-        self.by = layer.style.get("by")
-        self.samples = samples
-        self.ok = self.failed = 0
-        self.seconds = 0.0
-        self.latencies: list[float] = []
-        self._client = httpx.Client(
-            headers={"Authorization": authorization},
-            timeout=60,
-            limits=httpx.Limits(max_connections=WRITES_IN_FLIGHT),
-        )
-        self._pool = ThreadPoolExecutor(WRITES_IN_FLIGHT)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._client.close()
-
-    def _run(self) -> None:
-        began, k = time.perf_counter(), 0
-        while not self._stop.is_set():
-            wait = began + k / WRITE_RATE - time.perf_counter()
-            if wait > 0:
-                self._stop.wait(wait)
-                continue
-            self._pool.submit(self._write, k)
-            k += 1
-        self._pool.shutdown(wait=True)
-        self.seconds = time.perf_counter() - began
-
-    def _write(self, k: int) -> None:
-        sample = self.samples[k % len(self.samples)]
-        value = self.samples[(k + 7) % len(self.samples)].category
-        sent = time.perf_counter()
-        try:
-            status = self._client.patch(
-                f"{self.url}/{sample.fid}", json={"properties": {self.by: value}}
-            ).status_code
-        except httpx.HTTPError:
-            status = 0
-        with self._lock:
-            self.latencies.append(time.perf_counter() - sent)
-            if status == 204:
-                self.ok += 1
-            else:
-                self.failed += 1
-
-
 # --- load --------------------------------------------------------------------------------------
+
+
+def writes(base: str, authorization: str, layer: Layer, samples: list[Sample]) -> Writer:
+    """WRITE_RATE feature writes a second through ioc's API while a run measures."""
+    return Writer(base, authorization, layer, samples, WRITE_RATE, WRITES_IN_FLIGHT)
 
 
 def serve(settings: DatabaseSettings, **env: str) -> Server:
@@ -334,7 +272,7 @@ async def measure_layer(
                     )
                 result.zooms["ioc"][z] = combine("ioc uncached", served)
                 result.zooms["floor"][z] = combine("PostGIS alone", floor)
-            with Writer(ioc.url, authorization, layer, samples) as writer:
+            with writes(ioc.url, authorization, layer, samples) as writer:
                 result.whole["ioc, writes"] = passes("ioc, writes", ioc.url, paths, **auth)
             result.writes["ioc, writes"] = writer
         finally:
@@ -345,7 +283,7 @@ async def measure_layer(
             result.whole["warm"] = wrk(
                 "warm", ioc.url, paths, CONCURRENCY, seconds=opts.warm_seconds, **auth
             )
-            with Writer(ioc.url, authorization, layer, samples) as writer:
+            with writes(ioc.url, authorization, layer, samples) as writer:
                 result.whole["warm, writes"] = wrk(
                     "warm, writes", ioc.url, paths, CONCURRENCY, seconds=opts.warm_seconds, **auth
                 )
