@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 
 import httpx
+import psycopg2
 import pytest
 
 from ioc.settings import PROJECT_ROOT
@@ -271,3 +272,76 @@ def test_the_page_shows_a_lost_stream_and_catches_up_after_a_restart(
         context.close()
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_a_write_between_the_stream_s_opening_and_the_layer_load_is_shown(
+    browser, live_server, db_settings, make_key
+):
+    """The page-start gap (issue 19): a write lands while the layer's first load is under way
+    (its answer is read from the server before the write and handed to the page after it). A
+    page that asked for its stream only after the layer (as it did) gets a stream opening
+    after the write (held here until then): the event is never sent and the page keeps the
+    older state. Now the stream is 'ready' before the load is asked for, the write's event
+    reaches the page during the load and is applied after it."""
+    writer = bearer(make_key("publisher", "construction"))
+    first = httpx.get(f"{live_server}/collections/congestion_segments/items?limit=1").json()
+    fid = str(first["features"][0]["id"])
+    before = first["features"][0]["properties"]["level"]
+    after = "thông thoáng" if before == "ùn tắc" else "ùn tắc"
+    path = f'path[data-layer="congestion_segments"][data-feature="{fid}"]'
+    context, page, rec = open_page(browser, "", live_server)
+    order: list[str] = []
+
+    def hold_load(route) -> None:
+        if "load" in order:  # only the first load is held
+            route.continue_()
+            return
+        order.append("load")
+        answer = route.fetch()  # the layer as it was before the write
+        patch(live_server, "congestion_segments", fid, {"level": after}, writer)
+        (newest,) = sql_row(
+            db_settings, "SELECT max(id) FROM ioc.events WHERE layer_id = 'congestion_segments'"
+        )
+        order.append("write")
+        page.evaluate("window.__written = true")
+        # Until the page's stream is past the write (its event, or its opening after it).
+        page.wait_for_function(
+            "(n) => Number(IocMaps.status().live.lastId) >= n", arg=newest, timeout=30_000
+        )
+        route.fulfill(response=answer)
+
+    def hold_stream(route) -> None:
+        order.append("stream")
+        if "load" in order:  # asked for after the load: opens after the write
+            page.wait_for_function("() => window.__written === true", timeout=30_000)
+        route.continue_()
+
+    page.route(lambda url: "/collections/congestion_segments/items?" in url, hold_load)
+    page.route(lambda url: "/events?" in url, hold_stream)
+    try:
+        page.goto(f"{live_server}/maps/portal", wait_until="load")
+        page.wait_for_function(
+            "([s, colour]) => document.querySelector(s)?.getAttribute('stroke') === colour",
+            arg=[path, CONGESTION[after]],
+            timeout=30_000,
+        )
+        assert order[:3] == ["stream", "load", "write"], order
+        status = page.evaluate("IocMaps.status()")
+        assert status["errors"] == 0, status
+        # Applied from its event after the load: only that feature was fetched again.
+        assert status["reloads"].get("congestion_segments", 0) == 0, status["reloads"]
+        assert any(e["ids"] == [fid] for e in received(page, "congestion_segments"))
+        rec.check_clean()
+    finally:
+        patch(live_server, "congestion_segments", fid, {"level": before}, writer)
+        context.close()
+
+
+def sql_row(db_settings, query: str) -> tuple:
+    conn = psycopg2.connect(db_settings.dsn())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchone()
+    finally:
+        conn.close()

@@ -12,6 +12,10 @@
  * the heat map recounts its grid cells; tile layers draw new tiles over the old ones. No timer
  * polls anything: EventSource reconnects by itself and resumes after the last event id (a fresh
  * stream's first message, 'ready', gives one before any change).
+ *
+ * A page starts its stream before its live layers: they load once 'ready' has come, so every
+ * write is either in the load or an event after it (a write between a load and the stream's
+ * opening would be lost). An event for a layer that is loading is applied after the load.
  */
 (function () {
   'use strict';
@@ -27,7 +31,7 @@
                 patched: {}, reloads: {}, grids: 0};
   // The change-event stream: its state, the last event, and what each layer does with one.
   var live = {state: 'off', events: 0, lastId: null, lastAt: null, received: [], handlers: {},
-              source: null, retry: 0, waiting: []};
+              source: null, retry: 0, waiting: [], started: false, starting: []};
   var ID_FETCH_MAX = 20;  // more ids than this in one event: reload the layer instead
   var RECEIVED_KEPT = 200;
   var lastFeatureClick = 0;
@@ -121,11 +125,13 @@
     layer.on('remove', function () { show(false); });
   }
   // Loads a layer when it is first shown, and again on change; a change during a load runs
-  // one more load after it (never two at once, never a queue of them).
+  // one more load after it (never two at once, never a queue of them). A live layer loads
+  // once the page's stream is ready; ``after`` holds what waits for the load under way.
   function track(map, layer, cfg, load) {
     legendFollows(layer, cfg.id);
-    var entry = {loaded: false, busy: false, again: false};
+    var entry = {loaded: false, busy: false, again: false, after: []};
     function run() {
+      if (cfg.live && !live.started) { whenStarted(run); return; }
       if (entry.busy) { entry.again = true; return; }
       entry.busy = true;
       status.pending += 1;
@@ -141,8 +147,14 @@
       }).then(function () {
         entry.busy = false;
         status.pending -= 1;
-        if (entry.again) { entry.again = false; run(); }
+        if (entry.again) { entry.again = false; run(); return; }
+        entry.after.splice(0).forEach(function (task) { task(); });
       });
+    }
+    // ``task`` now, or once the load under way has ended (its answer may predate the event).
+    function afterLoad(task) {
+      if (!entry.busy && !(cfg.live && !live.started)) { task(); return; }
+      if (entry.after.indexOf(task) < 0) { entry.after.push(task); }
     }
     layer.on('add', function () { if (!entry.loaded) { run(); } });
     // A change while the layer is hidden is loaded when the layer is shown again.
@@ -150,7 +162,7 @@
       status.reloads[cfg.id] = (status.reloads[cfg.id] || 0) + 1;
       if (map.hasLayer(layer)) { run(); } else { entry.loaded = false; }
     }
-    return {run: run, changed: changed};
+    return {run: run, changed: changed, afterLoad: afterLoad};
   }
 
   // --- the change-event stream ------------------------------------------------------------
@@ -190,6 +202,17 @@
   function whenBack(task) {
     if (live.waiting.indexOf(task) < 0) { live.waiting.push(task); }
   }
+  // What waits for the page's first 'ready' (the live layers' first loads): run once it came,
+  // or once the page has no stream to wait for.
+  function whenStarted(task) {
+    if (live.started) { task(); return; }
+    if (live.starting.indexOf(task) < 0) { live.starting.push(task); }
+  }
+  function started() {
+    if (live.started) { return; }
+    live.started = true;
+    live.starting.splice(0).forEach(function (task) { task(); });
+  }
   // Every live layer loads afresh: after a loss with no event id to resume from.
   function resync() {
     Object.keys(live.handlers).forEach(function (id) {
@@ -216,10 +239,14 @@
     // The id to resume from, sent before any change (the browser keeps it as Last-Event-ID).
     source.addEventListener('ready', function (message) {
       if (message.lastEventId) { live.lastId = message.lastEventId; }
+      started();
     });
     source.addEventListener('change', received);
     source.addEventListener('error', function () {
       showLive('lost');
+      // No stream before any 'ready': load anyway; the reconnection without an id to resume
+      // from reloads the live layers (resync).
+      started();
       if (source.readyState === EventSource.CLOSED && live.source === source) {
         live.retry = Math.min(live.retry + 1, 6);
         window.setTimeout(function () { connect(url); }, 1000 * Math.pow(2, live.retry));
@@ -362,14 +389,17 @@
       var ids = event.ids || [];
       if (!event.ids || cfg.filtered || ids.length > ID_FETCH_MAX) { loader.changed(); return; }
       if (event.op === 'item.delete') {
-        ids.forEach(remove);
-        status.features[cfg.id] = Object.keys(byId).length;
+        loader.afterLoad(function () {
+          ids.forEach(remove);
+          status.features[cfg.id] = Object.keys(byId).length;
+        });
         return;
       }
       ids.forEach(function (id) { pending[String(id)] = true; });
       if (Object.keys(pending).length > ID_FETCH_MAX) { pending = {}; loader.changed(); return; }
-      // Events of one write arrive together: fetch their features in one go.
-      schedule();
+      // Events of one write arrive together: fetch their features in one go, after the
+      // layer's load under way (whose answer may be older than the event).
+      loader.afterLoad(schedule);
     });
   }
 
@@ -452,12 +482,15 @@
       return grid;
     }
     // A live tile layer draws a fresh set of tiles over the shown one and drops the old set
-    // once the new one has loaded: a redraw in place would blank the map meanwhile.
-    var group = L.layerGroup([vectorGrid(map, cfg)]);
+    // once the new one has loaded: a redraw in place would blank the map meanwhile. Its first
+    // tiles are asked for once the page's stream is ready.
+    var group = L.layerGroup();
     var swapping = false, again = false;
     legendFollows(group, cfg.id);
+    whenStarted(function () { group.addLayer(vectorGrid(map, cfg)); });
     function swap() {
-      if (!map.hasLayer(group)) { return; }  // shown again later: its tiles load afresh
+      // Hidden (shown again later, its tiles load afresh), or its first tiles still to come.
+      if (!map.hasLayer(group) || !group.getLayers().length) { return; }
       if (swapping) { again = true; return; }
       swapping = true;
       var old = group.getLayers();
@@ -475,8 +508,12 @@
       window.setTimeout(finish, 15000);
       group.addLayer(next);
     }
-    onLive(cfg.id, function () {
+    onLive(cfg.id, function (event) {
       status.reloads[cfg.id] = (status.reloads[cfg.id] || 0) + 1;
+      // Tile URLs carry the layer's tile version (docs/scaling.md): its event's id is the new
+      // one; without an id (a resync) tiles are asked for unversioned, revalidated by ETag.
+      cfg.url = event.id ? cfg.url.replace(/([?&]v=)\d+/, '$1' + event.id)
+        : cfg.url.replace(/[?&]v=[^&]*/, '');
       swap();
     });
     return group;
@@ -920,10 +957,12 @@
     startClock();
     if (cfg.search) { setupSearch(map); }
     if (cfg.whatsHere) { setupWhatsHere(map); }
-    if (cfg.live) {
+    if (cfg.live && window.EventSource) {
       showLive('connecting');
       // After this script has run: every layer has registered what it does with an event.
       window.setTimeout(function () { connect(cfg.live); }, 0);
+    } else {
+      started();
     }
     var legend = document.getElementById('ioc-legend');
     if (legend && (cfg.embed || window.matchMedia('(max-width: 640px)').matches)) { legend.open = false; }
