@@ -25,6 +25,7 @@ from rich.table import Table
 from bench.queries import bench_settings, console, prepare
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import load_catalog
+from ioc.dashboards import rows as board_rows
 from ioc.dashboards.filters import CITY_TZ, parse_filter
 from ioc.dashboards.model import load_dashboards
 from ioc.dashboards.panels import PanelCache, compute, dashboard_data, run_pass
@@ -77,7 +78,8 @@ async def pass_times(pool, catalog, settings, board, params: dict[str, str]) -> 
 
         return one()
 
-    await compute(board, catalog, state, timed, now)
+    copy = await board_rows.ensure(pool, catalog, board)
+    await compute(board, catalog, state, timed, now, copy)
     return times
 
 

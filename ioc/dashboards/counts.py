@@ -23,7 +23,7 @@ attribute conditions, and unit filters and groupings by the stored unit ids, not
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ioc.dashboards.filters import UNIT_FILTERS, BoardFilter
@@ -55,6 +55,10 @@ class Statement:
     args: list[Any]
 
 
+def _parse(document: dict[str, Any]) -> Any:
+    return cql2.parse_filter(json.dumps(document), "cql2-json", parameter="dashboard")
+
+
 def grouping(keys: tuple[str, ...]) -> int:
     """``GROUPING(k_category, …, k_time)`` of a set: a bit set for each key not in it."""
     return sum(1 << (len(KEYS) - 1 - i) for i, k in enumerate(KEYS) if k not in keys)
@@ -68,6 +72,11 @@ class _Conditions:
     def __init__(
         self, plan: Plan, rows: Rows | None = None, units: dict[str, str] | None = None
     ) -> None:
+        self.rows = rows
+        if rows is not None:  # the copy's codes in the plan's filter and its typing
+            document = plan.doc.filter
+            tree = None if document is None else _parse(rows.encode(document))
+            plan = replace(plan, source=rows.layer, filter=tree)
         self.plan = plan
         self.builder = statement_builder(plan)
         if rows is None:
@@ -81,14 +90,18 @@ class _Conditions:
         """A row is in the unit of that code (its first unit or one of the others)."""
         u = level.layer
         ids = (
-            f"ARRAY(SELECT u.{quote_ident(u.id_column)}::bigint FROM {u.table_sql} u"
+            f"ARRAY(SELECT u.{quote_ident(u.id_column)}::integer FROM {u.table_sql} u"
             f" WHERE u.{quote_ident(level.unit.code)}::text = {self.builder.binds.add(code, 'text')})"
         )
         return f"({level.first} = ANY({ids}) OR {level.more} && {ids})"
 
     def cond(self, document: dict[str, Any]) -> str:
-        tree = cql2.parse_filter(json.dumps(document), "cql2-json", parameter="dashboard")
+        tree = _parse(self.rows.encode(document) if self.rows else document)
         return f"({cql2_sql.compile_filter(tree, self.plan.source, self.builder.binds)})"
+
+    def value(self, name: str, expr: str) -> str:
+        """A grouping key's value as the panels show it (decoded from the copy's code)."""
+        return self.rows.decode(expr) if self.rows and name in self.rows.codes else expr
 
     def col(self, name: str) -> str:
         return self.builder.col(name)
@@ -135,6 +148,13 @@ def counts_statement(
         f"SELECT {', '.join(columns)} FROM {c.table} t WHERE {c.where}) r"
         f" GROUP BY GROUPING SETS ({sets})"
     )
+    if rows is not None:  # the few result rows' codes as values
+        named = [
+            f"{c.value(getattr(fields, k), f'q.k_{k}')} AS k_{k}" if k != "time" else "q.k_time"
+            for k in KEYS
+        ]
+        counted_names = ["n", "late", "today", *(f"n_without_{n}" for n in FLAGGED)]
+        sql = f"SELECT q.g, {', '.join(named + [f'q.{n}' for n in counted_names])} FROM ({sql}) q"
     return c.statement(sql)
 
 
@@ -155,7 +175,8 @@ def rows_units_statement(
     u, col = level.layer, c.builder.col
     sql = (
         f"SELECT {col(level.unit.code, 'u')}::text AS code,"
-        f" {col(level.unit.name, 'u')}::text AS name, g.status, g.n, g.late FROM ("
+        f" {col(level.unit.name, 'u')}::text AS name,"
+        f" {c.value(board.fields.status, 'g.status')} AS status, g.n, g.late FROM ("
         f"SELECT k, status, count(*) AS n, count(*) FILTER (WHERE late) AS late FROM ("
         f"SELECT {level.first} AS k, {status} AS status, {overdue} AS late FROM {c.table} t"
         f" WHERE {c.where} UNION ALL SELECT x.k, {status}, {overdue} FROM {c.table} t"

@@ -11,7 +11,8 @@ has a new version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ioc.catalog.layers import Catalog, Layer
 from ioc.dashboards.model import Dashboard
@@ -25,8 +26,9 @@ LEVELS: dict[str, tuple[str, str]] = {
     "ward": ("ward", "current"),
     "ward2019": ("ward", "2019"),
 }
-CURRENT_SQL = "SELECT ioc.dashboard_rows_current($1, $2, $3)"
-BUILD_SQL = "SELECT ioc.dashboard_rows_build($1, $2, $3)"
+CURRENT_SQL = "SELECT ioc.dashboard_rows_current($1, $2, $3, $4)"
+BUILD_SQL = "SELECT ioc.dashboard_rows_build($1, $2, $3, $4)"
+CODES_SQL = "SELECT name, value, code FROM ioc.dashboard_values WHERE layer_id = $1"
 BUILD_TIMEOUT_MS = 600_000  # a million reports: ~10-20 s on a loaded machine
 
 
@@ -49,10 +51,35 @@ class Level:
 
 @dataclass(frozen=True)
 class Rows:
-    """A built copy: its table (SQL) and unit levels by BoardFilter name."""
+    """A built copy: its table (SQL), unit levels by BoardFilter name, the layer as the copy
+    types it (coded attributes are integers) and the codes of their values."""
 
     table_sql: str
     levels: dict[str, Level]
+    layer: Layer
+    codes: dict[str, dict[str, int]]
+
+    def encode(self, document: Any) -> Any:
+        """A CQL2-JSON document with the values of coded attributes as their codes (-1, which
+        no value has, for a value the layer never had)."""
+        if isinstance(document, list):
+            return [self.encode(d) for d in document]
+        if not isinstance(document, dict):
+            return document
+        args = document.get("args")
+        if isinstance(args, list) and args and isinstance(args[0], dict):
+            codes = self.codes.get(args[0].get("property", ""))
+            if codes is not None:
+                coded = [
+                    [codes.get(v, -1) for v in a] if isinstance(a, list) else codes.get(a, -1)
+                    for a in args[1:]
+                ]
+                return {**document, "args": [args[0], *coded]}
+        return {k: self.encode(v) for k, v in document.items()}
+
+    def decode(self, expr: str) -> str:
+        """SQL of the value a coded expression stands for."""
+        return f"(SELECT v.value FROM ioc.dashboard_values v WHERE v.code = {expr})"
 
 
 def columns(board: Dashboard) -> list[str]:
@@ -60,6 +87,12 @@ def columns(board: Dashboard) -> list[str]:
     f = board.fields
     names = [f.reported_at, f.resolved_at, f.status, f.category, f.channel, f.handling_unit]
     return list(dict.fromkeys(names))
+
+
+def coded(board: Dashboard) -> list[str]:
+    """The attributes stored as codes: those the panels group and filter by value."""
+    f = board.fields
+    return list(dict.fromkeys([f.status, f.category, f.channel, f.handling_unit]))
 
 
 def unit_layers() -> list[str]:
@@ -76,7 +109,7 @@ async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
     }
     if any(layer is None for _, _, layer in levels.values()):
         return None
-    args = (board.layer, columns(board), unit_layers())
+    args = (board.layer, columns(board), unit_layers(), coded(board))
     name = await pool.fetchval(CURRENT_SQL, *args)
     if name is None:
         async with pool.acquire() as conn, conn.transaction():
@@ -84,9 +117,18 @@ async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
                 "SELECT set_config('statement_timeout', $1, true)", str(BUILD_TIMEOUT_MS)
             )
             name = await conn.fetchval(BUILD_SQL, *args)
-    if name is None:
+    source = catalog.find(board.layer)
+    if name is None or source is None:
         return None
+    codes: dict[str, dict[str, int]] = {n: {} for n in coded(board)}
+    for row in await pool.fetch(CODES_SQL, board.layer):
+        codes[row["name"]][row["value"]] = row["code"]
+    attributes = tuple(
+        replace(a, type="integer", values=None) if a.name in codes else a for a in source.attributes
+    )
     return Rows(
         f"ioc.{quote_ident(name)}",
         {n: Level(i, unit, layer) for n, (i, unit, layer) in levels.items() if layer},
+        replace(source, attributes=attributes),
+        codes,
     )

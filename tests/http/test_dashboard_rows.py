@@ -19,7 +19,7 @@ WARDS = f"m{UNIT_LAYERS.index('wards') + 1}"  # the 2025 wards' other units
 MERGE = "application/merge-patch+json"
 # What the rows should be, computed afresh from the layer's table by the build's own SELECT.
 FRESH = (
-    "SELECT ioc.dashboard_rows_sql(l, %s, %s, 'data.reports_1022')"
+    "SELECT ioc.dashboard_rows_sql(l, %s, %s, 'data.reports_1022', %s)"
     " FROM ioc.layers l WHERE l.id = 'reports_1022'"
 )
 
@@ -47,8 +47,8 @@ def table(client, db, operator) -> str:
     data(client, operator, **{"from": "2025-01-01", "to": "2025-12-01"})
     with db.cursor() as cur:
         cur.execute(
-            "SELECT ioc.dashboard_rows_current('reports_1022', %s, %s)",
-            (rows.columns(BOARD), UNIT_LAYERS),
+            "SELECT ioc.dashboard_rows_current('reports_1022', %s, %s, %s)",
+            (rows.columns(BOARD), UNIT_LAYERS, rows.coded(BOARD)),
         )
         (name,) = cur.fetchone()
     db.rollback()
@@ -59,7 +59,7 @@ def table(client, db, operator) -> str:
 def differences(db, table: str) -> tuple[int, int]:
     """(rows missing from the copy, rows in the copy not in the layer), in db's transaction."""
     with db.cursor() as cur:
-        cur.execute(FRESH, (rows.columns(BOARD), UNIT_LAYERS))
+        cur.execute(FRESH, (rows.columns(BOARD), UNIT_LAYERS, rows.coded(BOARD)))
         (fresh,) = cur.fetchone()
         cur.execute(
             f"SELECT (SELECT count(*) FROM ({fresh} EXCEPT ALL SELECT * FROM {table}) a),"
