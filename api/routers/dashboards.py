@@ -3,6 +3,7 @@ shapes its map colours, and each panel as CSV."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -11,7 +12,7 @@ from urllib.parse import quote
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from api.deps import CatalogDep, PoolDep, get_principal
 from api.html import negotiate, render
@@ -20,13 +21,18 @@ from api.routers.query import QuerySettingsDep
 from api.urls import BaseUrlDep, app_path, base_path, page_base
 from ioc import media
 from ioc.catalog.access import Principal
+from ioc.catalog.layers import Catalog
 from ioc.dashboards import model
 from ioc.dashboards.export import panel_csv, unit_shapes
 from ioc.dashboards.filters import CITY_TZ, BoardFilter, parse_filter
 from ioc.dashboards.page import render_dashboard
 from ioc.dashboards.panels import dashboard_data
+from ioc.dashboards.points import MAX_POINTS, POINTS, points_query
+from ioc.db.connection import Pool
 from ioc.errors import NotAuthenticated
 from ioc.maps.render import new_nonce
+from ioc.query.model import QuerySettings, limits_for
+from ioc.query.runner import run_query
 
 router = APIRouter(prefix="/dashboards", tags=["dashboards"])
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -48,10 +54,46 @@ def boards() -> dict[str, model.Dashboard]:
 BoardsDep = Annotated[dict[str, model.Dashboard], Depends(boards)]
 
 
-def _state(request: Request, board: model.Dashboard) -> BoardFilter:
-    """The dashboard's state from the URL (the page's own parameters left aside)."""
-    params = {k: v for k, v in request.query_params.items() if k not in PAGE_ONLY}
+@dataclass(frozen=True)
+class BoardCall:
+    """A dashboard the caller may open (404 otherwise), with what its data requests need."""
+
+    board: model.Dashboard
+    principal: Principal
+    catalog: Catalog
+    pool: Pool
+    settings: QuerySettings
+
+
+def board_call(
+    board_id: str,
+    all_boards: BoardsDep,
+    principal: PrincipalDep,
+    catalog: CatalogDep,
+    pool: PoolDep,
+    settings: QuerySettingsDep,
+) -> BoardCall:
+    board = model.get_dashboard(all_boards, board_id, principal)
+    return BoardCall(board, principal, catalog, pool, settings)
+
+
+BoardCallDep = Annotated[BoardCall, Depends(board_call)]
+
+
+def _state(
+    request: Request, board: model.Dashboard, own: tuple[str, ...] = PAGE_ONLY
+) -> BoardFilter:
+    """The dashboard's state from the URL (the page's or endpoint's ``own`` parameters left
+    aside)."""
+    params = {k: v for k, v in request.query_params.items() if k not in own}
     return parse_filter(board, params, datetime.now(CITY_TZ))
+
+
+async def _panels(request: Request, call: BoardCallDep) -> dict:
+    state = _state(request, call.board)
+    return await dashboard_data(
+        call.pool, call.catalog, call.principal, call.settings, call.board, state
+    )
 
 
 def _doc(board: model.Dashboard, base: str) -> dict:
@@ -85,20 +127,11 @@ async def list_dashboards(
 @router.get(
     "/{board_id}/data", summary="A dashboard's panels under a filter", description=FILTER_DOC
 )
-async def board_data(
-    request: Request,
-    board_id: str,
-    all_boards: BoardsDep,
-    principal: PrincipalDep,
-    catalog: CatalogDep,
-    pool: PoolDep,
-    settings: QuerySettingsDep,
-):
+async def board_data(request: Request, call: BoardCallDep):
     """KPIs, category bar, status and channel pies, time series, handling-unit ranking, counts
     per unit and alerts: the same numbers as direct SQL over the filter, cached per data
     version."""
-    board = model.get_dashboard(all_boards, board_id, principal)
-    data = await dashboard_data(pool, catalog, principal, settings, board, _state(request, board))
+    data = await _panels(request, call)
     return Response(
         orjson.dumps(data),
         media_type="application/json",
@@ -114,26 +147,44 @@ async def board_data(
 )
 async def board_panel_csv(
     request: Request,
-    board_id: str,
     panel: Annotated[
         str, Path(description="kpi, category, status, channel, series, ranking, units, alerts")
     ],
-    all_boards: BoardsDep,
-    principal: PrincipalDep,
-    catalog: CatalogDep,
-    pool: PoolDep,
-    settings: QuerySettingsDep,
+    call: BoardCallDep,
 ):
     """The panel's rows as the dashboard shows them (UTF-8 with BOM)."""
-    board = model.get_dashboard(all_boards, board_id, principal)
-    data = await dashboard_data(pool, catalog, principal, settings, board, _state(request, board))
+    data = await _panels(request, call)
     return Response(
         panel_csv(data, panel),
         media_type="text/csv; charset=utf-8",
         headers={
-            "Content-Disposition": f'attachment; filename="{board.id}-{panel}.csv"',
+            "Content-Disposition": f'attachment; filename="{call.board.id}-{panel}.csv"',
             "Cache-Control": "private, no-store",
         },
+    )
+
+
+@router.get(
+    "/{board_id}/points",
+    summary="The newest reports under a dashboard's state",
+    description=FILTER_DOC
+    + " Without 'from' and 'to', every time (the page sends the range its panels show).",
+    response_class=StreamingResponse,
+)
+async def board_points(
+    request: Request,
+    call: BoardCallDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="Reports, newest first")] = POINTS,
+):
+    """What the map draws: a FeatureCollection of the newest reports under every filter of the
+    state, the unit filter too (the panels' unit membership), with `numberReturned` and
+    `truncated` (at most the caller's row cap)."""
+    _, cap = limits_for(call.settings, call.principal)
+    state = _state(request, call.board, (*PAGE_ONLY, "limit"))
+    doc = points_query(call.board, state, min(limit, cap))
+    answer = await run_query(call.pool, call.catalog, call.principal, doc, call.settings)
+    return StreamingResponse(
+        answer.chunks, media_type=media.GEOJSON, headers={"Cache-Control": "private, no-store"}
     )
 
 

@@ -67,6 +67,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "city": ("Toàn thành phố", "Whole city"),
     "wall": ("Màn hình lớn", "Wall"),
     "desk": ("Bàn làm việc", "Desk"),
+    # The map's note on its reports ({shown}, {total}: numbers formatted by the script).
+    "points": ("{shown} phản ánh trên bản đồ", "{shown} reports on the map"),
+    "points_capped": ("{shown} / {total} phản ánh mới nhất", "newest {shown} of {total} reports"),
 }
 
 
@@ -139,6 +142,10 @@ def page_config(
         "layer": board.layer,
         "data": f"{base}/dashboards/{board.id}/data",
         "units": f"{base}/dashboards/{board.id}/units",
+        "points": f"{base}/dashboards/{board.id}/points",
+        # The whole city: where the map goes back to when the unit filter is cleared.
+        "center": list(board.center),
+        "zoom": board.zoom,
         "csv": f"{base}/dashboards/{board.id}/panels/",
         "items": f"{base}/collections/{board.layer}/items",
         "events": f"{base}/events?layers={board.layer}",

@@ -1,7 +1,9 @@
 """The 1022 dashboard in headless Chromium against a real `ioc serve` (issue 21): every panel
-has data, a ward click narrows the bar chart to that ward's totals (against SQL), a category
-click narrows the map's reports, the URL reproduces the state, nothing is requested elsewhere,
-no console error, and a report PATCHed to "đã đóng" moves the KPIs without a reload."""
+has data, a ward click narrows the bar chart to that ward's totals (against SQL) and the map's
+reports to that ward's (ids against SQL) and fits the map to it, a category click narrows the
+map's reports, the URL reproduces the state, clearing goes back to the city, nothing is
+requested elsewhere, no console error, and a report PATCHed to "đã đóng" moves the KPIs
+without a reload."""
 
 from __future__ import annotations
 
@@ -56,6 +58,30 @@ def board(browser, live_server, make_key):
     context.close()
 
 
+def points_of(page, **state: str) -> dict:
+    """The page's status once its map's points are those of ``state`` (filter values)."""
+    page.wait_for_function(
+        "(want) => { const f = IocDashboard.status().pointsFilter || {};"
+        " return Object.keys(want).every((k) => (f[k] || '') === want[k]); }",
+        arg=state,
+        timeout=30_000,
+    )
+    return page.evaluate("IocDashboard.status()")
+
+
+def map_bounds(page) -> tuple[float, float, float, float]:
+    return tuple(
+        page.evaluate(
+            "(() => { const b = IocMaps.map.getBounds();"
+            " return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]; })()"
+        )
+    )
+
+
+def thousands(n: int) -> str:
+    return f"{n:,}".replace(",", ".")  # vi-VN
+
+
 def bar_totals(page) -> dict[str, int]:
     return {r["key"]: r["n"] for r in page.evaluate("IocDashboard.data().category")}
 
@@ -96,6 +122,40 @@ def test_the_dashboard_links_both_ways(board, live_server, db_settings):
     )
     assert bar_totals(page) == expected
     assert f"ward={ward}" in page.url
+
+    # The map's reports obey the unit filter too: each one lies in the ward (ids against SQL),
+    # and they are all of the ward's reports in the range up to the cap.
+    status = points_of(page, ward=ward)
+    ids = status["pointIds"]
+    inside = sql(
+        db_settings,
+        "SELECT count(DISTINCT r.fid) FROM data.reports_1022 r JOIN data.wards w"
+        " ON ST_Intersects(w.geom, r.geom) WHERE w.ward_code = %s AND r.fid::text = ANY(%s)",
+        ward,
+        ids,
+    )[0][0]
+    total = sum(expected.values())
+    assert len(set(ids)) == len(ids) == inside == min(total, 2000) > 0
+    note = f"{thousands(len(ids))} phản ánh trên bản đồ"
+    if total > 2000:
+        note = f"2.000 / {thousands(total)} phản ánh mới nhất"
+    assert page.inner_text("#dash-map-note") == note
+    # ... and the map shows the ward: its box in view, and not a city-wide view around it.
+    page.wait_for_function(
+        "(w) => IocDashboard.status().fitted === 'ward:' + w", arg=ward, timeout=30_000
+    )
+    west, south, east, north = sql(
+        db_settings,
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT"
+        " ST_Extent(ST_Transform(geom, 4326)) e FROM data.wards WHERE ward_code = %s) x",
+        ward,
+    )[0]
+    view = map_bounds(page)
+    slack = 1e-3  # the map's unit shapes are simplified
+    assert view[0] <= west + slack and view[1] <= south + slack, (view, west, south)
+    assert view[2] >= east - slack and view[3] >= north - slack, (view, east, north)
+    assert min((view[2] - view[0]) / (east - west), (view[3] - view[1]) / (north - south)) < 4
+    screenshot(page, "dashboard-ward")
     assert page.locator('#dash-chips [data-filter="ward"]').count() == 1
 
     # A category click (on the bar) narrows the map's reports and the other panels.
@@ -131,6 +191,23 @@ def test_the_dashboard_links_both_ways(board, live_server, db_settings):
     assert page.evaluate("IocDashboard.data().filter.category") == category
     assert page.evaluate("IocDashboard.data().filter.ward") == ward
     assert page.evaluate("IocDashboard.data().kpi.total") == expected[category]
+    points_of(page, ward=ward, category=category)
+    page.wait_for_function(
+        "(w) => IocDashboard.status().fitted === 'ward:' + w", arg=ward, timeout=30_000
+    )
+    ward_view = map_bounds(page)
+
+    # Clearing the filters: the whole city's newest reports, the map back to the city.
+    page.click("#dash-clear")
+    status = points_of(page, ward="", category="")
+    assert status["fitted"] == "" and status["pointsCapped"] is True
+    assert len(status["pointIds"]) == 2000
+    total = page.evaluate("IocDashboard.data().kpi.total")
+    note = f"2.000 / {thousands(total)} phản ánh mới nhất"
+    assert total > 2000 and page.inner_text("#dash-map-note") == note
+    assert page.evaluate("IocMaps.map.getZoom()") == 11
+    wide = map_bounds(page)
+    assert wide[2] - wide[0] > 2 * (ward_view[2] - ward_view[0])
     rec.check_clean()
 
 

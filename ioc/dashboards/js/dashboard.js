@@ -5,6 +5,10 @@
  * reload. Text from the data or the catalog goes into the page with textContent only (ECharts
  * draws on a canvas). The panels follow the layer's change events (EventSource on /events, same
  * origin): an event reloads the data (one request at a time, coalesced) — no timer polls.
+ *
+ * The map's reports are the newest under the state the panels were computed for (every filter,
+ * the unit one too: GET /dashboards/{id}/points, the panels' unit membership), and the map
+ * fits the chosen unit (back to the city when it is cleared).
  */
 (function () {
   'use strict';
@@ -18,6 +22,11 @@
   var unitLayer = null;
   var unitsLoaded = null;
   var pointLayer = null;
+  var pointsAsked = 0;  // the newest points request: older answers are dropped
+  var shapes = {};  // unit level -> promise of its shapes (GET /units, once per level)
+  var fitted = '';  // the unit the map was fitted to ('' = the city)
+  var note = null;
+  var UNIT_ORDER = ['ward', 'ward2019', 'district'];  // the most precise unit chosen is fitted
   var loading = false;
   var again = false;
   var FILTERS = ['category', 'status', 'channel', 'handling_unit', 'district', 'ward', 'ward2019'];
@@ -81,6 +90,7 @@
     writeURL();
     drawChips();
     syncControls();
+    fitUnit();
     load();
   }
 
@@ -246,9 +256,9 @@
   function drawUnits() {
     if (!map || !data) { return; }
     var level = state.units;
-    var load = unitsLoaded === level ? Promise.resolve(null) : getJSON(cfg.units + '?units=' + level);
+    var load = unitsLoaded === level ? Promise.resolve(null) : unitShapes(level);
     load.then(function (shapes) {
-      if (shapes) {
+      if (shapes && state.units === level) {
         if (unitLayer) { map.removeLayer(unitLayer); }
         unitsLoaded = level;
         unitLayer = L.geoJSON(shapes, {pane: 'ioc-fill', onEachFeature: function (feature, layer) {
@@ -290,26 +300,60 @@
       layer.feature.properties.n = n;
     });
   }
-  function itemsFilter() {
-    var args = [];
-    ['category', 'status', 'channel', 'handling_unit'].forEach(function (name) {
-      if (state[name]) { args.push({op: '=', args: [{property: cfg.fields[name]}, state[name]]}); }
-    });
-    if (!args.length) { return null; }
-    return args.length === 1 ? args[0] : {op: 'and', args: args};
+  function unitShapes(level) {
+    if (!shapes[level]) {
+      shapes[level] = getJSON(cfg.units + '?units=' + level).catch(function (error) {
+        delete shapes[level];
+        throw error;
+      });
+    }
+    return shapes[level];
   }
-  function drawPoints() {
+  // The map shows the chosen unit (the most precise of ward, pre-2025 ward, district), or the
+  // whole city once none is chosen.
+  function fitUnit() {
     if (!map) { return; }
-    var params = new URLSearchParams({limit: '2000', sortby: '-' + cfg.fields.reported_at});
-    var f = itemsFilter();
-    if (f) { params.set('filter', JSON.stringify(f)); params.set('filter-lang', 'cql2-json'); }
-    var start = data && data.filter.from ? data.filter.from : '..';
-    var end = data && data.filter.to ? data.filter.to : '..';
-    params.set('datetime', start + '/' + end);
-    getJSON(cfg.items + '?' + params.toString()).then(function (doc) {
+    var level = UNIT_ORDER.filter(function (k) { return state[k]; })[0];
+    var key = level ? level + ':' + state[level] : '';
+    if (key === fitted) { return; }
+    fitted = key;
+    if (!level) {
+      map.setView(cfg.center, cfg.zoom, {animate: false});
+      status.fitted = '';
+      return;
+    }
+    unitShapes(level).then(function (fc) {
+      var hit = fc.features.filter(function (ft) { return ft.properties.code === state[level]; })[0];
+      if (fitted !== key) { return; }  // another unit was chosen meanwhile
+      if (hit) { map.fitBounds(L.geoJSON(hit).getBounds(), {padding: [12, 12], animate: false}); }
+      status.fitted = key;
+    }).catch(function (error) { status.errors += 1; console.warn('ioc dashboard: fit: ' + error.message); });
+  }
+  function showNote(shown, total, capped) {
+    if (!map) { return; }
+    if (!note) {
+      note = L.control({position: 'bottomleft'});
+      note.onAdd = function () { var box = el('div', 'dash-map-note'); box.id = 'dash-map-note'; return box; };
+      note.addTo(map);
+    }
+    $('dash-map-note').textContent = str(capped ? 'points_capped' : 'points')
+      .replace('{shown}', fmt(shown)).replace('{total}', fmt(total));
+  }
+  // The newest reports under the state the panels show (data.filter: its time range resolved).
+  function drawPoints() {
+    if (!map || !data) { return; }
+    var asked = ++pointsAsked;
+    var filter = data.filter;
+    var total = data.kpi.total;
+    getJSON(cfg.points + '?' + new URLSearchParams(filter).toString()).then(function (doc) {
+      if (asked !== pointsAsked) { return; }
       if (pointLayer) { map.removeLayer(pointLayer); }
       status.points = doc.features.length;
+      status.pointIds = doc.features.map(function (ft) { return String(ft.id); });
       status.pointKeys = doc.features.map(function (ft) { return ft.properties[cfg.fields.category]; });
+      status.pointsFilter = filter;
+      status.pointsCapped = !!doc.truncated;
+      showNote(doc.features.length, total, doc.truncated);
       pointLayer = L.geoJSON(doc, {pane: 'ioc-points', pointToLayer: function (feature, ll) {
         var s = feature.properties[cfg.fields.status];
         return L.circleMarker(ll, {radius: cfg.layout === 'wall' ? 4 : 3, weight: 0, fillOpacity: 0.8, fillColor: STATUS_COLOURS[s] || '#3182bd'});
@@ -374,6 +418,7 @@
     syncControls();
     updateLinks();
     drawChips();
+    fitUnit();
     load();
     follow();
   }
