@@ -36,15 +36,27 @@ from ioc.query.sql import Column, statement_builder
 
 FLAGGED = ("category", "status", "channel")  # counted with FILTER, not narrowed in WHERE
 # The grouping keys of the counts pass, in the order GROUPING() numbers them.
-KEYS = ("category", "status", "channel", "handling_unit", "time")
+KEYS = ("category", "status", "channel", "handling_unit", "time", "unit")
+VALUE_KEYS = ("category", "status", "channel", "handling_unit")
 SETS = {
     "category": ("category",),
     "status": ("status",),
     "channel": ("channel",),
     "series": ("time",),
     "ranking": ("handling_unit", "status"),
+    "units": ("unit", "status"),  # over the dashboard's rows only
     "all": (),
 }
+COUNTED = (
+    "n",
+    "late",
+    "today",
+    "n_without_category",
+    "n_without_status",
+    "n_without_channel",
+    "n_without_unit",
+    "late_without_unit",
+)
 
 
 @dataclass
@@ -103,8 +115,8 @@ class _Conditions:
         """A grouping key's value as the panels show it (decoded from the copy's code)."""
         return self.rows.decode(expr) if self.rows and name in self.rows.codes else expr
 
-    def col(self, name: str) -> str:
-        return self.builder.col(name)
+    def col(self, name: str, alias: str = "t") -> str:
+        return self.builder.col(name, alias)
 
     def statement(self, sql: str) -> Statement:
         return Statement(sql, self.builder.binds.values)
@@ -121,19 +133,42 @@ def counts_statement(
     rows: Rows | None = None,
 ) -> Statement:
     """The counts pass over ``plan`` (the state without its category, status and channel
-    filters, which are the ``flags``: their CQL2 conditions by dimension)."""
-    c = _Conditions(plan, rows, unit_filters(f))
+    filters, which are the ``flags``: their CQL2 conditions by dimension). Over the dashboard's
+    ``rows`` it also counts per unit of the level shown (the ``units`` set): that level's own
+    filter is a flag too, and the rare rows in several units come again, once per other unit,
+    marked ``x`` so that only the units set counts them."""
+    shown = f.units if rows is not None else None
+    c = _Conditions(plan, rows, unit_filters(f.without(shown) if shown else f))
     fields = board.fields
     # The session's time zone is the city's (ioc.query.runner.open_session): date_trunc's
     # two-argument form uses it, at half the cost of naming the zone on every row.
     unit = {"day": "day", "hour": "hour"}[f.bucket]  # SQL text from this table only
     bucket = f"date_trunc('{unit}', {c.col(fields.reported_at)})"
-    columns = [f"{c.col(getattr(fields, k))} AS k_{k}" for k in KEYS if k != "time"]
+    columns = [f"{c.col(getattr(fields, k))} AS k_{k}" for k in KEYS if k not in ("time", "unit")]
     columns += [f"{bucket} AS k_time", f"{c.cond(late)} AS late", f"{c.cond(today)} AS today"]
     columns += [f"{c.cond(doc)} AS m_{name}" for name, doc in flags.items()]
+    named = list(flags)
+    if rows is not None and shown:
+        level = rows.levels[shown]
+        if (code := getattr(f, shown)) is not None:
+            columns.append(f"{c.in_unit(level, code)} AS m_unit")
+            named.append("unit")
+        source = (
+            f"SELECT {', '.join(columns)}, {level.first} AS k_unit, false AS x FROM {c.table} t"
+            f" WHERE {c.where} UNION ALL SELECT {', '.join(columns)}, e.k, true FROM {c.table} t"
+            f" CROSS JOIN unnest({level.more}) e(k) WHERE {level.more} IS NOT NULL AND {c.where}"
+        )
+        sets_of = SETS
+    else:
+        source = (
+            f"SELECT {', '.join(columns)}, NULL::integer AS k_unit, false AS x FROM {c.table} t"
+            f" WHERE {c.where}"
+        )
+        sets_of = {k: v for k, v in SETS.items() if k != "units"}
 
     def match(without: str | None = None) -> str:
-        return " AND ".join(f"m_{n}" for n in flags if n != without) or "TRUE"
+        conds = [f"m_{n}" for n in named if n != without]
+        return " AND ".join(conds + ([] if without == "unit" else ["NOT x"])) or "TRUE"
 
     counted = [
         f"count(*) FILTER (WHERE {match()}) AS n",
@@ -141,49 +176,40 @@ def counts_statement(
         f"count(*) FILTER (WHERE {match()} AND today) AS today",
     ]
     counted += [f"count(*) FILTER (WHERE {match(n)}) AS n_without_{n}" for n in FLAGGED]
-    sets = ", ".join(f"({', '.join(f'k_{k}' for k in keys)})" for keys in SETS.values())
+    counted += [
+        f"count(*) FILTER (WHERE {match('unit')}) AS n_without_unit",
+        f"count(*) FILTER (WHERE {match('unit')} AND late) AS late_without_unit",
+    ]
+    sets = ", ".join(f"({', '.join(f'k_{k}' for k in keys)})" for keys in sets_of.values())
     keys = ", ".join(f"k_{k}" for k in KEYS)
     sql = (
-        f"SELECT GROUPING({keys}) AS g, {keys}, {', '.join(counted)} FROM ("
-        f"SELECT {', '.join(columns)} FROM {c.table} t WHERE {c.where}) r"
+        f"SELECT GROUPING({keys}) AS g, {keys}, {', '.join(counted)} FROM ({source}) r"
         f" GROUP BY GROUPING SETS ({sets})"
     )
-    if rows is not None:  # the few result rows' codes as values
-        named = [
-            f"{c.value(getattr(fields, k), f'q.k_{k}')} AS k_{k}" if k != "time" else "q.k_time"
-            for k in KEYS
-        ]
-        counted_names = ["n", "late", "today", *(f"n_without_{n}" for n in FLAGGED)]
-        sql = f"SELECT q.g, {', '.join(named + [f'q.{n}' for n in counted_names])} FROM ({sql}) q"
+    if rows is not None:  # the few result rows' codes as values, unit ids as code and name
+        values = [f"{c.value(getattr(fields, k), f'q.k_{k}')} AS k_{k}" for k in VALUE_KEYS]
+        out = [c.col(level.unit.code, "u"), c.col(level.unit.name, "u")] if shown else []
+        units = (
+            f" LEFT JOIN {level.layer.table_sql} u ON"
+            f" {c.col(level.layer.id_column, 'u')} = q.k_unit"
+            if shown
+            else ""
+        )
+        code_name = (
+            f"{out[0]}::text AS unit_code, {out[1]}::text AS unit_name"
+            if out
+            else ("NULL::text AS unit_code, NULL::text AS unit_name")
+        )
+        sql = (
+            f"SELECT q.g, q.k_time, {', '.join(values)}, {code_name},"
+            f" {', '.join(f'q.{n}' for n in COUNTED)} FROM ({sql}) q{units}"
+        )
     return c.statement(sql)
 
 
 def unit_filters(f: BoardFilter) -> dict[str, str]:
     """The unit filters of a state: BoardFilter name → unit code."""
     return {n: code for n in UNIT_FILTERS if (code := getattr(f, n))}
-
-
-def rows_units_statement(
-    plan: Plan, board: Dashboard, late: dict[str, Any], rows: Rows, f: BoardFilter
-) -> Statement:
-    """Counts per unit of the level ``f.units`` shows, status, and overdue ones, over the
-    dashboard's rows under ``f`` without that level's own filter: each row in its first unit,
-    and the rare row in several also in the others (the ST_Intersects join's counts)."""
-    level = rows.levels[f.units]
-    c = _Conditions(plan, rows, unit_filters(f.without(f.units)))
-    status, overdue = c.col(board.fields.status), c.cond(late)
-    u, col = level.layer, c.builder.col
-    sql = (
-        f"SELECT {col(level.unit.code, 'u')}::text AS code,"
-        f" {col(level.unit.name, 'u')}::text AS name,"
-        f" {c.value(board.fields.status, 'g.status')} AS status, g.n, g.late FROM ("
-        f"SELECT k, status, count(*) AS n, count(*) FILTER (WHERE late) AS late FROM ("
-        f"SELECT {level.first} AS k, {status} AS status, {overdue} AS late FROM {c.table} t"
-        f" WHERE {c.where} UNION ALL SELECT x.k, {status}, {overdue} FROM {c.table} t"
-        f" CROSS JOIN unnest({level.more}) x(k) WHERE {level.more} IS NOT NULL AND {c.where}"
-        f") r GROUP BY 1, 2) g JOIN {u.table_sql} u ON {col(u.id_column, 'u')} = g.k"
-    )
-    return c.statement(sql)
 
 
 def units_statement(plan: Plan, board: Dashboard, late: dict[str, Any]) -> Statement:

@@ -194,29 +194,26 @@ async def compute(
     flags = {n: _eq(getattr(fields, n), v) for n in counts.FLAGGED if (v := getattr(f, n))}
     unflagged = f.without(*counts.FLAGGED)
     closed = _in(fields.status, board.closed_statuses)
-    if copy is None:  # the layer itself: units through the query service's membership
-        by_unit = run(
-            query_doc(board, f.without(f.units), group_by=[UNIT_GROUPS[f.units]]),
-            lambda plan: counts.units_statement(plan, board, late),
-        )
-    else:
-        by_unit = run(
-            query_doc(board, f.without(f.units)),
-            lambda plan: counts.rows_units_statement(plan, board, late, copy, f),
-        )
-    rows, unit_counts, medians = await asyncio.gather(
+    passes = [
         run(
             query_doc(board, unflagged),
             lambda plan: counts.counts_statement(
                 plan, board, f, flags=flags, late=late, today=after_midnight, rows=copy
             ),
         ),
-        by_unit,
         run(
             query_doc(board, f, extra=closed),
             lambda plan: counts.median_statement(plan, board, closed, copy, counts.unit_filters(f)),
         ),
-    )
+    ]
+    if copy is None:  # the layer itself: units through the query service's membership
+        passes.append(
+            run(
+                query_doc(board, f.without(f.units), group_by=[UNIT_GROUPS[f.units]]),
+                lambda plan: counts.units_statement(plan, board, late),
+            )
+        )
+    rows, medians, *by_unit = await asyncio.gather(*passes)
     sets = {
         g: [r for r in rows if r["g"] == counts.grouping(keys)] for g, keys in counts.SETS.items()
     }
@@ -227,6 +224,21 @@ async def compute(
 
     opened = set(board.open_statuses)
     statuses = tally("status")
+    unit_counts = (
+        by_unit[0]
+        if by_unit
+        else [
+            {
+                "code": r["unit_code"],
+                "name": r["unit_name"],
+                "status": r["k_status"],
+                "n": r["n_without_unit"],
+                "late": r["late_without_unit"],
+            }
+            for r in sets["units"]
+            if r["unit_code"] is not None
+        ]
+    )
     unit_rows = _tally(
         unit_counts, "code", opened, lambda r: {"code": r["code"], "name": r["name"]}
     )

@@ -153,9 +153,11 @@ def test_a_published_append_is_in_the_rows_and_the_panels(client, db, operator, 
             w: 1 for w in wards
         }
         # Either ward's filter finds it; the ward panel is not narrowed by its own level.
+        whole = data(client, operator, **params, category="rác thải")
         for ward in wards:
             one = data(client, operator, **params, ward=ward, category="rác thải")
             assert any(r["key"] == "UBND thử" for r in one["ranking"])
+            assert one["units"] == whole["units"] and one["kpi"] != whole["kpi"]
     finally:
         with db.cursor() as cur:
             cur.execute("DELETE FROM data.reports_1022 WHERE report_no = 'T-PUB-1'")
