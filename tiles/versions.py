@@ -64,7 +64,8 @@ def newest_event(changes: ChangeTracker, layers: Sequence[Layer]) -> int:
     for layer in layers:
         state = changes.layers.get(layer.id)
         if state is not None:
-            newest = max(newest, state.floor, state.ids[-1] if state.ids else 0)
+            # A slice, not a test then an index: map pages read this from a worker thread.
+            newest = max(newest, state.floor, *state.ids[-1:])
     return newest
 
 

@@ -17,7 +17,8 @@ from ioc.catalog.access import Principal
 from ioc.catalog.keys import resolve_key
 from ioc.errors import Forbidden, NotAuthenticated
 from ioc.maps import views as maps
-from ioc.maps.render import content_security_policy, new_nonce, render_page
+from ioc.maps.render import TileVersions, content_security_policy, new_nonce, render_page
+from tiles.versions import current_version
 
 router = APIRouter(prefix="/maps", tags=["maps"])
 
@@ -226,6 +227,12 @@ async def close_session(
     return response
 
 
+def tile_versions(request: Request) -> TileVersions:
+    """The pages' tile URLs carry this process's tile versions (docs/scaling.md)."""
+    tiles = request.app.state.tiles
+    return lambda layers: current_version(tiles, layers)
+
+
 async def _page(
     plan: maps.ViewPlan,
     settings: maps.MapsSettings,
@@ -235,6 +242,7 @@ async def _page(
     base: str,
     page_path: str,
     cacheable: bool,
+    versions: TileVersions = None,
 ) -> HTMLResponse:
     nonce = new_nonce()
     html = await run_in_threadpool(
@@ -245,6 +253,7 @@ async def _page(
         base_url=base,
         page_path=page_path,
         nonce=nonce,
+        tile_versions=versions,
     )
     return HTMLResponse(html, headers=page_headers(settings, cacheable, nonce))
 
@@ -274,6 +283,7 @@ async def preview_layer(
         base=page_base(request),
         page_path=f"/maps/preview/{layer.id}",
         cacheable=not principal.authenticated,
+        versions=tile_versions(request),
     )
 
 
@@ -312,4 +322,5 @@ async def view_page(
         base=page_base(request),
         page_path=f"/maps/{view.id}",
         cacheable=view.audience == "public" and not principal.authenticated,
+        versions=tile_versions(request),
     )

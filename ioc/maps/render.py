@@ -9,7 +9,7 @@ so the page works without internet. Each page has its own nonce and Content-Secu
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -39,6 +39,8 @@ from ioc.maps.views import (
 )
 
 TIMEZONE = ZoneInfo("Asia/Ho_Chi_Minh")
+# The version of a tile URL of these layers (``?v=``, tiles.versions), when the server gives one.
+TileVersions = Callable[[Sequence[Layer]], object] | None
 # YlOrRd, 5 classes (ColorBrewer): the default choropleth ramp.
 DEFAULT_RAMP = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
 
@@ -151,7 +153,11 @@ def _basemap_style(spec: BasemapLayer, layer: Layer, theme: str) -> dict[str, An
 
 
 def basemap_config(
-    basemap: list[tuple[BasemapLayer, Layer]], theme: str, lang: Lang, base: str
+    basemap: list[tuple[BasemapLayer, Layer]],
+    theme: str,
+    lang: Lang,
+    base: str,
+    versions: TileVersions = None,
 ) -> dict[str, Any]:
     """How a page draws the basemap: one vector tile URL for its layers, a style for each."""
     sublayers = [
@@ -166,7 +172,7 @@ def basemap_config(
         "id": "basemap",
         "kind": "basemap",
         "title": _t("basemap", lang),
-        "url": _tiles_url(base, [layer.id for _, layer in basemap]),
+        "url": _tiles_url(base, [layer for _, layer in basemap], versions),
         "layers": sublayers,
         "interactive": False,
         "live": False,
@@ -220,11 +226,14 @@ def _grid_url(base: str, layer: Layer, spec: ViewLayer) -> str:
     return f"{base}/collections/{layer.id}/grid{query}"
 
 
-def _tiles_url(base: str, ids: Iterable[str]) -> str:
-    return f"{base}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.pbf"
+def _tiles_url(base: str, layers: Sequence[Layer], versions: TileVersions) -> str:
+    url = f"{base}/tiles/{','.join(la.id for la in layers)}/{{z}}/{{x}}/{{y}}.pbf"
+    return f"{url}?v={versions(layers)}" if versions else url
 
 
-def layer_config(item: PlannedLayer, view: MapView, lang: Lang, base: str) -> dict[str, Any]:
+def layer_config(
+    item: PlannedLayer, view: MapView, lang: Lang, base: str, versions: TileVersions = None
+) -> dict[str, Any]:
     """What the page script needs to draw one layer (all of it from the public API)."""
     layer, spec = item.layer, item.spec
     style = _style(layer, spec.style)
@@ -242,7 +251,7 @@ def layer_config(item: PlannedLayer, view: MapView, lang: Lang, base: str) -> di
         "maxZoom": layer.zoom_max,
     }
     if item.kind == "tiles":
-        config["url"] = _tiles_url(base, [layer.id])
+        config["url"] = _tiles_url(base, [layer], versions)
         config["interactive"] = True
     else:
         config["url"] = _items_url(base, layer, spec)
@@ -353,7 +362,9 @@ class IocPage(JSCSSMixin):
         self.default_css = []
 
 
-def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool) -> elements.Map:
+def build_map(
+    plan: ViewPlan, *, lang: Lang, base: str, embed: bool, versions: TileVersions = None
+) -> elements.Map:
     """The Folium map of a plan: basemap, layers, layer switcher, page behaviour."""
     view = plan.view
     fmap = elements.Map(
@@ -395,12 +406,12 @@ def build_map(plan: ViewPlan, *, lang: Lang, base: str, embed: bool) -> elements
         base_url=base,
     ).add_to(fmap)
     if plan.basemap:
-        config = basemap_config(plan.basemap, view.theme, lang, base)
+        config = basemap_config(plan.basemap, view.theme, lang, base, versions)
         IocLayer(
             "basemap", config, name=_t("basemap", lang), base_url=base, control=view.layer_control
         ).add_to(fmap)
     for item in plan.layers:
-        config = layer_config(item, view, lang, base)
+        config = layer_config(item, view, lang, base, versions)
         IocLayer(
             item.kind, config, name=config["title"], show=item.spec.show, base_url=base
         ).add_to(fmap)
@@ -496,19 +507,22 @@ def render_page(
     now: datetime | None = None,
     nonce: str | None = None,
     meta_csp: bool = False,
+    tile_versions: TileVersions = None,
 ) -> str:
     """The HTML page of a plan. ``base_url`` empty = same-origin (served by ioc).
 
     Every ``<script>`` carries ``nonce`` (a fresh one when not given): the server sends it in the
     page's Content-Security-Policy. ``meta_csp`` writes that policy's script rules into the page
     itself, for a file that is served by something else (``ioc maps render``).
+    ``tile_versions`` gives the tile URLs their version (the server's tiles.versions: HTTP
+    caches may keep such tiles for ever); without it they are unversioned.
     """
     view = plan.view
     lang = lang or view.language
     if lang not in LANGS:
         raise InvalidParameter(f"Unknown language '{lang}': use vi or en.", parameter="lang")
     base = base_url.rstrip("/")
-    fmap = build_map(plan, lang=lang, base=base, embed=embed)
+    fmap = build_map(plan, lang=lang, base=base, embed=embed, versions=tile_versions)
     figure = fmap.get_root()
     # folium.Map places itself in a Figure on creation: the root has the html and script parts.
     assert isinstance(figure, Figure)

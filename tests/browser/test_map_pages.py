@@ -84,7 +84,7 @@ def open_page(
         ),
     )
     page.on("pageerror", lambda error: rec.page_errors.append(str(error)))
-    context.route("**/*.pbf", lambda route: _intercept_tile(route, rec))
+    context.route("**/*.pbf*", lambda route: _intercept_tile(route, rec))
     if url:
         page.goto(url, wait_until="load")
     return context, page, rec

@@ -362,7 +362,8 @@ def test_every_data_url_of_a_page_answers(client, operator):
     for config in configs:
         url = config["url"]
         if config["kind"] in ("tiles", "basemap"):
-            assert url.startswith("/tiles/") and url.endswith("/{z}/{x}/{y}.pbf")
+            # Versioned as TileJSON hands them out (docs/scaling.md).
+            assert re.fullmatch(r"/tiles/[^/]+/\{z\}/\{x\}/\{y\}\.pbf\?v=\d+\.[0-9a-f]{8}", url)
             response = client.get(url.format(z=12, x=3262, y=1923), headers=operator)
             assert response.status_code in (200, 204), (url, response.status_code)
         else:

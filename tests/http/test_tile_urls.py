@@ -169,3 +169,16 @@ def test_a_malformed_version_is_a_400(client, layer, publisher, value):
         answer = client.get(path, headers=headers)
         assert answer.status_code == 400, answer.text
         assert "'v' must be one tile version" in answer.text
+
+
+def test_map_pages_hand_out_the_tilejson_versions(client, layer):
+    """A map page's tile URLs are TileJSON's templates, versions included (one function
+    gives both: a page rendered after a write carries the layer's new version)."""
+    for path in ("/maps/portal", f"/maps/preview/{LAYER}"):
+        page = client.get(path)
+        assert page.status_code == 200, page.text
+        found = re.findall(r'(/tiles/([^/"]+)/\{z\}/\{x\}/\{y\}\.pbf[^"\\]*)', page.text)
+        assert "water_areas,roads,wards" in {ids for _, ids in found}  # the basemap
+        for url, ids in found:
+            assert "?v=" in url
+            assert url == template(client, f"/tiles/{ids}/tilejson.json").split("testserver")[1]
