@@ -11,9 +11,9 @@ equally represented), 8 clients, one server process each:
 - **ioc uncached** (``IOC_TILE_CACHE=off``) and **PostGIS alone** (ioc's own statements run by
   pgbench, prepared: the floor), run by run alternately, zoom by zoom (per-zoom p50/p99);
 - **ioc warm cache** (every tile requested before measuring);
-- **with live updates**: WRITE_RATE feature writes/s on the layer (PATCHes of the drawn
-  features' style category through the API, as a city's operators and sensors write) while
-  measuring ioc cached and uncached.
+- **with live updates**: WRITE_RATE feature writes/s on the layer (the PATCH handler's write
+  of the drawn features' style category, from a process of its own as a sensor gateway
+  writes: :mod:`bench.tilewrites`) while measuring ioc cached and uncached.
 
 ioc is given the whole zoom range 10-16 for these layers (their manifests start at 12 and 14,
 where ioc would answer lower zooms without the database: a flattering 204), and their low-zoom
@@ -51,8 +51,8 @@ LAYERS = ("reports_1022", "buildings")
 ZOOMS = range(10, 17)
 CONCURRENCY = 8
 WRITE_RATE = 10.0  # feature writes per second during the live runs
-# Writes sent on time may wait this many at once (a PATCH takes ~1 s under tile load here).
-WRITES_IN_FLIGHT = 64
+# Writes sent on time may wait this many at once (bench/tilewrites.py).
+WRITES_IN_FLIGHT = 32
 # Its own database: other benchmarks add their own layers to theirs.
 BENCH_DB = os.environ.get("IOC_BENCH_TILES_DB", "ioc_bench_tiles_city")
 
@@ -195,9 +195,9 @@ async def floor_jobs(
 # --- load --------------------------------------------------------------------------------------
 
 
-def writes(base: str, authorization: str, layer: Layer, samples: list[Sample]) -> Writer:
-    """WRITE_RATE feature writes a second through ioc's API while a run measures."""
-    return Writer(base, authorization, layer, samples, WRITE_RATE, WRITES_IN_FLIGHT)
+def writes(settings: DatabaseSettings, layer: Layer, samples: list[Sample]) -> Writer:
+    """WRITE_RATE feature writes a second on the layer, from a process of their own."""
+    return Writer(settings, layer, samples, WRITE_RATE, WRITES_IN_FLIGHT)
 
 
 def serve(settings: DatabaseSettings, **env: str) -> Server:
@@ -272,7 +272,7 @@ async def measure_layer(
                     )
                 result.zooms["ioc"][z] = combine("ioc uncached", served)
                 result.zooms["floor"][z] = combine("PostGIS alone", floor)
-            with writes(ioc.url, authorization, layer, samples) as writer:
+            with writes(settings, layer, samples) as writer:
                 result.whole["ioc, writes"] = passes("ioc, writes", ioc.url, paths, **auth)
             result.writes["ioc, writes"] = writer
         finally:
@@ -283,7 +283,7 @@ async def measure_layer(
             result.whole["warm"] = wrk(
                 "warm", ioc.url, paths, CONCURRENCY, seconds=opts.warm_seconds, **auth
             )
-            with writes(ioc.url, authorization, layer, samples) as writer:
+            with writes(settings, layer, samples) as writer:
                 result.whole["warm, writes"] = wrk(
                     "warm, writes", ioc.url, paths, CONCURRENCY, seconds=opts.warm_seconds, **auth
                 )
