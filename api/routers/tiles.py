@@ -4,6 +4,9 @@ Tile answers: 200 with an MVT (gzip-encoded when the client accepts it), or **20
 when the tile has no feature — including every tile outside a layer's zoom range (OGC API -
 Tiles allows 204 for empty tiles; MapLibre treats it as an empty tile). 404 for a layer the
 caller may not read, or a tile outside the tile matrix.
+
+Tile URLs handed out by TileJSON carry ``?v=<event>.<digest>`` (tiles.versions): a public tile
+still as of that version is ``immutable``; unversioned URLs are revalidated by ETag.
 """
 
 from __future__ import annotations
