@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 
 from tests.browser.conftest import LOAD_TIMEOUT_MS
+from tests.browser.races import stream_held_after
 from tests.browser.test_map_pages import open_page, screenshot
 
 pytestmark = pytest.mark.browser
@@ -80,6 +81,19 @@ def map_bounds(page) -> tuple[float, float, float, float]:
 
 def thousands(n: int) -> str:
     return f"{n:,}".replace(",", ".")  # vi-VN
+
+
+def set_status(server: str, fid: str, writer: dict[str, str], *, closed: bool) -> None:
+    """A report closed ("đã đóng"), or open again ("mới"), through the API."""
+    props = {"status": "đã đóng", "resolved_at": "2025-11-30T10:00:00+07:00"}
+    if not closed:
+        props = {"status": "mới", "resolved_at": None}
+    response = httpx.patch(
+        f"{server}/collections/reports_1022/items/{fid}",
+        json={"properties": props},
+        headers={**writer, "Content-Type": MERGE},
+    )
+    assert response.status_code == 204, response.text
 
 
 def bar_totals(page) -> dict[str, int]:
@@ -225,12 +239,7 @@ def test_a_closed_report_moves_the_kpis_without_reload(board, live_server, make_
         " AND reported_at >= '2025-01-01' ORDER BY fid LIMIT 1",
     )[0][0]
     writer = bearer(make_key("publisher", "science_tech"))
-    response = httpx.patch(
-        f"{live_server}/collections/reports_1022/items/{fid}",
-        json={"properties": {"status": "đã đóng", "resolved_at": "2025-11-30T10:00:00+07:00"}},
-        headers={**writer, "Content-Type": MERGE},
-    )
-    assert response.status_code == 204, response.text
+    set_status(live_server, fid, writer, closed=True)
     try:
         page.wait_for_function(
             f"() => IocDashboard.data().kpi.open === {opened - 1}", timeout=30_000
@@ -239,9 +248,57 @@ def test_a_closed_report_moves_the_kpis_without_reload(board, live_server, make_
         assert page.evaluate("IocDashboard.status().events") >= 1
         assert page.evaluate("window.__sameDocument") is True
     finally:
-        httpx.patch(
-            f"{live_server}/collections/reports_1022/items/{fid}",
-            json={"properties": {"status": "mới", "resolved_at": None}},
-            headers={**writer, "Content-Type": MERGE},
-        )
+        set_status(live_server, fid, writer, closed=False)
     rec.check_clean()
+
+
+def test_a_write_during_the_first_load_moves_the_kpis(browser, live_server, make_key, db_settings):
+    """The page-start gap: a report is closed while the page's first data answer is on its way
+    (read from the server before the write, handed over after it). The page asks for its data
+    once its stream is 'ready', so the write is an event it reloads on; a page that asked for
+    the data first opened its stream after the write (held here until then) and kept the
+    older numbers."""
+    context, page, rec = open_page(browser, "", live_server)
+    signed = context.request.post(
+        f"{live_server}/maps/session", headers=bearer(make_key("operator"))
+    )
+    assert signed.ok, signed.text()
+    writer = bearer(make_key("publisher", "science_tech"))
+    fid = sql(
+        db_settings,
+        "SELECT fid::text FROM data.reports_1022 WHERE status = 'mới'"
+        " AND reported_at >= '2025-01-01' ORDER BY fid DESC LIMIT 1",
+    )[0][0]
+    url = f"{live_server}/dashboards/reports_1022?{RANGE}"
+    order: list[str] = []
+    opened: list[int] = []
+
+    def hold_data(route) -> None:
+        if "data" in order:
+            route.continue_()
+            return
+        order.append("data")
+        answer = route.fetch()  # the numbers before the write
+        opened.append(answer.json()["kpi"]["open"])
+        set_status(live_server, fid, writer, closed=True)
+        order.append("write")
+        page.evaluate("window.__written = true")
+        if order[0] == "stream":  # the write's event reaches the page during the load
+            page.wait_for_function("() => IocDashboard.status().events >= 1", timeout=30_000)
+        route.fulfill(response=answer)
+
+    page.route(lambda u: "/dashboards/reports_1022/data?" in u, hold_data)
+    page.route(lambda u: "/events?" in u, stream_held_after(page, order, "data"))
+    try:
+        page.goto(url, wait_until="load")
+        page.wait_for_function("() => window.__written === true", timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_function(
+            "(n) => IocDashboard.data() && IocDashboard.data().kpi.open === n",
+            arg=opened[0] - 1,
+            timeout=30_000,
+        )
+        assert order[:3] == ["stream", "data", "write"], order
+        rec.check_clean()
+    finally:
+        set_status(live_server, fid, writer, closed=False)
+        context.close()

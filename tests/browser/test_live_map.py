@@ -16,6 +16,7 @@ import pytest
 
 from ioc.settings import PROJECT_ROOT
 from tests.browser.conftest import LOAD_TIMEOUT_MS
+from tests.browser.races import stream_held_after
 from tests.browser.test_map_pages import open_page, screenshot
 from tests.conftest import VENV_BIN, free_port, server_env, wait_ready
 
@@ -310,14 +311,8 @@ def test_a_write_between_the_stream_s_opening_and_the_layer_load_is_shown(
         )
         route.fulfill(response=answer)
 
-    def hold_stream(route) -> None:
-        order.append("stream")
-        if "load" in order:  # asked for after the load: opens after the write
-            page.wait_for_function("() => window.__written === true", timeout=30_000)
-        route.continue_()
-
     page.route(lambda url: "/collections/congestion_segments/items?" in url, hold_load)
-    page.route(lambda url: "/events?" in url, hold_stream)
+    page.route(lambda url: "/events?" in url, stream_held_after(page, order, "load"))
     try:
         page.goto(f"{live_server}/maps/portal", wait_until="load")
         page.wait_for_function(

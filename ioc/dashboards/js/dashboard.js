@@ -5,6 +5,7 @@
  * reload. Text from the data or the catalog goes into the page with textContent only (ECharts
  * draws on a canvas). The panels follow the layer's change events (EventSource on /events, same
  * origin): an event reloads the data (one request at a time, coalesced) — no timer polls.
+ * The first load waits for the stream's opening 'ready', so no write falls between the two.
  *
  * The map's reports are the newest under the state the panels were computed for (every filter,
  * the unit one too: GET /dashboards/{id}/points, the panels' unit membership), and the map
@@ -396,12 +397,17 @@
     var box = $('dash-live');
     if (box) { box.dataset.state = s; }
   }
+  // The stream first, then the data: a write after its 'ready' is an event, one before it is
+  // in the load. Without a stream (none, or it cannot open) the data loads anyway.
   function follow() {
-    if (!window.EventSource) { return; }
+    if (!window.EventSource) { load(); return; }
+    var first = true;
+    var begin = function () { if (first) { first = false; load(); } };
     var source = new EventSource(cfg.events, {withCredentials: true});
     showLive('connecting');
     source.onopen = function () { showLive('live'); };
-    source.onerror = function () { showLive('lost'); };
+    source.onerror = function () { showLive('lost'); begin(); };
+    source.addEventListener('ready', function (e) { status.lastEventId = e.lastEventId; begin(); });
     source.addEventListener('change', function (e) {
       status.events += 1;
       status.lastEventId = e.lastEventId;
@@ -419,7 +425,6 @@
     updateLinks();
     drawChips();
     fitUnit();
-    load();
     follow();
   }
 
