@@ -33,6 +33,12 @@ class DatabaseSettings(BaseSettings):
         description="PostgreSQL URL of an existing PostGIS; unset = the project-managed cluster.",
     )
     db_name: str = Field(default="ioc", description="Database name in the managed cluster.")
+    db_role: str = Field(
+        default="ioc",
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="The role ioc connects as in the managed cluster: it owns the database and "
+        "is no superuser (docs/security.md).",
+    )
     pg_dir: Path = Field(default=PROJECT_ROOT / "var" / "pg", description="Managed cluster home.")
     pg_port: int = Field(default=54329, ge=1024, le=65535)
     pg_bindir: Path | None = Field(default=None, description="PostgreSQL binaries (auto-detected).")
@@ -90,9 +96,19 @@ class DatabaseSettings(BaseSettings):
             base, _, query = self.url.partition("?")
             base = base.rsplit("/", 1)[0] + "/" + database
             return f"{base}?{query}" if query else base
+        return self._socket_dsn(self.db_role, database)
+
+    def superuser_dsn(self, database: str | None = None) -> str:
+        """The managed cluster's superuser, for creating the role, databases and extensions
+        only (ioc.db.roles); with ``DATABASE_URL`` the same as :meth:`dsn`."""
+        if self.url:
+            return self.dsn(database)
+        return self._socket_dsn("postgres", database)
+
+    def _socket_dsn(self, user: str, database: str | None) -> str:
         # Unix socket only: the managed cluster does not listen on TCP.
         return (
-            f"postgresql://postgres@/{database or self.db_name}"
+            f"postgresql://{user}@/{database or self.db_name}"
             f"?host={self.socket_dir}&port={self.pg_port}"
         )
 

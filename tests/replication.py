@@ -93,7 +93,8 @@ class StreamingPair:
         cluster.start_cluster(self.replica)
 
     def _on_replica(self, sql: str) -> object:
-        conn = psycopg2.connect(self.replica.dsn())
+        # The superuser: pausing replay is the cluster administrator's, not ioc's role's.
+        conn = psycopg2.connect(self.replica.superuser_dsn())
         try:
             conn.autocommit = True
             with conn.cursor() as cur:

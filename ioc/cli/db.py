@@ -76,7 +76,12 @@ def db_status() -> None:
 @friendly
 def db_migrate() -> None:
     """Apply pending migrations (each once, in a transaction)."""
-    with connection(get_settings().database) as conn:
+    settings = get_settings().database
+    if settings.managed:  # the role, its database and extensions; an old database handed over
+        handed = pgcluster.ensure_database(settings)
+        if handed:
+            out.print(f"{handed} object(s) handed over to the database role {settings.db_role}.")
+    with connection(settings) as conn:
         applied = migrations.migrate(conn)
     for migration in applied:
         out.print(f"applied {migration.path.name}")

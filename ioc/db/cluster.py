@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import sql as pgsql
 
+from ioc.db import roles
 from ioc.errors import ClusterError
 from ioc.settings import DatabaseSettings
 
@@ -140,6 +140,34 @@ def init_cluster(settings: DatabaseSettings) -> bool:
     return True
 
 
+# Local connections are trusted (the socket is private), but not as the superuser: that one
+# only for the operating-system users who administer the cluster (peer authentication), so the
+# serving user, who may reach the socket, can be ioc's role and nothing more. First match wins:
+# these lines go above initdb's "trust" lines.
+HBA_MARK = "# ioc: the superuser for the cluster's administrators only (ioc/db/cluster.py)"
+HBA_LINES = (
+    HBA_MARK,
+    "local all postgres peer map=ioc_admins",
+    "local replication postgres peer map=ioc_admins",
+)
+
+
+def secure_superuser(settings: DatabaseSettings) -> bool:
+    """Write the superuser's rule (HBA_LINES) and who may use it (root and ``postgres`` when
+    we are root, else ourselves: the cluster's owner) unless there; True when written now."""
+    data = _data_dir(settings)
+    hba, ident = data / "pg_hba.conf", data / "pg_ident.conf"
+    rules = hba.read_text(encoding="utf-8")
+    if HBA_MARK in rules:
+        return False
+    admins = ("root", "postgres") if _server_user() else (pwd.getpwuid(os.geteuid()).pw_name,)
+    mapped = "".join(f"ioc_admins {user} postgres\n" for user in admins)
+    # Rewritten in place: the files keep their owner (the 'postgres' user when we are root).
+    ident.write_text(ident.read_text(encoding="utf-8") + mapped, encoding="utf-8")
+    hba.write_text("\n".join(HBA_LINES) + "\n" + rules, encoding="utf-8")
+    return True
+
+
 def is_running(settings: DatabaseSettings) -> bool:
     """True when the managed cluster's postmaster is up."""
     data = _data_dir(settings)
@@ -149,12 +177,17 @@ def is_running(settings: DatabaseSettings) -> bool:
     return result.returncode == 0
 
 
-def start_cluster(settings: DatabaseSettings, socket_gid: int | None = None) -> bool:
-    """Initialise if needed, start, and create the database; True when it was started now.
-    The group ``socket_gid`` (the serving user's) may connect too; otherwise only the
-    cluster's owner (and root)."""
+def start_cluster(
+    settings: DatabaseSettings, socket_gid: int | None = None, *, database: bool = True
+) -> bool:
+    """Initialise if needed, start, and (``database``) make the database ready for ioc's
+    role; True when it was started now. The group ``socket_gid`` (the serving user's) may
+    connect too; otherwise only the cluster's owner (and root)."""
     init_cluster(settings)
+    secured = secure_superuser(settings)
     started = False
+    if secured and is_running(settings):  # a cluster made by an older ioc: take the rule now
+        _run([str(find_bindir(settings) / "pg_ctl"), "-D", str(_data_dir(settings)), "reload"])
     if not is_running(settings):
         _prepare_dirs(settings)
         log = settings.pg_dir / "log" / "postgres.log"
@@ -172,7 +205,10 @@ def start_cluster(settings: DatabaseSettings, socket_gid: int | None = None) -> 
             ]
         )
         started = True
-    ensure_database(settings)
+    if database:
+        ensure_database(settings)
+    else:  # a bare server: wait until it answers
+        _superuser(settings, "postgres", wait=30).close()
     if socket_gid is not None:
         share_socket(settings, socket_gid)
     return started
@@ -206,27 +242,41 @@ def stop_cluster(settings: DatabaseSettings) -> bool:
     return True
 
 
-def ensure_database(settings: DatabaseSettings) -> None:
-    """Create the ioc database in the running cluster if it is missing."""
-    deadline = time.monotonic() + 30
+def _superuser(
+    settings: DatabaseSettings, database: str, wait: float = 0
+) -> psycopg2.extensions.connection:
+    """A superuser connection over the private socket (waits ``wait`` s for a starting server)."""
+    deadline = time.monotonic() + wait
     while True:
         try:
-            conn = psycopg2.connect(settings.dsn("postgres"))
-            break
+            return psycopg2.connect(settings.superuser_dsn(database))
         except psycopg2.OperationalError as exc:
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"The managed cluster does not accept connections: {exc}"
                 ) from exc
             time.sleep(0.3)
-    conn.autocommit = True
+
+
+def ensure_database(settings: DatabaseSettings) -> int:
+    """Make the ioc database ready for its role (ioc.db.roles): the role, the database it
+    owns, the extensions, and objects an older ioc made as the superuser handed over. Run by
+    ``ioc db start`` and ``ioc db migrate``; idempotent. Returns how many objects changed
+    owner now."""
+    conn = _superuser(settings, "postgres", wait=30)
+    conn.autocommit = True  # CREATE DATABASE runs outside a transaction
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.db_name,))
-            if cur.fetchone() is None:
-                cur.execute(
-                    pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(settings.db_name))
-                )
+            cur.execute("SELECT pg_is_in_recovery()")
+            if cur.fetchone() == (True,):  # a standby: it has all of this from its primary
+                return 0
+            roles.ensure_role(cur, settings.db_role)
+            roles.ensure_owned_database(cur, settings.db_name, settings.db_role)
+    finally:
+        conn.close()
+    conn = _superuser(settings, settings.db_name)
+    try:
+        return roles.prepare_database(conn, settings.db_role)
     finally:
         conn.close()
 

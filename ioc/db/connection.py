@@ -100,13 +100,18 @@ def sibling_settings(name: str, base: DatabaseSettings) -> DatabaseSettings:
     return base.model_copy(update={"url": base.dsn(name)})
 
 
-def create_migrated(name: str, base: DatabaseSettings) -> DatabaseSettings:
-    """Create a database on the server of ``base`` when it is missing, migrate it, and return
-    its settings (the server must be running)."""
+def create_database(name: str, base: DatabaseSettings) -> DatabaseSettings:
+    """Create a database on the server of ``base`` when it is missing and return its settings
+    (the server must be running). In the managed cluster it is made ready for ioc's role
+    (ioc.db.cluster.ensure_database); with DATABASE_URL, that URL's user creates it."""
     from psycopg2 import sql as pgsql
 
-    from ioc.db import migrations
+    from ioc.db import cluster
 
+    settings = sibling_settings(name, base)
+    if base.managed:
+        cluster.ensure_database(settings)
+        return settings
     admin = connect(base, "postgres")
     admin.autocommit = True
     try:
@@ -116,7 +121,14 @@ def create_migrated(name: str, base: DatabaseSettings) -> DatabaseSettings:
                 cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
     finally:
         admin.close()
-    settings = sibling_settings(name, base)
+    return settings
+
+
+def create_migrated(name: str, base: DatabaseSettings) -> DatabaseSettings:
+    """:func:`create_database`, then migrate it (as the role ioc serves as)."""
+    from ioc.db import migrations
+
+    settings = create_database(name, base)
     with connection(settings) as conn:
         migrations.migrate(conn)
     return settings

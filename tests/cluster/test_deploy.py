@@ -153,7 +153,7 @@ def test_post_bootstrap_lets_ioc_migrate_without_superuser():
     )
     bindir = cluster.find_bindir(settings)
     try:
-        cluster.start_cluster(settings)
+        cluster.start_cluster(settings, database=False)  # a bare server, as Patroni's
         superuser = (
             f"host={settings.socket_dir} port={settings.pg_port} user=postgres dbname=postgres"
         )

@@ -6,6 +6,7 @@ from psycopg2 import sql as pgsql
 from pyproj.transformer import TransformerGroup
 
 from ioc.db import migrations
+from ioc.db.connection import create_database
 from ioc.errors import MigrationError
 from ioc.settings import DatabaseSettings
 
@@ -14,15 +15,14 @@ SCRATCH = "ioc_test_migrations"
 
 @pytest.fixture
 def scratch(db_settings):
-    admin = psycopg2.connect(DatabaseSettings().dsn("postgres"))
+    admin = psycopg2.connect(DatabaseSettings().superuser_dsn("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(
             pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(SCRATCH))
         )
-        cur.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(SCRATCH)))
-    url = db_settings.dsn(SCRATCH)
-    conn = psycopg2.connect(url)
+    # Made as `ioc db start` makes one (owned by ioc's role, extensions in), not migrated.
+    conn = psycopg2.connect(create_database(SCRATCH, db_settings).dsn())
     yield conn
     conn.close()
     with admin.cursor() as cur:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from ioc.catalog import keys
 from ioc.config import Settings, get_settings
-from ioc.db.connection import connect, create_migrated
+from ioc.db.connection import create_migrated
 from ioc.settings import DatabaseSettings
 from tests.conftest import TEST_DB
 from tests.http.test_tiles import decode, tile_of
@@ -33,7 +33,8 @@ ZOOMS = (10, 12, 13, 14, 16)
 
 def _server(statement: str) -> None:
     """Run a statement on the server's maintenance database (outside a transaction)."""
-    admin = connect(get_settings().database, "postgres")
+    # The superuser: copying a database (TEMPLATE) needs CREATEDB, which ioc's role has not.
+    admin = psycopg2.connect(get_settings().database.superuser_dsn("postgres"))
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
