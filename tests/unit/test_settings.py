@@ -11,8 +11,10 @@ def test_managed_cluster_by_default(monkeypatch):
     monkeypatch.setenv("IOC_PG_DIR", "/srv/ioc/pg")
     settings = DatabaseSettings()
     assert settings.managed
-    assert settings.dsn() == "postgresql://postgres@/ioc?host=/srv/ioc/pg/run&port=55555"
-    assert settings.dsn("other").startswith("postgresql://postgres@/other?")
+    # ioc's own role, never the superuser (docs/security.md); the superuser for set-up only.
+    assert settings.dsn() == "postgresql://ioc@/ioc?host=/srv/ioc/pg/run&port=55555"
+    assert settings.dsn("other").startswith("postgresql://ioc@/other?")
+    assert settings.superuser_dsn("postgres").startswith("postgresql://postgres@/postgres?")
 
 
 def test_database_url_points_at_existing_postgis(monkeypatch):
