@@ -6,8 +6,10 @@ use) and runs the endpoint's domain function (``ioc.dashboards.panels.dashboard_
 asyncpg pool as an operator, after building the unit memberships the job runner would build.
 For each state: **cold** (a fresh answer cache: the passes run), **warm** (the cached answer),
 and **after a write** (one report's status changed, then the next load computes anew). With
-``--passes``, each of the three statements of a cold load (``ioc.dashboards.counts``) is also
-timed alone, one after the other: what each costs without the other two competing for the cores.
+``--passes``, each statement of a cold load (``ioc.dashboards.counts``) is also timed alone,
+one after the other: what each costs without the other competing for the cores. With
+``--compare``, each cold load is followed by one from the layer itself (no dashboard rows: the
+three passes of before, units through the membership), so both see the same machine load.
 
 Target (issue #21, item 4): a cold load under a second at city scale.
 """
@@ -90,7 +92,7 @@ def percentile(times: list[float], q: float) -> float:
 
 
 async def measure(
-    runs: int, warm_runs: int, passes: bool = False
+    runs: int, warm_runs: int, passes: bool = False, compare: bool = False
 ) -> list[tuple[str, str, list[float]]]:
     pool = await create_pool(bench_settings())
     results: list[tuple[str, str, list[float]]] = []
@@ -102,16 +104,22 @@ async def measure(
             await units.build(pool, reports, catalog.get(unit_layer, OPERATOR), 1_800_000)
         board = load_dashboards()["reports_1022"]
 
-        async def load(params: dict[str, str], cache: PanelCache) -> float:
+        async def load(params: dict[str, str], cache: PanelCache, copy: bool = True) -> float:
             state = parse_filter(board, params, datetime.now(CITY_TZ))
             started = time.perf_counter()
-            await dashboard_data(pool, catalog, OPERATOR, settings, board, state, cache=cache)
+            await dashboard_data(
+                pool, catalog, OPERATOR, settings, board, state, cache=cache, copy=copy
+            )
             return (time.perf_counter() - started) * 1000
 
         await load({}, PanelCache())  # warm-up: plans, catalog caches, buffers
         for name, params in STATES.items():
             console.print(f"{name} …")
-            cold = [await load(params, PanelCache()) for _ in range(runs)]
+            cold, layer = [], []
+            for _ in range(runs):  # alternately, so that both see the same machine load
+                cold.append(await load(params, PanelCache()))
+                if compare:
+                    layer.append(await load(params, PanelCache(), copy=False))
             cache = PanelCache()
             await load(params, cache)
             warm = [await load(params, cache) for _ in range(warm_runs)]
@@ -122,6 +130,8 @@ async def measure(
                 # (this write is plain SQL).
                 after.append(await load(params, PanelCache()))
             results += [(name, "cold", cold), (name, "warm", warm), (name, "after a write", after)]
+            if compare:
+                results.append((name, "cold, from the layer", layer))
             if passes:
                 alone = [
                     await pass_times(pool, catalog, settings, board, params) for _ in range(runs)
@@ -144,9 +154,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, list[float]]]:
     parser.add_argument(
         "--passes", action="store_true", help="also time each statement of a cold load alone"
     )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also load cold from the layer itself (no dashboard rows), alternating",
+    )
     args = parser.parse_args(argv)
     prepare(bench_settings())
-    results = asyncio.run(measure(args.runs, args.warm_runs, args.passes))
+    results = asyncio.run(measure(args.runs, args.warm_runs, args.passes, args.compare))
     table = Table(title="The 1022 dashboard's data on 1,000,000 reports (one asyncpg pool)")
     for column in ("state", "load", "p50 ms", "p99 ms"):
         table.add_column(column, justify="right" if "ms" in column else "left")

@@ -1,23 +1,24 @@
-"""The statements behind a dashboard's numbers: three passes over the source layer instead of one
-query per panel.
+"""The statements behind a dashboard's numbers: two passes over the dashboard's rows
+(``ioc.dashboards.rows``: a narrow copy of the layer with each report's units and coded values)
+instead of one query per panel.
 
 - **counts**: one scan of the rows in the state's time range and unit/handling-unit filters,
   grouped by ``GROUPING SETS`` (category, status, channel, time bucket, handling unit × status,
-  and the whole) — the category, status and channel filters are not in the ``WHERE`` but flags
-  counted with ``FILTER``, so that the panel of a dimension is counted without its own filter in
-  the same pass (the category bar keeps every category while one is selected);
-- **units**: counts per administrative unit and status (the unit filter of the level shown left
-  out), through the query service's unit membership (a report on a shared boundary counts in
-  both units, which a grouping set over the same rows could not do);
+  unit of the level shown × status, and the whole) — the category, status and channel filters
+  and the shown level's own unit filter are not in the ``WHERE`` but flags counted with
+  ``FILTER``, so that the panel of a dimension is counted without its own filter in the same
+  pass (the category bar keeps every category while one is selected). A report in several
+  units of the level (on a shared boundary) comes again once per other unit, counted only by
+  the units set: it counts in both units, as the ``ST_Intersects`` join does;
 - **median**: the exact median time to close over the closed reports under the state.
+
+A layer without such a copy (not a plain table) is read itself, with a third pass, **units**:
+counts per administrative unit and status through the query service's unit membership.
 
 Conditions come from the query service (``ioc.query``): the plan of a query document is written
 by its statement builder, and every extra condition (flags, overdue, today, closed) is a CQL2-JSON
-document compiled against the catalog with its values bound.
-
-With the dashboard's rows (``ioc.dashboards.rows``: a narrow copy of the layer with each row's
-units, same attribute names) the three passes read that copy instead of the layer: the same
-attribute conditions, and unit filters and groupings by the stored unit ids, not by geometry.
+document compiled against the catalog with its values bound — over the copy, against its typing
+with the coded attributes' values replaced by their codes; the few result rows are decoded in SQL.
 """
 
 from __future__ import annotations
@@ -158,13 +159,11 @@ def counts_statement(
             f" WHERE {c.where} UNION ALL SELECT {', '.join(columns)}, e.k, true FROM {c.table} t"
             f" CROSS JOIN unnest({level.more}) e(k) WHERE {level.more} IS NOT NULL AND {c.where}"
         )
-        sets_of = SETS
-    else:
+    else:  # no units set to count (GROUPING() still names k_unit: one NULL group)
         source = (
             f"SELECT {', '.join(columns)}, NULL::integer AS k_unit, false AS x FROM {c.table} t"
             f" WHERE {c.where}"
         )
-        sets_of = {k: v for k, v in SETS.items() if k != "units"}
 
     def match(without: str | None = None) -> str:
         conds = [f"m_{n}" for n in named if n != without]
@@ -180,7 +179,7 @@ def counts_statement(
         f"count(*) FILTER (WHERE {match('unit')}) AS n_without_unit",
         f"count(*) FILTER (WHERE {match('unit')} AND late) AS late_without_unit",
     ]
-    sets = ", ".join(f"({', '.join(f'k_{k}' for k in keys)})" for keys in sets_of.values())
+    sets = ", ".join(f"({', '.join(f'k_{k}' for k in keys)})" for keys in SETS.values())
     keys = ", ".join(f"k_{k}" for k in KEYS)
     sql = (
         f"SELECT GROUPING({keys}) AS g, {keys}, {', '.join(counted)} FROM ({source}) r"

@@ -2,11 +2,11 @@
 version.
 
 Every number comes from query documents of ``POST /query`` checked for the caller (the layer's
-access, the role's timeout) and written by the query service: three passes
-(``ioc.dashboards.counts``), run at the same time on three connections, over the dashboard's
+access, the role's timeout) and written by the query service: two passes
+(``ioc.dashboards.counts``), run at the same time on two connections, over the dashboard's
 rows (``ioc.dashboards.rows``: a narrow copy of the layer with each report's units, kept by
-triggers) — counts grouped by status, channel, category, time bucket and handling unit in one
-scan; counts per administrative unit (by the stored unit ids); the exact median time to close.
+triggers) — counts grouped by status, channel, category, time bucket, handling unit and the
+unit of the level shown in one scan; the exact median time to close.
 A panel is not narrowed by its own dimension (the category bar keeps every category while one
 is selected, so the selection can be seen and changed).
 
@@ -421,6 +421,7 @@ async def dashboard_data(
     *,
     now: datetime | None = None,
     cache: PanelCache = CACHE,
+    copy: bool = True,
 ) -> dict[str, Any]:
     """The panels of ``board`` under ``f`` for a caller who may read its layer (404 otherwise),
     from the cache when the layer has not changed since."""
@@ -438,8 +439,8 @@ async def dashboard_data(
 
     async def make() -> dict[str, Any]:
         state = f if f.start or f.end else await default_range(board, f, run)
-        copy = await board_rows.ensure(pool, catalog, board)
-        panels = await compute(board, catalog, state, one_pass, minute, copy)
+        rows = await board_rows.ensure(pool, catalog, board) if copy else None
+        panels = await compute(board, catalog, state, one_pass, minute, rows)
         return {
             "dashboard": board.id,
             "version": list(version),

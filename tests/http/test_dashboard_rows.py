@@ -5,6 +5,7 @@ a shared ward boundary counting in both wards."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -174,3 +175,51 @@ def test_a_dropped_copy_is_rebuilt_on_next_use(client, db, operator, table):
     data(client, operator, **{"from": "2025-01-01", "to": "2025-12-01"})
     assert differences(db, table) == (0, 0)
     db.rollback()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "2025-01-01", "to": "2025-12-01", "units": "ward"},
+        {"from": "2025-06-01", "to": "2025-12-01", "ward2019": "26734", "units": "ward2019"},
+        {"from": "2025-03-01", "to": "2025-12-01", "district": "776", "status": "mới"},
+    ],
+)
+def test_the_rows_answer_as_the_layer_does(db_settings, params):
+    """Every panel from the dashboard's rows equals the layer's own three passes (a layer that
+    is not a plain table is read so)."""
+    from datetime import datetime
+
+    from ioc.catalog.access import Principal
+    from ioc.catalog.layers import load_catalog
+    from ioc.dashboards.filters import CITY_TZ, parse_filter
+    from ioc.db.connection import create_pool
+    from ioc.query.model import QuerySettings
+
+    async def go():
+        pool = await create_pool(db_settings)
+        try:
+            catalog = await load_catalog(pool)
+            now = datetime.now(CITY_TZ)
+            state = parse_filter(BOARD, params, now)
+            answers = [
+                await panels.dashboard_data(
+                    pool,
+                    catalog,
+                    Principal(role="operator", key_id=None),
+                    QuerySettings(),
+                    BOARD,
+                    state,
+                    now=now,
+                    cache=panels.PanelCache(),
+                    copy=copy,
+                )
+                for copy in (True, False)
+            ]
+        finally:
+            await pool.close()
+        return answers
+
+    from_rows, from_layer = asyncio.run(go())
+    assert from_rows["kpi"]["total"] > 0 and from_rows["units"]
+    assert from_rows == from_layer
