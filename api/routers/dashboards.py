@@ -12,7 +12,7 @@ from urllib.parse import quote
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import CatalogDep, PoolDep, get_principal
 from api.html import negotiate, render
@@ -27,12 +27,11 @@ from ioc.dashboards.export import panel_csv, unit_shapes
 from ioc.dashboards.filters import CITY_TZ, BoardFilter, parse_filter
 from ioc.dashboards.page import render_dashboard
 from ioc.dashboards.panels import dashboard_data
-from ioc.dashboards.points import MAX_POINTS, POINTS, points_query
+from ioc.dashboards.points import MAX_POINTS, POINTS, newest_points
 from ioc.db.connection import Pool
 from ioc.errors import NotAuthenticated
 from ioc.maps.render import new_nonce
-from ioc.query.model import QuerySettings, limits_for
-from ioc.query.runner import run_query
+from ioc.query.model import QuerySettings
 
 router = APIRouter(prefix="/dashboards", tags=["dashboards"])
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -169,7 +168,7 @@ async def board_panel_csv(
     summary="The newest reports under a dashboard's state",
     description=FILTER_DOC
     + " Without 'from' and 'to', every time (the page sends the range its panels show).",
-    response_class=StreamingResponse,
+    response_class=Response,
 )
 async def board_points(
     request: Request,
@@ -178,14 +177,12 @@ async def board_points(
 ):
     """What the map draws: a FeatureCollection of the newest reports under every filter of the
     state, the unit filter too (the panels' unit membership), with `numberReturned` and
-    `truncated` (at most the caller's row cap)."""
-    _, cap = limits_for(call.settings, call.principal)
+    `truncated` (at most the caller's row cap), cached per data version."""
     state = _state(request, call.board, (*PAGE_ONLY, "limit"))
-    doc = points_query(call.board, state, min(limit, cap))
-    answer = await run_query(call.pool, call.catalog, call.principal, doc, call.settings)
-    return StreamingResponse(
-        answer.chunks, media_type=media.GEOJSON, headers={"Cache-Control": "private, no-store"}
+    body = await newest_points(
+        call.pool, call.catalog, call.principal, call.settings, call.board, state, limit
     )
+    return Response(body, media_type=media.GEOJSON, headers={"Cache-Control": "private, no-store"})
 
 
 @router.get("/{board_id}/units", summary="The unit shapes a dashboard's map colours")

@@ -78,3 +78,38 @@ def test_bad_input_is_a_400(client, operator, params, parameter):
 
 def test_only_for_those_who_may_open_the_dashboard(client):
     assert client.get(URL).status_code in (401, 404)
+
+
+def test_cached_per_data_version(client, operator, make_key):
+    """A repeated request is answered from the cache; a new report makes the next answer new,
+    with the report first (the newest)."""
+    from ioc.dashboards.points import CACHE
+
+    writer = {"Authorization": f"Bearer {make_key('publisher', 'science_tech')}"}
+    first = points(client, operator, limit=5)
+    computed = CACHE.computed
+    assert points(client, operator, limit=5) == first
+    assert CACHE.computed == computed
+    created = client.post(
+        "/collections/reports_1022/items",
+        json={
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [106.70, 10.78]},
+            "properties": {
+                "report_no": "POINTS-TEST-0001",
+                "category": "ngập nước",
+                "status": "mới",
+                "reported_at": "2025-11-30T23:30:00+07:00",
+            },
+        },
+        headers={**writer, "Content-Type": "application/geo+json"},
+    )
+    assert created.status_code == 201, created.text
+    fid = created.json()["ids"][0]
+    try:
+        after = points(client, operator, limit=5)
+        assert CACHE.computed == computed + 1
+        assert str(after["features"][0]["id"]) == str(fid)
+    finally:
+        gone = client.delete(f"/collections/reports_1022/items/{fid}", headers=writer)
+        assert gone.status_code == 204, gone.text
