@@ -18,7 +18,7 @@ from ioc.catalog.layers import Catalog, Layer
 from ioc.dashboards.model import Dashboard
 from ioc.db.connection import Pool
 from ioc.db.identifiers import quote_ident
-from ioc.query.units import UNITS, UnitSet
+from ioc.query.units import CACHEABLE_ORIGINS, UNITS, UnitSet
 
 # The unit filters and levels of a dashboard (BoardFilter's names) as the query service's units.
 LEVELS: dict[str, tuple[str, str]] = {
@@ -111,14 +111,20 @@ async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
         return None
     args = (board.layer, columns(board), unit_layers(), coded(board))
     name = await pool.fetchval(CURRENT_SQL, *args)
+    source = catalog.find(board.layer)
+    if source is None:
+        return None
     if name is None:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "SELECT set_config('statement_timeout', $1, true)", str(BUILD_TIMEOUT_MS)
             )
+            if source.origin in CACHEABLE_ORIGINS:  # plain tables
+                # Writes wait for the build: one committed between the copy's snapshot and its
+                # triggers would be in neither (the trigger creation takes this lock anyway).
+                await conn.execute(f"LOCK TABLE {source.table_sql} IN SHARE ROW EXCLUSIVE MODE")
             name = await conn.fetchval(BUILD_SQL, *args)
-    source = catalog.find(board.layer)
-    if name is None or source is None:
+    if name is None:
         return None
     codes: dict[str, dict[str, int]] = {n: {} for n in coded(board)}
     for row in await pool.fetch(CODES_SQL, board.layer):
