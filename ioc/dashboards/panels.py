@@ -52,6 +52,7 @@ UNIT_GROUPS = {
     "ward2019": {"ward": "2019"},
 }
 PASS_WORK_MEM = "128MB"
+SPLIT_MIN = timedelta(days=28)  # ranges at least this long are counted in two halves
 VERSION_SQL = (
     "SELECT (SELECT version FROM ioc.layers WHERE id = $1),"
     " (SELECT coalesce(max(id), 0) FROM ioc.events WHERE layer_id = $1)"
@@ -180,10 +181,12 @@ async def compute(
     run: PassRunner,
     now: datetime,
     copy: Rows | None = None,
+    until: datetime | None = None,
 ) -> dict[str, Any]:
-    """Every panel of the dashboard under ``f`` (see the module's docstring): the three passes
-    of ``ioc.dashboards.counts``, each on its own connection, at the same time, over the
-    dashboard's rows (``copy``) when there are."""
+    """Every panel of the dashboard under ``f`` (see the module's docstring): the passes of
+    ``ioc.dashboards.counts``, each on its own connection, at the same time, over the
+    dashboard's rows (``copy``) when there are — there, a long range counted in two halves
+    (``halves``; ``until``: the newest report when ``f`` has no end)."""
     fields = board.fields
     layer = catalog.find(board.layer)
     assert layer is not None  # checked by the caller (dashboard_data)
@@ -194,18 +197,22 @@ async def compute(
     flags = {n: _eq(getattr(fields, n), v) for n in counts.FLAGGED if (v := getattr(f, n))}
     unflagged = f.without(*counts.FLAGGED)
     closed = _in(fields.status, board.closed_statuses)
+    parts = halves(unflagged, until or now) if copy is not None else [unflagged]
     passes = [
         run(
-            query_doc(board, unflagged),
+            query_doc(board, part),
             lambda plan: counts.counts_statement(
                 plan, board, f, flags=flags, late=late, today=after_midnight, rows=copy
             ),
-        ),
+        )
+        for part in parts
+    ]
+    passes.append(
         run(
             query_doc(board, f, extra=closed),
             lambda plan: counts.median_statement(plan, board, closed, copy, counts.unit_filters(f)),
-        ),
-    ]
+        )
+    )
     if copy is None:  # the layer itself: units through the query service's membership
         passes.append(
             run(
@@ -213,7 +220,9 @@ async def compute(
                 lambda plan: counts.units_statement(plan, board, late),
             )
         )
-    rows, medians, *by_unit = await asyncio.gather(*passes)
+    answers = await asyncio.gather(*passes)
+    rows = _merge(answers[: len(parts)])
+    medians, *by_unit = answers[len(parts) :]
     sets = {
         g: [r for r in rows if r["g"] == counts.grouping(keys)] for g, keys in counts.SETS.items()
     }
@@ -271,6 +280,35 @@ async def compute(
         "units": sorted(unit_rows.values(), key=lambda e: e["code"]),
         "alerts": _alerts(board, unit_rows),
     }
+
+
+def halves(f: BoardFilter, until: datetime) -> list[BoardFilter]:
+    """``f``'s range cut at the city midnight nearest its middle when it is long: GROUPING SETS
+    has no parallel plan, so two scans at the same time use both cores (counts of disjoint rows
+    add up exactly); else ``f`` alone."""
+    end = f.end or until
+    if f.start is None or end - f.start < SPLIT_MIN:
+        return [f]
+    middle = (f.start + (end - f.start) / 2).astimezone(CITY_TZ)
+    mid = middle.replace(hour=0, minute=0, second=0, microsecond=0)
+    if not f.start < mid < end:
+        return [f]
+    return [replace(f, end=mid), replace(f, start=mid)]
+
+
+def _merge(parts: list[list[Any]]) -> list[Any]:
+    """The counts pass's rows of the halves of a range, summed per grouping set and key."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[tuple, dict[str, Any]] = {}
+    for row in (dict(r) for part in parts for r in part):
+        key = tuple(v for k, v in row.items() if k not in counts.COUNTED)
+        if key in out:
+            for name in counts.COUNTED:
+                out[key][name] += row[name]
+        else:
+            out[key] = row
+    return list(out.values())
 
 
 def _tally(
@@ -356,15 +394,18 @@ async def run_pass(
             raise db_error(exc) from exc
 
 
-async def default_range(board: Dashboard, f: BoardFilter, run: Runner) -> BoardFilter:
+async def default_range(
+    board: Dashboard, f: BoardFilter, run: Runner
+) -> tuple[BoardFilter, datetime]:
     """``f`` over the dashboard's last ``days`` city days up to its newest report (a replayed
-    or quiet layer still shows its data), whole days so it stays one state all day."""
+    or quiet layer still shows its data), whole days so it stays one state all day; and that
+    newest report's time."""
     doc = query_doc(board, BoardFilter())
     doc["aggregates"] = [{"op": "max", "attribute": board.fields.reported_at, "as": "latest"}]
     rows = await run(doc)
     latest = rows[0]["latest"] if rows and rows[0]["latest"] else datetime.now(CITY_TZ)
     day = latest.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
-    return replace(f, start=day - timedelta(days=board.days - 1))
+    return replace(f, start=day - timedelta(days=board.days - 1)), latest
 
 
 class PanelCache:
@@ -438,9 +479,9 @@ async def dashboard_data(
         return await run_pass(pool, catalog, principal, settings, document, write)
 
     async def make() -> dict[str, Any]:
-        state = f if f.start or f.end else await default_range(board, f, run)
+        state, until = (f, None) if f.start or f.end else await default_range(board, f, run)
         rows = await board_rows.ensure(pool, catalog, board) if copy else None
-        panels = await compute(board, catalog, state, one_pass, minute, rows)
+        panels = await compute(board, catalog, state, one_pass, minute, rows, until)
         return {
             "dashboard": board.id,
             "version": list(version),

@@ -223,3 +223,17 @@ def test_the_rows_answer_as_the_layer_does(db_settings, params):
     from_rows, from_layer = asyncio.run(go())
     assert from_rows["kpi"]["total"] > 0 and from_rows["units"]
     assert from_rows == from_layer
+
+
+def test_a_long_range_is_counted_in_two_halves_cut_at_midnight():
+    from datetime import datetime, timedelta
+
+    from ioc.dashboards.filters import CITY_TZ, BoardFilter
+
+    start = datetime(2025, 1, 1, tzinfo=CITY_TZ)
+    first, second = panels.halves(BoardFilter(start=start), start + timedelta(days=91, hours=5))
+    assert first.start == start and first.end == second.start and second.end is None
+    assert second.start == datetime(2025, 2, 15, tzinfo=CITY_TZ)  # a city midnight
+    assert panels.halves(BoardFilter(start=start), start + timedelta(days=20)) == [
+        BoardFilter(start=start)
+    ]
