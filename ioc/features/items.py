@@ -192,17 +192,50 @@ def _lateral_properties(layer: Layer, q: ItemsQuery) -> str:
     return f" CROSS JOIN LATERAL (SELECT {cols}) p"
 
 
-def _source(layer: Layer, q: ItemsQuery) -> str:
-    """The layer's table, or its history table for ``at`` (the same columns)."""
-    return history_ident(layer.table) if q.at is not None else layer.table_sql
+def _by_feature(q: ItemsQuery) -> bool:
+    """``at`` read feature by feature (:func:`_states_at`) rather than by the states begun
+    before the instant: always without a bbox; with one, the GiST index over every state
+    is kept (a small box on a layer with few states per feature reads less that way)."""
+    return q.at is not None and not q.bboxes
+
+
+def _states_at(layer: Layer, at: str) -> str:
+    """The state each feature had at the bound instant ``at``: a loose index scan of the
+    history's (fid, valid_from) index. Each distinct id is found by one probe past the
+    previous one, then its latest state begun by the instant (one more probe) counts if it
+    had not ended by then — a few index probes per feature, not a read of every state
+    begun before the instant (most of a long history). Ties on valid_from (a state opened
+    and closed within one clock tick) are all checked: only a non-empty one contains it.
+    OFFSET 0 keeps the lookup a per-id probe: flattened, the planner hashes the whole
+    history when it expects few open states (a late instant)."""
+    hist, fid = history_ident(layer.table), quote_ident(layer.id_column)
+    return (
+        f"(WITH RECURSIVE ids(id) AS ((SELECT h.{fid} FROM {hist} h ORDER BY h.{fid} LIMIT 1)"
+        f" UNION ALL SELECT (SELECT h.{fid} FROM {hist} h WHERE h.{fid} > ids.id"
+        f" ORDER BY h.{fid} LIMIT 1) FROM ids WHERE ids.id IS NOT NULL)"
+        f" SELECT s.* FROM ids CROSS JOIN LATERAL (SELECT h.* FROM {hist} h"
+        f" WHERE h.{fid} = ids.id AND h.valid_from = (SELECT max(m.valid_from) FROM {hist} m"
+        f" WHERE m.{fid} = ids.id AND m.valid_from <= {at}) AND h.valid_to > {at} OFFSET 0) s)"
+    )
+
+
+def _source(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
+    """The layer's table, or for ``at`` its history (the same columns): each feature's
+    state then (:func:`_states_at`), or the whole history table (:func:`_where` picks)."""
+    if q.at is None:
+        return layer.table_sql
+    if _by_feature(q):
+        return _states_at(layer, binds.add(q.at, "timestamptz"))
+    return history_ident(layer.table)
 
 
 def _where(layer: Layer, q: ItemsQuery, binds: Binds) -> str:
     """The WHERE conditions: at, bbox, datetime, filter — all values bound."""
     conditions = []
-    if q.at is not None:  # the states valid then: [valid_from, valid_to) contains the instant
+    if q.at is not None and not _by_feature(q):
+        # The states valid then, [valid_from, valid_to) containing the instant, among those
+        # the bbox's GiST index finds (valid_to is in no index: closing a state stays HOT).
         at = binds.add(q.at, "timestamptz")
-        # valid_to is in no index (closing a state stays a HOT update): valid_from's is used
         conditions.append(f"{ALIAS}.valid_from <= {at} AND {ALIAS}.valid_to > {at}")
     if q.bboxes:
         conditions.append("(" + " OR ".join(_bbox_sql(layer, b, binds) for b in q.bboxes) + ")")
@@ -296,10 +329,11 @@ def items_sql(layer: Layer, q: ItemsQuery, fmt: str = "geojson") -> tuple[str, l
     """One row per feature, already serialised by PostgreSQL as ``bytea`` (no decoding in
     Python), in a total order; ``limit + 1`` rows at most."""
     binds = Binds()
+    source = _source(layer, q, binds)
     where = _where(layer, q, binds)
     sql = (
         f"SELECT convert_to({_feature_sql(layer, q, fmt)}, 'UTF8') "
-        f"FROM {_source(layer, q)} {ALIAS}{_lateral_properties(layer, q)} WHERE {where} "
+        f"FROM {source} {ALIAS}{_lateral_properties(layer, q)} WHERE {where} "
         f"ORDER BY {_order(layer, q)}{_page_clause(q, binds)}"
     )
     return sql, binds.values
@@ -308,8 +342,9 @@ def items_sql(layer: Layer, q: ItemsQuery, fmt: str = "geojson") -> tuple[str, l
 def count_sql(layer: Layer, q: ItemsQuery) -> tuple[str, list[Any]]:
     """The exact number of matching features."""
     binds = Binds()
+    source = _source(layer, q, binds)
     where = _where(layer, q, binds)
-    return f"SELECT count(*) FROM {_source(layer, q)} {ALIAS} WHERE {where}", binds.values
+    return f"SELECT count(*) FROM {source} {ALIAS} WHERE {where}", binds.values
 
 
 def feature_sql(layer: Layer, crs: CRS) -> str:
