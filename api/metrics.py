@@ -180,6 +180,15 @@ class StateCollector(Collector):
             routed.add_metric(["replica"], reads.replica_reads)
             routed.add_metric(["primary"], reads.fallbacks)
             yield routed
+            lost = CounterMetricFamily(
+                "ioc_replica_lost_reads",
+                "Reads whose replica connection failed (the replica died between two checks), "
+                "each made again on the primary.",
+                labels=("replica",),
+            )
+            for replica in reads.replicas:
+                lost.add_metric([replica.name], replica.lost)
+            yield lost
         yield size
 
 

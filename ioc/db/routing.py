@@ -18,6 +18,13 @@ budget: when the process takes in a layer's change event, :meth:`ReadRouter.mark
 primary's WAL position, and that layer is read on a replica only once the replica has replayed
 past it. The pool handed out is lazy (:class:`ReadPool`): the replica is chosen when a query
 runs, after the tile cache has read the event id its tile will be current as of.
+
+A replica may die between two checks. A routed read's statement whose replica connection
+fails (refused, closed, the server shutting down) is made once more on the primary — a
+statement on the pool, a statement on an acquired connection outside a transaction (the rest
+of that read then runs on the primary), a BEGIN — and the replica is out until its next check
+answers (logged, counted in /metrics). A transaction under way on the replica at that instant
+(a cursor half read, a read-only snapshot) cannot move: it fails, as on a primary that dies.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class Replica:
     lag: float = float("inf")  # seconds behind the primary at the last check
     replayed: int = 0  # WAL position replayed at the last check
     error: str | None = None
+    lost: int = 0  # reads whose connection to it failed, retried on the primary
 
     def within(self, budget: float, position: int) -> bool:
         """Usable for a read: answering, within the lag budget, past WAL ``position``."""
@@ -114,6 +122,7 @@ class ReadRouter:
         self.clock = clock
         self.fallbacks = 0  # reads a replica could not take (metrics)
         self.replica_reads = 0
+        self.lost = 0  # reads retried on the primary after their replica connection failed
         self.floor = 0  # WAL position every replica read must have replayed
         self.needed: dict[str, int] = {}  # per layer: position of its newest change taken in
         self._turn = itertools.count()
@@ -139,16 +148,33 @@ class ReadRouter:
     def pool(self, layers: Iterable[str] = ()) -> Pool:
         """A pool for a read that tolerates the lag budget: a replica within it that holds
         the newest change taken in of each of ``layers`` (round robin), else the primary."""
+        replica = self.pick(layers)
+        return self.primary if replica is None else replica.pool  # type: ignore[return-value]
+
+    def pick(self, layers: Iterable[str] = ()) -> Replica | None:
+        """The replica a read goes to (see :meth:`pool`), None for the primary."""
         if not self.replicas:
-            return self.primary
+            return None
         position = max((self.needed.get(i, 0) for i in layers), default=0)
         position = max(position, self.floor)
         ready = [r for r in self.replicas if r.pool and r.within(self.budget, position)]
         if not ready:
             self.fallbacks += 1
-            return self.primary
+            return None
         self.replica_reads += 1
-        return ready[next(self._turn) % len(ready)].pool  # type: ignore[return-value]
+        return ready[next(self._turn) % len(ready)]
+
+    def lose(self, replica: Replica, exc: BaseException) -> None:
+        """A read's connection to ``replica`` failed: out of the rotation until its next
+        check answers (the read is retried on the primary by the caller)."""
+        self.lost += 1
+        replica.lost += 1
+        if replica.up:
+            replica.up, replica.lag, replica.error = False, float("inf"), _sentence(exc)
+            log.warning(
+                "replica connection lost: its reads go to the primary until it answers a check",
+                extra={"replica": replica.name, "error": replica.error},
+            )
 
     def lazy(self, layers: Iterable[str] = ()) -> Pool:
         """:meth:`pool`, chosen at each query (see :class:`ReadPool`)."""
@@ -228,14 +254,164 @@ def _log_change(replica: Replica, now: tuple[bool, bool], budget: float) -> None
         log.info("replica serving reads", extra={"replica": replica.name})
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection (not the statement) failed: refused or missing
+    socket, closed under the read, a server shutting down, crashed or full."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc)
+    return isinstance(exc, (OSError, *LOST))
+
+
+LOST = (
+    asyncpg.PostgresConnectionError,  # incl. ConnectionDoesNotExistError: closed mid-statement
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 class ReadPool:
     """A pool stand-in for one read: each query (``fetch*``, ``acquire``) asks the router
     where to go at that moment, so a tile rendered after the cache read its as-of event id
-    never comes from a replica that lacks that event."""
+    never comes from a replica that lacks that event. A replica connection that fails is
+    retried once on the primary (see the module's docstring)."""
 
     def __init__(self, router: ReadRouter, layers: tuple[str, ...]) -> None:
         self._router = router
         self._layers = layers
 
+    async def _once(self, method: str, args: tuple, kwargs: dict):
+        replica = self._router.pick(self._layers)
+        if replica is not None:
+            try:
+                return await getattr(replica.pool, method)(*args, **kwargs)
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
+                self._router.lose(replica, exc)
+        return await getattr(self._router.primary, method)(*args, **kwargs)
+
+    async def fetch(self, *args, **kwargs):
+        return await self._once("fetch", args, kwargs)
+
+    async def fetchrow(self, *args, **kwargs):
+        return await self._once("fetchrow", args, kwargs)
+
+    async def fetchval(self, *args, **kwargs):
+        return await self._once("fetchval", args, kwargs)
+
+    async def execute(self, *args, **kwargs):
+        return await self._once("execute", args, kwargs)
+
+    def acquire(self, *, timeout: float | None = None) -> _Acquired:
+        return _Acquired(self._router, self._layers, timeout)
+
     def __getattr__(self, name: str):
         return getattr(self._router.pool(self._layers), name)
+
+
+class _Acquired:
+    """``async with pool.acquire() as conn`` of a routed read. On a replica the connection is
+    a :class:`_FirstUse`: should the replica be gone before its first answer, the read moves
+    to a connection of the primary."""
+
+    def __init__(self, router: ReadRouter, layers: tuple[str, ...], timeout: float | None):
+        self._router, self._layers, self._timeout = router, layers, timeout
+        self._held: list = []  # the pools' acquire contexts, released on exit
+
+    async def _take(self, pool: Pool):
+        context = pool.acquire(timeout=self._timeout)
+        conn = await context.__aenter__()
+        self._held.append(context)
+        return conn
+
+    async def __aenter__(self):
+        replica = self._router.pick(self._layers)
+        if replica is not None:
+            try:
+                return _FirstUse(await self._take(replica.pool), replica, self)  # type: ignore[arg-type]
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
+                self._router.lose(replica, exc)
+        return await self._take(self._router.primary)
+
+    async def move_to_primary(self, replica: Replica, exc: BaseException):
+        """The replica connection failed: give it back and take one of the primary's."""
+        self._router.lose(replica, exc)
+        dead = self._held.pop()
+        try:
+            await dead.__aexit__(None, None, None)
+        except Exception:  # noqa: BLE001 — a broken connection the pool discards anyway
+            log.debug("releasing a lost replica connection failed", exc_info=True)
+        return await self._take(self._router.primary)
+
+    async def __aexit__(self, *exc_info) -> None:
+        while self._held:
+            await self._held.pop().__aexit__(*exc_info)
+
+
+class _FirstUse:
+    """A replica connection that moves to the primary when a statement fails for want of the
+    replica, unless inside a transaction (its snapshot cannot move; a BEGIN can). Outside
+    one each statement stands alone, so the rest of the read simply runs on the primary."""
+
+    def __init__(self, conn, replica: Replica, owner: _Acquired) -> None:
+        self._conn, self._replica, self._owner = conn, replica, owner
+        self._moved = False
+        self.in_transaction = False
+
+    async def _first(self, call):
+        if self._moved or self.in_transaction:
+            return await call(self._conn)
+        try:
+            return await call(self._conn)
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            self._conn = await self._owner.move_to_primary(self._replica, exc)
+            self._moved = True
+        return await call(self._conn)
+
+    async def fetch(self, *args, **kwargs):
+        return await self._first(lambda conn: conn.fetch(*args, **kwargs))
+
+    async def fetchrow(self, *args, **kwargs):
+        return await self._first(lambda conn: conn.fetchrow(*args, **kwargs))
+
+    async def fetchval(self, *args, **kwargs):
+        return await self._first(lambda conn: conn.fetchval(*args, **kwargs))
+
+    async def execute(self, *args, **kwargs):
+        return await self._first(lambda conn: conn.execute(*args, **kwargs))
+
+    async def prepare(self, *args, **kwargs):
+        return await self._first(lambda conn: conn.prepare(*args, **kwargs))
+
+    def transaction(self, **kwargs) -> _Transaction:
+        return _Transaction(self, kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+class _Transaction:
+    """``async with conn.transaction(...)`` whose BEGIN may move the read to the primary."""
+
+    def __init__(self, conn: _FirstUse, options: dict) -> None:
+        self._conn, self._options = conn, options
+        self._tx = None
+
+    async def __aenter__(self):
+        async def begin(conn):
+            self._tx = conn.transaction(**self._options)
+            return await self._tx.__aenter__()
+
+        entered = await self._conn._first(begin)  # noqa: SLF001 — the same read's connection
+        self._conn.in_transaction = True
+        return entered
+
+    async def __aexit__(self, *exc_info):
+        self._conn.in_transaction = False
+        return await self._tx.__aexit__(*exc_info)  # type: ignore[union-attr]
