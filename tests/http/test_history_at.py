@@ -16,7 +16,8 @@ import asyncpg
 import psycopg2
 import pytest
 
-from ioc.features.items import ItemsQuery, count_sql, items_sql
+from ioc.features.crs import BBox
+from ioc.features.items import ItemsQuery, at_plan, count_sql, items_sql
 from tests.http.test_history import HISTORY
 from tests.http.test_publish import SENSORS, _clean
 
@@ -174,6 +175,11 @@ async def _explained(dsn: str, sql: str, args: list) -> dict:
     return json.loads(text)[0]["Plan"]
 
 
+async def _planned(dsn: str, layer, q: ItemsQuery) -> ItemsQuery:
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=1) as pool:
+        return await at_plan(pool, layer, q)
+
+
 def test_the_plan_reads_per_feature_not_per_state(client, history, db_settings):
     _, instants = history
     layer = client.app.state.catalog.find(LAYER)
@@ -187,3 +193,23 @@ def test_the_plan_reads_per_feature_not_per_state(client, history, db_settings):
             read = _read(asyncio.run(_explained(db_settings.dsn(), sql, args)), LAYER)
             # the plain predicate reads every state begun by the instant: thousands here
             assert 0 < read <= 4 * FEATURES, (read, moment, sql)
+
+
+def test_a_bbox_reads_by_feature_unless_it_holds_few_states(client, history, db_settings):
+    conn, instants = history
+    layer = client.app.state.catalog.find(LAYER)
+    city = BBox(106.5, 10.6, 106.7, 10.8, 4326)  # every feature: thousands of states
+    one = BBox(106.6005, 10.6, 106.6015, 10.8, 4326)  # fid 1 only: a state or two then
+    early, late = instants[1], instants[-2]
+    wide = asyncio.run(_planned(db_settings.dsn(), layer, ItemsQuery(at=late, bboxes=(city,))))
+    small = asyncio.run(_planned(db_settings.dsn(), layer, ItemsQuery(at=early, bboxes=(one,))))
+    assert wide.at_by_feature is True and small.at_by_feature is False
+    for q in (wide, small):
+        sql, args = count_sql(layer, q)
+        read = _read(asyncio.run(_explained(db_settings.dsn(), sql, args)), LAYER)
+        assert 0 < read <= 4 * FEATURES + 2 * STATES, read
+    for moment in (early, late):
+        for box, where in ((city, "TRUE"), (one, "fid = 1")):
+            want = expected(conn, moment, where)
+            got, first = answered(client, moment, limit=9, bbox=",".join(map(str, box.values)))
+            assert same(got, want) and first["numberMatched"] == len(want) > 0
