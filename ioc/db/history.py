@@ -118,8 +118,9 @@ def _create_table(cur, layer_id: str, table: str) -> None:
     # valid_to, the one column a write changes, is in no index (nor index predicate): see
     # sql/0016_history_hot.sql.
     indexes = {
-        "fid": "(fid, valid_from)",  # one feature's states; its latest is the one a write closes
-        "from": "(valid_from)",  # 'at' and pruning: the states begun by an instant
+        # one feature's states; its latest is the one a write closes; 'at' walks its ids
+        "fid": "(fid, valid_from)",
+        "from": "(valid_from)",  # pruning: the states begun by a cutoff
         "geom": "USING gist (geom)",
     }
     for suffix, spec in indexes.items():
