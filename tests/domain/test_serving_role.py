@@ -180,9 +180,10 @@ def test_database_url_users_keep_their_url():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="connecting as the serving user needs root")
-def test_the_serving_user_reaches_the_role_but_not_the_superuser():
-    """On a cluster of its own: the operating-system user that serves (IOC_RUN_AS, who may
-    reach the socket) connects as ioc's role, never as the superuser; root still does."""
+def test_the_serving_user_reaches_the_role_but_not_the_superuser(monkeypatch):
+    """On a cluster of its own, running as an older ioc left it (every role trusted): after
+    `ioc db start` the operating-system user that serves (IOC_RUN_AS, who may reach the
+    socket) connects as ioc's role, never as the superuser; root still does."""
     serving = pwd.getpwnam(ServerSettings().run_as)
     base = Path(tempfile.mkdtemp(prefix="ioc-role-"))
     base.chmod(0o755)  # the postgres and serving users pass through
@@ -208,9 +209,12 @@ def test_the_serving_user_reaches_the_role_but_not_the_superuser():
         return probe.returncode == 0
 
     try:
-        cluster.init_cluster(settings)  # as an older ioc made it: trusted for every role
+        with monkeypatch.context() as older:  # started as an older ioc started it
+            older.setattr(cluster, "secure_superuser", lambda _settings: False)
+            cluster.start_cluster(settings, socket_gid=serving.pw_gid)
         assert cluster.HBA_MARK not in (base / "data" / "pg_hba.conf").read_text()
-        cluster.start_cluster(settings, socket_gid=serving.pw_gid)
+        assert connects_as_serving_user(settings.superuser_dsn())  # the hole
+        cluster.start_cluster(settings, socket_gid=serving.pw_gid)  # running: rule + reload
         assert connects_as_serving_user(settings.dsn())
         assert not connects_as_serving_user(settings.superuser_dsn())
         psycopg2.connect(settings.superuser_dsn()).close()  # root administers it
