@@ -196,8 +196,8 @@ def _lateral_properties(layer: Layer, q: ItemsQuery) -> str:
 
 def _by_feature(q: ItemsQuery) -> bool:
     """``at`` read feature by feature (:func:`_states_at`) rather than by the states begun
-    before the instant: always without a bbox; with one, as :func:`at_plan` chose (the GiST
-    index over every state reads less for a small box on a layer with few states each)."""
+    before the instant (the valid_from or GiST index), as :func:`at_plan` chose; unplanned,
+    by feature unless there is a bbox."""
     if q.at is None:
         return False
     return q.at_by_feature if q.at_by_feature is not None else not q.bboxes
@@ -230,18 +230,19 @@ STATES_PER_PROBE = 4
 
 
 async def at_plan(pool, layer: Layer, q: ItemsQuery) -> ItemsQuery:
-    """``q`` with how ``at`` and a bbox read the history: feature by feature unless the
-    planner expects the box to hold fewer states begun by the instant than the features'
-    probes cost (a small box on a layer with few states a feature: the GiST path)."""
-    if q.at is None or not q.bboxes or q.at_by_feature is not None:
+    """``q`` with how ``at`` reads the history: feature by feature unless the planner expects
+    fewer states begun by the instant (in the bbox, if any) than the features' probes cost —
+    an early instant, a small box, a big layer with few states a feature, whose states path
+    also stops at the page in id order. Without statistics: by feature unless there is a bbox."""
+    if q.at is None or q.at_by_feature is not None:
         return q
     binds = Binds()
-    boxes = " OR ".join(_bbox_sql(layer, b, binds) for b in q.bboxes)
-    at = binds.add(q.at, "timestamptz")
+    conditions = [f"{ALIAS}.valid_from <= {binds.add(q.at, 'timestamptz')}"]
+    if q.bboxes:
+        conditions.append("(" + " OR ".join(_bbox_sql(layer, b, binds) for b in q.bboxes) + ")")
     hist = history_ident(layer.table)
     estimate = (
-        f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {hist} {ALIAS}"
-        f" WHERE ({boxes}) AND {ALIAS}.valid_from <= {at}"
+        f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {hist} {ALIAS} WHERE {' AND '.join(conditions)}"
     )
     # n_distinct < 0 is a fraction of the rows (PostgreSQL's convention in pg_stats).
     distinct = (
@@ -251,16 +252,16 @@ async def at_plan(pool, layer: Layer, q: ItemsQuery) -> ItemsQuery:
     )
     try:
         async with pool.acquire() as conn:
-            plan = await conn.fetchval(estimate, *binds.values)
             features = await conn.fetchval(distinct, HISTORY_SCHEMA, layer.id_column, hist)
+            if features is None:  # never analysed
+                return q
+            plan = await conn.fetchval(estimate, *binds.values)
     except asyncpg.PostgresError as exc:
         raise _db_error(exc, q) from exc
-    if features is None:  # no statistics yet: the bbox path, as before
-        return replace(q, at_by_feature=False)
     if isinstance(plan, str):  # a pool without the app's json codec hands over the text
         plan = json.loads(plan)
-    in_box = plan[0]["Plan"]["Plan Rows"]
-    return replace(q, at_by_feature=in_box > STATES_PER_PROBE * features)
+    states = plan[0]["Plan"]["Plan Rows"]
+    return replace(q, at_by_feature=states > STATES_PER_PROBE * features)
 
 
 def _source(layer: Layer, q: ItemsQuery, binds: Binds) -> str:

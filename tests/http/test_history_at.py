@@ -204,6 +204,11 @@ def test_a_bbox_reads_by_feature_unless_it_holds_few_states(client, history, db_
     wide = asyncio.run(_planned(db_settings.dsn(), layer, ItemsQuery(at=late, bboxes=(city,))))
     small = asyncio.run(_planned(db_settings.dsn(), layer, ItemsQuery(at=early, bboxes=(one,))))
     assert wide.at_by_feature is True and small.at_by_feature is False
+    # without a bbox: the few states begun by an early instant are read as they are
+    plans = [
+        asyncio.run(_planned(db_settings.dsn(), layer, ItemsQuery(at=m))) for m in (early, late)
+    ]
+    assert [p.at_by_feature for p in plans] == [False, True]
     for q in (wide, small):
         sql, args = count_sql(layer, q)
         read = _read(asyncio.run(_explained(db_settings.dsn(), sql, args)), LAYER)
