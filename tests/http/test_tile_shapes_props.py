@@ -18,7 +18,7 @@ from tests.http.test_publish import _clean
 from tests.http.test_tiles import tile_of
 from tests.http.test_tiles_lowzoom import _manifest, _rows, _square, _upload
 from tiles.settings import TileSettings
-from tiles.sql import build_tile_sql, plan_tile
+from tiles.sql import build_tile_sql, plan_tile, tile_properties
 
 LAYER = "tsp_blocks"
 CENTRE = (106.70, 10.78)
@@ -174,3 +174,21 @@ def test_stale_property_list_falls_back_to_the_rows(blocks, db):
         with db.cursor() as cur:
             cur.execute("SELECT ioc.tile_lowzoom_build(%s)", (LAYER,))
         db.commit()
+
+
+def test_every_shapes_layer_stores_what_its_tiles_carry(db):
+    """ioc.tile_shape_properties (SQL) picks at least the columns tiles.sql.tile_properties
+    (Python) asks for, for every layer of the demo city built as shapes: their tiles take the
+    stored path, not the join."""
+    catalog = load_catalog_sync(db)
+    built = dict(
+        _rows(db, "SELECT layer_id, properties FROM ioc.tile_lowzoom WHERE kind = 'shapes'")
+    )
+    assert len(built) > 20
+    short = {
+        layer_id: missing
+        for layer_id, stored in built.items()
+        if (layer := catalog.find(layer_id))
+        and (missing := {p.name for p in tile_properties(layer)} - set(stored or ()))
+    }
+    assert short == {}
