@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
 import psycopg2
 import pytest
 
-from ioc.features.crs import BBox
-from ioc.features.items import ItemsQuery, at_plan, count_sql, items_sql
+from ioc.features.crs import VN2000_TM3_10545, WGS84, BBox
+from ioc.features.items import FORMATS, ItemsQuery, at_plan, count_sql, items_sql
 from tests.http.test_history import HISTORY
 from tests.http.test_publish import SENSORS, _clean
 
@@ -218,3 +219,49 @@ def test_a_bbox_reads_by_feature_unless_it_holds_few_states(client, history, db_
             want = expected(conn, moment, where)
             got, first = answered(client, moment, limit=9, bbox=",".join(map(str, box.values)))
             assert same(got, want) and first["numberMatched"] == len(want) > 0
+
+
+async def _both_ways(dsn: str, layer, queries: list[tuple[ItemsQuery, str]]) -> list[tuple]:
+    """Each query's rows and count read by feature and by the states begun by the instant."""
+    conn = await asyncpg.connect(dsn)
+    out = []
+    try:
+        for q, fmt in queries:
+            answers = []
+            for by in (True, False):
+                way = replace(q, at_by_feature=by)
+                rows = await conn.fetch(*_flat(items_sql(layer, way, fmt)))
+                answers.append(
+                    ([r[0] for r in rows], await conn.fetchval(*_flat(count_sql(layer, way))))
+                )
+            out.append((q, fmt, *answers))
+    finally:
+        await conn.close()
+    return out
+
+
+def _flat(built: tuple[str, list]) -> list:
+    sql, args = built
+    return [sql, *args]
+
+
+def test_both_ways_answer_the_same_bytes(client, history, db_settings):
+    """Every format, CRS, property choice, sort and page: the same bytes and count either way."""
+    _, instants = history
+    layer = client.app.state.catalog.find(LAYER)
+    queries = []
+    for moment in instants:
+        for fmt in FORMATS:
+            queries.append((ItemsQuery(at=moment, limit=7, offset=3), fmt))
+        queries += [
+            (ItemsQuery(at=moment, limit=None, crs=VN2000_TM3_10545), "geojson"),
+            (ItemsQuery(at=moment, limit=5, crs=WGS84, properties=("depth_cm",)), "csv"),
+            (
+                ItemsQuery(at=moment, limit=6, sortby=(("sensor_id", True),), properties=()),
+                "geojson",
+            ),
+        ]
+    answers = asyncio.run(_both_ways(db_settings.dsn(), layer, queries))
+    for q, fmt, by_feature, by_state in answers:
+        assert by_feature == by_state, (q, fmt)
+    assert all(rows and count for *_, (rows, count), _ in answers)
