@@ -52,7 +52,7 @@ UNIT_GROUPS = {
     "ward2019": {"ward": "2019"},
 }
 PASS_WORK_MEM = "128MB"
-SPLIT_MIN = timedelta(days=28)  # ranges at least this long are counted in two halves
+SPLIT_MIN = timedelta(days=28)  # ranges at least this long are counted in two parts
 VERSION_SQL = (
     "SELECT (SELECT version FROM ioc.layers WHERE id = $1),"
     " (SELECT coalesce(max(id), 0) FROM ioc.events WHERE layer_id = $1)"
@@ -197,7 +197,7 @@ async def compute(
     flags = {n: _eq(getattr(fields, n), v) for n in counts.FLAGGED if (v := getattr(f, n))}
     unflagged = f.without(*counts.FLAGGED)
     closed = _in(fields.status, board.closed_statuses)
-    parts = halves(unflagged, until or now) if copy is not None else [unflagged]
+    parts = halves(unflagged, until or now, copy.bounds) if copy is not None else [unflagged]
     passes = [
         run(
             query_doc(board, part),
@@ -282,15 +282,18 @@ async def compute(
     }
 
 
-def halves(f: BoardFilter, until: datetime) -> list[BoardFilter]:
-    """``f``'s range cut at the city midnight nearest its middle when it is long: GROUPING SETS
-    has no parallel plan, so two scans at the same time use both cores (counts of disjoint rows
-    add up exactly); else ``f`` alone."""
+def halves(f: BoardFilter, until: datetime, bounds: tuple[datetime, ...] = ()) -> list[BoardFilter]:
+    """``f``'s range cut in two when it is long: GROUPING SETS has no parallel plan, so two
+    scans at the same time use both cores (counts of disjoint rows add up exactly); else ``f``
+    alone. The cut is at the city midnight before the median report time of the range by the
+    planner's quantiles (``bounds``; reports are not spread evenly over a year), else before
+    the range's middle."""
     end = f.end or until
     if f.start is None or end - f.start < SPLIT_MIN:
         return [f]
-    middle = (f.start + (end - f.start) / 2).astimezone(CITY_TZ)
-    mid = middle.replace(hour=0, minute=0, second=0, microsecond=0)
+    inside = [b for b in bounds if f.start < b < end]
+    middle = inside[len(inside) // 2] if inside else f.start + (end - f.start) / 2
+    mid = middle.astimezone(CITY_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
     if not f.start < mid < end:
         return [f]
     return [replace(f, end=mid), replace(f, start=mid)]

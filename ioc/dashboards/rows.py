@@ -12,6 +12,7 @@ has a new version.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from ioc.catalog.layers import Catalog, Layer
@@ -29,6 +30,11 @@ LEVELS: dict[str, tuple[str, str]] = {
 CURRENT_SQL = "SELECT ioc.dashboard_rows_current($1, $2, $3, $4)"
 BUILD_SQL = "SELECT ioc.dashboard_rows_build($1, $2, $3, $4)"
 CODES_SQL = "SELECT name, value, code FROM ioc.dashboard_values WHERE layer_id = $1"
+# The planner's quantiles of the report time (ANALYZE's histogram): where a range's rows split.
+BOUNDS_SQL = (
+    "SELECT histogram_bounds::text::timestamptz[] FROM pg_stats"
+    " WHERE schemaname = 'ioc' AND tablename = $1 AND attname = $2"
+)
 BUILD_TIMEOUT_MS = 600_000  # a million reports: ~10-20 s on a loaded machine
 
 
@@ -58,6 +64,7 @@ class Rows:
     levels: dict[str, Level]
     layer: Layer
     codes: dict[str, dict[str, int]]
+    bounds: tuple[datetime, ...] = ()  # quantiles of the first column (the report time)
 
     def encode(self, document: Any) -> Any:
         """A CQL2-JSON document with the values of coded attributes as their codes (-1, which
@@ -132,9 +139,11 @@ async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
     attributes = tuple(
         replace(a, type="integer", values=None) if a.name in codes else a for a in source.attributes
     )
+    bounds = await pool.fetchval(BOUNDS_SQL, name, columns(board)[0])
     return Rows(
         f"ioc.{quote_ident(name)}",
         {n: Level(i, unit, layer) for n, (i, unit, layer) in levels.items() if layer},
         replace(source, attributes=attributes),
         codes,
+        tuple(bounds or ()),
     )

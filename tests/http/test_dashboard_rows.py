@@ -237,3 +237,7 @@ def test_a_long_range_is_counted_in_two_halves_cut_at_midnight():
     assert panels.halves(BoardFilter(start=start), start + timedelta(days=20)) == [
         BoardFilter(start=start)
     ]
+    # Most reports late in the range: the cut follows the quantiles, not the calendar.
+    bounds = tuple(start + timedelta(days=d, hours=7) for d in (1, 70, 80, 85, 90))
+    _, late = panels.halves(BoardFilter(start=start), start + timedelta(days=91), bounds)
+    assert late.start == datetime(2025, 3, 22, tzinfo=CITY_TZ)
