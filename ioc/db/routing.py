@@ -22,9 +22,10 @@ runs, after the tile cache has read the event id its tile will be current as of.
 A replica may die between two checks. A routed read's statement whose replica connection
 fails (refused, closed, the server shutting down) is made once more on the primary — a
 statement on the pool, a statement on an acquired connection outside a transaction (the rest
-of that read then runs on the primary), a BEGIN — and the replica is out until its next check
-answers (logged, counted in /metrics). A transaction under way on the replica at that instant
-(a cursor half read, a read-only snapshot) cannot move: it fails, as on a primary that dies.
+of that read then runs on the primary), a transaction none of whose statements has answered
+yet (begun again on the primary) — and the replica is out until its next check answers
+(logged, counted in /metrics). A transaction that has had answers from the replica (a cursor
+half read, a read-only snapshot) cannot move: it fails, as on a primary that dies.
 """
 
 from __future__ import annotations
@@ -354,25 +355,34 @@ class _Acquired:
 
 class _FirstUse:
     """A replica connection that moves to the primary when a statement fails for want of the
-    replica, unless inside a transaction (its snapshot cannot move; a BEGIN can). Outside
-    one each statement stands alone, so the rest of the read simply runs on the primary."""
+    replica. Outside a transaction each statement stands alone: the rest of the read runs on
+    the primary. Inside one, until a statement has answered, the transaction is begun again
+    there; after that its snapshot is the replica's and cannot move."""
 
     def __init__(self, conn, replica: Replica, owner: _Acquired) -> None:
         self._conn, self._replica, self._owner = conn, replica, owner
         self._moved = False
-        self.in_transaction = False
+        self.open: _Transaction | None = None  # the transaction under way
+        self.settled = False  # a statement of it has answered
 
     async def _first(self, call):
-        if self._moved or self.in_transaction:
+        if self._moved or self.settled:
             return await call(self._conn)
         try:
-            return await call(self._conn)
+            result = await call(self._conn)
         except Exception as exc:
             if not connection_lost(exc):
                 raise
             self._conn = await self._owner.move_to_primary(self._replica, exc)
             self._moved = True
-        return await call(self._conn)
+            if self.open is not None:  # nothing of it has answered: begin it on the primary
+                await self.open.begin(self._conn)
+            return await call(self._conn)
+        self.settled = self.open is not None
+        return result
+
+    async def cursor(self, *args, **kwargs):
+        return await self._first(lambda conn: conn.cursor(*args, **kwargs))
 
     async def fetch(self, *args, **kwargs):
         return await self._first(lambda conn: conn.fetch(*args, **kwargs))
@@ -397,21 +407,22 @@ class _FirstUse:
 
 
 class _Transaction:
-    """``async with conn.transaction(...)`` whose BEGIN may move the read to the primary."""
+    """``async with conn.transaction(...)`` on a :class:`_FirstUse`: begun again on the
+    primary when the replica goes before the transaction's first answer."""
 
     def __init__(self, conn: _FirstUse, options: dict) -> None:
         self._conn, self._options = conn, options
         self._tx = None
 
-    async def __aenter__(self):
-        async def begin(conn):
-            self._tx = conn.transaction(**self._options)
-            return await self._tx.__aenter__()
+    async def begin(self, conn):
+        self._tx = conn.transaction(**self._options)
+        return await self._tx.__aenter__()
 
-        entered = await self._conn._first(begin)  # noqa: SLF001 — the same read's connection
-        self._conn.in_transaction = True
+    async def __aenter__(self):
+        entered = await self._conn._first(self.begin)  # noqa: SLF001 — the same read's
+        self._conn.open, self._conn.settled = self, False
         return entered
 
     async def __aexit__(self, *exc_info):
-        self._conn.in_transaction = False
+        self._conn.open, self._conn.settled = None, False
         return await self._tx.__aexit__(*exc_info)  # type: ignore[union-attr]

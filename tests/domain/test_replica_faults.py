@@ -4,6 +4,7 @@ that interval are retried once on the primary — items, one feature, tiles all 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -16,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from ioc.catalog import keys
 from ioc.config import Settings
+from ioc.db.connection import create_pool
+from ioc.db.routing import ReadRouter
 from tests.http.test_tiles import tile_of
 from tests.polling import wait_until
 from tests.replication import StreamingPair, streaming_pair
@@ -24,8 +27,9 @@ LAYER = "fault_sensors"
 POINT = (106.7, 10.77)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pair() -> Iterator[StreamingPair]:
+    """A primary and its replica for each test: each kills the replica."""
     with streaming_pair() as started:
         yield started
 
@@ -134,3 +138,34 @@ def test_pathsrouted_to_a_replica_that_died_are_answered_by_the_primary(pair: St
         # Marked down until a check finds it again: no more reads sent to it meanwhile.
         assert reads.replica_reads == after
         assert replica.error
+
+
+def test_a_transaction_begun_on_a_replica_that_dies_before_its_first_answer_moves(pair):
+    """BEGIN answered by the replica, then the replica killed: the transaction's first
+    statement fails there, so the transaction is begun again on the primary and answers; the
+    pool's statements and new connections go to the primary too."""
+    database = pair.primary.model_copy(
+        update={"replica_urls": [pair.replica_url()], "replica_check_seconds": 60}
+    )
+
+    async def scenario() -> None:
+        primary = await create_pool(database)
+        router = ReadRouter(primary, database)
+        await router.start()  # one check: the replica answers
+        router.interval = 3600
+        try:
+            assert router.replicas[0].up
+            async with router.lazy().acquire() as conn, conn.transaction(readonly=True):
+                await asyncio.to_thread(kill_server, pair.replica)
+                # The first answer of the transaction: the primary's (not in recovery).
+                assert await conn.fetchval("SELECT pg_is_in_recovery()") is False
+                assert (
+                    await conn.fetchval("SELECT current_setting('transaction_read_only')") == "on"
+                )
+            assert router.lost == 1 and not router.replicas[0].up
+            assert await router.lazy().fetchval("SELECT pg_is_in_recovery()") is False
+        finally:
+            await router.stop()
+            await primary.close()
+
+    asyncio.run(scenario())
