@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ from api.routers import (
 from api.state import build_state
 from api.static import static_files
 from ioc.config import Settings, get_settings
+from ioc.dashboards import rows as board_rows
 from ioc.db import migrations
 from ioc.db.connection import create_pool
 from ioc.db.routing import ReadRouter
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: IocApp) -> AsyncIterator[None]:
         pool = await create_pool(settings.database)
+        builds: asyncio.Task[None] | None = None
         try:
             await _check_database(pool)
             # The typed state replaces Starlette's untyped one: request.app.state is an AppState.
@@ -111,6 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.reads = ReadRouter(pool, settings.database)
             await app.state.reads.start()
             await query.start_runner(app)  # query jobs, saved-query refreshes (ioc.query.jobs)
+            # Dashboard rows built off the request path (a million reports: ~30 s).
+            builds = asyncio.create_task(
+                board_rows.build_all(pool, app.state.catalog, dashboards.boards().values())
+            )
             # One LISTEN per process: change events for /events, and the catalog reload that
             # keeps this process's tiles and caches fresh after another process's write.
             hub = EventHub(
@@ -126,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with watching(hub, app.metrics):  # event lag and ingest for /metrics
                 yield
         finally:
+            if builds is not None:
+                builds.cancel()
             if isinstance(getattr(app.state, "events", None), EventHub):
                 await app.state.events.stop()
             if isinstance(getattr(app.state, "reads", None), ReadRouter):

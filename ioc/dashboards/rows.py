@@ -5,15 +5,21 @@ time first: the table is in that order) and, per unit level a dashboard can show
 unit id the row intersects (``u<i>``) and the others (``m<i>``, NULL unless the row is in more
 than one). The counts then scan a table a third of the layer's width, and group by unit without
 joining the reports to their memberships. Statement triggers on the layer's table keep it
-current; it is built on first use and rebuilt when the layer's table is another or a unit layer
-has a new version.
+current without looking units up again for rows that did not move (sql/0021). The server builds
+it in the background at start (:func:`build_all`); a request that finds it missing or stale while
+a build runs is answered from the layer itself rather than waiting, and one that finds no build
+running builds it (a unit layer's new version, a dropped copy).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+
+import asyncpg
 
 from ioc.catalog.layers import Catalog, Layer
 from ioc.dashboards.model import Dashboard
@@ -29,6 +35,8 @@ LEVELS: dict[str, tuple[str, str]] = {
 }
 CURRENT_SQL = "SELECT ioc.dashboard_rows_current($1, $2, $3, $4)"
 BUILD_SQL = "SELECT ioc.dashboard_rows_build($1, $2, $3, $4)"
+# The build's own lock (sql/0020): held while a copy of the layer is being built.
+TRY_BUILD_SQL = "SELECT pg_try_advisory_xact_lock(hashtext('ioc.dashboard_rows'), hashtext($1))"
 CODES_SQL = "SELECT name, value, code FROM ioc.dashboard_values WHERE layer_id = $1"
 # The planner's quantiles of the report time (ANALYZE's histogram): where a range's rows split.
 BOUNDS_SQL = (
@@ -36,6 +44,8 @@ BOUNDS_SQL = (
     " WHERE schemaname = 'ioc' AND tablename = $1 AND attname = $2"
 )
 BUILD_TIMEOUT_MS = 600_000  # a million reports: ~10-20 s on a loaded machine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,9 +117,12 @@ def unit_layers() -> list[str]:
     return [UNITS[key].layer_id for key in LEVELS.values()]
 
 
-async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
+async def ensure(
+    pool: Pool, catalog: Catalog, board: Dashboard, *, wait: bool = False
+) -> Rows | None:
     """The dashboard's rows, built if missing or stale; None for a layer without a plain table
-    (then the panels read the layer itself)."""
+    (then the panels read the layer itself), and None while another connection builds them
+    unless ``wait`` (a request does not wait 30 s for a million reports' build)."""
     levels = {
         name: (i + 1, UNITS[key], catalog.find(UNITS[key].layer_id))
         for i, (name, key) in enumerate(LEVELS.items())
@@ -123,6 +136,8 @@ async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
         return None
     if name is None:
         async with pool.acquire() as conn, conn.transaction():
+            if not wait and not await conn.fetchval(TRY_BUILD_SQL, board.layer):
+                return None
             await conn.execute(
                 "SELECT set_config('statement_timeout', $1, true)", str(BUILD_TIMEOUT_MS)
             )
@@ -147,3 +162,15 @@ async def ensure(pool: Pool, catalog: Catalog, board: Dashboard) -> Rows | None:
         codes,
         tuple(bounds or ()),
     )
+
+
+async def build_all(pool: Pool, catalog: Catalog, boards: Iterable[Dashboard]) -> None:
+    """Build (or check) every dashboard's rows, one after the other: the server's start-up task,
+    so that no request pays for a first build. A failure is logged; requests then build."""
+    for board in boards:
+        try:
+            await ensure(pool, catalog, board, wait=True)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning(
+                "dashboard rows not built", extra={"dashboard": board.id, "error": str(exc)}
+            )

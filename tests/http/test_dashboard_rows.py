@@ -18,6 +18,9 @@ BOARD = load_dashboards()["reports_1022"]
 UNIT_LAYERS = rows.unit_layers()
 WARDS = f"m{UNIT_LAYERS.index('wards') + 1}"  # the 2025 wards' other units
 MERGE = "application/merge-patch+json"
+# The build's lock (sql/0020), taken for the transaction: a build of the layer's rows is running
+# while another connection holds it.
+HOLD = "SELECT pg_advisory_xact_lock(hashtext('ioc.dashboard_rows'), hashtext(%s))"
 # What the rows should be, computed afresh from the layer's table by the build's own SELECT.
 FRESH = (
     "SELECT ioc.dashboard_rows_sql(l, %s, %s, 'data.reports_1022', %s)"
@@ -44,7 +47,10 @@ def writer(keys):
 
 @pytest.fixture
 def table(client, db, operator) -> str:
-    """The rows' table, built by a first dashboard load."""
+    """The rows' table, built at the server's start or by a dashboard load."""
+    with db.cursor() as cur:
+        cur.execute(HOLD, ("reports_1022",))  # waits for the start-up build, if it runs
+    db.rollback()
     data(client, operator, **{"from": "2025-01-01", "to": "2025-12-01"})
     with db.cursor() as cur:
         cur.execute(
