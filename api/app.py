@@ -133,8 +133,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with watching(hub, app.metrics):  # event lag and ingest for /metrics
                 yield
         finally:
-            if builds is not None:
+            if builds is not None:  # a build under way is cancelled (its transaction rolls back)
                 builds.cancel()
+                await asyncio.gather(builds, return_exceptions=True)
             if isinstance(getattr(app.state, "events", None), EventHub):
                 await app.state.events.stop()
             if isinstance(getattr(app.state, "reads", None), ReadRouter):

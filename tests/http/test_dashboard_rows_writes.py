@@ -5,7 +5,8 @@
   not written (their ``xmin`` is kept), and after status changes, moves and mixed batches the
   copy is still exactly a fresh build.
 * While the copy is being built (the build's lock held), a dashboard request does not wait: it
-  is answered from the layer itself, its counts those of direct SQL.
+  is answered from the layer itself, its counts those of direct SQL; a server that starts
+  builds the copy without any request.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from datetime import datetime
 
 import psycopg2
 import pytest
+from fastapi.testclient import TestClient
 
 from ioc.dashboards import panels
 from tests.http import test_dashboard_rows as rows_tests
 from tests.http.test_dashboard_rows import BOARD, HOLD, UNIT_LAYERS, differences
 from tests.http.test_dashboards import CITY, data, sql_rows
+from tests.polling import wait_until
 
 # The rows tests' fixtures: an operator's headers, the copy's table.
 keys, operator, table = rows_tests.keys, rows_tests.operator, rows_tests.table
@@ -148,4 +151,28 @@ def test_a_request_during_a_build_reads_the_layer(client, db, operator, table):
     panels.CACHE.answers.clear()
     assert data(client, operator, **params)["kpi"] == doc["kpi"]
     assert differences(db, table) == (0, 0)
+    db.rollback()
+
+
+def test_the_server_builds_the_rows_when_it_starts(db, settings):
+    """With no copy, a server that starts builds it without any dashboard request."""
+    from api.app import create_app
+    from ioc.dashboards import rows
+
+    args = (BOARD.layer, rows.columns(BOARD), UNIT_LAYERS, rows.coded(BOARD))
+
+    def current() -> str | None:
+        with db.cursor() as cur:
+            cur.execute("SELECT ioc.dashboard_rows_current(%s, %s, %s, %s)", args)
+            (name,) = cur.fetchone()
+        db.rollback()
+        return name
+
+    with db.cursor() as cur:
+        cur.execute("DELETE FROM ioc.dashboard_rows WHERE layer_id = %s", (BOARD.layer,))
+    db.commit()
+    assert current() is None
+    with TestClient(create_app(settings)):
+        name = wait_until(current, message="the start-up build of the dashboard's rows")
+    assert differences(db, f'ioc."{name}"') == (0, 0)
     db.rollback()
