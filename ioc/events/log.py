@@ -118,10 +118,11 @@ def merge_boxes(boxes: Sequence[Bbox], limit: int = MAX_BOXES) -> list[Bbox]:
 def _tile_state(
     cur, layer_id: str, version: int | None, boxes: list[Bbox] | None, event_id: int
 ) -> tuple[int | None, int, int]:
-    """(tile base, floor, tracked count) after this event. A whole-layer change, a change with
-    no known place, or a version that does not follow the last event's (something changed the
-    layer without an event, e.g. ``refresh_stats``) starts a new base; otherwise the event's
-    boxes are tracked, and past MAX_TRACKED the floor moves up by half of them."""
+    """(tile base, floor, tracked count) after this event. A whole-layer change or a change
+    with no known place starts a new base at its version; otherwise the event's boxes are
+    tracked, and past MAX_TRACKED the floor moves up by half of them. A placed change whose
+    version does not follow the last event's (the layer's first event, or something changed
+    it without one, e.g. ``refresh_stats``) starts a base at the version before it instead."""
     cur.execute(
         "SELECT version, tile_base, tile_floor, tile_tracked FROM ioc.events"
         " WHERE layer_id = %s ORDER BY id DESC LIMIT 1",
@@ -133,8 +134,13 @@ def _tile_state(
         and None not in (prev[0], prev[1], prev[2], version)
         and version == prev[0] + 1
     )
-    if boxes is None or not follows:
+    if boxes is None or version is None:
         return version, event_id, 0
+    if not follows:
+        # Until now every process keyed the layer's tiles by its catalog version, which an item
+        # write moves by one: that stays the base, with this event's boxes tracked on it, so
+        # the key and tile URLs' digest (tiles.versions) do not move for a placed write.
+        return version - 1, event_id - 1, 1
     assert prev is not None
     floor, tracked = int(prev[2]), int(prev[3]) + 1
     if tracked > MAX_TRACKED:
