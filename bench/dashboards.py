@@ -11,6 +11,10 @@ one after the other: what each costs without the other competing for the cores. 
 ``--compare``, each cold load is followed by one from the layer itself (no dashboard rows: the
 three passes of before, units through the membership), so both see the same machine load.
 
+Before a state is timed, its answer is checked once against direct SQL over the layer's own
+table (``bench.dashcheck``; not timed): the column "matches SQL" says yes or the first panel and
+key that differ, and the run exits non-zero when any state differs.
+
 Target (issue #21, item 4): a cold load under a second at city scale.
 """
 
@@ -19,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
 from datetime import datetime
 
 from rich.table import Table
 
+from bench import dashcheck
 from bench.queries import bench_settings, console, prepare
 from ioc.catalog.access import Principal
 from ioc.catalog.layers import load_catalog
@@ -97,9 +103,11 @@ def percentile(times: list[float], q: float) -> float:
 
 async def measure(
     runs: int, warm_runs: int, passes: bool = False, compare: bool = False
-) -> list[tuple[str, str, list[float]]]:
+) -> tuple[list[tuple[str, str, list[float]]], dict[str, str | None]]:
+    """The timings, and per state the first difference from direct SQL (None: it matches)."""
     pool = await create_pool(bench_settings())
     results: list[tuple[str, str, list[float]]] = []
+    checks: dict[str, str | None] = {}
     try:
         catalog = await load_catalog(pool)
         reports = catalog.get("reports_1022", OPERATOR)
@@ -119,6 +127,16 @@ async def measure(
         await load({}, PanelCache())  # warm-up: plans, catalog caches, buffers
         for name, params in STATES.items():
             console.print(f"{name} …")
+            state = parse_filter(board, params, datetime.now(CITY_TZ))
+            answer = await dashboard_data(
+                pool, catalog, OPERATOR, settings, board, state, cache=PanelCache()
+            )
+            started = time.perf_counter()
+            checks[name] = await dashcheck.check(pool, board, answer)  # before timing, untimed
+            console.print(
+                f"  matches SQL: {checks[name] or 'yes'} (checked in"
+                f" {time.perf_counter() - started:.1f} s)"
+            )
             cold, layer = [], []
             for _ in range(runs):  # alternately, so that both see the same machine load
                 cold.append(await load(params, PanelCache()))
@@ -147,7 +165,7 @@ async def measure(
                 ]
     finally:
         await pool.close()
-    return results
+    return results, checks
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str, list[float]]]:
@@ -165,13 +183,17 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, list[float]]]:
     )
     args = parser.parse_args(argv)
     prepare(bench_settings())
-    results = asyncio.run(measure(args.runs, args.warm_runs, args.passes, args.compare))
+    results, checks = asyncio.run(measure(args.runs, args.warm_runs, args.passes, args.compare))
     table = Table(title="The 1022 dashboard's data on 1,000,000 reports (one asyncpg pool)")
-    for column in ("state", "load", "p50 ms", "p99 ms"):
+    for column in ("state", "load", "p50 ms", "p99 ms", "matches SQL"):
         table.add_column(column, justify="right" if "ms" in column else "left")
     for name, kind, times in results:
         table.add_row(
-            name, kind, f"{percentile(times, 0.5):,.1f}", f"{percentile(times, 0.99):,.1f}"
+            name,
+            kind,
+            f"{percentile(times, 0.5):,.1f}",
+            f"{percentile(times, 0.99):,.1f}",
+            checks[name] or "yes",
         )
     console.print(table)
     cold = [statistics.median(t) for _, kind, t in results if kind == "cold"]
@@ -180,6 +202,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, list[float]]]:
         f"slowest cold state: median {max(cold):.0f} ms — "
         f"{'[green]meets[/green]' if ok else '[red]misses[/red]'} the target (< {TARGET_MS:.0f} ms)"
     )
+    differ = [name for name, difference in checks.items() if difference]
+    if differ:
+        console.print(f"[red]panels differ from direct SQL[/red] in: {'; '.join(differ)}")
+        sys.exit(1)
     return results
 
 
