@@ -33,7 +33,8 @@ KPIS = ("total", "open", "overdue", "today", "median_close_hours")
 
 def _number(clauses: list[Clause]) -> tuple[list[str], list[Any]]:
     """The clauses' SQL with their ``{}`` numbered as asyncpg's $1, $2, … in order; the values."""
-    out, args = [], []
+    out: list[str] = []
+    args: list[Any] = []
     for template, values in clauses:
         out.append(template.format(*(f"${len(args) + i + 1}" for i in range(len(values)))))
         args += values
