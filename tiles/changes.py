@@ -119,6 +119,11 @@ class ChangeTracker:
             return layer.version
         if state.base <= layer.version <= state.version:
             return state.base
+        if layer.version > state.version and self._lock.locked():
+            # The app reloads the catalog, then catches up: a catalog ahead of the events
+            # while they are being read is the change they carry, keyed as before until its
+            # event says it is a whole-layer one (else the URLs' digest would flicker).
+            return state.base
         return layer.version
 
     def fresh(self, layer_ids: Iterable[str], as_of: int, z: int, x: int, y: int) -> bool:

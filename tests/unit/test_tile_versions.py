@@ -4,6 +4,7 @@ again)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -87,3 +88,21 @@ def test_well_formed_versions():
     assert parse_version([]) is None
     assert parse_version(["12.0a1b2c3d"]) == TileVersion(12, "0a1b2c3d")
     assert str(TileVersion(12, "0a1b2c3d")) == "12.0a1b2c3d"
+
+
+def test_a_catalog_ahead_of_the_events_being_read_keeps_the_digest(service):
+    """The app reloads its catalog, then reads the events: meanwhile an item write's version
+    is in the catalog only; the digest stays until the event is read, then still (its base)."""
+    before = current_version(service, [make_layer("roads", version=1)])
+    ahead = make_layer("roads", version=2)
+
+    async def while_catching_up() -> TileVersion:
+        async with service.changes._lock:  # as during ChangeTracker.catch_up
+            return current_version(service, [ahead])
+
+    assert asyncio.run(while_catching_up()) == before
+    service.changes.apply(event(2, 2, NEAR))
+    service.changes.last_id = 2
+    assert current_version(service, [ahead]) == TileVersion(2, before.digest)
+    # Ahead with no catch-up under way: a change made without an event moves the digest.
+    assert current_version(service, [make_layer("roads", version=3)]).digest != before.digest
