@@ -74,9 +74,10 @@ class AppState:
         if self.catalog_watcher.due():
             result = await self.catalog_watcher.refresh(self.pool, self.catalog)
             if result is not None:
-                self.catalog, changed = result
-                if self.reads is not None:
-                    await self.reads.mark(changed)
+                catalog, changed = result
+                if self.reads is not None:  # before the swap, as reload_catalog: no await
+                    await self.reads.mark(changed)  # between the new catalog and its events
+                self.catalog = catalog
                 await self.tiles.catch_up(self.pool)
                 self.notify(changed)
         return self.catalog
