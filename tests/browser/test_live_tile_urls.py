@@ -69,9 +69,7 @@ def test_a_live_tile_layer_asks_for_the_event_s_version(browser, live_server, ma
         context.close()
 
 
-def test_a_placed_write_keeps_the_digest_after_a_change_without_an_event(
-    live_server, make_key, db
-):
+def test_a_placed_write_keeps_the_digest_after_a_change_without_an_event(live_server, make_key, db):
     """A road write after the layer changed without an event (as after seeding, whose
     recounts record none: the layer's first write) moves the template's event, not its
     digest: the pages holding the template keep asking for tiles a CDN may keep."""
