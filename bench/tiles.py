@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ from ioc.catalog import keys
 from ioc.catalog.access import ADMIN
 from ioc.catalog.layers import Layer, load_catalog
 from ioc.settings import DatabaseSettings
+from layers.manifest import load_catalog as load_manifests
+from layers.registry import manifest_row
 from tiles.lowzoom import build_layers
 from tiles.render import TileService
 from tiles.settings import TileSettings
@@ -108,6 +111,19 @@ def prepare_layers(settings: DatabaseSettings, tile_settings: TileSettings) -> N
                 (ZOOMS.start, list(LAYERS), ZOOMS.start),
             )
             opened = [row[0] for row in cur.fetchall()]
+            # The manifests' tiles block as the catalog has it now (a database seeded before
+            # tiles.merge came keeps the older one otherwise).
+            for manifest in load_manifests():
+                if manifest.id not in LAYERS:
+                    continue
+                tiles = manifest_row(manifest, "manifest")["manifest"].get("tiles")
+                cur.execute(
+                    "UPDATE ioc.layers SET manifest = jsonb_set(manifest, '{tiles}', %s::jsonb)"
+                    " WHERE id = %s AND manifest -> 'tiles' IS DISTINCT FROM %s::jsonb"
+                    " RETURNING id",
+                    (json.dumps(tiles), manifest.id, json.dumps(tiles)),
+                )
+                opened += [row[0] for row in cur.fetchall()]
         conn.commit()
         stale = [la for la in LAYERS if la in opened or not _lowzoom_built(conn, la, tile_settings)]
         if stale:
@@ -128,10 +144,12 @@ def _lowzoom_built(conn, layer_id: str, s: TileSettings) -> bool:
             "SELECT m.kind IN ('points', 'shapes') AND m.min_zoom <= %s"
             " AND m.relid = to_regclass(format('%%I.%%I', l.schema_name, l.table_name))"
             " AND (m.kind = 'shapes' OR m.grid = %s)"
-            " AND (m.kind = 'points' OR (m.visible_px = %s AND m.simplify_px = %s))"
+            " AND (m.kind = 'points' OR (m.visible_px = %s AND m.simplify_px = %s"
+            " AND m.merge_px = CASE WHEN coalesce((l.manifest #>> '{tiles,merge}')::boolean,"
+            " false) THEN %s ELSE 0 END))"
             " FROM ioc.tile_lowzoom m JOIN ioc.layers l ON l.id = m.layer_id"
             " WHERE m.layer_id = %s",
-            (ZOOMS.start, s.cluster_grid, s.visible_px, s.simplify_px, layer_id),
+            (ZOOMS.start, s.cluster_grid, s.visible_px, s.simplify_px, s.merge_px, layer_id),
         )
         row = cur.fetchone()
     conn.rollback()
@@ -143,13 +161,14 @@ def _lowzoom_summary(conn, layer_id: str) -> str:
         cur.execute(
             "SELECT m.kind, m.min_zoom, m.max_zoom,"
             " (SELECT count(*) FROM ioc.tile_cells c WHERE c.layer_id = m.layer_id),"
-            " (SELECT count(*) FROM ioc.tile_shapes s WHERE s.layer_id = m.layer_id)"
+            " (SELECT count(*) FROM ioc.tile_shapes s WHERE s.layer_id = m.layer_id),"
+            " (SELECT count(*) FROM ioc.tile_blocks k WHERE k.layer_id = m.layer_id)"
             " FROM ioc.tile_lowzoom m WHERE m.layer_id = %s",
             (layer_id,),
         )
-        kind, low, high, cells, shapes = cur.fetchone()
+        kind, low, high, cells, shapes, blocks = cur.fetchone()
     conn.rollback()
-    return f"{kind} z{low}-{high}, {cells:,} cells, {shapes:,} shapes"
+    return f"{kind} z{low}-{high}, {cells:,} cells, {shapes:,} shapes, {blocks:,} blocks"
 
 
 def admin_key(settings: DatabaseSettings) -> str:

@@ -189,9 +189,13 @@ class DemoSpec(_Model):
 
 
 class TilesSpec(_Model):
-    """Vector-tile options: low-zoom aggregation for dense point layers, a per-tile cap."""
+    """Vector-tile options: low-zoom aggregation for dense point layers, merging of many small
+    polygons at city zoom, a per-tile cap."""
 
     cluster: bool = False
+    # Up to IOC_TILE_GENERALISE_MAX_ZOOM, polygons under IOC_TILE_MERGE_PX pixels are drawn
+    # as the blocks of their 16-pixel cells (count, dominant style.by): buildings, parcels.
+    merge: bool = False
     cluster_max_zoom: int | None = Field(default=None, ge=0, le=24)
     feature_cap: int | None = Field(default=None, ge=1)
 

@@ -70,8 +70,14 @@ class ChangeTracker:
     """The process's tile view of the change events; fed by :meth:`catch_up` (the app calls it
     on every event batch and catalog reload), read without awaiting by the tile service."""
 
-    def __init__(self, margin: float) -> None:
+    def __init__(
+        self, margin: float, merged_margin: float = 0.0, merged_max_zoom: int = -1
+    ) -> None:
         self.margin = margin  # the render's buffer, as a share of the tile width
+        # Up to merged_max_zoom a change also reaches as far as the block of merged polygons
+        # it belongs to (sql/0022: a 16-pixel cell and its members' overhang): that block is
+        # drawn in every tile its cell's block touches, not only where the change is.
+        self.merged_margin, self.merged_max_zoom = merged_margin, merged_max_zoom
         self.ready = False  # until the first catch_up, tiles key on the layer version alone
         self.last_id = 0
         self.layers: dict[str, LayerChanges] = {}
@@ -139,7 +145,10 @@ class ChangeTracker:
             if start == len(state.ids):
                 continue
             if envelope is None:
-                envelope = tile_envelope(z, x, y, self.margin)
+                margin = self.margin
+                if z <= self.merged_max_zoom:
+                    margin += self.merged_margin
+                envelope = tile_envelope(z, x, y, margin)
             west, south, east, north = envelope
             for boxes in state.boxes[start:]:
                 for bw, bs, be, bn in boxes:

@@ -1,4 +1,5 @@
-"""Building the low-zoom tables of layers (sql/0012): point aggregates and visible shapes.
+"""Building the low-zoom tables of layers (sql/0012): point aggregates, visible shapes and the
+blocks of small polygons (sql/0022).
 
 The database keeps them current on every write (statement triggers); this module (re)builds
 them from a layer's rows with the tile settings in force, after a seed or when the settings
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 from ioc.db.connection import PgConn
 from tiles.settings import TileSettings
 
-BUILD_SQL = "SELECT ioc.tile_lowzoom_build(%s, %s, %s, %s, %s, %s)"
+BUILD_SQL = "SELECT ioc.tile_lowzoom_build(%s, %s, %s, %s, %s, %s, %s)"
 
 
 def build_args(layer_id: str, settings: TileSettings) -> tuple:
@@ -24,6 +25,7 @@ def build_args(layer_id: str, settings: TileSettings) -> tuple:
         settings.generalise_max_zoom,
         settings.visible_px,
         settings.simplify_px,
+        settings.merge_px,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -22,7 +23,7 @@ from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
 from tiles.cache import CachedTile, DiskCache, MemoryCache, database_scope, layers_key
 from tiles.changes import ChangeTracker
 from tiles.settings import TileSettings
-from tiles.sql import ID_TYPE_SQL, Plan, TileSQL, id_type_args, plan_tile
+from tiles.sql import BLOCK_PX, ID_TYPE_SQL, TILE_PX, Plan, TileSQL, id_type_args, plan_tile
 
 log = logging.getLogger("ioc.tiles")
 MAX_ZOOM = 24
@@ -57,6 +58,15 @@ class Tile:
         return igzip.decompress(self.data) if self.data else b""
 
 
+def merged_reach(settings: TileSettings) -> tuple[float, int]:
+    """How far beyond its own box a change can alter a tile at the merged zooms (a share of
+    the tile's width: its block's cell, 16 pixels, and members' overhang of up to merge_px + 1
+    pixels), and up to which zoom; none when nothing merges."""
+    if settings.merge_px <= 0:
+        return 0.0, -1
+    return (BLOCK_PX + math.ceil(settings.merge_px) + 1) / TILE_PX, settings.generalise_max_zoom
+
+
 def check_tile(z: int, x: int, y: int) -> None:
     """Raise TileOutOfRange unless (z, x, y) is a tile of WebMercatorQuad."""
     if not 0 <= z <= MAX_ZOOM or not (0 <= x < 1 << z and 0 <= y < 1 << z):
@@ -80,7 +90,7 @@ class TileService:
             else None
         )
         self.sweeping: asyncio.Task | None = None
-        self.changes = ChangeTracker(settings.buffer / settings.extent)
+        self.changes = ChangeTracker(settings.buffer / settings.extent, *merged_reach(settings))
         self._inflight: dict[tuple, asyncio.Future[CachedTile]] = {}
         self._integer_ids: dict[tuple[str, int], bool] = {}
         self._keys: dict[str, int] = {}  # each layer's key version when the catalog last changed

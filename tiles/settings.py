@@ -17,7 +17,7 @@ from ioc.settings import PROJECT_ROOT
 
 # Bump when the tile SQL changes what a tile contains: cached tiles of an older revision are
 # then never served (the revision is part of every cache key).
-SQL_REVISION = 3
+SQL_REVISION = 4
 
 
 class TileSettings(BaseSettings):
@@ -72,6 +72,13 @@ class TileSettings(BaseSettings):
         description="Lines and polygons are read pre-simplified, visible ones only, up to this "
         "zoom.",
     )
+    merge_px: float = Field(
+        default=2.0,
+        ge=0,
+        description="Up to generalise_max_zoom, a polygon visible but smaller than this many "
+        "pixels both ways is drawn merged into its 16-pixel cell's block (its members' pixels, "
+        "their count and dominant style.by value); 0 draws every visible polygon alone.",
+    )
     simplify_px: float = Field(
         default=0.25, ge=0, description="Simplification tolerance in pixels (256 px tiles)."
     )
@@ -116,6 +123,7 @@ class TileSettings(BaseSettings):
             self.cluster_grid,
             self.min_feature_px,
             self.visible_px,
+            self.merge_px,
             self.generalise_max_zoom,
             self.simplify_px,
             self.extent,

@@ -27,10 +27,15 @@ from tiles.settings import TileSettings
 
 Mode = Literal["features", "cluster"]
 POINT_TYPES = frozenset({"Point", "MultiPoint"})
+POLYGON_TYPES = frozenset({"Polygon", "MultiPolygon"})
+# The property of a block (merged small polygons, sql/0022) and of a cluster: its members.
+COUNT = "count"
 # Attribute names that read as a feature's label, by preference.
 LABEL_ATTRIBUTES = ("name", "name_vi", "ten", "ten_vi", "label", "title")
 # Tiles are drawn 256 px wide: "a pixel" below is 1/256 of the tile's width.
 TILE_PX = 256
+# Merged small polygons are drawn as one block per cell of this many pixels (sql/0022).
+BLOCK_PX = 16
 # Web Mercator (EPSG:3857) sphere radius and the latitude where the square world ends.
 EARTH_RADIUS = 6378137.0
 MAX_LAT = 85.0511287798066
@@ -85,6 +90,15 @@ def is_clustered(layer: Layer, settings: TileSettings) -> bool:
     if flag is not None:
         return bool(flag)
     return layer.feature_count > settings.cluster_threshold
+
+
+def merge_px(layer: Layer, settings: TileSettings) -> float:
+    """Below how many pixels a visible polygon is drawn merged into its cell's block at the
+    generalised zooms (sql/0022): ``IOC_TILE_MERGE_PX`` for a polygon layer whose manifest says
+    ``tiles: {merge: true}``, else 0. The build (ioc.tile_lowzoom_build) decides the same way."""
+    if layer.geometry_type not in POLYGON_TYPES or tile_options(layer).get("merge") is not True:
+        return 0.0
+    return settings.merge_px
 
 
 def cluster_max_zoom(layer: Layer, settings: TileSettings) -> int:
@@ -147,11 +161,12 @@ def tile_properties(layer: Layer) -> list[Property]:
     return props
 
 
-def vector_fields(layer: Layer, mode: Mode | None = None) -> dict[str, str]:
-    """TileJSON ``fields`` of a layer: name → Number/String/Boolean."""
+def vector_fields(layer: Layer, mode: Mode | None = None, merged: bool = False) -> dict[str, str]:
+    """TileJSON ``fields`` of a layer: name → Number/String/Boolean (``count`` for clusters and
+    for the blocks of merged polygons)."""
     fields = {p.name: p.type for p in tile_properties(layer)}
-    if mode == "cluster" or (mode is None and layer.geometry_type in POINT_TYPES):
-        fields["count"] = "Number"
+    if merged or mode == "cluster" or (mode is None and layer.geometry_type in POINT_TYPES):
+        fields.setdefault(COUNT, "Number")
     return fields
 
 
@@ -215,8 +230,13 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
     """Features of one layer in the tile, at most max_features + 1 (the +1 detects the cap)."""
     layer = plan.layer
     geom = f"t.{quote_ident(layer.geometry_column)}"
+    properties = tile_properties(layer)
     columns = [f"t.{quote_ident(layer.id_column)} AS {quote_ident(layer.id_column)}"]
-    columns += [f"{p.sql} AS {quote_ident(p.name)}" for p in tile_properties(layer)]
+    columns += [f"{p.sql} AS {quote_ident(p.name)}" for p in properties]
+    generalised = not is_point_layer(layer) and plan.integer_id
+    merge = merge_px(layer, settings) if generalised else 0.0
+    if merge > 0 and all(p.name != COUNT for p in properties):
+        columns.append(f"NULL::int AS {COUNT}")  # a block's members; none for a shape
     where = f"{geom} && b.f{n}"
     if not is_point_layer(layer) and settings.min_feature_px > 0:
         # Drop sub-pixel lines and polygons before any geometry work: at low zoom they are
@@ -231,14 +251,19 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
         f" FROM {layer.table_sql} t, b WHERE {where}"
     )
     gate = ""
-    if not is_point_layer(layer) and plan.integer_id:
-        rows = _generalised_rows(n, layer, columns, settings, rows)
+    if generalised:
+        blocks = _blocks_rows(n, layer, settings) if merge > 0 else None
+        rows = _generalised_rows(n, layer, columns, settings, rows, blocks)
         checks = [
             f"m.visible_px = {settings.visible_px!r}",
             f"m.simplify_px = {settings.simplify_px!r}",
+            f"m.merge_px = {merge!r}",
             f"$1 <= {settings.generalise_max_zoom}",
         ]
-        needed = ", ".join(literal(p.name) for p in tile_properties(layer))
+        if merge > 0:  # the blocks' category was built from style.by
+            by = layer.attribute(layer.style.get("by") or "")
+            checks.append(f"m.category IS NOT DISTINCT FROM {literal(by.name) if by else 'NULL'}")
+        needed = ", ".join(literal(p.name) for p in properties)
         props = f"m.properties @> ARRAY[{needed}]::text[]"
         gate = f"{_lowzoom_gate(n, layer, 'shapes', checks, props)}, "
     else:
@@ -251,8 +276,39 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
     )
 
 
+def _blocks_rows(n: int, layer: Layer, settings: TileSettings) -> str:
+    """The blocks of merged small polygons (ioc.tile_blocks, sql/0022) in the tile, in the
+    columns of its features: no id, the members' count, their dominant style.by value, the
+    other properties NULL (a merged feature's own attributes are not drawn at this zoom)."""
+    by = layer.attribute(layer.style.get("by") or "")
+    values = [f"NULL AS {quote_ident(layer.id_column)}"]
+    for p in tile_properties(layer):
+        if by is not None and p.name == by.name:
+            # Stored as text; back in the column's type, as the shapes carry it (a date or
+            # timestamp is carried as its ISO text).
+            cast = "" if by.type in ("date", "timestamp") else f"::{PG_TYPES.get(by.type, 'text')}"
+            values.append(f"k.c{cast} AS {quote_ident(p.name)}")
+        elif p.name == COUNT:
+            values.append(f"k.n AS {quote_ident(p.name)}")
+        else:
+            values.append(f"NULL AS {quote_ident(p.name)}")
+    if all(p.name != COUNT for p in tile_properties(layer)):
+        values.append(f"k.n AS {COUNT}")
+    mvt_geom = f"ST_AsMVTGeom(k.geom, b.env, {settings.extent}, {settings.buffer}, true) AS geom"
+    return (
+        f"SELECT {', '.join([*values, mvt_geom])} FROM b, ioc.tile_blocks k"
+        f" WHERE k.layer_id = {literal(layer.id)} AND k.z = $1::smallint AND k.geom && b.fm"
+        f" AND (SELECT ok FROM g{n})"
+    )
+
+
 def _generalised_rows(
-    n: int, layer: Layer, columns: list[str], settings: TileSettings, rows: str
+    n: int,
+    layer: Layer,
+    columns: list[str],
+    settings: TileSettings,
+    rows: str,
+    blocks: str | None = None,
 ) -> str:
     """Generalised zooms read the visible features' pre-simplified EPSG:3857 shapes
     (ioc.tile_shapes, sql/0012) with the attributes stored beside them (props, sql/0019), read
@@ -273,9 +329,10 @@ def _generalised_rows(
         f" JOIN {layer.table_sql} t ON t.{id_column} = s.fid"
         f" {where} AND (SELECT ok AND NOT props FROM g{n})"
     )
+    merged = f" UNION ALL ({blocks} OFFSET 0)" if blocks else ""
     return (
         f"({stored} OFFSET 0) UNION ALL ({joined} OFFSET 0)"
-        f" UNION ALL ({rows} AND NOT (SELECT ok FROM g{n}) OFFSET 0)"
+        f" UNION ALL ({rows} AND NOT (SELECT ok FROM g{n}) OFFSET 0){merged}"
     )
 
 

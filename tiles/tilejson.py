@@ -12,7 +12,7 @@ from typing import Any
 from ioc.catalog.layers import Layer
 from ioc.media import JSON, MVT
 from tiles.settings import TileSettings
-from tiles.sql import cluster_max_zoom, is_clustered, vector_fields
+from tiles.sql import cluster_max_zoom, is_clustered, merge_px, vector_fields
 
 WEB_MERCATOR_QUAD = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
 CRS_3857 = "http://www.opengis.net/def/crs/EPSG/0/3857"
@@ -40,7 +40,11 @@ def vector_layer(layer: Layer, settings: TileSettings) -> dict[str, Any]:
         "description": f"{layer.title_vi} — {layer.title_en}",
         "minzoom": layer.zoom_min,
         "maxzoom": layer.zoom_max,
-        "fields": vector_fields(layer, "cluster" if is_clustered(layer, settings) else "features"),
+        "fields": vector_fields(
+            layer,
+            "cluster" if is_clustered(layer, settings) else "features",
+            merged=merge_px(layer, settings) > 0,
+        ),
         "geometry_type": layer.geometry_type,
     }
     if is_clustered(layer, settings):

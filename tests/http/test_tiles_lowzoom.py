@@ -386,7 +386,7 @@ def test_sql_defaults_are_the_tile_settings_defaults(db):
     (arguments,) = _rows(
         db,
         "SELECT pg_get_function_arguments('ioc.tile_lowzoom_build(text, int, int, int,"
-        " float8, float8)'::regprocedure)",
+        " float8, float8, float8)'::regprocedure)",
     )[0]
     defaults = [part.split("DEFAULT ")[1] for part in arguments.split(", ") if "DEFAULT" in part]
     settings = TileSettings()
@@ -396,5 +396,6 @@ def test_sql_defaults_are_the_tile_settings_defaults(db):
         settings.generalise_max_zoom,
         settings.visible_px,
         settings.simplify_px,
+        settings.merge_px,
     )
     assert [float(d) for d in defaults] == [float(e) for e in expected]
