@@ -94,6 +94,7 @@ def _print_checks(result: LayerResult) -> None:
         "ioc features",
         "tipg features",
         "< 1 px (ioc drops)",
+        "merged (blocks: members)",
         "in ioc's buffer",
         "tipg's edge",
         "unexplained",
@@ -110,6 +111,7 @@ def _print_checks(result: LayerResult) -> None:
             f"{c.ioc_features:,}",
             f"{c.tipg_features:,}",
             f"{c.below_pixel:,}",
+            f"{c.merged:,} ({c.blocks:,}: {c.block_members:,})",
             f"{c.in_buffer:,}",
             f"{c.tipg_edge:,}",
             f"{c.unexplained:,}",
@@ -118,7 +120,9 @@ def _print_checks(result: LayerResult) -> None:
     console.print(
         "aggregated tiles: ioc's counts summed against tipg's features (against PostGIS's "
         "count of tipg's own filter where tipg stopped at 10,000); feature tiles: the ids, "
-        "ioc leaving out features under a pixel and adding those in its buffer; tipg's edge: "
+        "ioc leaving out features under a pixel and adding those in its buffer; merged: "
+        "tipg's features under IOC_TILE_MERGE_PX that ioc counts in a block, every block's "
+        "count checked against the rows; tipg's edge: "
         "features outside tipg's filter (its tile bounds by pyproj, whose VN-2000 datum shift "
         "is ~0.8 m from the database's) or in its wider buffer."
     )

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import mapbox_vector_tile
 
-from bench.tilecheck import Checker, ZoomCheck, tipg_bounds
+from bench.tilecheck import Checker, ZoomCheck, block_cell, tipg_bounds
 from ioc.catalog.layers import load_catalog_sync
 from tiles.settings import TileSettings
 
@@ -99,4 +99,112 @@ def test_differences_are_explained_by_the_rules_only(db_settings, db):
     finally:
         with db.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        db.commit()
+
+
+# --- blocks of merged small polygons (sql/0022) ---------------------------------------------
+
+BLOCKS_TABLE = "public.t22_blocks"
+BZ, BX, BY = 12, 3262, 1924  # the z12 tile holding the tile above
+# fid: (west, north) in pixels of zoom 12 from the tile's north-west corner, side in pixels,
+# use_type. 1 is drawn alone (3 px); 2 and 3 merge into the block of cell (2, 2) (their boxes
+# rounded: [40, 42] × [40, 42] and [44, 46] × [41, 42]), a tie the least value wins; 5 is the
+# block of cell (7, 3) alone; 4 is under a pixel.
+SQUARES_PX = {
+    1: (100.3, 100.3, 3.0, "nhà ở"),
+    2: (40.2, 40.2, 1.5, "nhà ở"),
+    3: (44.3, 41.1, 1.3, "chung cư"),
+    4: (200.2, 200.2, 0.5, "nhà ở"),
+    5: (120.2, 60.2, 1.5, "nhà ở"),
+}
+# The blocks as ioc draws them, in MVT units (16 a pixel; y down from the tile's top).
+CELL_2_2 = (
+    "MULTIPOLYGON(((640 640, 672 640, 672 672, 640 672, 640 640)),"
+    " ((704 656, 736 656, 736 672, 704 672, 704 656)))"
+)
+CELL_7_3 = "POLYGON((1920 960, 1952 960, 1952 992, 1920 992, 1920 960))"
+
+
+def _make_blocks_table(db) -> None:
+    with db.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {BLOCKS_TABLE}")
+        cur.execute(
+            f"CREATE TABLE {BLOCKS_TABLE} (fid bigint PRIMARY KEY,"
+            " geom geometry(Polygon, 9210), use_type text)"
+        )
+        for fid, (west, north, side, use) in SQUARES_PX.items():
+            cur.execute(
+                f"INSERT INTO {BLOCKS_TABLE} SELECT %s, ST_Transform(ST_MakeEnvelope("
+                "w * p - pi() * 6378137.0, pi() * 6378137.0 - (n + %s) * p,"
+                " (w + %s) * p - pi() * 6378137.0, pi() * 6378137.0 - n * p, 3857), 9210), %s"
+                " FROM (SELECT 256 * %s + %s AS w, 256 * %s + %s AS n,"
+                " 2 * pi() * 6378137.0 / (256 * 2 ^ %s) AS p) s",
+                (fid, side, side, use, BX, west, BY, north, BZ),
+            )
+    db.commit()
+
+
+def _mixed(shapes: tuple[int, ...], blocks: list[tuple[str, dict]]) -> httpx.Response:
+    features = [{"id": f, "geometry": "POINT(1 1)", "properties": {}} for f in shapes]
+    features += [{"geometry": wkt, "properties": props} for wkt, props in blocks]
+    body = mapbox_vector_tile.encode(
+        [{"name": "buildings", "features": features}], default_options={"y_coord_down": True}
+    )
+    return httpx.Response(200, content=body)
+
+
+def _check_blocks(db_settings, layer, ioc: httpx.Response) -> ZoomCheck:
+    async def go() -> ZoomCheck:
+        conn = await asyncpg.connect(db_settings.dsn())
+        try:
+            check = ZoomCheck(BZ)
+            tipg = _tipg(*SQUARES_PX)
+            await Checker(conn, layer, TileSettings()).tile(check, BZ, BX, BY, ioc, tipg)
+            return check
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def test_block_cells_are_read_back_from_the_geometry():
+    block = {"geometry": {"type": "Polygon", "coordinates": [[[640, 656], [672, 640]]]}}
+    assert block_cell(block, 4096, BX, BY) == (16 * BX + 2, 16 * BY + 2)
+    # Clipped at the buffer's west and north edges (64 units outside): the cell before.
+    clipped = {"geometry": {"type": "Polygon", "coordinates": [[[-64, -64], [10, 20]]]}}
+    assert block_cell(clipped, 4096, BX, BY) == (16 * BX - 1, 16 * BY - 1)
+
+
+def test_merged_features_are_counted_from_the_rows(db_settings, db):
+    _make_blocks_table(db)
+    buildings = load_catalog_sync(db).find("buildings")
+    db.rollback()
+    layer = dataclasses.replace(
+        buildings,
+        schema="public",
+        table="t22_blocks",
+        id_column="fid",
+        geometry_column="geom",
+        zoom_min=10,
+        manifest={**buildings.manifest, "tiles": {"merge": True}},
+    )
+    both = {"count": 2, "use_type": "chung cư"}  # the tie: the least value
+    five = (CELL_7_3, {"count": 1, "use_type": "nhà ở"})
+    try:
+        good = _check_blocks(db_settings, layer, _mixed((1,), [(CELL_2_2, both), five]))
+        assert (good.same, good.unexplained, good.below_pixel, good.merged) == (1, 0, 1, 3)
+        assert (good.blocks, good.block_members, good.ioc_features) == (2, 3, 4)
+        miscounted = {**both, "count": 3}
+        wrong = _check_blocks(db_settings, layer, _mixed((1,), [(CELL_2_2, miscounted), five]))
+        assert (wrong.same, wrong.unexplained) == (0, 1)
+        missing = _check_blocks(db_settings, layer, _mixed((1,), [(CELL_2_2, both)]))
+        assert (missing.same, missing.unexplained, missing.merged) == (0, 1, 2)
+        twice = _check_blocks(db_settings, layer, _mixed((1, 2), [(CELL_2_2, both), five]))
+        assert (twice.same, twice.unexplained) == (0, 1)  # 2 drawn alone and in its block
+        other = {**both, "use_type": "nhà ở"}
+        category = _check_blocks(db_settings, layer, _mixed((1,), [(CELL_2_2, other), five]))
+        assert (category.same, category.unexplained) == (0, 1)
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {BLOCKS_TABLE}")
         db.commit()
