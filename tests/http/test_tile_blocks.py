@@ -464,6 +464,42 @@ def test_blocks_follow_item_writes(state, uncached, db, publisher):
     _assert_blocks_as_built(db, MERGED)
 
 
+def test_blocks_follow_bulk_statements_and_appends(state, uncached, db, publisher):
+    """Whoever writes, the statement triggers keep the blocks: one UPDATE of many kinds, one
+    that moves a whole city block 35 z13 pixels east (every cell of it changes), one DELETE of
+    several rows, and an appending upload."""
+    rnd = random.Random(22)
+    kinds = {n: rnd.choice(KINDS) for n in sorted(state) if n[0] in "ab" and rnd.random() < 0.4}
+    city_c = sorted(n for n in state if n.startswith("c"))
+    gone = [n for n in sorted(state) if n[0] in "ab" and n not in kinds][::5]
+    shift = math.degrees(35 * PX13 / R)  # 35 z13 pixels of longitude, exactly, in Mercator
+    with db.cursor() as cur:
+        cur.execute(
+            f"UPDATE data.{MERGED} t SET kind = v.kind FROM unnest(%s::text[], %s::text[])"
+            " AS v(name, kind) WHERE t.name = v.name",
+            (list(kinds), list(kinds.values())),
+        )
+        cur.execute(
+            f"UPDATE data.{MERGED} SET geom = ST_Translate(geom, %s, 0) WHERE name = ANY(%s)",
+            (shift, city_c),
+        )
+        cur.execute(f"DELETE FROM data.{MERGED} WHERE name = ANY(%s)", (gone,))
+    db.commit()
+    for name, kind in kinds.items():
+        state[name] = replace(state[name], kind=kind)
+    for name in city_c:
+        state[name] = replace(state[name], rect=state[name].rect.moved(35))
+    for name in gone:
+        del state[name]
+    added = _random_block(random.Random(23), "d", CLUSTERS["a"], 30)
+    _upload(uncached, "post", MERGED, [_feature(n, i) for n, i in added.items()], publisher)
+    state.update(added)
+
+    assert len(_rows(db, f"SELECT fid FROM data.{MERGED}")) == len(state)
+    _assert_tiles(uncached, db, state)
+    _assert_blocks_as_built(db, MERGED)
+
+
 def test_a_write_re_renders_the_tiles_its_block_reaches(state, client, db, publisher, tmp_path):
     """Cache on: the kind of the edge block's westernmost member, 13 pixels from the next
     tile (beyond its 4-pixel buffer), flips the block's kind. The next tile, which shows the
