@@ -2,7 +2,7 @@
 
 A polygon layer of our own whose manifest says ``tiles: {merge: true}``: a few hundred
 rectangles in three city blocks, their sizes spread below one pixel, between one and two and
-above two at zooms 11-13, plus a few placed on purpose (a tied block, a block without
+above two at zooms 10-13, plus a few placed on purpose (a tied block, a block without
 categories, a block at a tile's edge). Its tiles are decoded and held against the pixel rule of
 docs/tiles.md ("Blocks"), computed here from the coordinates we generated: a member's box
 rounded to whole pixels of the zoom, its cell the one of its north-west pixel, the block the
@@ -30,7 +30,7 @@ from tiles.render import TileService
 from tiles.settings import TileSettings
 
 MERGED, PLAIN = "tblk_merged", "tblk_plain"
-ZOOMS = (11, 12, 13)
+ZOOMS = (10, 11, 12, 13)
 SETTINGS = TileSettings()
 BUFFER_PX = SETTINGS.buffer / SETTINGS.extent * 256  # the MVT buffer, in pixels (4)
 UNIT = EXTENT / 256  # tile units per pixel
@@ -44,12 +44,12 @@ ORIGIN = (X11 * 1024, Y11 * 1024)  # the z11 tile's north-west corner, in z13 pi
 # one tile at every zoom.
 CLUSTERS = {"a": (60, 60), "b": (3 * 256 + 60, 256 + 60), "c": (256 + 60, 3 * 256 + 60)}
 SPREAD = 56
-# z13 sizes: under 1 px at z13; [1, 2) at z13; [1, 2) at z12; [1, 2) at z11; 2 px at z11 and up.
-SIZES = ((0.5, 0.95), (1.05, 1.95), (2.1, 3.9), (4.1, 7.9), (8.2, 14.0))
-SIZE_WEIGHTS = (1, 2, 3, 2, 1)
+# z13 sizes: under 1 px at z13; [1, 2) at z13, z12, z11, z10; 2 px at z10 and up.
+SIZES = ((0.5, 0.95), (1.05, 1.95), (2.1, 3.9), (4.1, 7.9), (8.2, 15.8), (16.4, 30.0))
+SIZE_WEIGHTS = (1, 2, 3, 2, 1, 1)
 # No edge or size of ours is this close (in pixels of any zoom) to a rounding tie or a
 # threshold: the round trip through WGS 84 cannot change what the rule says.
-MARGIN = 0.05
+MARGIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def _random_block(rnd: random.Random, prefix: str, at: tuple[int, int], n: int) 
 
 
 # Placed on purpose, in quarters of a z13 pixel (exact in binary, clear of rounding ties at
-# z11-13), 2.5 z13 px wide (merged at z12 only): five members of one z12 cell whose kinds tie
+# z10-13), 2.5 z13 px wide (merged at z12 only): five members of one z12 cell whose kinds tie
 # (ngap 2, rac 2, one without: the block says ngap, the least) and two members of another
 # cell without a kind. Near the east edge of the z12 tile south-east of the random blocks,
 # three members of one z12 cell (den 2, rac 1), 1.25 z12 px wide: the easternmost reaches
@@ -303,13 +303,13 @@ def _assert_tile(client, db, items: dict[str, Item], tile: tuple[int, int, int])
 
 
 def _assert_tiles(client, db, items: dict[str, Item]) -> None:
-    """Every tile of zooms 11-13 our features touch is what the rules say."""
+    """Every tile of zooms 10-13 our features touch is what the rules say."""
     for z in ZOOMS:
         blocks = []
         for tile in sorted(_tiles(items, z)):
             blocks += _assert_tile(client, db, items, tile)
         # Each block is drawn in one tile, or two (the edge block at z12): all were checked.
-        assert len(blocks) >= len(_blocks(items, z)) >= 5, z
+        assert len(blocks) >= len(_blocks(items, z)) >= 3, z
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -323,12 +323,12 @@ def test_the_data_spreads_over_the_three_classes(state):
             "absent" if i.rect.size(z) < 1 else "merged" if i.rect.size(z) < 2 else "alone"
             for i in INITIAL.values()
         )
-        assert min(sizes.values()) >= 20, (z, sizes)
+        assert min(sizes.values()) >= 15, (z, sizes)
         assert max(len(names) for names in _blocks(INITIAL, z).values()) >= 3, z
 
 
 def test_blocks_count_the_merged_features_of_the_tile(state, uncached, db):
-    """At z11-13 each tile draws the features of 2 px and more alone (with their ids), one
+    """At z10-13 each tile draws the features of 2 px and more alone (with their ids), one
     block per cell of the merged ones (no id, count, kind) and nothing of the smaller ones;
     in the tile of each random city block the counts sum to its merged features."""
     _assert_tiles(uncached, db, state)
