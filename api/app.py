@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -129,10 +130,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub.on_change = app.state.reload_catalog
             app.state.events = hub
             await hub.start()
+            # What is loaded by now (modules, settings, the catalog) lives as long as the
+            # process: kept out of the collector's full passes, which otherwise walk ~175,000
+            # objects, ~90 ms during which every request waits (a tile's p99). Unfrozen on the
+            # way out, so an app discarded in a longer-lived process can still be collected.
+            gc.collect()
+            gc.freeze()
             log.info("ioc ready", extra={"layers": len(app.state.catalog)})
             async with watching(hub, app.metrics):  # event lag and ingest for /metrics
                 yield
         finally:
+            gc.unfreeze()
             if builds is not None:  # a build under way is cancelled (its transaction rolls back)
                 builds.cancel()
                 await asyncio.gather(builds, return_exceptions=True)
