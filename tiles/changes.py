@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ioc.catalog.layers import Layer
@@ -74,9 +74,9 @@ class ChangeTracker:
         self, margin: float, merged_margin: float = 0.0, merged_max_zoom: int = -1
     ) -> None:
         self.margin = margin  # the render's buffer, as a share of the tile width
-        # Up to merged_max_zoom a change also reaches as far as the block of merged polygons
-        # it belongs to (sql/0022: a 16-pixel cell and its members' overhang): that block is
-        # drawn in every tile its cell's block touches, not only where the change is.
+        # Up to merged_max_zoom a change to a layer that merges small polygons (sql/0022) also
+        # reaches as far as its block (a 16-pixel cell and its members' overhang): that block
+        # is drawn in every tile it touches, not only where the change is.
         self.merged_margin, self.merged_max_zoom = merged_margin, merged_max_zoom
         self.ready = False  # until the first catch_up, tiles key on the layer version alone
         self.last_id = 0
@@ -132,9 +132,18 @@ class ChangeTracker:
             return state.base
         return layer.version
 
-    def fresh(self, layer_ids: Iterable[str], as_of: int, z: int, x: int, y: int) -> bool:
-        """True when no change this process knows of after ``as_of`` touches the tile."""
-        envelope: Box | None = None
+    def fresh(
+        self,
+        layer_ids: Iterable[str],
+        as_of: int,
+        z: int,
+        x: int,
+        y: int,
+        merged: Collection[str] = (),
+    ) -> bool:
+        """True when no change this process knows of after ``as_of`` touches the tile (for the
+        ``merged`` layers, its blocks' reach)."""
+        envelopes: dict[bool, Box] = {}
         for layer_id in layer_ids:
             state = self.layers.get(layer_id)
             if state is None:
@@ -144,12 +153,11 @@ class ChangeTracker:
             start = bisect_right(state.ids, as_of)
             if start == len(state.ids):
                 continue
-            if envelope is None:
-                margin = self.margin
-                if z <= self.merged_max_zoom:
-                    margin += self.merged_margin
-                envelope = tile_envelope(z, x, y, margin)
-            west, south, east, north = envelope
+            wide = z <= self.merged_max_zoom and layer_id in merged
+            if wide not in envelopes:
+                margin = self.margin + (self.merged_margin if wide else 0.0)
+                envelopes[wide] = tile_envelope(z, x, y, margin)
+            west, south, east, north = envelopes[wide]
             for boxes in state.boxes[start:]:
                 for bw, bs, be, bn in boxes:
                     if bw <= east and be >= west and bs <= north and bn >= south:

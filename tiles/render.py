@@ -23,7 +23,16 @@ from ioc.errors import InvalidParameter, LayerNotFound, QueryTimeout
 from tiles.cache import CachedTile, DiskCache, MemoryCache, database_scope, layers_key
 from tiles.changes import ChangeTracker
 from tiles.settings import TileSettings
-from tiles.sql import BLOCK_PX, ID_TYPE_SQL, TILE_PX, Plan, TileSQL, id_type_args, plan_tile
+from tiles.sql import (
+    BLOCK_PX,
+    ID_TYPE_SQL,
+    TILE_PX,
+    Plan,
+    TileSQL,
+    id_type_args,
+    merge_px,
+    plan_tile,
+)
 
 log = logging.getLogger("ioc.tiles")
 MAX_ZOOM = 24
@@ -156,10 +165,10 @@ class TileService:
             return Tile(b"", self.etag(CachedTile(b"")), source="none", as_of=self.changes.last_id)
         key = self.cache_key(plans)
         mkey = (key, z, x, y)
-        ids = [p.layer.id for p in plans]
+        layers = [p.layer for p in plans]
         changes = self.changes
         if self.memory is not None and (hit := self.memory.get(mkey)) is not None:
-            if changes.fresh(ids, hit.as_of, z, x, y):
+            if self.fresh(layers, hit.as_of, z, x, y):
                 if hit.as_of < changes.last_id:  # checked up to here: the next check is shorter
                     self.memory.put(mkey, replace(hit, as_of=changes.last_id))
                 return Tile(hit.data, self.etag(hit), hit.truncated, "memory", changes.last_id)
@@ -171,12 +180,18 @@ class TileService:
         if self.disk is not None and self.disk.scope is None:
             await self.identify(pool)  # a service used without start()
         if self.disk is not None and (hit := self.disk.get(key, z, x, y)) is not None:
-            if changes.fresh(ids, hit.as_of, z, x, y):
+            if self.fresh(layers, hit.as_of, z, x, y):
                 if self.memory is not None:
                     self.memory.put(mkey, hit)
                 return Tile(hit.data, self.etag(hit), hit.truncated, "disk", changes.last_id)
         cached = await self._render_once(pool, await self.with_id_types(pool, plans), mkey)
         return Tile(cached.data, self.etag(cached), cached.truncated, "database", cached.as_of)
+
+    def fresh(self, layers: Sequence[Layer], as_of: int, z: int, x: int, y: int) -> bool:
+        """True when no change known after ``as_of`` touches the tile of these layers (at
+        merged zooms, a change to a layer that merges reaches as far as its block)."""
+        merged = [la.id for la in layers if merge_px(la, self.settings) > 0]
+        return self.changes.fresh([la.id for la in layers], as_of, z, x, y, merged)
 
     async def with_id_types(self, pool: Pool, plans: Sequence[Plan]) -> list[Plan]:
         """Plans with ``integer_id`` set from the id column's type (looked up once per tile

@@ -252,7 +252,7 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
     )
     gate = ""
     if generalised:
-        blocks = _blocks_rows(n, layer, settings) if merge > 0 else None
+        blocks = _blocks_rows(n, layer, properties, settings) if merge > 0 else None
         rows = _generalised_rows(n, layer, columns, settings, rows, blocks)
         checks = [
             f"m.visible_px = {settings.visible_px!r}",
@@ -276,13 +276,13 @@ def _features_cte(n: int, plan: Plan, settings: TileSettings) -> str:
     )
 
 
-def _blocks_rows(n: int, layer: Layer, settings: TileSettings) -> str:
+def _blocks_rows(n: int, layer: Layer, properties: list[Property], settings: TileSettings) -> str:
     """The blocks of merged small polygons (ioc.tile_blocks, sql/0022) in the tile, in the
     columns of its features: no id, the members' count, their dominant style.by value, the
     other properties NULL (a merged feature's own attributes are not drawn at this zoom)."""
     by = layer.attribute(layer.style.get("by") or "")
     values = [f"NULL AS {quote_ident(layer.id_column)}"]
-    for p in tile_properties(layer):
+    for p in properties:
         if by is not None and p.name == by.name:
             # Stored as text; back in the column's type, as the shapes carry it (a date or
             # timestamp is carried as its ISO text).
@@ -292,7 +292,7 @@ def _blocks_rows(n: int, layer: Layer, settings: TileSettings) -> str:
             values.append(f"k.n AS {quote_ident(p.name)}")
         else:
             values.append(f"NULL AS {quote_ident(p.name)}")
-    if all(p.name != COUNT for p in tile_properties(layer)):
+    if all(p.name != COUNT for p in properties):
         values.append(f"k.n AS {COUNT}")
     mvt_geom = f"ST_AsMVTGeom(k.geom, b.env, {settings.extent}, {settings.buffer}, true) AS geom"
     return (

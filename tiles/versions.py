@@ -101,6 +101,6 @@ def judge(
         return "unknown"
     if version.digest != digest(service, layers):
         return "changed"
-    if not changes.fresh([la.id for la in layers], version.event, z, x, y):
+    if not service.fresh(layers, version.event, z, x, y):
         return "changed"
     return "current"

@@ -500,6 +500,16 @@ def test_blocks_follow_bulk_statements_and_appends(state, uncached, db, publishe
     _assert_blocks_as_built(db, MERGED)
 
 
+def _rendered_then_kept(client, urls: dict[str, str]) -> dict:
+    """Each tile rendered on first ask, then served from memory: the second answers."""
+    kept = {}
+    for name, url in urls.items():
+        assert client.get(url).headers["x-tile-cache"] == "database", name
+        kept[name] = client.get(url)
+        assert kept[name].headers["x-tile-cache"] == "memory", name
+    return kept
+
+
 def test_a_write_re_renders_the_tiles_its_block_reaches(state, client, db, publisher, tmp_path):
     """Cache on: the kind of the edge block's westernmost member, 13 pixels from the next
     tile (beyond its 4-pixel buffer), flips the block's kind. The next tile, which shows the
@@ -515,11 +525,7 @@ def test_a_write_re_renders_the_tiles_its_block_reaches(state, client, db, publi
             name: "/tiles/{}/{}/{}/{}.pbf".format(MERGED, *tile)
             for name, tile in (("edge", EDGE_TILE), ("next", NEXT_TILE), ("far", (12, x, y)))
         }
-        before = {}
-        for name, url in urls.items():
-            assert client.get(url).headers["x-tile-cache"] == "database", name
-            before[name] = client.get(url)
-            assert before[name].headers["x-tile-cache"] == "memory", name
+        before = _rendered_then_kept(client, urls)
         (block,) = decode(before["next"])[MERGED]["features"]
         assert block["id"] == 0 and block["properties"] == {"count": 3, "kind": "den"}
 
@@ -537,5 +543,33 @@ def test_a_write_re_renders_the_tiles_its_block_reaches(state, client, db, publi
         far = client.get(urls["far"])
         assert far.headers["x-tile-cache"] == "memory"
         assert far.headers["etag"] == before["far"].headers["etag"]
+    finally:
+        app.tiles = own
+
+
+def test_a_layer_without_merge_keeps_the_plain_reach(client, db, publisher, tmp_path):
+    """Cache on: the same write to the layer that does not merge reaches only its own box and
+    the render's buffer, so the next tile (13 pixels away) stays in memory; the tile holding
+    the feature is rendered again."""
+    app = client.app.state
+    own = app.tiles
+    app.tiles = TileService(TileSettings(cache_dir=tmp_path, debug_headers=True))
+    try:
+        client.portal.call(app.reload_catalog, set())
+        urls = {
+            name: "/tiles/{}/{}/{}/{}.pbf".format(PLAIN, *tile)
+            for name, tile in (("edge", EDGE_TILE), ("next", NEXT_TILE))
+        }
+        before = _rendered_then_kept(client, urls)
+
+        fid = _fids(db, PLAIN)["edge_w"]
+        response = client.patch(f"/collections/{PLAIN}/items/{fid}",
+                                json={"properties": {"kind": "rac"}}, headers=publisher)  # fmt: skip
+        assert response.status_code == 204, response.text
+
+        assert client.get(urls["edge"]).headers["x-tile-cache"] == "database"
+        after = client.get(urls["next"])
+        assert after.headers["x-tile-cache"] == "memory"
+        assert after.headers["etag"] == before["next"].headers["etag"]
     finally:
         app.tiles = own
